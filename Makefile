@@ -1,0 +1,27 @@
+# make demo: the main job on a small built-in default; make test: the test suite. Both set up .venv first.
+PY := .venv/bin/python
+DEMO_DATA := data/demo_pong
+DEMO_STEPS := 30000
+
+.PHONY: setup demo test test-fast bench clean-demo
+
+.venv/.installed: pyproject.toml scripts/setup_venv.sh
+	./scripts/setup_venv.sh
+
+setup: .venv/.installed
+
+demo: .venv/.installed
+	$(PY) -m src.dataset.generate_dataset --game Pong --steps $(DEMO_STEPS) --out_dir $(DEMO_DATA) --resume
+	$(PY) -m src.dataset.inspect_dataset $(DEMO_DATA)
+
+test: .venv/.installed
+	$(PY) -m pytest
+
+test-fast: .venv/.installed
+	$(PY) -m pytest -m "not slow"
+
+bench: .venv/.installed
+	$(PY) benchmarks/bench_generate.py
+
+clean-demo:
+	rm -rf $(DEMO_DATA)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv and installs the project with its test extra. Safe to run again: pip skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "error: Python 3.10 or newer is needed as '$PYTHON' (set PYTHON=/path/to/python3.11)" >&2
+    exit 2
+fi
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+# torch==2.13.0 is pinned in pyproject.toml; pip picks the CPU or CUDA build that this machine offers.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+touch .venv/.installed
+echo "ready: source .venv/bin/activate (or ./scripts/activate_venv.sh)"

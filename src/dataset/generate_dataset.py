@@ -1,0 +1,335 @@
+"""Record Atari transitions with a behaviour policy into the sharded dataset that SPEC.md describes.
+
+    python -m src.dataset.generate_dataset --game Pong --steps 300000 --out_dir data/pong
+
+Environments run in `--num_envs` worker processes (one per core by default), each filling its own shards.
+A killed run continues with `--resume`: finished shards are kept and exactly `--steps` are recorded in all.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing as mp
+import os
+import queue
+import shutil
+import time
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from src.dataset.atari import EnvSettings, action_meanings, available_games, make_env, resolve_game
+from src.dataset.collect import WorkerJob, collect
+from src.dataset.policies import POLICIES
+from src.dataset.shards import (
+    LOCK_FILE,
+    MANIFEST,
+    MANIFEST_VERSION,
+    SHARD_FILE,
+    TMP_PREFIX,
+    bytes_per_row,
+    describe,
+    field_specs,
+    promote_shard,
+    read_manifest,
+    write_manifest,
+)
+from src.utils.errors import ArgumentParser, UserError, run_cli
+from src.utils.io import human_bytes
+
+# Defaults of the settings that make up a dataset; with --resume, the manifest's values are used instead.
+DEFAULTS = {
+    "game": "Pong",
+    "seed": 0,
+    "shard_size": 5_000,  # rows per shard file set: about 176 MB of frames
+    "policy": "random",
+    "repeat_action_probability": 0.0,
+    "frame_skip": 4,
+    "noop_max": 30,
+    "max_episode_steps": 27_000,
+}
+HEADER_BYTES = 128  # an .npy header, per file
+
+
+def default_num_envs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parse_args(argv: list[str] | None) -> tuple[dict, set[str]]:
+    """Returns all options (defaults filled in) and the names the user gave explicitly."""
+    p = ArgumentParser(prog="python -m src.dataset.generate_dataset", description=__doc__.split("\n\n")[0])
+    p.add_argument("--game", help="ALE game as you would write it: Pong, MsPacman, ALE/Pong-v5 (default Pong)")
+    p.add_argument("--steps", type=int, help="total transitions in the dataset (with --resume: default the original target)")
+    p.add_argument("--out_dir", help="dataset directory to create")
+    p.add_argument("--seed", type=int, help="seeds the no-op starts and the policy (default 0)")
+    p.add_argument("--shard_size", type=int, help=f"rows per shard (default {DEFAULTS['shard_size']})")
+    p.add_argument("--num_envs", type=int, help="environments stepped in parallel processes (default: one per core)")
+    p.add_argument("--policy", choices=sorted(POLICIES), help="behaviour policy (default random)")
+    p.add_argument("--repeat_action_probability", type=float, help="sticky actions (default 0.0)")
+    p.add_argument("--frame_skip", type=int, help="emulator frames per step, max-pooled over the last two (default 4)")
+    p.add_argument("--noop_max", type=int, help="at most this many no-op actions at reset (default 30)")
+    p.add_argument("--max_episode_steps", type=int, help="truncate episodes after this many steps (default 27000)")
+    p.add_argument("--resume", action="store_true", help="continue the dataset in out_dir (or start it if out_dir is empty)")
+    p.add_argument("--overwrite", action="store_true", help="delete the dataset in out_dir and record a new one")
+    p.add_argument("--list_games", action="store_true", help="print the available games and exit")
+    args = vars(p.parse_args(argv))
+    given = {k for k, v in args.items() if v not in (None, False)}
+    for key, value in DEFAULTS.items():
+        if args[key] is None:
+            args[key] = value
+    if args["num_envs"] is None:
+        args["num_envs"] = default_num_envs()
+    return args, given
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, given = parse_args(argv)
+    if args["list_games"]:
+        print("\n".join(available_games().values()))
+        return 0
+    if not args["out_dir"]:
+        raise UserError("--out_dir is required (where the dataset is written, e.g. data/pong)")
+    if args["resume"] and args["overwrite"]:
+        raise UserError("--resume and --overwrite exclude each other: continue the dataset, or replace it")
+    check_numbers(args)
+    root = Path(args["out_dir"])
+    manifest = previous_manifest(root, args, given)
+    if manifest is None and "steps" not in given:
+        raise UserError("--steps is required (total transitions to record, e.g. --steps 300000)")
+    settings = EnvSettings.from_dict(manifest["env"]) if manifest else new_settings(args)
+    done_steps = sum(s["rows"] for s in manifest["shards"]) if manifest else 0
+    target = args["steps"] if "steps" in given else manifest["target_steps"]
+    if target < done_steps:
+        raise UserError(f"--steps {target} is less than the {done_steps} steps already in '{root}'")
+    check_disk(root, (target - done_steps) * bytes_per_row(settings.context_frames, settings.screen_size))
+
+    with DirectoryLock(root):
+        clean(root, keep_dataset=manifest is not None)
+        if manifest is None:
+            manifest = new_manifest(settings, args, target)
+        manifest["target_steps"] = target
+        return record(root, manifest, args["num_envs"])
+
+
+def check_numbers(args: dict) -> None:
+    for key in ("steps", "shard_size", "num_envs"):
+        if args[key] is not None and args[key] < 1:
+            raise UserError(f"--{key} must be >= 1, got {args[key]}")
+
+
+def new_settings(args: dict) -> EnvSettings:
+    settings = EnvSettings(
+        game=resolve_game(args["game"]),
+        frame_skip=args["frame_skip"],
+        noop_max=args["noop_max"],
+        repeat_action_probability=args["repeat_action_probability"],
+        max_episode_steps=args["max_episode_steps"],
+    )
+    try:
+        settings.check()
+    except UserError as e:
+        raise UserError(f"--{e}") from None
+    return settings
+
+
+def previous_manifest(root: Path, args: dict, given: set[str]) -> dict | None:
+    """Decide what to do with an existing out_dir; returns the manifest to continue, or None to start anew."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--out_dir '{root}' is a file, not a directory; choose another path")
+    entries = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    foreign = [name for name in entries if not is_dataset_file(name)]
+    if not entries:
+        return None
+    if not (args["resume"] or args["overwrite"]):
+        raise UserError(
+            f"--out_dir '{root}' is not empty ({len(entries)} entries); "
+            "pass --resume to continue its dataset, --overwrite to replace it, or choose another directory"
+        )
+    if foreign:
+        raise UserError(f"'{root}' holds files that are not part of a dataset (e.g. '{foreign[0]}'); choose another --out_dir")
+    if args["overwrite"]:
+        return None
+    if MANIFEST not in entries:
+        if any(SHARD_FILE.fullmatch(name) for name in entries):
+            raise UserError(f"'{root}' has shard files but no {MANIFEST}: cannot resume; use --overwrite to start anew")
+        return None  # killed before its first manifest: nothing to keep
+    manifest = read_manifest(root)
+    stored = {**manifest["env"], "seed": manifest["seed"], "policy": manifest["policy"], "shard_size": manifest["shard_size"]}
+    for key in sorted(given & set(stored)):
+        value = resolve_game(args[key]) if key == "game" else args[key]
+        if value != stored[key]:
+            raise UserError(f"--{key} {args[key]} differs from the dataset's {stored[key]}; --resume keeps the dataset's settings")
+    return manifest
+
+
+def is_dataset_file(name: str) -> bool:
+    return name in (MANIFEST, LOCK_FILE) or bool(SHARD_FILE.fullmatch(name)) or name.startswith(TMP_PREFIX) or (
+        name.startswith(f".{MANIFEST}.") and name.endswith(".tmp")
+    )
+
+
+def check_disk(root: Path, needed: int) -> None:
+    existing = next(p for p in [root, *root.absolute().parents] if p.exists())
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise UserError(
+            f"not enough disk space: the dataset needs about {human_bytes(needed)} more, "
+            f"{human_bytes(free)} is free at '{existing}'; free some space, lower --steps or choose another --out_dir"
+        )
+
+
+class DirectoryLock:
+    """Creates out_dir and holds an exclusive lock on it, so that two generations never write to one dataset."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __enter__(self) -> DirectoryLock:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.root / LOCK_FILE, "a+")
+        except OSError as e:
+            raise UserError(f"cannot write to --out_dir '{self.root}' ({e.strerror}); choose a writable directory") from None
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            raise UserError(
+                f"another generation (pid {self.file.read().strip() or '?'}) is writing to '{self.root}'; "
+                "wait for it to finish or choose another --out_dir"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()  # releases the lock; the file itself stays
+
+
+def clean(root: Path, keep_dataset: bool) -> None:
+    """Remove leftovers of a killed run (temporary files, shards never listed), or the whole old dataset."""
+    listed = set()
+    if keep_dataset:
+        manifest = read_manifest(root)
+        listed = {f"shard_{s['index']:05d}_{field}.npy" for s in manifest["shards"] for field in s["files"]}
+    else:
+        (root / MANIFEST).unlink(missing_ok=True)  # first, so that no manifest ever names a deleted shard
+    for path in root.iterdir():
+        if path.name not in (MANIFEST, LOCK_FILE) and is_dataset_file(path.name) and path.name not in listed:
+            path.unlink()
+
+
+def new_manifest(settings: EnvSettings, args: dict, target: int) -> dict:
+    env = make_env(settings)
+    meanings = action_meanings(env)
+    env.close()
+    specs = field_specs(settings.context_frames, settings.screen_size)
+    return {
+        "version": MANIFEST_VERSION,
+        "game": settings.game,
+        "env_id": settings.env_id,
+        "env": settings.to_dict(),
+        "num_actions": len(meanings),
+        "action_meanings": meanings,
+        "seed": args["seed"],
+        "policy": args["policy"],
+        "shard_size": args["shard_size"],
+        "fields": {name: {"dtype": dtype.name, "shape": list(shape)} for name, (dtype, shape) in specs.items()},
+        "versions": {pkg: version(pkg) for pkg in ("ale-py", "gymnasium", "numpy", "opencv-python-headless")},
+        "created": now(),
+        "target_steps": target,
+        "sessions": [],
+        "shards": [],
+    }
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def split(total: int, parts: int) -> list[int]:
+    """Split `total` steps as evenly as possible over `parts` workers."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def record(root: Path, manifest: dict, num_envs: int) -> int:
+    done_steps = sum(s["rows"] for s in manifest["shards"])
+    remaining = manifest["target_steps"] - done_steps
+    session = len(manifest["sessions"])
+    manifest["sessions"].append({"started": now(), "steps_before": done_steps, "num_envs": num_envs})
+    write_manifest(root, manifest)
+    settings = EnvSettings.from_dict(manifest["env"])
+    print(
+        f"{manifest['game']} ({manifest['env_id']}, {manifest['num_actions']} actions, {manifest['policy']} policy) -> {root}\n"
+        f"recording {remaining:,} of {manifest['target_steps']:,} steps with {num_envs} env(s), "
+        f"about {human_bytes(remaining * bytes_per_row(settings.context_frames, settings.screen_size))}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    if remaining > 0:
+        run_workers(root, manifest, settings, num_envs, remaining, session)
+    seconds = time.perf_counter() - start
+    manifest["sessions"][-1]["seconds"] = round(seconds, 2)
+    write_manifest(root, manifest)
+    print_summary(root, manifest, remaining, seconds)
+    return 0
+
+
+def run_workers(root: Path, manifest: dict, settings: EnvSettings, num_envs: int, remaining: int, session: int) -> None:
+    ctx = mp.get_context("spawn")  # no fork of a process holding threads (tqdm) or open memory maps
+    messages = ctx.Queue()
+    first_episode = max((e for s in manifest["shards"] for e in s["episodes"]), default=-1) + 1
+    episode_counter = ctx.Value("q", first_episode)
+    shares = split(remaining, min(num_envs, remaining))
+    jobs = [
+        WorkerJob(w, str(root), settings, manifest["policy"], n, manifest["shard_size"], (manifest["seed"], session, w), f"s{session}_w{w}")
+        for w, n in enumerate(shares)
+    ]
+    workers = [ctx.Process(target=collect, args=(job, messages, episode_counter, os.getpid()), daemon=True) for job in jobs]
+    for proc in workers:
+        proc.start()
+    fields = list(manifest["fields"])
+    next_index = max((s["index"] for s in manifest["shards"]), default=-1) + 1
+    running = set(range(len(workers)))
+    bar = tqdm(total=manifest["target_steps"], initial=manifest["target_steps"] - remaining, unit="step", smoothing=0.1, dynamic_ncols=True)
+    try:
+        while running:
+            try:
+                worker, kind, *payload = messages.get(timeout=1.0)
+            except queue.Empty:
+                dead = [w for w in running if not workers[w].is_alive()]
+                if dead:
+                    raise RuntimeError(f"collection worker {dead[0]} exited with code {workers[dead[0]].exitcode}")
+                continue
+            if kind == "progress":
+                bar.update(payload[0])
+            elif kind == "shard":
+                tag, entry = payload
+                promote_shard(root, tag, next_index, fields)
+                manifest["shards"].append({"index": next_index, "session": session, **entry})
+                write_manifest(root, manifest)
+                next_index += 1
+            elif kind == "done":
+                running.discard(worker)
+            elif kind == "error":
+                raise RuntimeError(f"collection worker {worker} failed:\n{payload[0]}")
+    finally:
+        bar.close()
+        for proc in workers:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+
+
+def print_summary(root: Path, manifest: dict, recorded: int, seconds: float) -> None:
+    rate = f"{recorded / seconds:,.0f} steps/s" if recorded and seconds > 0 else "nothing left to record"
+    print(describe(root, manifest) + f"\ntime      {seconds:.1f} s for {recorded:,} steps ({rate})", flush=True)
+
+
+if __name__ == "__main__":
+    run_cli(main)

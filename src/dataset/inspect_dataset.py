@@ -1,0 +1,33 @@
+"""Validate a dataset against its manifest and print its summary.
+
+    python -m src.dataset.inspect_dataset data/pong [--verify quick]
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from src.dataset.shards import ShardedDataset, describe
+from src.utils.errors import ArgumentParser, run_cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(prog="python -m src.dataset.inspect_dataset", description=__doc__.split("\n\n")[0])
+    p.add_argument("data_dir", help="a directory written by src.dataset.generate_dataset")
+    p.add_argument("--verify", choices=("full", "quick"), default="full", help="full: also compare sha256 checksums (default)")
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    dataset = ShardedDataset(args.data_dir, verify=args.verify)
+    seconds = time.perf_counter() - start
+    actions = np.bincount(dataset.column("action"), minlength=dataset.num_actions) / len(dataset)
+    meanings = dataset.manifest["action_meanings"]
+    print(describe(args.data_dir, dataset.manifest))
+    print(f"actions   {'  '.join(f'{m} {f:.0%}' for m, f in zip(meanings, actions))}")
+    print(f"verified  {args.verify}: {len(dataset.shards)} shards match the manifest ({seconds:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

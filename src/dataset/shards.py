@@ -1,0 +1,266 @@
+"""The dataset on disk: .npy shards written crash-safely, a manifest, and a validated memory-mapped reader.
+
+Layout (see SPEC.md): OUT_DIR/shard_{k:05d}_{field}.npy for each field below, plus OUT_DIR/manifest.json.
+Within a shard, row i+1 is the step after row i of the same episode whenever done[i] is false.
+A shard is renamed into place and listed in the manifest only after all its files are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.utils.errors import UserError
+from src.utils.io import atomic_write_json, human_bytes, sha256_file
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+LOCK_FILE = ".lock"
+TMP_PREFIX = ".tmp_"
+SHARD_FILE = re.compile(r"shard_(\d{5,})_(\w+)\.npy")
+
+
+def field_specs(context_frames: int, screen_size: int) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Per-row dtype and shape of every array stored in a shard."""
+    frame = (screen_size, screen_size)
+    return {
+        "obs": (np.dtype(np.uint8), (context_frames, *frame)),  # stacked frames, oldest first
+        "next_obs": (np.dtype(np.uint8), (1, *frame)),  # the frame that follows `action`
+        "action": (np.dtype(np.int64), ()),
+        "done": (np.dtype(np.bool_), ()),  # terminated or truncated after this step
+        "reward": (np.dtype(np.float32), ()),  # unclipped game score change over the frame skip
+        "episode": (np.dtype(np.int64), ()),  # dataset-wide episode index
+    }
+
+
+def bytes_per_row(context_frames: int, screen_size: int) -> int:
+    return sum(dtype.itemsize * int(np.prod(shape)) for dtype, shape in field_specs(context_frames, screen_size).values())
+
+
+def shard_path(root: str | os.PathLike, index: int, field: str) -> Path:
+    return Path(root) / f"shard_{index:05d}_{field}.npy"
+
+
+class DatasetError(UserError):
+    """The dataset on disk is missing, incomplete or does not match its manifest."""
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+class ShardWriter:
+    """Fills one shard row by row into memory-mapped temporary files; `finish` flushes and checksums them."""
+
+    def __init__(self, root: str | os.PathLike, tag: str, rows: int, context_frames: int, screen_size: int) -> None:
+        self.root, self.tag, self.capacity, self.rows = Path(root), tag, rows, 0
+        self.arrays = {
+            field: np.lib.format.open_memmap(self.tmp_path(field), mode="w+", dtype=dtype, shape=(rows, *shape))
+            for field, (dtype, shape) in field_specs(context_frames, screen_size).items()
+        }
+
+    def tmp_path(self, field: str) -> Path:
+        return self.root / f"{TMP_PREFIX}{self.tag}_{field}.npy"
+
+    def append(self, **row: Any) -> None:
+        assert self.rows < self.capacity, "shard is full"
+        for field, array in self.arrays.items():
+            array[self.rows] = row[field]
+        self.rows += 1
+
+    def finish(self) -> dict:
+        """Flush to disk and return the shard's manifest entry (without its index)."""
+        assert self.rows == self.capacity, f"shard has {self.rows} of {self.capacity} rows"
+        done, episode = np.array(self.arrays["done"]), np.array(self.arrays["episode"])
+        paths = {}
+        for field, array in self.arrays.items():
+            array.flush()  # msync: the bytes are in the file before it is renamed into place
+            paths[field] = Path(array.filename)
+        self.arrays = {}  # unmap: the pages no longer count towards this process's memory
+        files = {field: {"bytes": path.stat().st_size, "sha256": sha256_file(path)} for field, path in paths.items()}
+        return {
+            "rows": self.rows,
+            "episodes": sorted(int(e) for e in np.unique(episode)),
+            "dones": int(done.sum()),
+            "files": files,
+        }
+
+
+def promote_shard(root: str | os.PathLike, tag: str, index: int, fields: list[str]) -> None:
+    """Rename a finished shard's temporary files to their final names (the manifest lists it next)."""
+    for field in fields:
+        os.replace(Path(root) / f"{TMP_PREFIX}{tag}_{field}.npy", shard_path(root, index, field))
+
+
+def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
+    shards = manifest["shards"]
+    manifest["totals"] = {
+        "steps": sum(s["rows"] for s in shards),
+        "shards": len(shards),
+        "episodes": len({e for s in shards for e in s["episodes"]}),
+        "completed_episodes": sum(s["dones"] for s in shards),
+        "bytes": sum(f["bytes"] for s in shards for f in s["files"].values()),
+    }
+    manifest["complete"] = manifest["totals"]["steps"] == manifest["target_steps"]
+    atomic_write_json(Path(root) / MANIFEST, manifest)
+
+
+def describe(root: str | os.PathLike, manifest: dict) -> str:
+    """A few lines that summarise a dataset for the console."""
+    totals = manifest.get("totals", {})
+    return (
+        f"dataset   {root}  ({manifest['game']}, {manifest['num_actions']} actions, "
+        f"{'complete' if manifest.get('complete') else 'incomplete: continue it with --resume'})\n"
+        f"steps     {totals.get('steps', 0):,} of {manifest['target_steps']:,} in {totals.get('shards', 0)} shards\n"
+        f"episodes  {totals.get('episodes', 0):,} ({totals.get('completed_episodes', 0):,} ended)\n"
+        f"bytes     {human_bytes(totals.get('bytes', 0))}"
+    )
+
+
+def read_manifest(root: str | os.PathLike) -> dict:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise DatasetError(f"{path}: no manifest; is '{root}' a dataset made by src.dataset.generate_dataset?")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: not valid JSON ({e}); the manifest is corrupt") from None
+    required = ("version", "game", "env", "num_actions", "shards", "target_steps")
+    if not isinstance(manifest, dict) or any(k not in manifest for k in required):
+        raise DatasetError(f"{path}: not a dataset manifest (needs keys {', '.join(required)})")
+    if manifest["version"] != MANIFEST_VERSION:
+        raise DatasetError(f"{path}: manifest version {manifest['version']}, this code reads {MANIFEST_VERSION}")
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def valid_starts(done: np.ndarray, k: int) -> np.ndarray:
+    """Rows s of one shard where steps s..s+k-1 are consecutive in one episode (no done before the last).
+
+    done: (N,) bool. Returns sorted int64 starts. The last step of a window may itself be done.
+    """
+    assert k >= 1
+    n = len(done)
+    if n < k:
+        return np.zeros(0, dtype=np.int64)
+    # ends_before[j] = number of dones in done[:j]; a window needs none in done[s : s+k-1].
+    ends_before = np.concatenate([[0], np.cumsum(done, dtype=np.int64)])
+    starts = np.arange(n - k + 1)
+    return starts[ends_before[starts + k - 1] == ends_before[starts]]
+
+
+@dataclass
+class Steps:
+    """k consecutive steps (k=1 for a single sample). Leading axis K is the step."""
+
+    obs: np.ndarray  # (K, T, H, W) uint8, T context frames oldest first
+    action: np.ndarray  # (K,) int64
+    next_obs: np.ndarray  # (K, 1, H, W) uint8
+    done: np.ndarray  # (K,) bool
+    reward: np.ndarray  # (K,) float32
+    episode: np.ndarray  # (K,) int64
+
+    @property
+    def frames(self) -> np.ndarray:
+        """(T + K, H, W): the first step's context followed by each step's next frame."""
+        return np.concatenate([self.obs[0], self.next_obs[:, 0]], axis=0)
+
+
+class ShardedDataset:
+    """Random access to the transitions of a dataset directory, through lazily opened memory maps.
+
+    verify: "full" checks every file's size, header and sha256 against the manifest; "quick" skips the
+    sha256 (for very large datasets already verified once); "none" trusts the manifest.
+    """
+
+    def __init__(self, root: str | os.PathLike, verify: str = "full") -> None:
+        assert verify in ("full", "quick", "none"), verify
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"dataset directory '{root}' does not exist; generate one with src.dataset.generate_dataset")
+        self.manifest = read_manifest(self.root)
+        self.shards = self.manifest["shards"]
+        if not self.shards:
+            raise DatasetError(f"{self.root}: the dataset has no complete shard yet; finish it with --resume")
+        env = self.manifest["env"]
+        self.specs = field_specs(env["context_frames"], env["screen_size"])
+        if verify != "none":
+            for shard in self.shards:
+                self._check_shard(shard, checksums=verify == "full")
+        rows = np.array([s["rows"] for s in self.shards], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(rows)])  # global row of each shard's first row
+        self._maps: dict[tuple[int, str], np.ndarray] = {}
+        self._pid = os.getpid()
+
+    def _check_shard(self, shard: dict, checksums: bool) -> None:
+        for field, (dtype, shape) in self.specs.items():
+            path = shard_path(self.root, shard["index"], field)
+            expected = shard["files"][field]
+            if not path.is_file():
+                raise DatasetError(f"{path}: missing (listed in the manifest); restore it or regenerate the dataset")
+            size = path.stat().st_size
+            if size != expected["bytes"]:
+                raise DatasetError(f"{path}: {size} bytes, the manifest says {expected['bytes']} (truncated or replaced)")
+            try:
+                array = np.load(path, mmap_mode="r")
+            except ValueError as e:
+                raise DatasetError(f"{path}: not a readable .npy file ({e})") from None
+            if array.dtype != dtype or array.shape != (shard["rows"], *shape):
+                raise DatasetError(f"{path}: {array.dtype} {array.shape}, expected {dtype} {(shard['rows'], *shape)}")
+            if checksums and sha256_file(path) != expected["sha256"]:
+                raise DatasetError(f"{path}: sha256 differs from the manifest (altered or corrupt); restore or regenerate it")
+
+    # -- metadata
+    @property
+    def game(self) -> str:
+        return self.manifest["game"]
+
+    @property
+    def num_actions(self) -> int:
+        return self.manifest["num_actions"]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    # -- data
+    def array(self, shard_pos: int, field: str) -> np.ndarray:
+        """The memory map of one field of the shard at position `shard_pos` (opened once per process)."""
+        if os.getpid() != self._pid:  # a forked DataLoader worker: open its own maps
+            self._maps, self._pid = {}, os.getpid()
+        key = (shard_pos, field)
+        if key not in self._maps:
+            self._maps[key] = np.load(shard_path(self.root, self.shards[shard_pos]["index"], field), mmap_mode="r")
+        return self._maps[key]
+
+    def locate(self, row: int) -> tuple[int, int]:
+        """Global row -> (shard position, row within the shard)."""
+        if not 0 <= row < len(self):
+            raise IndexError(f"row {row} out of range for {len(self)} rows")
+        pos = int(np.searchsorted(self.offsets, row, side="right")) - 1
+        return pos, row - int(self.offsets[pos])
+
+    def steps(self, row: int, k: int = 1) -> Steps:
+        """Steps row..row+k-1; they must be a valid window (see `window_starts`)."""
+        pos, local = self.locate(row)
+        sl = slice(local, local + k)
+        out = Steps(**{field: np.array(self.array(pos, field)[sl]) for field in self.specs})
+        assert len(out.done) == k and not out.done[:-1].any(), f"rows {row}..{row + k - 1} cross an episode end"
+        return out
+
+    def column(self, field: str) -> np.ndarray:
+        """One small per-row field (action, done, reward, episode) for the whole dataset, in row order."""
+        assert self.specs[field][1] == (), f"{field} is a frame field; read it per sample"
+        return np.concatenate([np.asarray(self.array(pos, field)) for pos in range(len(self.shards))])
+
+    def window_starts(self, k: int) -> np.ndarray:
+        """Global rows where k consecutive steps of one episode begin (windows never cross shards)."""
+        return np.concatenate(
+            [valid_starts(np.asarray(self.array(pos, "done")), k) + self.offsets[pos] for pos in range(len(self.shards))]
+        )
