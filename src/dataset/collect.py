@@ -1,84 +1,92 @@
-"""One collection worker: steps its own environment with the policy and fills its own shards.
+"""The recording loop: step a vector of games with a policy and stream each game's steps into its own shards.
 
-Each worker's shards hold consecutive steps of its environment, so row i+1 follows row i unless done[i].
-Workers report to the parent through a queue; the parent names finished shards and owns the manifest.
+Game i records exactly quotas[i] steps into a stream of shards of its own, so within a shard row i+1 is
+the step after row i unless done[i], and the bytes depend only on the seed. The games run asynchronously
+in C++ threads: while one batch is emulated this thread records the previous one. Full shards are fsynced
+and handed to `on_shard` (which names them and lists them in the manifest) on one background thread, so
+disk waits never stall the emulators.
 """
 
 from __future__ import annotations
 
-import os
-import traceback
-from dataclasses import dataclass
-from multiprocessing.queues import Queue
-from multiprocessing.sharedctypes import Synchronized
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 
-from src.dataset.atari import EnvSettings, make_env
+from src.dataset.atari import EnvSettings, make_vector_env
 from src.dataset.policies import make_policy
 from src.dataset.shards import ShardWriter
 
-PROGRESS_EVERY = 250  # steps between progress messages (also how often a worker checks its parent)
 
+def record(
+    root: str,
+    settings: EnvSettings,
+    policy_name: str,
+    quotas: list[int],
+    shard_size: int,
+    seed_key: tuple[int, ...],
+    first_episode: int,
+    tag: str,
+    on_shard: Callable[[str, dict], None],
+    on_progress: Callable[[int], None],
+) -> None:
+    """Record quotas[i] steps from game i (i < len(quotas)).
 
-@dataclass(frozen=True)
-class WorkerJob:
-    worker: int
-    root: str
-    settings: EnvSettings
-    policy: str
-    steps: int  # this worker's share of the steps still to record
-    shard_size: int
-    seed_key: tuple[int, int, int]  # (seed, session, worker): seeds this worker's no-ops and policy
-    tag: str  # names this worker's temporary files: unique per session and worker
+    seed_key seeds the games (their no-op starts) and the policy; tag names the temporary files;
+    on_shard(tag, entry) runs on a background thread, one shard at a time, in the order shards fill.
+    """
+    num_envs = len(quotas)
+    seeds = np.random.SeedSequence(seed_key)
+    # Half the games emulate while this thread records the other half (measured best on 2 cores).
+    env = make_vector_env(settings, num_envs, batch_size=num_envs // 2 if num_envs > 1 else 0)
+    policy = make_policy(policy_name, int(env.single_action_space.n), num_envs, seeds.spawn(1)[0])
+    left = np.array(quotas)
+    fresh = np.ones(num_envs, dtype=bool)  # game's current observation starts an episode (no transition into it)
+    last_obs: list[np.ndarray | None] = [None] * num_envs
+    last_action = np.zeros(num_envs, dtype=np.int64)
+    # Game i's k-th episode is first_episode + k * num_envs + i: unique, and independent of thread timing.
+    episode = np.arange(first_episode, first_episode + num_envs) - num_envs
+    writers: list[ShardWriter | None] = [None] * num_envs
+    shard_counts = [0] * num_envs
+    finishing: list[Future] = []
 
+    def finish(writer: ShardWriter) -> None:
+        on_shard(writer.tag, writer.finish())
 
-def next_episode(counter: Synchronized) -> int:
-    with counter.get_lock():
-        counter.value += 1
-        return counter.value - 1
-
-
-def collect(job: WorkerJob, queue: Queue, episode_counter: Synchronized, parent_pid: int) -> None:
-    """Record job.steps transitions; messages: ("progress", n), ("shard", tag, entry), ("done",), ("error", text)."""
-    try:
-        _collect(job, queue, episode_counter, parent_pid)
-        queue.put((job.worker, "done"))
-    except Exception:
-        queue.put((job.worker, "error", traceback.format_exc()))
-
-
-def _collect(job: WorkerJob, queue: Queue, episode_counter: Synchronized, parent_pid: int) -> None:
-    seeds = np.random.SeedSequence(job.seed_key)
-    env = make_env(job.settings)
-    policy = make_policy(job.policy, int(env.action_space.n), np.random.default_rng(seeds.spawn(1)[0]))
-    obs, _ = env.reset(seed=int(seeds.generate_state(1)[0]))
-    episode = next_episode(episode_counter)
-    s = job.settings
-    remaining, shard_seq, unreported = job.steps, 0, 0
-    while remaining > 0:
-        rows = min(job.shard_size, remaining)
-        tag = f"{job.tag}_{shard_seq}"
-        writer = ShardWriter(job.root, tag, rows, s.context_frames, s.screen_size)
-        for _ in range(rows):
-            action = policy.act(obs)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            done = terminated or truncated
-            writer.append(obs=obs, action=action, next_obs=next_obs[-1:], done=done, reward=reward, episode=episode)
-            if done:
-                obs, _ = env.reset()
-                episode = next_episode(episode_counter)
-            else:
-                obs = next_obs
-            unreported += 1
-            if unreported == PROGRESS_EVERY:
-                if os.getppid() != parent_pid:  # the parent was killed: stop instead of writing on as an orphan
-                    os._exit(1)
-                queue.put((job.worker, "progress", unreported))
-                unreported = 0
-        queue.put((job.worker, "progress", unreported))
-        unreported = 0
-        queue.put((job.worker, "shard", tag, writer.finish()))
-        remaining -= rows
-        shard_seq += 1
+    obs, info = env.reset(seed=int(seeds.generate_state(1)[0] >> 1))  # game i gets seed + i
+    reward = np.zeros(len(obs), dtype=np.float32)
+    done = np.zeros(len(obs), dtype=bool)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-finisher") as finisher:
+        while True:
+            ids = info["env_id"]
+            actions = policy.act(obs, ids)
+            recording = ~fresh[ids] & (left[ids] > 0)  # which games in this batch complete a transition
+            left[ids[recording]] -= 1
+            more = left.any()
+            if more:  # the games step on while this thread records the batch below
+                env.send(actions)
+            for j, i in enumerate(ids):
+                if fresh[i]:
+                    episode[i] += num_envs
+                elif recording[j]:
+                    if writers[i] is None:
+                        rows = min(shard_size, int(left[i]) + 1)
+                        writers[i] = ShardWriter(root, f"{tag}_e{i}_{shard_counts[i]}", rows, settings.context_frames, settings.screen_size)
+                        shard_counts[i] += 1
+                    writers[i].append(last_obs[i], last_action[i], obs[j, -1:], done[j], reward[j], episode[i])
+                    if writers[i].full:
+                        finishing.append(finisher.submit(finish, writers[i]))
+                        writers[i] = None
+                fresh[i], last_obs[i], last_action[i] = done[j], obs[j], actions[j]
+            on_progress(int(recording.sum()))
+            for future in [f for f in finishing if f.done()]:
+                future.result()  # a failed shard stops the recording here, not at the end
+                finishing.remove(future)
+            if not more:
+                break
+            obs, reward, terminated, truncated, info = env.recv()
+            done = terminated | truncated
+        for future in finishing:
+            future.result()
     env.close()

@@ -2,27 +2,25 @@
 
     python -m src.dataset.generate_dataset --game Pong --steps 300000 --out_dir data/pong
 
-Environments run in `--num_envs` worker processes (one per core by default), each filling its own shards.
+`--num_envs` games run in ale-py's native vector environment (C++ threads); each fills its own shards.
 A killed run continues with `--resume`: finished shards are kept and exactly `--steps` are recorded in all.
 """
 
 from __future__ import annotations
 
 import fcntl
-import multiprocessing as mp
+import itertools
 import os
-import queue
 import shutil
 import time
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from src.dataset.atari import EnvSettings, action_meanings, available_games, make_env, resolve_game
-from src.dataset.collect import WorkerJob, collect
+from src.dataset.atari import EnvSettings, action_meanings, available_games, resolve_game
+from src.dataset.collect import record
 from src.dataset.policies import POLICIES
 from src.dataset.shards import (
     LOCK_FILE,
@@ -50,12 +48,9 @@ DEFAULTS = {
     "frame_skip": 4,
     "noop_max": 30,
     "max_episode_steps": 27_000,
+    "num_envs": 8,
 }
 HEADER_BYTES = 128  # an .npy header, per file
-
-
-def default_num_envs() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def parse_args(argv: list[str] | None) -> tuple[dict, set[str]]:
@@ -66,7 +61,7 @@ def parse_args(argv: list[str] | None) -> tuple[dict, set[str]]:
     p.add_argument("--out_dir", help="dataset directory to create")
     p.add_argument("--seed", type=int, help="seeds the no-op starts and the policy (default 0)")
     p.add_argument("--shard_size", type=int, help=f"rows per shard (default {DEFAULTS['shard_size']})")
-    p.add_argument("--num_envs", type=int, help="environments stepped in parallel processes (default: one per core)")
+    p.add_argument("--num_envs", type=int, help="games stepped in parallel, in C++ threads on every core (default 8)")
     p.add_argument("--policy", choices=sorted(POLICIES), help="behaviour policy (default random)")
     p.add_argument("--repeat_action_probability", type=float, help="sticky actions (default 0.0)")
     p.add_argument("--frame_skip", type=int, help="emulator frames per step, max-pooled over the last two (default 4)")
@@ -80,8 +75,6 @@ def parse_args(argv: list[str] | None) -> tuple[dict, set[str]]:
     for key, value in DEFAULTS.items():
         if args[key] is None:
             args[key] = value
-    if args["num_envs"] is None:
-        args["num_envs"] = default_num_envs()
     return args, given
 
 
@@ -111,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if manifest is None:
             manifest = new_manifest(settings, args, target)
         manifest["target_steps"] = target
-        return record(root, manifest, args["num_envs"])
+        return generate(root, manifest, args["num_envs"])
 
 
 def check_numbers(args: dict) -> None:
@@ -225,9 +218,7 @@ def clean(root: Path, keep_dataset: bool) -> None:
 
 
 def new_manifest(settings: EnvSettings, args: dict, target: int) -> dict:
-    env = make_env(settings)
-    meanings = action_meanings(env)
-    env.close()
+    meanings = action_meanings(settings)
     specs = field_specs(settings.context_frames, settings.screen_size)
     return {
         "version": MANIFEST_VERSION,
@@ -257,7 +248,7 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-def record(root: Path, manifest: dict, num_envs: int) -> int:
+def generate(root: Path, manifest: dict, num_envs: int) -> int:
     done_steps = sum(s["rows"] for s in manifest["shards"])
     remaining = manifest["target_steps"] - done_steps
     session = len(manifest["sessions"])
@@ -272,7 +263,7 @@ def record(root: Path, manifest: dict, num_envs: int) -> int:
     )
     start = time.perf_counter()
     if remaining > 0:
-        run_workers(root, manifest, settings, num_envs, remaining, session)
+        run_session(root, manifest, settings, num_envs, remaining, session)
     seconds = time.perf_counter() - start
     manifest["sessions"][-1]["seconds"] = round(seconds, 2)
     write_manifest(root, manifest)
@@ -280,50 +271,29 @@ def record(root: Path, manifest: dict, num_envs: int) -> int:
     return 0
 
 
-def run_workers(root: Path, manifest: dict, settings: EnvSettings, num_envs: int, remaining: int, session: int) -> None:
-    ctx = mp.get_context("spawn")  # no fork of a process holding threads (tqdm) or open memory maps
-    messages = ctx.Queue()
-    first_episode = max((e for s in manifest["shards"] for e in s["episodes"]), default=-1) + 1
-    episode_counter = ctx.Value("q", first_episode)
-    shares = split(remaining, min(num_envs, remaining))
-    jobs = [
-        WorkerJob(w, str(root), settings, manifest["policy"], n, manifest["shard_size"], (manifest["seed"], session, w), f"s{session}_w{w}")
-        for w, n in enumerate(shares)
-    ]
-    workers = [ctx.Process(target=collect, args=(job, messages, episode_counter, os.getpid()), daemon=True) for job in jobs]
-    for proc in workers:
-        proc.start()
+def run_session(root: Path, manifest: dict, settings: EnvSettings, num_envs: int, remaining: int, session: int) -> None:
     fields = list(manifest["fields"])
-    next_index = max((s["index"] for s in manifest["shards"]), default=-1) + 1
-    running = set(range(len(workers)))
-    bar = tqdm(total=manifest["target_steps"], initial=manifest["target_steps"] - remaining, unit="step", smoothing=0.1, dynamic_ncols=True)
-    try:
-        while running:
-            try:
-                worker, kind, *payload = messages.get(timeout=1.0)
-            except queue.Empty:
-                dead = [w for w in running if not workers[w].is_alive()]
-                if dead:
-                    raise RuntimeError(f"collection worker {dead[0]} exited with code {workers[dead[0]].exitcode}")
-                continue
-            if kind == "progress":
-                bar.update(payload[0])
-            elif kind == "shard":
-                tag, entry = payload
-                promote_shard(root, tag, next_index, fields)
-                manifest["shards"].append({"index": next_index, "session": session, **entry})
-                write_manifest(root, manifest)
-                next_index += 1
-            elif kind == "done":
-                running.discard(worker)
-            elif kind == "error":
-                raise RuntimeError(f"collection worker {worker} failed:\n{payload[0]}")
-    finally:
-        bar.close()
-        for proc in workers:
-            if proc.is_alive():
-                proc.terminate()
-            proc.join()
+    shard_indices = itertools.count(max((s["index"] for s in manifest["shards"]), default=-1) + 1)
+
+    def on_shard(tag: str, entry: dict) -> None:
+        index = next(shard_indices)
+        promote_shard(root, tag, index, fields)
+        manifest["shards"].append({"index": index, "session": session, **entry})
+        write_manifest(root, manifest)
+
+    with tqdm(total=manifest["target_steps"], initial=manifest["target_steps"] - remaining, unit="step", smoothing=0.05, mininterval=0.5, dynamic_ncols=True) as bar:
+        record(
+            str(root),
+            settings,
+            manifest["policy"],
+            quotas=split(remaining, min(num_envs, remaining)),
+            shard_size=manifest["shard_size"],
+            seed_key=(manifest["seed"], session),
+            first_episode=max((e for s in manifest["shards"] for e in s["episodes"]), default=-1) + 1,
+            tag=f"s{session}",
+            on_shard=on_shard,
+            on_progress=bar.update,
+        )
 
 
 def print_summary(root: Path, manifest: dict, recorded: int, seconds: float) -> None:

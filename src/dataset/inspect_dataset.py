@@ -16,7 +16,7 @@ from src.utils.errors import ArgumentParser, run_cli
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m src.dataset.inspect_dataset", description=__doc__.split("\n\n")[0])
     p.add_argument("data_dir", help="a directory written by src.dataset.generate_dataset")
-    p.add_argument("--verify", choices=("full", "quick"), default="full", help="full: also compare sha256 checksums (default)")
+    p.add_argument("--verify", choices=("full", "quick"), default="full", help="full: also compare xxh3-128 checksums (default)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     dataset = ShardedDataset(args.data_dir, verify=args.verify)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+import xxhash
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -34,8 +35,9 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def sha256_file(path: str | os.PathLike, chunk_bytes: int = 8 << 20) -> str:
-    digest = hashlib.sha256()
+def checksum_file(path: str | os.PathLike, chunk_bytes: int = 8 << 20) -> str:
+    """xxh3-128 of a file's bytes, as hex: ~10 GB/s, so verifying a whole dataset takes seconds."""
+    digest = xxhash.xxh3_128()
     with open(path, "rb") as f:
         while chunk := f.read(chunk_bytes):
             digest.update(chunk)

@@ -1,0 +1,77 @@
+"""Shared fixtures: a small real dataset (recorded once per session) and a helper to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GENERATE = [sys.executable, "-m", "src.dataset.generate_dataset"]
+INSPECT = [sys.executable, "-m", "src.dataset.inspect_dataset"]
+
+# Short episodes (60 steps) so that a few hundred steps cross many episode ends.
+SMALL = {"steps": 1200, "num_envs": 3, "shard_size": 150, "max_episode_steps": 60, "seed": 7}
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("AWM_DEBUG", None)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300, **kwargs)
+
+
+def generate(out_dir: Path, *args: str, **options) -> subprocess.CompletedProcess:
+    """Run the generator CLI; options become --key value flags."""
+    flags = [f"--{k}={v}" for k, v in options.items()]
+    return run([*GENERATE, "--out_dir", str(out_dir), *flags, *args])
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """Assert the process failed as a user error should (exit 2, one line, no traceback) and return the line."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real Pong dataset: 1200 steps, 3 envs, shards of 150 rows, episodes of at most 60 steps."""
+    out = tmp_path_factory.mktemp("data") / "pong"
+    result = generate(out, game="Pong", **SMALL)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture
+def dataset_copy(small_dataset: Path, tmp_path: Path) -> Path:
+    """A private copy of the small dataset, for tests that damage or extend it."""
+    copy = tmp_path / "pong"
+    shutil.copytree(small_dataset, copy)
+    return copy
+
+
+def check_consecutive(root: Path) -> int:
+    """Assert the row-order contract of every shard; returns how many episode ends it crossed."""
+    from src.dataset.shards import ShardedDataset
+
+    data = ShardedDataset(root, verify="none")
+    ends = 0
+    for pos in range(len(data.shards)):
+        obs, next_obs = data.array(pos, "obs"), data.array(pos, "next_obs")
+        done, episode = data.array(pos, "done"), data.array(pos, "episode")
+        for i in range(len(done) - 1):
+            if done[i]:
+                ends += 1
+                assert episode[i + 1] != episode[i]
+                assert not obs[i + 1, :-1].any(), "a new episode's stack is zero-padded"
+            else:
+                assert episode[i + 1] == episode[i]
+                np.testing.assert_array_equal(next_obs[i, 0], obs[i + 1, -1])
+                np.testing.assert_array_equal(obs[i, 1:], obs[i + 1, :-1])
+    return ends

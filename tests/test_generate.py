@@ -1,0 +1,166 @@
+"""The generator command: bad input, resume after SIGKILL, overwrite, locking and determinism."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from src.dataset.generate_dataset import split
+from src.dataset.shards import ShardedDataset
+from tests.conftest import GENERATE, INSPECT, ROOT, SMALL, check_consecutive, error_line, generate, run
+
+
+def manifest(root: Path) -> dict:
+    return json.loads((root / "manifest.json").read_text())
+
+
+def checksums(root: Path) -> dict[int, dict[str, str]]:
+    """Shard index -> field -> checksum."""
+    return {s["index"]: {f: v["xxh3_128"] for f, v in s["files"].items()} for s in manifest(root)["shards"]}
+
+
+def content(root: Path) -> list[tuple[str, ...]]:
+    """The dataset's bytes, as checksums, independent of the order in which shards were named."""
+    return sorted(tuple(v["xxh3_128"] for v in s["files"].values()) for s in manifest(root)["shards"])
+
+
+def test_split_is_exact() -> None:
+    assert split(10, 3) == [4, 3, 3]
+    assert split(2, 2) == [1, 1]
+    assert sum(split(300_001, 8)) == 300_001
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--game", "Pongg", "--steps", "10"], "unknown game 'Pongg'. Did you mean: Pong?"),
+        (["--game", "Breakot", "--steps", "10"], "Did you mean: Breakout?"),
+        (["--steps", "0"], "--steps must be >= 1, got 0"),
+        (["--steps", "-5"], "--steps must be >= 1, got -5"),
+        (["--steps", "abc"], "argument --steps: invalid int value: 'abc'"),
+        ([], "--steps is required"),
+        (["--steps", "10", "--shard_size", "0"], "--shard_size must be >= 1"),
+        (["--steps", "10", "--num_envs", "0"], "--num_envs must be >= 1"),
+        (["--steps", "10", "--repeat_action_probability", "1.5"], "--repeat_action_probability must be in [0, 1]"),
+        (["--steps", "10", "--frame_skip", "0"], "--frame_skip must be >= 1"),
+        (["--steps", "10", "--resume", "--overwrite"], "exclude each other"),
+        (["--steps", str(10**9)], "not enough disk space"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(tmp_path: Path, args: list[str], expected: str) -> None:
+    out = tmp_path / "data"
+    assert expected in error_line(run([*GENERATE, "--out_dir", str(out), *args]))
+    assert not out.exists(), "nothing is created before the input is known to be good"
+
+
+def test_non_empty_out_dir_is_refused_and_kept(tmp_path: Path) -> None:
+    """Catches a generator that writes into (or wipes) a directory holding the user's files."""
+    (tmp_path / "notes.txt").write_text("mine")
+    assert "is not empty" in error_line(generate(tmp_path, steps=10))
+    assert "not part of a dataset" in error_line(generate(tmp_path, "--overwrite", steps=10))
+    assert "not part of a dataset" in error_line(generate(tmp_path, "--resume", steps=10))
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_unwritable_out_dir(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert "cannot write to --out_dir" in error_line(generate(a_file / "sub", steps=10))
+    assert "is a file" in error_line(generate(a_file, steps=10))
+    assert a_file.read_text() == "x"
+
+
+def test_resume_refuses_other_settings(dataset_copy: Path) -> None:
+    before = checksums(dataset_copy)
+    assert "--game Breakout differs from the dataset's Pong" in error_line(generate(dataset_copy, "--resume", game="Breakout"))
+    assert "less than the 1200 steps" in error_line(generate(dataset_copy, "--resume", steps=100))
+    assert checksums(dataset_copy) == before
+
+
+def test_second_generation_on_a_locked_dir_is_refused(dataset_copy: Path) -> None:
+    with open(dataset_copy / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert "another generation" in error_line(generate(dataset_copy, "--resume", steps=1500))
+    assert manifest(dataset_copy)["totals"]["steps"] == SMALL["steps"]
+
+
+def test_resume_adds_exactly_the_missing_steps(dataset_copy: Path) -> None:
+    """Catches a resume that rewrites finished shards or over/under-shoots the requested total."""
+    before = checksums(dataset_copy)
+    result = generate(dataset_copy, "--resume", steps=1500)
+    assert result.returncode == 0, result.stderr
+    after = checksums(dataset_copy)
+    assert {k: after[k] for k in before} == before
+    data = ShardedDataset(dataset_copy, verify="full")
+    assert len(data) == 1500 and manifest(dataset_copy)["complete"]
+    check_consecutive(dataset_copy)
+    again = generate(dataset_copy, "--resume")  # already complete: records nothing, changes nothing
+    assert again.returncode == 0 and "nothing left to record" in again.stdout
+    assert checksums(dataset_copy) == after
+
+
+def test_overwrite_replaces_the_dataset(dataset_copy: Path) -> None:
+    result = generate(dataset_copy, "--overwrite", steps=200, seed=1, num_envs=1, shard_size=150, max_episode_steps=60)
+    assert result.returncode == 0, result.stderr
+    assert manifest(dataset_copy)["totals"] == {**manifest(dataset_copy)["totals"], "steps": 200, "shards": 2}
+    assert len(list(dataset_copy.glob("shard_*.npy"))) == 2 * 6
+
+
+def test_same_seed_same_bytes(tmp_path: Path) -> None:
+    """Catches hidden nondeterminism (unseeded RNG, thread timing) in the recorded data."""
+    options = {"steps": 300, "num_envs": 2, "shard_size": 100, "seed": 3, "max_episode_steps": 60}
+    for name in ("a", "b"):
+        assert generate(tmp_path / name, **options).returncode == 0
+    assert content(tmp_path / "a") == content(tmp_path / "b")
+    assert generate(tmp_path / "c", **{**options, "seed": 4}).returncode == 0
+    assert content(tmp_path / "c") != content(tmp_path / "a")
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def listed_shards(root: Path) -> int:
+    try:
+        return len(manifest(root)["shards"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(4))
+def test_sigkill_then_resume_gives_exactly_the_requested_steps(tmp_path: Path, trial: int) -> None:
+    """Kills the generator at a random moment (mid-shard, mid-manifest write...), resumes, and checks the result."""
+    steps, out = 3000, tmp_path / "data"
+    cmd = [*GENERATE, "--out_dir", str(out), "--steps", str(steps), "--num_envs", "2", "--shard_size", "250",
+           "--max_episode_steps", "80", "--seed", str(trial)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    if trial % 2 == 0:
+        wait_for(lambda: listed_shards(out) >= 1 + trial)  # right after a shard was listed
+        time.sleep(random.Random(trial).uniform(0, 0.2))
+    else:
+        wait_for(lambda: (out / "manifest.json").exists())
+        time.sleep(random.Random(trial).uniform(0.2, 1.5))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = listed_shards(out)
+    ShardedDataset(out, verify="full") if killed_at else None  # whatever is listed is complete and intact
+    result = generate(out, "--resume")
+    assert result.returncode == 0, result.stderr
+    data = ShardedDataset(out, verify="full")
+    assert len(data) == steps and manifest(out)["complete"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("shard_")) == [".lock", "manifest.json"]
+    assert len(list(out.glob("shard_*.npy"))) == 6 * len(data.shards)
+    check_consecutive(out)
+    assert error_line(run([*INSPECT, str(tmp_path / "nowhere")]))  # and the reader still refuses nonsense
