@@ -1,13 +1,13 @@
 """How fast is dataset generation, next to the bare emulator measured in the same run?
 
-    python benchmarks/bench_generate.py [--game Pong] [--steps 20000] [--num_envs 1,2,4] [--rss_steps 20000,200000]
+    python benchmarks/bench_generate.py [--game Pong] [--steps 50000] [--num_envs 1,2,4,8] [--rss_steps 20000,200000]
 
 Rows:
   bare emulator   one ALE/<Game>-v5 env in this process: frameskip 4, grayscale, no resize or stacking,
                   random actions, nothing written (the reference).
   generator       `python -m src.dataset.generate_dataset` end to end in a subprocess, wall clock from
                   launch to exit (interpreter start-up, workers, writing, checksums and manifest included).
-Peak RSS is the largest sum, over the generator's process tree, of resident memory sampled every 50 ms.
+Peak RSS is the largest sum, over the generator's process tree, of resident memory sampled every 100 ms.
 Ratio = generator steps/s / bare emulator steps/s.
 """
 
@@ -69,7 +69,7 @@ def generator(game: str, steps: int, num_envs: int | None, work: Path) -> tuple[
     peak = 0
     while proc.poll() is None:
         peak = max(peak, tree_rss(proc))
-        time.sleep(0.05)
+        time.sleep(0.1)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"generator failed: {proc.stderr.read().decode()[-2000:]}")
@@ -80,8 +80,8 @@ def generator(game: str, steps: int, num_envs: int | None, work: Path) -> tuple[
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--game", default="Pong")
-    p.add_argument("--steps", type=int, default=20_000)
-    p.add_argument("--num_envs", default="1,2,4")
+    p.add_argument("--steps", type=int, default=50_000)
+    p.add_argument("--num_envs", default="1,2,4,8")
     p.add_argument("--rss_steps", default="20000,200000", help="step counts for the peak-RSS rows (default num_envs)")
     p.add_argument("--work_dir", default=None, help="where the generated datasets go (deleted after each run)")
     args = p.parse_args()

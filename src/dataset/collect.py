@@ -71,7 +71,7 @@ def record(
                     episode[i] += num_envs
                 elif recording[j]:
                     if writers[i] is None:
-                        rows = min(shard_size, int(left[i]) + 1)
+                        rows = min(shard_size, int(left[i]) + 1)  # + 1: left already counts this step
                         writers[i] = ShardWriter(root, f"{tag}_e{i}_{shard_counts[i]}", rows, settings.context_frames, settings.screen_size)
                         shard_counts[i] += 1
                     writers[i].append(last_obs[i], last_action[i], obs[j, -1:], done[j], reward[j], episode[i])

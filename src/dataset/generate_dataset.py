@@ -12,14 +12,15 @@ import fcntl
 import itertools
 import os
 import shutil
+import sys
 import time
 from datetime import datetime, timezone
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from tqdm import tqdm
 
-from src.dataset.atari import EnvSettings, action_meanings, available_games, resolve_game
+from src.dataset.atari import EnvSettings, action_meanings, available_cores, available_games, resolve_game
 from src.dataset.collect import record
 from src.dataset.policies import POLICIES
 from src.dataset.shards import (
@@ -33,6 +34,7 @@ from src.dataset.shards import (
     field_specs,
     promote_shard,
     read_manifest,
+    shard_path,
     write_manifest,
 )
 from src.utils.errors import ArgumentParser, UserError, run_cli
@@ -48,7 +50,6 @@ DEFAULTS = {
     "frame_skip": 4,
     "noop_max": 30,
     "max_episode_steps": 27_000,
-    "num_envs": 8,
 }
 HEADER_BYTES = 128  # an .npy header, per file
 
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None) -> tuple[dict, set[str]]:
     p.add_argument("--out_dir", help="dataset directory to create")
     p.add_argument("--seed", type=int, help="seeds the no-op starts and the policy (default 0)")
     p.add_argument("--shard_size", type=int, help=f"rows per shard (default {DEFAULTS['shard_size']})")
-    p.add_argument("--num_envs", type=int, help="games stepped in parallel, in C++ threads on every core (default 8)")
+    p.add_argument("--num_envs", type=int, help="games stepped in parallel, in C++ threads on every core (default: 2 per core)")
     p.add_argument("--policy", choices=sorted(POLICIES), help="behaviour policy (default random)")
     p.add_argument("--repeat_action_probability", type=float, help="sticky actions (default 0.0)")
     p.add_argument("--frame_skip", type=int, help="emulator frames per step, max-pooled over the last two (default 4)")
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None) -> tuple[dict, set[str]]:
     for key, value in DEFAULTS.items():
         if args[key] is None:
             args[key] = value
+    if args["num_envs"] is None:
+        args["num_envs"] = 2 * available_cores()  # half emulate while half are recorded; 4 was fastest on 2 cores
     return args, given
 
 
@@ -100,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     check_disk(root, (target - done_steps) * bytes_per_row(settings.context_frames, settings.screen_size))
 
     with DirectoryLock(root):
-        clean(root, keep_dataset=manifest is not None)
+        if manifest is not None:
+            manifest = read_manifest(root)  # again, now that no other generation can change it
+        clean(root, manifest)
         if manifest is None:
             manifest = new_manifest(settings, args, target)
         manifest["target_steps"] = target
@@ -204,12 +209,12 @@ class DirectoryLock:
         self.file.close()  # releases the lock; the file itself stays
 
 
-def clean(root: Path, keep_dataset: bool) -> None:
-    """Remove leftovers of a killed run (temporary files, shards never listed), or the whole old dataset."""
+def clean(root: Path, manifest: dict | None) -> None:
+    """Remove what `manifest` does not list (a killed run's temporary files and unlisted shards); with no
+    manifest, the whole old dataset."""
     listed = set()
-    if keep_dataset:
-        manifest = read_manifest(root)
-        listed = {f"shard_{s['index']:05d}_{field}.npy" for s in manifest["shards"] for field in s["files"]}
+    if manifest is not None:
+        listed = {shard_path(root, s["index"], field).name for s in manifest["shards"] for field in s["files"]}
     else:
         (root / MANIFEST).unlink(missing_ok=True)  # first, so that no manifest ever names a deleted shard
     for path in root.iterdir():
@@ -231,7 +236,7 @@ def new_manifest(settings: EnvSettings, args: dict, target: int) -> dict:
         "policy": args["policy"],
         "shard_size": args["shard_size"],
         "fields": {name: {"dtype": dtype.name, "shape": list(shape)} for name, (dtype, shape) in specs.items()},
-        "versions": {pkg: version(pkg) for pkg in ("ale-py", "gymnasium", "numpy", "opencv-python-headless")},
+        "versions": package_versions("ale-py", "gymnasium", "numpy", "opencv-python-headless", "opencv-python"),
         "created": now(),
         "target_steps": target,
         "sessions": [],
@@ -239,12 +244,22 @@ def new_manifest(settings: EnvSettings, args: dict, target: int) -> dict:
     }
 
 
+def package_versions(*names: str) -> dict[str, str]:
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def split(total: int, parts: int) -> list[int]:
-    """Split `total` steps as evenly as possible over `parts` workers."""
+    """Split `total` steps as evenly as possible over `parts` games."""
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
@@ -262,8 +277,12 @@ def generate(root: Path, manifest: dict, num_envs: int) -> int:
         flush=True,
     )
     start = time.perf_counter()
-    if remaining > 0:
-        run_session(root, manifest, settings, num_envs, remaining, session)
+    try:
+        if remaining > 0:
+            run_session(root, manifest, settings, num_envs, remaining, session)
+    except KeyboardInterrupt:
+        print(f"interrupted: the complete shards are kept; continue with --resume --out_dir {root}", file=sys.stderr)
+        return 130
     seconds = time.perf_counter() - start
     manifest["sessions"][-1]["seconds"] = round(seconds, 2)
     write_manifest(root, manifest)

@@ -282,7 +282,8 @@ class ShardedDataset:
         pos, local = self.locate(row)
         sl = slice(local, local + k)
         out = Steps(**{field: np.array(self.array(pos, field)[sl]) for field in self.specs})
-        assert len(out.done) == k and not out.done[:-1].any(), f"rows {row}..{row + k - 1} cross an episode end"
+        if len(out.done) != k or out.done[:-1].any():
+            raise ValueError(f"rows {row}..{row + k - 1} cross an episode or shard end; take starts from window_starts({k})")
         return out
 
     def column(self, field: str) -> np.ndarray:
