@@ -76,6 +76,10 @@ def test_unwritable_out_dir(tmp_path: Path) -> None:
     assert "cannot write to --out_dir" in error_line(generate(a_file / "sub", steps=10))
     assert "is a file" in error_line(generate(a_file, steps=10))
     assert a_file.read_text() == "x"
+    if os.geteuid() != 0:  # root writes through permission bits
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert "cannot write to --out_dir" in error_line(generate(locked / "data", steps=10))
 
 
 def test_resume_refuses_other_settings(dataset_copy: Path) -> None:
