@@ -1,7 +1,9 @@
-# make demo: the main job on a small built-in default; make test: the test suite. Both set up .venv first.
+# make demo: record a small Pong dataset and train on it for ~10 CPU minutes; make test: the test suite.
+# Both set up .venv first.
 PY := .venv/bin/python
 DEMO_DATA := data/demo_pong
 DEMO_STEPS := 30000
+DEMO_MINUTES := 10
 
 .PHONY: setup demo test test-fast bench clean-demo
 
@@ -13,6 +15,7 @@ setup: .venv/.installed
 demo: .venv/.installed
 	$(PY) -m src.dataset.generate_dataset --game Pong --steps $(DEMO_STEPS) --out_dir $(DEMO_DATA) --resume
 	$(PY) -m src.dataset.inspect_dataset $(DEMO_DATA)
+	$(PY) -m src.train data.dir=$(DEMO_DATA) train.max_steps=2400 train.max_minutes=$(DEMO_MINUTES) experiment.name=demo
 
 test: .venv/.installed
 	$(PY) -m pytest

@@ -1,0 +1,191 @@
+"""Typed config: the schema lives here, the values in config.yaml; `load_config` merges file + overrides.
+
+    cfg = load_config("config.yaml", ["train.max_steps=5", "optimizer.lr=1e-4"])
+
+An unknown key, a value of the wrong type or values that disagree raise ConfigError, one line naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from src.utils.errors import UserError
+
+
+class ConfigError(UserError):
+    """A config key is unknown, of the wrong type, out of range, or disagrees with another key."""
+
+
+@dataclass
+class DataConfig:
+    dir: str = "data/demo_pong"  # a dataset written by src.dataset.generate_dataset
+    game: Optional[str] = None  # if set, the dataset must be of this game
+    val_ratio: float = 0.1  # fraction of whole episodes held out for validation
+    verify: str = "quick"  # check the dataset at start: quick (sizes, headers) or full (+ checksums)
+    num_workers: int = 0  # DataLoader worker processes
+    prefetch_factor: Optional[int] = None  # batches each worker loads ahead; must be null when num_workers is 0
+    persistent_workers: bool = False  # keep workers alive between epochs (needs num_workers > 0)
+    pin_memory: bool = False  # page-locked host memory for faster copies to the GPU
+
+
+@dataclass
+class ModelConfig:
+    name: str = "unet_film"  # a key of src.models.world_model.MODELS
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # per resolution level, finest first
+    blocks_per_level: int = 1  # residual blocks at each level of the encoder and the decoder
+    action_embed_dim: int = 64  # size of the learned action embedding that conditions every level
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"
+    lr: float = 3e-4  # peak learning rate (1e-3 diverged in measurements)
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 3000  # optimizer steps
+    max_minutes: Optional[float] = None  # stop earlier once this much wall-clock time has passed
+    batch_size: int = 32
+    loss: str = "huber"  # huber or mse, per pixel on frames in [0, 1]
+    huber_delta: float = 1.0  # where the Huber loss turns from quadratic to linear
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to min_lr_ratio * lr at max_steps
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    cpu: bool = False  # force the CPU even when CUDA is available
+    seed: int = 0  # one seed for the split, the weights, the sampling order
+    log_every: int = 100  # steps between metrics.csv rows, console lines and image strips
+    val_every_steps: int = 500  # steps between validations (and checkpoints)
+    val_batches: int = 20  # batches of held-out samples per validation (fixed set)
+    val_rollout_enabled: bool = True  # write open-loop rollout videos at validation time
+    val_rollout_every: int = 1  # ... at every this many validations
+    val_rollout_horizon: int = 30  # predicted steps per rollout video
+    val_rollout_videos: int = 2  # rollouts per validation
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "disabled"  # online (after `wandb login`), offline (written under the run folder) or disabled
+    project: str = "atari-world-model"
+    entity: Optional[str] = None
+
+
+@dataclass
+class ExperimentConfig:
+    name: Optional[str] = None  # appended to the run folder's name
+    runs_dir: str = "runs"  # run folders go here: <runs_dir>/<YYYYmmdd-HHMMSS>_<game>[_<name>]
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+
+    def __post_init__(self) -> None:
+        d, t, o, m = self.data, self.train, self.optimizer, self.model
+        checks = [
+            (0 < d.val_ratio < 1, "data.val_ratio", f"must be in (0, 1), got {d.val_ratio}"),
+            (d.verify in ("quick", "full"), "data.verify", f"must be quick or full, got {d.verify!r}"),
+            (d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}"),
+            (d.num_workers > 0 or d.prefetch_factor is None, "data.prefetch_factor", "must be null when data.num_workers is 0"),
+            (d.num_workers > 0 or not d.persistent_workers, "data.persistent_workers", "needs data.num_workers > 0"),
+            (d.prefetch_factor is None or d.prefetch_factor >= 1, "data.prefetch_factor", f"must be >= 1, got {d.prefetch_factor}"),
+            (len(m.channels) >= 1 and min(m.channels) >= 1, "model.channels", f"must be a non-empty list of positive ints, got {m.channels}"),
+            (m.blocks_per_level >= 1, "model.blocks_per_level", f"must be >= 1, got {m.blocks_per_level}"),
+            (m.action_embed_dim >= 1, "model.action_embed_dim", f"must be >= 1, got {m.action_embed_dim}"),
+            (o.name in ("adamw", "adam"), "optimizer.name", f"must be adamw or adam, got {o.name!r}"),
+            (o.lr > 0, "optimizer.lr", f"must be > 0, got {o.lr}"),
+            (o.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {o.weight_decay}"),
+            (len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optimizer.betas", f"must be two values in [0, 1), got {o.betas}"),
+            (t.max_steps >= 1, "train.max_steps", f"must be >= 1, got {t.max_steps}"),
+            (t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", f"must be > 0 or null, got {t.max_minutes}"),
+            (t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}"),
+            (t.loss in ("huber", "mse"), "train.loss", f"must be huber or mse, got {t.loss!r}"),
+            (t.huber_delta > 0, "train.huber_delta", f"must be > 0, got {t.huber_delta}"),
+            (t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}"),
+            (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}"),
+            (t.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {t.grad_clip}"),
+            (t.log_every >= 1, "train.log_every", f"must be >= 1, got {t.log_every}"),
+            (t.val_every_steps >= 1, "train.val_every_steps", f"must be >= 1, got {t.val_every_steps}"),
+            (t.val_batches >= 1, "train.val_batches", f"must be >= 1, got {t.val_batches}"),
+            (t.val_rollout_every >= 1, "train.val_rollout_every", f"must be >= 1, got {t.val_rollout_every}"),
+            (t.val_rollout_horizon >= 1, "train.val_rollout_horizon", f"must be >= 1, got {t.val_rollout_horizon}"),
+            (t.val_rollout_videos >= 1, "train.val_rollout_videos", f"must be >= 1, got {t.val_rollout_videos}"),
+            (self.experiment.wandb.mode in ("online", "offline", "disabled"), "experiment.wandb.mode",
+             f"must be online, offline or disabled, got {self.experiment.wandb.mode!r}"),
+        ]
+        for ok, key, problem in checks:
+            if not ok:
+                raise ConfigError(f"{key} {problem}")
+
+
+def load_config(path: str | Path = "config.yaml", overrides: list[str] | None = None) -> Config:
+    """Defaults from the schema, then the YAML file, then `key=value` overrides; validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found; pass --config PATH or run from the repository root")
+    schema = OmegaConf.structured(Config)
+    try:
+        file_cfg = OmegaConf.load(path)
+        override_cfg = OmegaConf.from_dotlist(list(overrides or []))
+    except Exception as e:  # YAML and dotlist syntax errors
+        raise ConfigError(f"cannot parse the config ({path} or overrides): {first_line(e)}") from None
+    for source in (file_cfg, override_cfg):
+        check_keys(source, Config, "")
+    try:
+        merged = OmegaConf.merge(schema, file_cfg, override_cfg)
+        return OmegaConf.to_object(merged)  # a real Config: __post_init__ runs here
+    except ConfigError:
+        raise
+    except (ValidationError, ConfigKeyError, ConfigAttributeError, OmegaConfBaseException) as e:
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"{key}: {first_line(e)}" if key else first_line(e)) from None
+
+
+def check_keys(cfg: Any, schema: type, prefix: str) -> None:
+    """Raise ConfigError for the first key of `cfg` that `schema` does not have, with a did-you-mean."""
+    if not OmegaConf.is_dict(cfg):
+        return
+    known = {f.name: f for f in fields(schema)}
+    for key in cfg.keys():
+        name = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else f" Known keys here: {', '.join(known)}."
+            raise ConfigError(f"unknown config key '{name}'.{hint}")
+        child_type = known[key].type
+        child = child_type if isinstance(child_type, type) else _dataclass_type(child_type)
+        if child is not None and is_dataclass(child):
+            check_keys(cfg[key], child, f"{name}.")
+
+
+def _dataclass_type(annotation: Any) -> type | None:
+    """Field annotations are strings under `from __future__ import annotations`; resolve ours by name."""
+    return {c.__name__: c for c in (DataConfig, ModelConfig, OptimizerConfig, TrainConfig, WandbConfig, ExperimentConfig)}.get(
+        str(annotation)
+    )
+
+
+def first_line(e: BaseException) -> str:
+    return re.sub(r"\s+", " ", str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg))

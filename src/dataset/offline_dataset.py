@@ -1,0 +1,66 @@
+"""Torch side of the dataset: episode split, a Dataset of single transitions, Batch, and frame normalisation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from src.dataset.shards import ShardedDataset
+
+
+def frames_to_float(frames: Tensor) -> Tensor:
+    """uint8 frames -> float32 in [0, 1]. The one place where stored pixels become model input."""
+    return frames.float().div_(255.0)
+
+
+@dataclass
+class Batch:
+    frames: Tensor  # (B, T, H, W): uint8 from the loader, float in [0, 1] after .to()
+    actions: Tensor  # (B,) int64
+    next_frame: Tensor  # (B, 1, H, W)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """Move to `device` and normalise: uint8 crosses to the GPU, 4x smaller than float."""
+        move = lambda x: x.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(frames_to_float(move(self.frames)), move(self.actions), frames_to_float(move(self.next_frame)))
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+def collate(samples: list[tuple[np.ndarray, int, np.ndarray]]) -> Batch:
+    obs, actions, next_obs = zip(*samples)
+    return Batch(torch.from_numpy(np.stack(obs)), torch.tensor(actions, dtype=torch.int64), torch.from_numpy(np.stack(next_obs)))
+
+
+def split_episodes(episodes: np.ndarray, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the train and val sets, split by whole episodes (neighbouring frames are near-copies, so a
+    row-level split would leak). episodes: (N,) episode id of every row. Returns sorted row indices."""
+    ids = np.unique(episodes)
+    if len(ids) < 2:
+        raise ValueError(f"the dataset has {len(ids)} episode(s); a train/val split by episode needs at least 2")
+    n_val = min(len(ids) - 1, max(1, math.ceil(val_ratio * len(ids))))
+    val_ids = np.random.default_rng(seed).permutation(ids)[:n_val]
+    is_val = np.isin(episodes, val_ids)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+class TransitionDataset(Dataset):
+    """One transition per item, read from the memory-mapped shards (opened lazily in each worker)."""
+
+    def __init__(self, root: str | Path, rows: np.ndarray) -> None:
+        self.data = ShardedDataset(root, verify="none")  # the caller validated the dataset once
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int, np.ndarray]:
+        step = self.data.steps(int(self.rows[i]))
+        return step.obs[0], int(step.action[0]), step.next_obs[0]

@@ -1,0 +1,82 @@
+"""Config: defaults, overrides, --config, and one clear line for every bad key or value."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from src.config import Config, ConfigError, TrainConfig, load_config, to_dict
+from src.train import lr_factor
+from tests.conftest import ROOT, error_line, run
+
+CONFIG = ROOT / "config.yaml"
+
+
+def keys(d: dict, prefix: str = "") -> set[str]:
+    return {k for key, v in d.items() for k in (keys(v, f"{prefix}{key}.") if isinstance(v, dict) else {f"{prefix}{key}"})}
+
+
+def test_config_yaml_documents_every_key_with_the_schema_default() -> None:
+    """Catches a key added to the schema but not to config.yaml (or a default that differs between them)."""
+    assert keys(OmegaConf.to_container(OmegaConf.load(CONFIG))) == keys(to_dict(Config()))
+    assert to_dict(load_config(CONFIG)) == to_dict(Config())
+
+
+def test_overrides_apply_with_their_types() -> None:
+    cfg = load_config(CONFIG, ["optimizer.lr=1e-4", "train.max_steps=5", "model.channels=[8,16]", "data.game=Pong"])
+    assert cfg.optimizer.lr == 1e-4 and cfg.train.max_steps == 5 and cfg.model.channels == [8, 16]
+    assert cfg.data.game == "Pong" and isinstance(cfg, Config)
+
+
+def test_another_config_file(tmp_path: Path) -> None:
+    other = tmp_path / "small.yaml"
+    other.write_text("train:\n  max_steps: 7\n")
+    assert load_config(other).train.max_steps == 7
+    assert load_config(other, ["train.max_steps=9"]).train.max_steps == 9  # the command line wins
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batchsize=64", "unknown config key 'train.batchsize'. Did you mean 'train.batch_size'?"),
+        ("trian.max_steps=3", "unknown config key 'trian'. Did you mean 'train'?"),
+        ("experiment.wandb.modee=offline", "Did you mean 'experiment.wandb.mode'?"),
+        ("train.batch_size=abc", "train.batch_size"),
+        ("optimizer.lr=fast", "optimizer.lr"),
+        ("data.val_ratio=1.5", "data.val_ratio must be in (0, 1)"),
+        ("data.val_ratio=0", "data.val_ratio must be in (0, 1)"),
+        ("data.prefetch_factor=2", "data.prefetch_factor must be null when data.num_workers is 0"),
+        ("train.loss=l1", "train.loss must be huber or mse"),
+        ("experiment.wandb.mode=sometimes", "experiment.wandb.mode must be online, offline or disabled"),
+        ("train.max_steps=0", "train.max_steps must be >= 1"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(CONFIG, [override])
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_cli_bad_key_exits_2_before_creating_anything(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    result = run([sys.executable, "-m", "src.train", f"experiment.runs_dir={runs}", "train.batchsize=64"])
+    assert "Did you mean 'train.batch_size'?" in error_line(result)
+    assert "not found" in error_line(run([sys.executable, "-m", "src.train", "--config", str(tmp_path / "nope.yaml")]))
+    assert not runs.exists()
+
+
+def test_lr_schedule_values() -> None:
+    t = TrainConfig(max_steps=110, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, t) == pytest.approx(0.1)  # first warm-up step: 1/10 of the peak
+    assert lr_factor(9, t) == pytest.approx(1.0)  # warm-up ends at the peak
+    assert lr_factor(10, t) == pytest.approx(1.0)  # cosine starts at the peak
+    assert lr_factor(60, t) == pytest.approx(0.55)  # half way: (1 + 0.1) / 2
+    assert lr_factor(110, t) == pytest.approx(0.1)  # the floor at max_steps
+    assert lr_factor(500, t) == pytest.approx(0.1)  # and after it
+    assert lr_factor(35, TrainConfig(max_steps=110, warmup_steps=10, min_lr_ratio=0.0)) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * 0.25))
+    )

@@ -1,0 +1,132 @@
+"""Training: episode split, config/dataset disagreements, and a real short run with every file it writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from src.config import Config, ConfigError, ModelConfig, load_config, to_dict
+from src.dataset.offline_dataset import split_episodes
+from src.dataset.shards import ShardedDataset
+from src.models.world_model import build_model
+from src.train import fixed_val_batches, open_data, train, validate
+from src.utils.checkpoint import load_checkpoint
+from tests.conftest import ROOT, run
+from tests.test_logging import history_rows, read_records, wandb_env  # noqa: F401  (wandb_env is a fixture)
+
+TINY = ["model.channels=[8,16]", "model.action_embed_dim=8", "train.batch_size=8", "train.val_batches=2",
+        "train.val_rollout_horizon=5", "train.warmup_steps=2"]
+
+
+def tiny_config(dataset: Path, tmp_path: Path, *overrides: str) -> Config:
+    return load_config(ROOT / "config.yaml", [f"data.dir={dataset}", f"experiment.runs_dir={tmp_path / 'runs'}", *TINY, *overrides])
+
+
+def test_split_keeps_whole_episodes_apart(small_dataset: Path) -> None:
+    """Catches a row-level split: a val episode with rows in train would leak near-identical frames."""
+    episodes = ShardedDataset(small_dataset, verify="none").column("episode")
+    train_rows, val_rows = split_episodes(episodes, 0.2, seed=0)
+    assert not set(episodes[train_rows]) & set(episodes[val_rows])
+    assert sorted([*train_rows, *val_rows]) == list(range(len(episodes)))
+    assert len(set(episodes[val_rows])) == math.ceil(0.2 * len(np.unique(episodes)))  # rounded up: never an empty val set
+    again, _ = split_episodes(episodes, 0.2, seed=0)
+    other, _ = split_episodes(episodes, 0.2, seed=1)
+    assert np.array_equal(again, train_rows) and not np.array_equal(other, train_rows)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.batch_size=5000"], "train.batch_size 5000 is larger than the training set"),
+        (["data.game=Breakout"], "data.game is Breakout but the dataset"),
+        (["data.dir=/nonexistent/data"], "data.dir: dataset directory '/nonexistent/data' does not exist"),
+    ],
+)
+def test_config_that_disagrees_with_the_dataset_stops_before_writing(small_dataset: Path, tmp_path: Path, overrides: list[str], message: str) -> None:
+    cfg = tiny_config(small_dataset, tmp_path, *overrides)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        train(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def short_run(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, dict]:
+    """6 real training steps of a tiny model, logging and validating every 3 steps."""
+    tmp_path = tmp_path_factory.mktemp("train")
+    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=6", "train.log_every=3", "train.val_every_steps=3")
+    return cfg, train(cfg)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_folder_has_every_file(short_run: tuple[Config, dict]) -> None:
+    cfg, result = short_run
+    run_dir = Path(result["run_dir"])
+    assert run_dir.parent == Path(cfg.experiment.runs_dir) and run_dir.name.endswith("_Pong")
+    rows = read_csv(run_dir / "metrics.csv")
+    assert [r["step"] for r in rows] == ["3", "6"]
+    assert {"loss", "mse", "lr", "grad_norm", "samples_per_s"} <= set(rows[0]) and float(rows[0]["loss"]) > 0
+    val = read_csv(run_dir / "val_metrics.csv")
+    assert [r["step"] for r in val] == ["3", "6"]
+    assert float(val[-1]["ratio_to_copy"]) == pytest.approx(float(val[-1]["mse"]) / float(val[-1]["copy_last_mse"]), rel=1e-4)
+    images = sorted((run_dir / "images").glob("*.png"))
+    assert [p.name for p in images] == ["step_000003.png", "step_000006.png"]
+    image = iio.imread(images[0])
+    assert image.ndim == 3 and image.shape[2] == 3 and image.shape[1] > 7 * 84  # 4 inputs, pred, target, error
+    videos = sorted((run_dir / "videos").glob("*.mp4"))
+    assert len(videos) == 2 * cfg.train.val_rollout_videos
+    frames = np.stack(list(iio.imiter(videos[0])))
+    assert frames.shape[0] == cfg.train.val_rollout_horizon and frames.shape[1] >= 84 and frames.shape[2] >= 3 * 84
+    assert load_config(run_dir / "resolved_config.yaml") == cfg
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
+
+
+def test_checkpoint_reloads_to_identical_outputs(short_run: tuple[Config, dict]) -> None:
+    """Rebuilding the model from the checkpoint alone reproduces the validation it was saved with, exactly."""
+    cfg, result = short_run
+    state = load_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
+    assert state["step"] == 6 and state["config"] == to_dict(cfg) and state["env"]["game"] == "Pong"
+    assert {"model", "optimizer", "scheduler"} <= set(state)
+    model = build_model(ModelConfig(**state["config"]["model"]), state["env"]["num_actions"], state["env"]["env"]["context_frames"])
+    model.load_state_dict(state["model"])
+    dataset, _, val_rows = open_data(cfg)
+    metrics = validate(model, fixed_val_batches(dataset, val_rows, cfg), cfg, torch.device("cpu"))
+    assert metrics == state["val"] == {k: v for k, v in result.items() if k.startswith("val/")}
+
+
+def test_cli_with_the_seed_override(small_dataset: Path, tmp_path: Path) -> None:
+    """The README's `python -m src.train optimizer.lr=1e-4 train.max_steps=5` works end to end."""
+    result = run([sys.executable, "-m", "src.train", f"data.dir={small_dataset}", f"experiment.runs_dir={tmp_path}",
+                  *TINY, "optimizer.lr=1e-4", "train.max_steps=5"])
+    assert result.returncode == 0, result.stderr
+    assert "step 5/5" in result.stdout and "run folder" in result.stdout
+    (run_dir,) = tmp_path.iterdir()
+    assert load_config(run_dir / "resolved_config.yaml").optimizer.lr == 1e-4
+
+
+def test_offline_wandb_run_has_the_logged_keys(small_dataset: Path, tmp_path: Path, wandb_env: Path) -> None:
+    """With experiment.wandb.mode=offline the run is written under the run folder with scalars, media and config."""
+    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=4", "train.log_every=2", "train.val_every_steps=2",
+                      "experiment.wandb.mode=offline")
+    result = train(cfg)
+    (sync_dir,) = (Path(result["run_dir"]) / "wandb").glob("offline-run-*")
+    (log_file,) = sync_dir.glob("run-*.wandb")
+    records = list(read_records(log_file))
+    history = history_rows(records)
+    assert {"train/loss", "train/lr", "train/samples_per_s", "val/mse", "val/ratio_to_copy"} <= set(history[4])
+    assert history[2]["train/prediction"]["_type"] == "image-file"
+    assert history[4]["val/rollout_0"]["_type"] == "video-file"
+    (run_record,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    config = {item.key: json.loads(item.value_json) for item in run_record.config.update}
+    assert config["train"]["max_steps"] == 4 and config["dataset"]["game"] == "Pong"
