@@ -1,0 +1,158 @@
+"""The world model: shapes, the copy-last-frame start, overfitting one batch, action use, state_dict, registry.
+
+B batch, T context frames, H/W pixels (84)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from src.config import ConfigError, ModelConfig
+from src.models.world_model import MODELS, build_model
+
+TINY = ModelConfig(channels=[8, 16], action_embed_dim=8)
+NUM_ACTIONS = 4
+SIZE, SQUARE, STEP = 84, 6, 4  # frame side, square side, pixels the square moves per action
+MOVES = {0: (0, -STEP), 1: (0, STEP), 2: (-STEP, 0), 3: (STEP, 0)}  # action -> (dy, dx): left, right, up, down
+
+
+def random_frames(batch: int, context_frames: int = 4, seed: int = 0) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.rand(batch, context_frames, SIZE, SIZE, generator=g)  # (B, T, H, W)
+    actions = torch.randint(0, NUM_ACTIONS, (batch,), generator=g)  # (B,)
+    return frames, actions
+
+
+def square_frame(y: int, x: int) -> Tensor:
+    frame = torch.zeros(SIZE, SIZE)  # (H, W)
+    frame[y : y + SQUARE, x : x + SQUARE] = 1.0
+    return frame
+
+
+def moving_square_batch(num_starts: int = 6, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """Each start: 4 context frames of a square drifting at random, repeated once per action.
+
+    The drift says nothing about the action, so only the action tells where the square goes next.
+    Returns frames (B, 4, H, W), actions (B,), next frames (B, 1, H, W), with B = num_starts * 4.
+    """
+    g = torch.Generator().manual_seed(seed)
+    frames, actions, targets = [], [], []
+    for _ in range(num_starts):
+        y0, x0 = torch.randint(12, 60, (2,), generator=g).tolist()
+        dy, dx = torch.randint(-2, 3, (2,), generator=g).tolist()
+        path = [(y0 + k * dy, x0 + k * dx) for k in range(4)]  # oldest first; the last is where it is now
+        context = torch.stack([square_frame(y, x) for y, x in path])  # (4, H, W)
+        for action, (my, mx) in MOVES.items():
+            frames.append(context)
+            actions.append(action)
+            targets.append(square_frame(path[-1][0] + my, path[-1][1] + mx)[None])  # (1, H, W)
+    return torch.stack(frames), torch.tensor(actions), torch.stack(targets)
+
+
+@dataclass
+class Overfit:
+    model: nn.Module
+    frames: Tensor
+    actions: Tensor
+    targets: Tensor
+    initial_loss: float
+    final_loss: float
+
+
+@pytest.fixture(scope="module")
+def overfit() -> Overfit:
+    """The tiny model trained on one fixed moving-square batch (shared: training is the slow part)."""
+    torch.manual_seed(0)
+    model = build_model(TINY, NUM_ACTIONS)
+    frames, actions, targets = moving_square_batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with torch.no_grad():
+        initial_loss = F.mse_loss(model(frames, actions), targets).item()
+    for _ in range(200):  # the loss is ~20-40x lower by then; the test asks for 10x
+        loss = F.mse_loss(model(frames, actions), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        final_loss = F.mse_loss(model(frames, actions), targets).item()
+    return Overfit(model, frames, actions, targets, initial_loss, final_loss)
+
+
+@pytest.mark.parametrize(
+    "batch, context_frames, channels",
+    [(1, 4, [8, 16]), (3, 4, [8, 16]), (3, 2, [8, 16]), (3, 6, [8, 16, 16, 16])],  # 4 levels: 42, 21, 11, 6
+)
+def test_output_shape_and_dtype(batch: int, context_frames: int, channels: list[int]) -> None:
+    """Catches a wrong output shape or dtype, a stem hard-wired to 4 frames, or skips misaligned at odd sizes."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(channels=channels, action_embed_dim=8), NUM_ACTIONS, context_frames)
+    frames, actions = random_frames(batch, context_frames)
+    out = model(frames, actions)
+    assert out.shape == (batch, 1, SIZE, SIZE)
+    assert out.dtype == torch.float32
+
+
+def test_initial_prediction_is_last_frame() -> None:
+    """Catches a head that is not zero-initialised, or a residual added to the wrong frame (e.g. the oldest)."""
+    torch.manual_seed(0)
+    model = build_model(TINY, NUM_ACTIONS)
+    frames, actions = random_frames(3)
+    assert torch.equal(model(frames, actions), frames[:, -1:])
+
+
+def test_zero_init_head_still_learns() -> None:
+    """Catches a zero-initialised output layer that blocks learning: it must get gradients, and so must the
+    layers before it once it has moved away from zero."""
+    torch.manual_seed(0)
+    model = build_model(TINY, NUM_ACTIONS)
+    frames, actions = random_frames(3)
+    target = torch.rand(3, 1, SIZE, SIZE)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for step in range(2):
+        optimizer.zero_grad()
+        F.mse_loss(model(frames, actions), target).backward()
+        head_grad, stem_grad = model.head.weight.grad, model.stem.weight.grad
+        assert head_grad is not None and head_grad.abs().sum() > 0, f"no gradient to the head at step {step}"
+        optimizer.step()
+    assert stem_grad is not None and stem_grad.abs().sum() > 0, "no gradient to the stem at the second step"
+
+
+def test_overfits_one_batch(overfit: Overfit) -> None:
+    """Catches a model that cannot learn: broken gradients, a detached residual, or skips that carry nothing."""
+    assert overfit.final_loss < overfit.initial_loss / 10, (overfit.initial_loss, overfit.final_loss)
+
+
+def test_prediction_depends_on_action(overfit: Overfit) -> None:
+    """Catches an action embedding that is ignored or never reaches the features (FiLM not applied)."""
+    model, frames, actions, targets = overfit.model, overfit.frames, overfit.actions, overfit.targets
+    with torch.no_grad():
+        pred = model(frames, actions)  # (B, 1, H, W)
+        true_error = F.mse_loss(pred, targets, reduction="none").mean(dim=(1, 2, 3))  # (B,)
+        for shift in range(1, NUM_ACTIONS):
+            wrong = model(frames, (actions + shift) % NUM_ACTIONS)  # (B, 1, H, W)
+            assert (wrong - pred).abs().mean() > 1e-3
+            wrong_error = F.mse_loss(wrong, targets, reduction="none").mean(dim=(1, 2, 3))  # (B,)
+            assert (true_error < wrong_error).all(), (shift, true_error, wrong_error)
+
+
+def test_state_dict_round_trip(overfit: Overfit) -> None:
+    """Catches state that a checkpoint does not restore (a buffer or parameter outside the state_dict)."""
+    torch.manual_seed(123)  # different initial weights, so only load_state_dict can make the outputs match
+    rebuilt = build_model(TINY, NUM_ACTIONS)
+    frames, actions = overfit.frames, overfit.actions
+    with torch.no_grad():
+        assert not torch.equal(rebuilt(frames, actions), overfit.model(frames, actions))
+        rebuilt.load_state_dict(overfit.model.state_dict())
+        assert torch.equal(rebuilt(frames, actions), overfit.model(frames, actions))
+
+
+def test_unknown_model_name_raises_config_error() -> None:
+    """Catches a typo in model.name surfacing as a KeyError traceback instead of a one-line, fixable message."""
+    assert "unet_film" in MODELS
+    with pytest.raises(ConfigError, match=r"model\.name 'unet_flim' is not a model\. Did you mean 'unet_film'\?"):
+        build_model(ModelConfig(name="unet_flim"), NUM_ACTIONS)
