@@ -1,4 +1,4 @@
-# make demo: record a small Pong dataset and train on it for ~10 CPU minutes; make test: the test suite.
+# make demo: record a small Pong dataset, train on it for ~10 CPU minutes, evaluate; make test: the test suite.
 # Both set up .venv first.
 PY := .venv/bin/python
 DEMO_DATA := data/demo_pong
@@ -16,6 +16,7 @@ demo: .venv/.installed
 	$(PY) -m src.dataset.generate_dataset --game Pong --steps $(DEMO_STEPS) --out_dir $(DEMO_DATA) --resume
 	$(PY) -m src.dataset.inspect_dataset $(DEMO_DATA)
 	$(PY) -m src.train data.dir=$(DEMO_DATA) train.max_steps=2400 train.max_minutes=$(DEMO_MINUTES) experiment.name=demo
+	$(PY) -m src.eval --game Pong --checkpoint "$$(ls -td runs/*_Pong_demo | head -n 1)/checkpoints/best.pt"
 
 test: .venv/.installed
 	$(PY) -m pytest

@@ -210,7 +210,7 @@ def train(cfg: Config) -> dict[str, Any]:
     val_batches = fixed_val_batches(dataset, val_rows, cfg)
     starts = rollout_starts(dataset, val_rows, cfg) if cfg.train.val_rollout_enabled else np.zeros(0, dtype=np.int64)
     dataset_info = {"dir": str(dataset.root), "game": dataset.game, "num_actions": dataset.num_actions,
-                    "action_meanings": dataset.manifest["action_meanings"], "env": env}
+                    "action_meanings": dataset.manifest["action_meanings"], "env": env, "seed": dataset.manifest["seed"]}
     logger: Logger = make_logger(cfg.experiment.wandb, run_dir, run_dir.name, {**to_dict(cfg), "dataset": dataset_info})
     train_csv = CsvLog(run_dir / "metrics.csv", ["step", "loss", "mse", "lr", "grad_norm", "samples_per_s", "elapsed_s"])
     val_csv = CsvLog(run_dir / "val_metrics.csv", ["step", "loss", "mse", "copy_last_mse", "ratio_to_copy", "elapsed_s"])

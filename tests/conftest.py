@@ -48,6 +48,27 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+TINY = ["model.channels=[8,16]", "model.action_embed_dim=8", "train.batch_size=8", "train.val_batches=2",
+        "train.val_rollout_horizon=5", "train.warmup_steps=2"]
+
+
+def tiny_config(dataset: Path, tmp_path: Path, *overrides: str):
+    """A config for a tiny model on `dataset`, run folders under tmp_path/runs."""
+    from src.config import load_config
+
+    return load_config(ROOT / "config.yaml", [f"data.dir={dataset}", f"experiment.runs_dir={tmp_path / 'runs'}", *TINY, *overrides])
+
+
+@pytest.fixture(scope="session")
+def short_run(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """6 real training steps of a tiny model on the small dataset, logging and validating every 3 steps."""
+    from src.train import train
+
+    tmp_path = tmp_path_factory.mktemp("train")
+    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=6", "train.log_every=3", "train.val_every_steps=3")
+    return cfg, train(cfg)
+
+
 @pytest.fixture
 def dataset_copy(small_dataset: Path, tmp_path: Path) -> Path:
     """A private copy of the small dataset, for tests that damage or extend it."""

@@ -19,15 +19,9 @@ from src.dataset.shards import ShardedDataset
 from src.models.world_model import build_model
 from src.train import fixed_val_batches, open_data, train, validate
 from src.utils.checkpoint import load_checkpoint
-from tests.conftest import ROOT, run
+from tests.conftest import TINY, run, tiny_config
 from tests.test_logging import history_rows, read_records, wandb_env  # noqa: F401  (wandb_env is a fixture)
 
-TINY = ["model.channels=[8,16]", "model.action_embed_dim=8", "train.batch_size=8", "train.val_batches=2",
-        "train.val_rollout_horizon=5", "train.warmup_steps=2"]
-
-
-def tiny_config(dataset: Path, tmp_path: Path, *overrides: str) -> Config:
-    return load_config(ROOT / "config.yaml", [f"data.dir={dataset}", f"experiment.runs_dir={tmp_path / 'runs'}", *TINY, *overrides])
 
 
 def test_split_keeps_whole_episodes_apart(small_dataset: Path) -> None:
@@ -55,14 +49,6 @@ def test_config_that_disagrees_with_the_dataset_stops_before_writing(small_datas
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         train(cfg)
     assert not (tmp_path / "runs").exists()
-
-
-@pytest.fixture(scope="module")
-def short_run(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, dict]:
-    """6 real training steps of a tiny model, logging and validating every 3 steps."""
-    tmp_path = tmp_path_factory.mktemp("train")
-    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=6", "train.log_every=3", "train.val_every_steps=3")
-    return cfg, train(cfg)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -130,3 +116,11 @@ def test_offline_wandb_run_has_the_logged_keys(small_dataset: Path, tmp_path: Pa
     (run_record,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     config = {item.key: json.loads(item.value_json) for item in run_record.config.update}
     assert config["train"]["max_steps"] == 4 and config["dataset"]["game"] == "Pong"
+
+
+def test_dataloader_workers(small_dataset: Path, tmp_path: Path) -> None:
+    """Catches a Dataset that cannot cross into worker processes (memmaps opened too early, unpicklable state)."""
+    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=3", "train.val_rollout_enabled=false", "data.num_workers=2",
+                      "data.prefetch_factor=2", "data.persistent_workers=true")
+    result = train(cfg)
+    assert result["step"] == 3 and not list((Path(result["run_dir"]) / "videos").iterdir())

@@ -33,3 +33,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise UserError(f"'{path}' is not a checkpoint of this project (missing {', '.join(missing)})")
     return state
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
+    """The model a checkpoint describes, weights loaded, rebuilt from its saved config (not today's config.yaml)."""
+    from src.config import ModelConfig
+    from src.models.world_model import build_model
+
+    env = state["env"]
+    model = build_model(ModelConfig(**state["config"]["model"]), env["num_actions"], env["env"]["context_frames"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(f"the checkpoint's weights do not fit its model '{state['config']['model']['name']}' ({str(e).splitlines()[0]})") from None
+    return model

@@ -22,3 +22,47 @@ def mse_per_sample(prediction: Tensor, target: Tensor) -> Tensor:
 def psnr(mse: Tensor, max_value: float = 1.0) -> Tensor:
     """Peak signal-to-noise ratio in dB from an MSE of frames in [0, max_value]."""
     return 10 * torch.log10(max_value**2 / mse.clamp_min(1e-12))
+
+
+# N images, C channels, H/W pixels
+SSIM_WINDOW = 11  # Gaussian window side, sigma 1.5, K1 0.01, K2 0.03: Wang et al. 2004
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(size,) normalized 1-D Gaussian centred on the middle tap."""
+    offsets = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    weights = torch.exp(-(offsets**2) / (2 * sigma**2))
+    return weights / weights.sum()
+
+
+def gaussian_blur_valid(x: Tensor, window: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C, H-s+1, W-s+1): separable per-channel blur, no padding."""
+    c, s = x.size(1), window.numel()
+    rows = window.view(1, 1, 1, s).expand(c, 1, 1, s)
+    cols = window.view(1, 1, s, 1).expand(c, 1, s, 1)
+    return F.conv2d(F.conv2d(x, rows, groups=c), cols, groups=c)
+
+
+def ssim(prediction: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
+    """Structural similarity per image: (N, C, H, W) or (N, H, W) -> (N,), mean over channels and pixels.
+
+    Matches scikit-image (gaussian_weights=True, sigma=1.5, use_sample_covariance=False) and torchmetrics'
+    default: statistics only where the whole window fits, so the border is left out.
+    """
+    assert prediction.shape == target.shape, (prediction.shape, target.shape)
+    assert prediction.dim() in (3, 4), prediction.shape
+    assert min(prediction.shape[-2:]) >= SSIM_WINDOW, f"images must be at least {SSIM_WINDOW} pixels a side"
+    dtype = torch.promote_types(prediction.dtype, torch.float32)  # half precision loses sigma^2 to cancellation
+    x = prediction.to(dtype).reshape(prediction.size(0), -1, *prediction.shape[-2:])  # (N, C, H, W)
+    y = target.to(dtype).reshape(x.shape)                                           # (N, C, H, W)
+    c = x.size(1)
+    window = gaussian_window(SSIM_WINDOW, SSIM_SIGMA, dtype, x.device)
+    moments = gaussian_blur_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1), window)  # (N, 5C, H', W')
+    mu_x, mu_y, xx, yy, xy = moments.split(c, dim=1)                                     # (N, C, H', W') each
+    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    numerator = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    denominator = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    return (numerator / denominator).flatten(1).mean(1)  # (N,)

@@ -1,0 +1,112 @@
+"""Evaluation: rollout semantics, an oracle scores zero, and the command's files and errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from src.config import ModelConfig
+from src.eval import Windows, evaluate, headline, summarise, windows_from_dataset
+from src.dataset.shards import ShardedDataset
+from src.models.rollout import rollout
+from src.models.world_model import build_model
+from tests.conftest import error_line, run
+
+EVAL = [sys.executable, "-m", "src.eval"]
+
+
+def test_horizon_one_is_one_forward_pass() -> None:
+    """Catches an off-by-one in the rollout loop (an extra step, or the context shifted before the first)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), num_actions=6)
+    nn.init.normal_(model.head.weight, std=0.1)  # a model that changes the frame, not the zero-init copy
+    context, actions = torch.rand(3, 4, 84, 84), torch.tensor([[0], [3], [5]])
+    with torch.no_grad():
+        expected = model(context, actions[:, 0]).clamp(0, 1)
+    assert torch.equal(rollout(model, context, actions), expected)
+    two = rollout(model, context, torch.tensor([[0, 1], [3, 2], [5, 5]]))
+    with torch.no_grad():
+        second = model(torch.cat([context[:, 1:], expected], 1), torch.tensor([1, 2, 5])).clamp(0, 1)
+    assert torch.equal(two[:, :1], expected) and torch.equal(two[:, 1:], second)  # its own prediction fed back
+
+
+class Oracle(nn.Module):
+    """Test-only: knows the true next frame of every (context, action) it will be asked about."""
+
+    def __init__(self, windows: Windows) -> None:
+        super().__init__()
+        self.table: dict[tuple[bytes, int], np.ndarray] = {}
+        for context, actions, truth in zip(windows.context, windows.actions, windows.truth):
+            frames = list(context)
+            for action, frame in zip(actions, truth):
+                self.table[(np.stack(frames[-4:]).tobytes(), int(action))] = frame
+                frames.append(frame)
+
+    def forward(self, frames: Tensor, actions: Tensor) -> Tensor:
+        stored = (frames * 255).round().to(torch.uint8).numpy()  # (B, T, H, W)
+        # Unknown pairs (the shuffled-action rollouts) get the last frame: only the true-action score is asserted.
+        nexts = [self.table.get((f.tobytes(), int(a)), f[-1]) for f, a in zip(stored, actions)]
+        return torch.from_numpy(np.stack(nexts)).float().div(255).unsqueeze(1)
+
+
+def test_oracle_scores_zero_error_over_the_whole_horizon(small_dataset: Path) -> None:
+    """Catches misaligned truth and predictions (e.g. scoring step k against frame k+1)."""
+    windows = windows_from_dataset(ShardedDataset(small_dataset), horizon=8, count=12)
+    errors = evaluate(Oracle(windows), windows, batch_size=5, device=torch.device("cpu"), seed=0)
+    assert errors["model"]["mse"].shape == (12, 8)
+    assert np.all(errors["model"]["mse"] == 0) and np.allclose(errors["model"]["ssim"], 1, atol=1e-5)
+    assert errors["copy_last"]["mse"][:, -1].mean() > 0  # the frames do change: zero is not trivial
+    curves = summarise(errors)
+    assert curves["mse"]["model"] == [0.0] * 8 and curves["psnr"]["model"][0] == 120.0  # capped: MSE floored at 1e-12
+    ratio, gap = headline(curves, horizon=8)
+    assert ratio == {"1": 0.0} and set(gap) == {"1"}
+
+
+def test_eval_command_writes_every_file(short_run, tmp_path: Path) -> None:
+    cfg, result = short_run
+    checkpoint = Path(result["run_dir"]) / "checkpoints" / "best.pt"
+    out = run([*EVAL, "--checkpoint", str(checkpoint), "--game", "ALE/Pong-v5", "--episodes", "1", "--starts_per_episode", "4",
+               "--horizon", "12", "--videos", "2", "--out_dir", str(tmp_path)])
+    assert out.returncode == 0, out.stderr
+    (eval_dir,) = tmp_path.iterdir()
+    assert eval_dir.name.endswith("_Pong_eval") and "model MSE / copy-last MSE" in out.stdout
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    assert summary["game"] == "Pong" and summary["horizon"] == 12 and summary["starts"] == 4 and summary["episodes"] == 1
+    for metric in ("mse", "psnr", "ssim"):
+        assert {len(v) for v in summary[metric].values()} == {12} and set(summary[metric]) == {"model", "copy_last", "model_shuffled_actions"}
+        image = iio.imread(eval_dir / "plots" / f"{metric}_vs_horizon.png")
+        assert image.shape[:2] == (500, 800)
+    assert set(summary["mse_ratio_to_copy"]) == {"1", "10"} and set(summary["action_gap"]) == {"1", "10"}
+    assert summary["mse_ratio_to_copy"]["1"] == summary["mse"]["model"][0] / summary["mse"]["copy_last"][0]
+    with open(eval_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == list(range(1, 13))
+    assert float(rows[0]["model_mse"]) == pytest.approx(summary["mse"]["model"][0], rel=1e-5)
+    for suffix in ("mp4", "gif"):
+        videos = sorted((eval_dir / "videos").glob(f"*.{suffix}"))
+        assert len(videos) == 2
+        frames = np.stack([f[..., :3] for f in iio.imiter(videos[0])])
+        assert frames.shape[0] == 12 and frames.shape[1] >= 84 and frames.shape[2] >= 3 * 84
+
+
+def test_eval_bad_input_exits_2(short_run, tmp_path: Path) -> None:
+    _, result = short_run
+    checkpoint = str(Path(result["run_dir"]) / "checkpoints" / "last.pt")
+    assert "differs from the checkpoint's game Pong" in error_line(run([*EVAL, "--checkpoint", checkpoint, "--game", "Breakout"]))
+    assert "--horizon must be >= 1" in error_line(run([*EVAL, "--checkpoint", checkpoint, "--game", "Pong", "--horizon", "0"]))
+    assert "not found" in error_line(run([*EVAL, "--checkpoint", str(tmp_path / "none.pt"), "--game", "Pong"]))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(Path(checkpoint).read_bytes()[:1000])
+    assert "cannot be loaded" in error_line(run([*EVAL, "--checkpoint", str(corrupt), "--game", "Pong"]))
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    assert "not a checkpoint of this project" in error_line(run([*EVAL, "--checkpoint", str(foreign), "--game", "Pong"]))
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]

@@ -1,0 +1,154 @@
+"""Frame metrics (MSE, PSNR, SSIM) against independent references, and the horizon plot."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from src.utils.metrics import mse_per_sample, psnr, ssim
+from src.utils.plots import horizon_plot, save_figure
+
+H, W = 84, 84
+TOLERANCE = 1e-4
+
+
+def reference_ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """scikit-image's SSIM, one image at a time in float64: (N, C, H, W) -> (N,).
+
+    Not torchmetrics: its 1.9 default averages over the reflect-padded border too, not the valid region only.
+    """
+    scores = [
+        structural_similarity(
+            p.numpy().astype(np.float64), t.numpy().astype(np.float64),
+            channel_axis=0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
+        )
+        for p, t in zip(prediction, target)
+    ]
+    return torch.tensor(scores, dtype=torch.float32)
+
+
+def atari_like(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(N, 1, H, W): dark background with bright rectangles and a ramp, like a preprocessed Atari frame."""
+    frames = torch.linspace(0, 0.2, W).expand(n, 1, H, W).clone()
+    for i in range(n):
+        for _ in range(6):
+            top, left = torch.randint(0, H - 12, (2,), generator=generator).tolist()
+            height, width = torch.randint(2, 12, (2,), generator=generator).tolist()
+            frames[i, :, top : top + height, left : left + width] = torch.rand(1, generator=generator).item()
+    return frames
+
+
+def test_ssim_matches_scikit_image_on_random_images():
+    """Catches a wrong window (size, sigma, box vs Gaussian), wrong K1/K2 or padding instead of the valid region."""
+    generator = torch.Generator().manual_seed(0)
+    prediction, target = torch.rand(2, 5, 1, H, W, generator=generator)
+    ours = ssim(prediction, target)
+    assert ours.shape == (5,)
+    torch.testing.assert_close(ours, reference_ssim(prediction, target), atol=TOLERANCE, rtol=0)
+
+
+def test_ssim_matches_scikit_image_on_structured_images():
+    """Catches errors hidden by near-zero SSIM on noise: covariance sign, mean terms, borders of flat regions."""
+    generator = torch.Generator().manual_seed(1)
+    target = atari_like(4, generator)
+    noisy = (target + 0.05 * torch.randn(target.shape, generator=generator)).clamp(0, 1)
+    shifted = torch.roll(target, shifts=(2, -3), dims=(-2, -1))
+    for prediction in (noisy, shifted, 1 - target):
+        ours = ssim(prediction, target)
+        torch.testing.assert_close(ours, reference_ssim(prediction, target), atol=TOLERANCE, rtol=0)
+    assert ssim(noisy, target).min() > ssim(torch.rand(target.shape, generator=generator), target).max()
+
+
+def test_ssim_averages_channels_like_scikit_image():
+    """Catches a (N, K, H, W) stack mixed across channels or reduced over the batch instead of per image."""
+    generator = torch.Generator().manual_seed(2)
+    target = atari_like(3, generator).expand(3, 4, H, W).contiguous()
+    prediction = (target + 0.1 * torch.randn(target.shape, generator=generator)).clamp(0, 1)
+    torch.testing.assert_close(ssim(prediction, target), reference_ssim(prediction, target), atol=TOLERANCE, rtol=0)
+
+
+def test_ssim_is_per_image_independent_of_batch():
+    """Catches the batch leaking into one image's score (e.g. conv groups or a mean over the wrong axis)."""
+    generator = torch.Generator().manual_seed(3)
+    prediction, target = torch.rand(2, 6, 1, H, W, generator=generator)
+    batched = ssim(prediction, target)
+    one_by_one = torch.cat([ssim(prediction[i : i + 1], target[i : i + 1]) for i in range(6)])
+    torch.testing.assert_close(batched, one_by_one, atol=1e-6, rtol=0)
+
+
+def test_ssim_of_identical_images_is_one_and_shapes_agree():
+    """Catches stabilizing constants applied wrongly (SSIM(x, x) != 1) and (N, H, W) vs (N, 1, H, W) disagreeing."""
+    generator = torch.Generator().manual_seed(4)
+    x = torch.rand(3, 1, H, W, generator=generator)
+    torch.testing.assert_close(ssim(x, x), torch.ones(3), atol=1e-6, rtol=0)
+    y = torch.rand(3, 1, H, W, generator=generator)
+    torch.testing.assert_close(ssim(x[:, 0], y[:, 0]), ssim(x, y), atol=0, rtol=0)
+
+
+def test_ssim_data_range_scales_constants():
+    """Catches C1/C2 not scaled by data_range: images in [0, 255] must score the same as in [0, 1]."""
+    generator = torch.Generator().manual_seed(5)
+    target = atari_like(2, generator)
+    prediction = (target + 0.05 * torch.randn(target.shape, generator=generator)).clamp(0, 1)
+    torch.testing.assert_close(
+        ssim(255 * prediction, 255 * target, data_range=255.0), ssim(prediction, target), atol=1e-5, rtol=0
+    )
+
+
+def test_mse_and_psnr_match_numpy_and_scikit_image():
+    """Catches MSE averaged over the batch or summed over pixels, and PSNR with a wrong log base or peak."""
+    generator = torch.Generator().manual_seed(6)
+    prediction, target = torch.rand(2, 4, 1, H, W, generator=generator, dtype=torch.float64)
+    mse = mse_per_sample(prediction, target)
+    expected_mse = ((prediction.numpy() - target.numpy()) ** 2).reshape(4, -1).mean(axis=1)
+    np.testing.assert_allclose(mse.numpy(), expected_mse, rtol=1e-12)
+    expected_psnr = [peak_signal_noise_ratio(t.numpy(), p.numpy(), data_range=1.0) for p, t in zip(prediction, target)]
+    np.testing.assert_allclose(psnr(mse).numpy(), expected_psnr, rtol=1e-12)
+    np.testing.assert_allclose(psnr(mse).numpy(), 10 * np.log10(1 / expected_mse), rtol=1e-12)
+
+
+def test_psnr_of_zero_mse_is_finite():
+    """Catches log10(1/0) = inf leaking into averages of PSNR over a perfectly predicted frame."""
+    assert torch.isfinite(psnr(torch.zeros(2))).all()
+
+
+def test_horizon_plot_lines_labels_and_log_scale():
+    """Catches a missing or mislabelled curve, x starting at 0 instead of 1, and log_y being ignored."""
+    curves = {"model": [0.01, 0.02, 0.04], "copy last frame": [0.03, 0.05, 0.06], "model, shuffled actions": [0.02, 0.04, 0.08]}
+    fig = horizon_plot(curves, ylabel="MSE", title="Pong", log_y=True)
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == list(curves)
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == list(curves)
+    for line, values in zip(lines, curves.values()):
+        np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])
+        np.testing.assert_array_equal(line.get_ydata(), values)
+    assert ax.get_xlabel() == "steps ahead (open loop)"
+    assert ax.get_ylabel() == "MSE" and ax.get_title() == "Pong"
+    assert ax.get_yscale() == "log"
+    assert horizon_plot(curves, ylabel="PSNR (dB)", title="Pong").axes[0].get_yscale() == "linear"
+
+
+def test_save_figure_writes_800x500_png_atomically(tmp_path):
+    """Catches a wrong size/dpi, a non-PNG file, or a temporary file left beside the PNG."""
+    fig = horizon_plot({"model": [30.0, 25.0, 20.0, 18.0]}, ylabel="PSNR (dB)", title="Breakout")
+    path = tmp_path / "psnr.png"
+    save_figure(fig, path)
+    image = iio.imread(path)
+    assert image.shape[:2] == (500, 800)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["psnr.png"]
+    assert image.std() > 0, "blank image: nothing was drawn"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_ssim_on_cuda_matches_cpu():
+    """Catches a kernel built on the CPU while the images are on the GPU (device mismatch)."""
+    generator = torch.Generator().manual_seed(7)
+    prediction, target = torch.rand(2, 3, 1, H, W, generator=generator)
+    torch.testing.assert_close(ssim(prediction.cuda(), target.cuda()).cpu(), ssim(prediction, target), atol=1e-5, rtol=0)
