@@ -14,7 +14,6 @@ import csv
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -30,7 +29,7 @@ from src.dataset.shards import ShardedDataset, Steps
 from src.models.rollout import rollout
 from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from src.utils.errors import ArgumentParser, UserError, run_cli
-from src.utils.io import atomic_write_json
+from src.utils.io import atomic_write_json, create_timestamped_dir
 from src.utils.logging import check_wandb, make_logger
 from src.utils.metrics import mse_per_sample, ssim
 from src.utils.plots import horizon_plot, save_figure
@@ -199,22 +198,6 @@ def write_outputs(out: Path, summary: dict, curves: dict, model: nn.Module, wind
     return paths
 
 
-def create_eval_dir(out_dir: str, game: str) -> Path:
-    stem = f"{datetime.now():%Y%m%d-%H%M%S}_{game}_eval"
-    for attempt in range(1, 1000):
-        path = Path(out_dir) / (stem if attempt == 1 else f"{stem}-{attempt}")
-        try:
-            path.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise UserError(f"cannot create '{path}' ({e.strerror}); choose another --out_dir") from None
-        (path / "plots").mkdir()
-        (path / "videos").mkdir()
-        return path
-    raise UserError(f"too many evaluations named {stem} in {out_dir}")
-
-
 # ------------------------------------------------------------------------------------------ command
 
 
@@ -267,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = evaluate(model, windows, args.batch_size, device, seed)
     curves = summarise(errors)
     ratio, gap = headline(curves, args.horizon)
-    out = create_eval_dir(args.out_dir, game)
+    out = create_timestamped_dir(args.out_dir, f"{game}_eval", ("plots", "videos"), "--out_dir")
     summary = {"game": game, "checkpoint": str(args.checkpoint), "checkpoint_step": state["step"], "source": source,
                "horizon": args.horizon, "episodes": args.episodes if not args.data_dir else None, "starts": len(windows.actions),
                "seed": seed, **curves, "mse_ratio_to_copy": ratio, "action_gap": gap,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import math
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,6 +28,7 @@ from src.models.world_model import build_model
 from src.utils.checkpoint import save_checkpoint
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.images import prediction_strip, save_png
+from src.utils.io import create_timestamped_dir
 from src.utils.logging import Logger, check_wandb, make_logger
 from src.utils.metrics import frame_loss, mse_per_sample
 from src.utils.seed import seed_everything
@@ -56,21 +56,9 @@ def open_data(cfg: Config) -> tuple[ShardedDataset, np.ndarray, np.ndarray]:
 
 
 def create_run_dir(cfg: Config, game: str) -> Path:
-    """runs_dir/<YYYYmmdd-HHMMSS>_<game>[_<name>], with -2, -3... if a run started in the same second."""
-    stem = f"{datetime.now():%Y%m%d-%H%M%S}_{game}" + (f"_{cfg.experiment.name}" if cfg.experiment.name else "")
-    runs = Path(cfg.experiment.runs_dir)
-    for attempt in range(1, 1000):
-        run_dir = runs / (stem if attempt == 1 else f"{stem}-{attempt}")
-        try:
-            run_dir.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise ConfigError(f"experiment.runs_dir: cannot create '{run_dir}' ({e.strerror})") from None
-        for sub in ("images", "videos", "checkpoints"):
-            (run_dir / sub).mkdir()
-        return run_dir
-    raise ConfigError(f"experiment.runs_dir: too many runs named {stem}")
+    """runs_dir/<YYYYmmdd-HHMMSS>_<game>[_<name>]/ with images/, videos/ and checkpoints/."""
+    suffix = game + (f"_{cfg.experiment.name}" if cfg.experiment.name else "")
+    return create_timestamped_dir(cfg.experiment.runs_dir, suffix, ("images", "videos", "checkpoints"), "experiment.runs_dir")
 
 
 def pick_device(t: TrainConfig) -> torch.device:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import xxhash
+
+from src.utils.errors import UserError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -42,6 +45,27 @@ def checksum_file(path: str | os.PathLike, chunk_bytes: int = 8 << 20) -> str:
         while chunk := f.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def create_timestamped_dir(parent: str | os.PathLike, suffix: str, subdirs: tuple[str, ...], option: str) -> Path:
+    """parent/<YYYYmmdd-HHMMSS>_<suffix>/ with its subdirs; -2, -3... when one started in the same second.
+
+    mkdir without exist_ok is the claim, so two processes never share a folder. `option` names the
+    setting that chose `parent`, for the error message.
+    """
+    stem = f"{datetime.now():%Y%m%d-%H%M%S}_{suffix}"
+    for attempt in range(1, 1000):
+        path = Path(parent) / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise UserError(f"{option}: cannot create '{path}' ({e.strerror}); choose a writable location") from None
+        for sub in subdirs:
+            (path / sub).mkdir()
+        return path
+    raise UserError(f"{option}: too many folders named {stem} in '{parent}'")
 
 
 def human_bytes(n: float) -> str:
