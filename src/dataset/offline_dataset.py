@@ -62,5 +62,7 @@ class TransitionDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int, np.ndarray]:
-        step = self.data.steps(int(self.rows[i]))
-        return step.obs[0], int(step.action[0]), step.next_obs[0]
+        """(obs (T, H, W) uint8, action, next_obs (1, H, W) uint8), copied out of the memory maps."""
+        pos, row = self.data.locate(int(self.rows[i]))
+        array = self.data.array
+        return np.array(array(pos, "obs")[row]), int(array(pos, "action")[row]), np.array(array(pos, "next_obs")[row])
