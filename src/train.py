@@ -172,6 +172,41 @@ class CsvLog:
         self.file.close()
 
 
+class RunOutputs:
+    """Everything a run writes besides resolved_config.yaml: CSVs, strips, videos, checkpoints, the logger."""
+
+    def __init__(self, run_dir: Path, logger: Logger) -> None:
+        self.run_dir, self.logger, self.best_mse = run_dir, logger, math.inf
+        self.train_csv = CsvLog(run_dir / "metrics.csv", ["step", "loss", "mse", "lr", "grad_norm", "samples_per_s", "elapsed_s"])
+        self.val_csv = CsvLog(run_dir / "val_metrics.csv", ["step", "loss", "mse", "copy_last_mse", "ratio_to_copy", "elapsed_s"])
+
+    def train_step(self, step: int, row: dict[str, float], strip: np.ndarray) -> None:
+        self.train_csv.write({"step": step, **row})
+        self.logger.log({f"train/{k}": v for k, v in row.items()}, step)
+        save_png(self.run_dir / "images" / f"step_{step:06d}.png", strip)
+        self.logger.log_image("train/prediction", strip, step)
+
+    def validation(self, step: int, metrics: dict[str, float], elapsed: float) -> None:
+        self.val_csv.write({"step": step, **{k.removeprefix("val/"): v for k, v in metrics.items()}, "elapsed_s": elapsed})
+        self.logger.log(metrics, step)
+
+    def videos(self, step: int, paths: list[Path]) -> None:
+        for v, path in enumerate(paths):
+            self.logger.log_video(f"val/rollout_{v}", path, step)
+
+    def checkpoint(self, state: dict[str, Any], val_mse: float) -> None:
+        """last.pt always; best.pt when val_mse is the lowest so far."""
+        save_checkpoint(self.run_dir / "checkpoints" / "last.pt", state)
+        if val_mse < self.best_mse:
+            self.best_mse = val_mse
+            save_checkpoint(self.run_dir / "checkpoints" / "best.pt", state)
+
+    def close(self) -> None:
+        self.train_csv.close()
+        self.val_csv.close()
+        self.logger.close()
+
+
 def format_eta(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
@@ -200,16 +235,15 @@ def train(cfg: Config) -> dict[str, Any]:
     dataset_info = {"dir": str(dataset.root), "game": dataset.game, "num_actions": dataset.num_actions,
                     "action_meanings": dataset.manifest["action_meanings"], "env": env, "seed": dataset.manifest["seed"]}
     logger: Logger = make_logger(cfg.experiment.wandb, run_dir, run_dir.name, {**to_dict(cfg), "dataset": dataset_info})
-    train_csv = CsvLog(run_dir / "metrics.csv", ["step", "loss", "mse", "lr", "grad_norm", "samples_per_s", "elapsed_s"])
-    val_csv = CsvLog(run_dir / "val_metrics.csv", ["step", "loss", "mse", "copy_last_mse", "ratio_to_copy", "elapsed_s"])
+    outputs = RunOutputs(run_dir, logger)
     params = sum(p.numel() for p in model.parameters())
     print(f"model {cfg.model.name}: {params / 1e6:.2f}M parameters on {device}", flush=True)
 
     t = cfg.train
     start = time.perf_counter()
     window_start, window_samples = start, 0
-    best_mse, last_val, validations = math.inf, {}, 0
-    step = 0
+    last_val: dict[str, float] = {}
+    validations, step = 0, 0
     try:
         while step < t.max_steps:
             batch = next(batches).to(device, non_blocking=True)
@@ -233,14 +267,10 @@ def train(cfg: Config) -> dict[str, Any]:
                 now = time.perf_counter()
                 rate = window_samples / max(now - window_start, 1e-9)
                 window_start, window_samples = now, 0
-                row = {"step": step, **metrics, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm.item(),
-                       "samples_per_s": rate, "elapsed_s": elapsed}
-                train_csv.write(row)
-                logger.log({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
                 strip = prediction_strip(batch.frames[0].cpu().numpy(), prediction[0, 0].detach().cpu().numpy(),
                                          batch.next_frame[0, 0].cpu().numpy())
-                save_png(run_dir / "images" / f"step_{step:06d}.png", strip)
-                logger.log_image("train/prediction", strip, step)
+                outputs.train_step(step, {**metrics, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm.item(),
+                                          "samples_per_s": rate, "elapsed_s": elapsed}, strip)
                 remaining = (t.max_steps - step) * t.batch_size / max(rate, 1e-9)
                 if t.max_minutes is not None:
                     remaining = min(remaining, 60 * t.max_minutes - elapsed)
@@ -251,27 +281,20 @@ def train(cfg: Config) -> dict[str, Any]:
             if step % t.val_every_steps == 0 or last_step:
                 last_val = validate(model, val_batches, cfg, device)
                 validations += 1
-                val_csv.write({"step": step, **{k.removeprefix("val/"): v for k, v in last_val.items()}, "elapsed_s": elapsed})
-                logger.log(last_val, step)
+                outputs.validation(step, last_val, elapsed)
                 print(f"validation at step {step}: mse {last_val['val/mse']:.3g}, copy-last {last_val['val/copy_last_mse']:.3g}, "
                       f"ratio {last_val['val/ratio_to_copy']:.3f}", flush=True)
-                if t.val_rollout_enabled and len(starts) and (validations % t.val_rollout_every == 0 or last_step):
-                    for v, path in enumerate(rollout_videos(model, dataset, starts, t.val_rollout_horizon, device,
-                                                             run_dir / "videos" / f"rollout_step_{step:06d}")):
-                        logger.log_video(f"val/rollout_{v}", path, step)
+                if len(starts) and (validations % t.val_rollout_every == 0 or last_step):
+                    outputs.videos(step, rollout_videos(model, dataset, starts, t.val_rollout_horizon, device,
+                                                        run_dir / "videos" / f"rollout_step_{step:06d}"))
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "step": step, "config": to_dict(cfg), "env": dataset_info, "val": last_val}
-                save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
-                if last_val["val/mse"] < best_mse:
-                    best_mse = last_val["val/mse"]
-                    save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
+                outputs.checkpoint(state, last_val["val/mse"])
             if out_of_time:
                 print(f"stopping at step {step}: train.max_minutes={t.max_minutes} reached", flush=True)
                 break
     finally:
-        train_csv.close()
-        val_csv.close()
-        logger.close()
+        outputs.close()
 
     print(f"done: {step} steps in {format_eta(time.perf_counter() - start)}; val MSE {last_val['val/mse']:.3g} = "
           f"{last_val['val/ratio_to_copy']:.3f} x copy-last; run folder {run_dir}", flush=True)
