@@ -11,7 +11,6 @@ predicts `horizon` frames open loop, feeding its own predictions back with the t
 from __future__ import annotations
 
 import csv
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path

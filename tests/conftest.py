@@ -70,6 +70,25 @@ def short_run(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
+def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """No credentials anywhere W&B looks; W&B's per-process settings reloaded under this env."""
+    import wandb
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(home / ".cache" / "wandb"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(home / ".local" / "share" / "wandb"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "NETRC", "WANDB_BASE_URL", "WANDB_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    wandb.teardown()  # the settings singleton caches what it read under the previous env
+    yield home
+    wandb.teardown()
+
+
+@pytest.fixture
 def dataset_copy(small_dataset: Path, tmp_path: Path) -> Path:
     """A private copy of the small dataset, for tests that damage or extend it."""
     copy = tmp_path / "pong"

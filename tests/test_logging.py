@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import wandb
 from wandb.proto import wandb_internal_pb2
 
 from src.config import WandbConfig
@@ -26,23 +25,6 @@ LOGIN_MESSAGE = (
     "experiment.wandb.mode=offline (logs under the run folder, sync later) or disabled"
 )
 A_KEY = "x" * 40  # well-formed (40+ word characters), never sent anywhere
-
-
-@pytest.fixture
-def wandb_env(tmp_path, monkeypatch):
-    """No credentials anywhere W&B looks; W&B's per-process settings reloaded under this env."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(home / ".cache" / "wandb"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(home / ".local" / "share" / "wandb"))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "NETRC", "WANDB_BASE_URL", "WANDB_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    wandb.teardown()  # the settings singleton caches what it read under the previous env
-    yield home
-    wandb.teardown()
 
 
 def test_check_wandb_online_without_login_raises(wandb_env):

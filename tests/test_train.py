@@ -20,7 +20,7 @@ from src.models.world_model import build_model
 from src.train import fixed_val_batches, open_data, train, validate
 from src.utils.checkpoint import load_checkpoint
 from tests.conftest import TINY, run, tiny_config
-from tests.test_logging import history_rows, read_records, wandb_env  # noqa: F401  (wandb_env is a fixture)
+from tests.test_logging import history_rows, read_records
 
 
 

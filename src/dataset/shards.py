@@ -13,7 +13,6 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xxhash
@@ -49,6 +48,11 @@ def shard_path(root: str | os.PathLike, index: int, field: str) -> Path:
     return Path(root) / f"shard_{index:05d}_{field}.npy"
 
 
+def tmp_shard_path(root: str | os.PathLike, tag: str, field: str) -> Path:
+    """Where a shard is written before it is complete; `tag` is unique per session and game."""
+    return Path(root) / f"{TMP_PREFIX}{tag}_{field}.npy"
+
+
 class DatasetError(UserError):
     """The dataset on disk is missing, incomplete or does not match its manifest."""
 
@@ -67,7 +71,7 @@ class ShardWriter:
         self.root, self.tag, self.capacity, self.rows = Path(root), tag, int(rows), 0
         self.specs = field_specs(context_frames, screen_size)
         self.chunk = {f: np.empty((min(chunk_rows, rows), *shape), dtype) for f, (dtype, shape) in self.specs.items()}
-        self.files = {f: open(self.tmp_path(f), "wb") for f in self.specs}
+        self.files = {f: open(tmp_shard_path(root, tag, f), "wb") for f in self.specs}
         self.hashes = {f: xxhash.xxh3_128() for f in self.specs}
         self.filled = 0  # rows in the current chunk
         self.episodes: set[int] = set()
@@ -78,9 +82,6 @@ class ShardWriter:
                 header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (self.capacity, *shape)}
             )
             self._write(field, header.getvalue())
-
-    def tmp_path(self, field: str) -> Path:
-        return self.root / f"{TMP_PREFIX}{self.tag}_{field}.npy"
 
     def _write(self, field: str, data: bytes | memoryview) -> None:
         self.files[field].write(data)
@@ -125,7 +126,7 @@ class ShardWriter:
 def promote_shard(root: str | os.PathLike, tag: str, index: int, fields: list[str]) -> None:
     """Rename a finished shard's temporary files to their final names (the manifest lists it next)."""
     for field in fields:
-        os.replace(Path(root) / f"{TMP_PREFIX}{tag}_{field}.npy", shard_path(root, index, field))
+        os.replace(tmp_shard_path(root, tag, field), shard_path(root, index, field))
 
 
 def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
