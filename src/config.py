@@ -41,6 +41,7 @@ class ModelConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # per resolution level, finest first
     blocks_per_level: int = 1  # residual blocks at each level of the encoder and the decoder
     action_embed_dim: int = 64  # size of the learned action embedding that conditions every level
+    hidden_dim: int = 1024  # oh2015 only: width of the fully connected code and of the action-multiplied factors
 
 
 @dataclass
@@ -58,6 +59,9 @@ class TrainConfig:
     batch_size: int = 32
     loss: str = "huber"  # huber or mse, per pixel on frames in [0, 1]
     huber_delta: float = 1.0  # where the Huber loss turns from quadratic to linear
+    changed_pixel_weight: float = 0.0  # extra loss on the pixels that differ from the last input frame; 0 = off
+    rollout_steps: list[int] = field(default_factory=lambda: [1])  # unroll length of each curriculum stage
+    rollout_stage_ends: list[float] = field(default_factory=list)  # budget fraction where each stage but the last ends
     warmup_steps: int = 100  # linear warm-up, then cosine decay to min_lr_ratio * lr at max_steps
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
@@ -106,6 +110,7 @@ class Config:
             (len(m.channels) >= 1 and min(m.channels) >= 1, "model.channels", f"must be a non-empty list of positive ints, got {m.channels}"),
             (m.blocks_per_level >= 1, "model.blocks_per_level", f"must be >= 1, got {m.blocks_per_level}"),
             (m.action_embed_dim >= 1, "model.action_embed_dim", f"must be >= 1, got {m.action_embed_dim}"),
+            (m.hidden_dim >= 1, "model.hidden_dim", f"must be >= 1, got {m.hidden_dim}"),
             (o.name in ("adamw", "adam"), "optimizer.name", f"must be adamw or adam, got {o.name!r}"),
             (o.lr > 0, "optimizer.lr", f"must be > 0, got {o.lr}"),
             (o.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {o.weight_decay}"),
@@ -115,6 +120,14 @@ class Config:
             (t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}"),
             (t.loss in ("huber", "mse"), "train.loss", f"must be huber or mse, got {t.loss!r}"),
             (t.huber_delta > 0, "train.huber_delta", f"must be > 0, got {t.huber_delta}"),
+            (t.changed_pixel_weight >= 0, "train.changed_pixel_weight", f"must be >= 0, got {t.changed_pixel_weight}"),
+            (len(t.rollout_steps) >= 1 and min(t.rollout_steps) >= 1, "train.rollout_steps",
+             f"must be a non-empty list of unroll lengths >= 1, got {t.rollout_steps}"),
+            (len(t.rollout_stage_ends) == len(t.rollout_steps) - 1, "train.rollout_stage_ends",
+             f"needs one entry per stage but the last ({len(t.rollout_steps) - 1} for train.rollout_steps={t.rollout_steps}), "
+             f"got {t.rollout_stage_ends}"),
+            (all(0 < e < 1 for e in t.rollout_stage_ends) and sorted(set(t.rollout_stage_ends)) == list(t.rollout_stage_ends),
+             "train.rollout_stage_ends", f"must increase strictly inside (0, 1), got {t.rollout_stage_ends}"),
             (t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}"),
             (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}"),
             (t.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {t.grad_clip}"),
@@ -130,6 +143,9 @@ class Config:
         for ok, key, problem in checks:
             if not ok:
                 raise ConfigError(f"{key} {problem}")
+        from src.models.world_model import check_model_name  # here, not at the top: the models import this module
+
+        check_model_name(m.name)
 
 
 def load_config(path: str | Path = "config.yaml", overrides: list[str] | None = None) -> Config:

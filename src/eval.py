@@ -121,7 +121,9 @@ def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.
     Returns {method: {"mse": (N, K), "ssim": (N, K)}}; the pure computation, no I/O.
     """
     n = len(windows.actions)
-    shuffled = windows.actions[np.random.default_rng(seed).permutation(n)]  # each case gets another case's actions
+    order = np.random.default_rng(seed).permutation(n)
+    shuffled = windows.actions.copy()
+    shuffled[order] = windows.actions[np.roll(order, -1)]  # each case gets another case's actions, never its own
     results: dict[str, dict[str, list]] = {m: {"mse": [], "ssim": []} for m in ("model", "copy_last", "model_shuffled_actions")}
     model.eval()
     for start in range(0, n, batch_size):

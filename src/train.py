@@ -8,6 +8,7 @@ Writes runs/<YYYYmmdd-HHMMSS>_<game>/: metrics.csv, val_metrics.csv, images/, vi
 
 from __future__ import annotations
 
+import bisect
 import csv
 import math
 import time
@@ -16,12 +17,12 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from src.config import Config, ConfigError, TrainConfig, load_config, to_dict, to_yaml
 from src.dataset.atari import resolve_game
-from src.dataset.offline_dataset import Batch, TransitionDataset, collate, frames_to_float, split_episodes
+from src.dataset.offline_dataset import Batch, WindowDataset, collate, frames_to_float, split_episodes
 from src.dataset.shards import ShardedDataset
 from src.models.rollout import rollout
 from src.models.world_model import build_model
@@ -65,12 +66,24 @@ def pick_device(t: TrainConfig) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and not t.cpu else "cpu")
 
 
-def lr_factor(step: int, t: TrainConfig) -> float:
-    """Multiplier of optimizer.lr at optimizer step `step` (0-based): linear warm-up, then cosine to min_lr_ratio."""
-    if step < t.warmup_steps:
-        return (step + 1) / t.warmup_steps
-    progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
-    return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+def budget_used(step: int, elapsed_s: float, t: TrainConfig) -> float:
+    """The fraction of the training budget spent: of train.max_steps, or of train.max_minutes if that runs out first."""
+    used = step / t.max_steps
+    if t.max_minutes is not None:
+        used = max(used, elapsed_s / (60 * t.max_minutes))
+    return min(used, 1.0)
+
+
+def lr_factor(step: int, used: float, t: TrainConfig) -> float:
+    """Multiplier of optimizer.lr at optimizer step `step` (0-based) with `used` of the budget spent:
+    a linear warm-up over train.warmup_steps times a cosine from 1 to min_lr_ratio over the budget."""
+    warmup = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else 1.0
+    return warmup * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * used)))
+
+
+def rollout_length(used: float, t: TrainConfig) -> int:
+    """The unroll length of the curriculum stage at `used` of the budget (train.rollout_steps, rollout_stage_ends)."""
+    return t.rollout_steps[bisect.bisect_right(t.rollout_stage_ends, used)]
 
 
 def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -79,13 +92,20 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     return cls(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
 
 
-def train_batches(dataset: ShardedDataset, rows: np.ndarray, cfg: Config, generator: torch.Generator) -> Iterator[Batch]:
-    """Endless shuffled batches of training transitions, epoch after epoch."""
+def train_starts(dataset: ShardedDataset, rows: np.ndarray, k: int) -> np.ndarray:
+    """Training rows where a window of k steps begins; it stays in its start's episode, so in the training set."""
+    starts = dataset.window_starts(k)
+    return starts[np.isin(starts, rows)]
+
+
+def train_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, generator: torch.Generator) -> Iterator[Batch]:
+    """Endless shuffled batches of k-step training windows, epoch after epoch (the longest unroll of the curriculum:
+    a shorter stage uses each window's first steps)."""
     d = cfg.data
     loader = DataLoader(
-        TransitionDataset(dataset.root, rows),
+        WindowDataset(dataset.root, starts, k),
         batch_size=cfg.train.batch_size,
-        sampler=RandomSampler(range(len(rows)), generator=generator),
+        sampler=RandomSampler(range(len(starts)), generator=generator),
         drop_last=True,
         collate_fn=collate,
         num_workers=d.num_workers,
@@ -101,7 +121,7 @@ def fixed_val_batches(dataset: ShardedDataset, rows: np.ndarray, cfg: Config) ->
     """The same held-out samples at every validation (held in memory: val_batches x batch_size transitions)."""
     n = min(len(rows), cfg.train.val_batches * cfg.train.batch_size)
     chosen = np.sort(np.random.default_rng(cfg.train.seed).choice(rows, size=n, replace=False))
-    samples = TransitionDataset(dataset.root, chosen)
+    samples = WindowDataset(dataset.root, chosen)
     size = cfg.train.batch_size
     return [collate([samples[i] for i in range(start, min(start + size, n))]) for start in range(0, n, size)]
 
@@ -119,6 +139,21 @@ def rollout_starts(dataset: ShardedDataset, val_rows: np.ndarray, cfg: Config) -
 # ------------------------------------------------------------------------------------------ phases
 
 
+def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig) -> tuple[Tensor, dict[str, float], Tensor]:
+    """The loss of k predictions in a row, each made from the model's own previous ones (Oh et al. 2015), with
+    gradients through the whole unroll; k=1 is plain one-step training. Returns (loss, metrics, predictions (B, k, H, W)).
+    """
+    frames, predictions = batch.frames, []
+    for j in range(k):
+        prediction = model(frames, batch.actions[:, j])  # (B, 1, H, W)
+        predictions.append(prediction)
+        frames = torch.cat([frames[:, 1:], prediction.clamp(0, 1)], dim=1)  # as in rollout(): clamped, then fed back
+    predicted, targets = torch.cat(predictions, dim=1), batch.targets[:, :k]  # (B, k, H, W)
+    previous = torch.cat([batch.frames[:, -1:], targets[:, :-1]], dim=1)  # the true frame before each target
+    loss, metrics = frame_loss(predicted, targets, t.loss, t.huber_delta, previous, t.changed_pixel_weight)
+    return loss, metrics, predicted
+
+
 @torch.no_grad()
 def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.device) -> dict[str, float]:
     """Loss and MSE on the held-out samples, and the copy-last-frame baseline's MSE on the same samples."""
@@ -127,11 +162,11 @@ def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.
     count = 0
     for batch in batches:
         b = batch.to(device)
-        prediction = model(b.frames, b.actions)
-        loss, _ = frame_loss(prediction, b.next_frame, cfg.train.loss, cfg.train.huber_delta)
+        prediction = model(b.frames, b.actions[:, 0])
+        loss, _ = frame_loss(prediction, b.targets, cfg.train.loss, cfg.train.huber_delta)
         totals["loss"] += loss.item() * len(b)
-        totals["mse"] += mse_per_sample(prediction, b.next_frame).sum().item()
-        totals["copy_last_mse"] += mse_per_sample(b.frames[:, -1:], b.next_frame).sum().item()
+        totals["mse"] += mse_per_sample(prediction, b.targets).sum().item()
+        totals["copy_last_mse"] += mse_per_sample(b.frames[:, -1:], b.targets).sum().item()
         count += len(b)
     model.train()
     metrics = {f"val/{k}": v / count for k, v in totals.items()}
@@ -177,7 +212,8 @@ class RunOutputs:
 
     def __init__(self, run_dir: Path, logger: Logger) -> None:
         self.run_dir, self.logger, self.best_mse = run_dir, logger, math.inf
-        self.train_csv = CsvLog(run_dir / "metrics.csv", ["step", "loss", "mse", "lr", "grad_norm", "samples_per_s", "elapsed_s"])
+        self.train_csv = CsvLog(run_dir / "metrics.csv",
+                                ["step", "loss", "mse", "lr", "grad_norm", "rollout_steps", "samples_per_s", "elapsed_s"])
         self.val_csv = CsvLog(run_dir / "val_metrics.csv", ["step", "loss", "mse", "copy_last_mse", "ratio_to_copy", "elapsed_s"])
 
     def train_step(self, step: int, row: dict[str, float], strip: np.ndarray) -> None:
@@ -226,12 +262,16 @@ def train(cfg: Config) -> dict[str, Any]:
     generator = seed_everything(cfg.train.seed)
     device = pick_device(cfg.train)
     env = dataset.manifest["env"]
-    model = build_model(cfg.model, dataset.num_actions, context_frames=env["context_frames"]).to(device)
+    model = build_model(cfg.model, dataset.num_actions, env["context_frames"], env["screen_size"]).to(device)
     optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg.train))
-    batches = train_batches(dataset, train_rows, cfg, generator)
+    longest = max(cfg.train.rollout_steps)
+    starts = train_starts(dataset, train_rows, longest)
+    if len(starts) < cfg.train.batch_size:
+        raise ConfigError(f"train.rollout_steps: only {len(starts)} training windows of {longest} steps, fewer than "
+                          f"train.batch_size {cfg.train.batch_size}; shorten the unroll or record longer episodes")
+    batches = train_batches(dataset, starts, longest, cfg, generator)
     val_batches = fixed_val_batches(dataset, val_rows, cfg)
-    starts = rollout_starts(dataset, val_rows, cfg) if cfg.train.val_rollout_enabled else np.zeros(0, dtype=np.int64)
+    video_starts = rollout_starts(dataset, val_rows, cfg) if cfg.train.val_rollout_enabled else np.zeros(0, dtype=np.int64)
     dataset_info = {"dir": str(dataset.root), "game": dataset.game, "num_actions": dataset.num_actions,
                     "action_meanings": dataset.manifest["action_meanings"], "env": env, "seed": dataset.manifest["seed"]}
     logger: Logger = make_logger(cfg.experiment.wandb, run_dir, run_dir.name, {**to_dict(cfg), "dataset": dataset_info})
@@ -246,9 +286,12 @@ def train(cfg: Config) -> dict[str, Any]:
     validations, step = 0, 0
     try:
         while step < t.max_steps:
+            used = budget_used(step, time.perf_counter() - start, t)
+            k = rollout_length(used, t)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
             batch = next(batches).to(device, non_blocking=True)
-            prediction = model(batch.frames, batch.actions)
-            loss, metrics = frame_loss(prediction, batch.next_frame, t.loss, t.huber_delta)
+            loss, metrics, predicted = unrolled_loss(model, batch, k, t)
             if not math.isfinite(metrics["loss"]):
                 raise UserError(f"the loss became {metrics['loss']} at step {step + 1}; lower optimizer.lr "
                                 f"(the last good checkpoint is in {run_dir / 'checkpoints'})")
@@ -256,7 +299,6 @@ def train(cfg: Config) -> dict[str, Any]:
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
             optimizer.step()
-            scheduler.step()
             step += 1
             window_samples += len(batch)
             elapsed = time.perf_counter() - start
@@ -267,15 +309,16 @@ def train(cfg: Config) -> dict[str, Any]:
                 now = time.perf_counter()
                 rate = window_samples / max(now - window_start, 1e-9)
                 window_start, window_samples = now, 0
-                strip = prediction_strip(batch.frames[0].cpu().numpy(), prediction[0, 0].detach().cpu().numpy(),
-                                         batch.next_frame[0, 0].cpu().numpy())
-                outputs.train_step(step, {**metrics, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm.item(),
-                                          "samples_per_s": rate, "elapsed_s": elapsed}, strip)
+                strip = prediction_strip(batch.frames[0].cpu().numpy(), predicted[0, 0].detach().cpu().numpy(),
+                                         batch.targets[0, 0].cpu().numpy())
+                outputs.train_step(step, {**metrics, "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm.item(),
+                                          "rollout_steps": k, "samples_per_s": rate, "elapsed_s": elapsed}, strip)
                 remaining = (t.max_steps - step) * t.batch_size / max(rate, 1e-9)
                 if t.max_minutes is not None:
                     remaining = min(remaining, 60 * t.max_minutes - elapsed)
                 ratio = f"{last_val['val/ratio_to_copy']:.3f}" if last_val else "-"
-                print(f"step {step}/{t.max_steps} | loss {metrics['loss']:.3g} | val/copy {ratio} | "
+                unroll = f" | unroll {k}" if longest > 1 else ""
+                print(f"step {step}/{t.max_steps} | loss {metrics['loss']:.3g}{unroll} | val/copy {ratio} | "
                       f"{rate:.0f} samples/s | ETA {format_eta(remaining)}", flush=True)
 
             if step % t.val_every_steps == 0 or last_step:
@@ -284,11 +327,10 @@ def train(cfg: Config) -> dict[str, Any]:
                 outputs.validation(step, last_val, elapsed)
                 print(f"validation at step {step}: mse {last_val['val/mse']:.3g}, copy-last {last_val['val/copy_last_mse']:.3g}, "
                       f"ratio {last_val['val/ratio_to_copy']:.3f}", flush=True)
-                if len(starts) and (validations % t.val_rollout_every == 0 or last_step):
-                    outputs.videos(step, rollout_videos(model, dataset, starts, t.val_rollout_horizon, device,
+                if len(video_starts) and (validations % t.val_rollout_every == 0 or last_step):
+                    outputs.videos(step, rollout_videos(model, dataset, video_starts, t.val_rollout_horizon, device,
                                                         run_dir / "videos" / f"rollout_step_{step:06d}"))
-                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "step": step, "config": to_dict(cfg), "env": dataset_info, "val": last_val}
+                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed_s": elapsed, "config": to_dict(cfg), "env": dataset_info, "val": last_val}
                 outputs.checkpoint(state, last_val["val/mse"])
             if out_of_time:
                 print(f"stopping at step {step}: train.max_minutes={t.max_minutes} reached", flush=True)

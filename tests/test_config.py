@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src.config import Config, ConfigError, TrainConfig, load_config, to_dict
-from src.train import lr_factor
+from src.train import budget_used, lr_factor, rollout_length
 from tests.conftest import ROOT, error_line, run
 
 CONFIG = ROOT / "config.yaml"
@@ -53,6 +53,10 @@ def test_another_config_file(tmp_path: Path) -> None:
         ("train.loss=l1", "train.loss must be huber or mse"),
         ("experiment.wandb.mode=sometimes", "experiment.wandb.mode must be online, offline or disabled"),
         ("train.max_steps=0", "train.max_steps must be >= 1"),
+        ("train.rollout_steps=[1,3]", "train.rollout_stage_ends needs one entry per stage but the last (1 for"),
+        ("train.rollout_steps=[0]", "train.rollout_steps must be a non-empty list of unroll lengths >= 1"),
+        ("train.changed_pixel_weight=-1", "train.changed_pixel_weight must be >= 0"),
+        ("model.name=unet", "model.name 'unet' is not a model. Did you mean"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(override: str, message: str) -> None:
@@ -71,12 +75,25 @@ def test_cli_bad_key_exits_2_before_creating_anything(tmp_path: Path) -> None:
 
 def test_lr_schedule_values() -> None:
     t = TrainConfig(max_steps=110, warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_factor(0, t) == pytest.approx(0.1)  # first warm-up step: 1/10 of the peak
-    assert lr_factor(9, t) == pytest.approx(1.0)  # warm-up ends at the peak
-    assert lr_factor(10, t) == pytest.approx(1.0)  # cosine starts at the peak
-    assert lr_factor(60, t) == pytest.approx(0.55)  # half way: (1 + 0.1) / 2
-    assert lr_factor(110, t) == pytest.approx(0.1)  # the floor at max_steps
-    assert lr_factor(500, t) == pytest.approx(0.1)  # and after it
-    assert lr_factor(35, TrainConfig(max_steps=110, warmup_steps=10, min_lr_ratio=0.0)) == pytest.approx(
+    assert lr_factor(0, 0.0, t) == pytest.approx(0.1)  # first warm-up step: 1/10 of the peak
+    assert lr_factor(9, 0.0, t) == pytest.approx(1.0)  # warm-up ends at the peak
+    assert lr_factor(55, 0.5, t) == pytest.approx(0.55)  # half the budget: (1 + 0.1) / 2
+    assert lr_factor(110, 1.0, t) == pytest.approx(0.1)  # the floor when the budget is spent
+    assert lr_factor(5, 0.5, t) == pytest.approx(0.6 * 0.55)  # a warm-up longer than half the budget still ramps
+    assert lr_factor(35, 0.25, TrainConfig(max_steps=110, warmup_steps=10, min_lr_ratio=0.0)) == pytest.approx(
         0.5 * (1 + math.cos(math.pi * 0.25))
     )
+
+
+def test_budget_follows_steps_or_minutes_whichever_runs_out_first() -> None:
+    assert budget_used(50, 3600.0, TrainConfig(max_steps=100)) == 0.5  # no time budget: steps alone
+    t = TrainConfig(max_steps=100, max_minutes=10.0)
+    assert budget_used(50, 60.0, t) == 0.5
+    assert budget_used(10, 300.0, t) == 0.5  # the clock runs out first
+    assert budget_used(200, 9000.0, t) == 1.0
+
+
+def test_curriculum_stages() -> None:
+    t = TrainConfig(rollout_steps=[1, 3, 5], rollout_stage_ends=[0.4, 0.7])
+    assert [rollout_length(u, t) for u in (0.0, 0.39, 0.4, 0.69, 0.7, 1.0)] == [1, 1, 3, 3, 5, 5]
+    assert rollout_length(0.9, TrainConfig()) == 1

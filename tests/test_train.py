@@ -83,7 +83,7 @@ def test_checkpoint_reloads_to_identical_outputs(short_run: tuple[Config, dict])
     cfg, result = short_run
     state = load_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
     assert state["step"] == 6 and state["config"] == to_dict(cfg) and state["env"]["game"] == "Pong"
-    assert {"model", "optimizer", "scheduler"} <= set(state)
+    assert {"model", "optimizer", "elapsed_s"} <= set(state)
     model = build_model(ModelConfig(**state["config"]["model"]), state["env"]["num_actions"], state["env"]["env"]["context_frames"])
     model.load_state_dict(state["model"])
     dataset, _, val_rows = open_data(cfg)

@@ -1,4 +1,4 @@
-"""Torch side of the dataset: episode split, a Dataset of single transitions, Batch, and frame normalisation."""
+"""Torch side of the dataset: episode split, a Dataset of k-step windows, Batch, and frame normalisation."""
 
 from __future__ import annotations
 
@@ -21,22 +21,24 @@ def frames_to_float(frames: Tensor) -> Tensor:
 
 @dataclass
 class Batch:
-    frames: Tensor  # (B, T, H, W): uint8 from the loader, float in [0, 1] after .to()
-    actions: Tensor  # (B,) int64
-    next_frame: Tensor  # (B, 1, H, W)
+    """B windows of K steps: a context, the K actions taken from it and the K frames that followed."""
+
+    frames: Tensor  # (B, T, H, W): the context, uint8 from the loader, float in [0, 1] after .to()
+    actions: Tensor  # (B, K) int64
+    targets: Tensor  # (B, K, H, W): the frame after each action, same dtype as frames
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """Move to `device` and normalise: uint8 crosses to the GPU, 4x smaller than float."""
         move = lambda x: x.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(frames_to_float(move(self.frames)), move(self.actions), frames_to_float(move(self.next_frame)))
+        return Batch(frames_to_float(move(self.frames)), move(self.actions), frames_to_float(move(self.targets)))
 
     def __len__(self) -> int:
         return len(self.actions)
 
 
-def collate(samples: list[tuple[np.ndarray, int, np.ndarray]]) -> Batch:
-    obs, actions, next_obs = zip(*samples)
-    return Batch(torch.from_numpy(np.stack(obs)), torch.tensor(actions, dtype=torch.int64), torch.from_numpy(np.stack(next_obs)))
+def collate(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Batch:
+    frames, actions, targets = (torch.from_numpy(np.stack(x)) for x in zip(*samples))
+    return Batch(frames, actions, targets)
 
 
 def split_episodes(episodes: np.ndarray, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,18 +53,22 @@ def split_episodes(episodes: np.ndarray, val_ratio: float, seed: int) -> tuple[n
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-class TransitionDataset(Dataset):
-    """One transition per item, read from the memory-mapped shards (opened lazily in each worker)."""
+class WindowDataset(Dataset):
+    """Windows of k consecutive steps of one episode, read from the memory-mapped shards (opened lazily per worker).
 
-    def __init__(self, root: str | Path, rows: np.ndarray) -> None:
+    starts: global rows where a window begins, from ShardedDataset.window_starts(k), so no window crosses an
+    episode end. k=1 gives single transitions.
+    """
+
+    def __init__(self, root: str | Path, starts: np.ndarray, k: int = 1) -> None:
         self.data = ShardedDataset(root, verify="none")  # the caller validated the dataset once
-        self.rows = rows
+        self.starts, self.k = starts, k
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.starts)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int, np.ndarray]:
-        """(obs (T, H, W) uint8, action, next_obs (1, H, W) uint8), copied out of the memory maps."""
-        pos, row = self.data.locate(int(self.rows[i]))
-        array = self.data.array
-        return np.array(array(pos, "obs")[row]), int(array(pos, "action")[row]), np.array(array(pos, "next_obs")[row])
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(context (T, H, W) uint8, actions (k,) int64, targets (k, H, W) uint8), copied out of the memory maps."""
+        pos, row = self.data.locate(int(self.starts[i]))
+        array, window = self.data.array, slice(row, row + self.k)
+        return np.array(array(pos, "obs")[row]), np.array(array(pos, "action")[window]), np.array(array(pos, "next_obs")[window, 0])

@@ -59,6 +59,24 @@ class ResStack(nn.Module):
         return x
 
 
+class SelfAttention(nn.Module):
+    """Single-head self-attention over the h*w positions of a feature map, residual, output projection zero-initialised."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(group_count(channels), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(b, 3, c, h * w).transpose(-1, -2).unbind(1)  # (B, h*w, C) each
+        attended = F.scaled_dot_product_attention(q, k, v)  # (B, h*w, C)
+        return x + self.out(attended.transpose(-1, -2).reshape(b, c, h, w))
+
+
 class Downsample(nn.Module):
     """Strided 3x3 conv: (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)), so odd sizes (21 -> 11) are fine."""
 

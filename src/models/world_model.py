@@ -3,6 +3,15 @@
     model = build_model(cfg.model, num_actions=6)
     next_frame = model(frames, actions)   # (B, 4, 84, 84), (B,) -> (B, 1, 84, 84)
 
+Every variant has the same constructor (cfg, num_actions, context_frames, frame_size) and the same forward, and
+predicts the next frame as the last input frame plus a residual whose last layer starts at zero, so that an
+untrained model copies the last frame (the strongest simple baseline on Atari).
+
+    unet_film     U-Net over 2x2-pixel patches, FiLM action conditioning in every block (the default)
+    unet_diamond  the U-Net of DIAMOND (Alonso et al. 2024): a skip from every block, attention in the middle
+    oh2015        the action-conditional transformation of Oh et al. 2015: conv encoder, fully connected code
+                  multiplied by an action embedding, deconvolution decoder
+
 B batch, T context frames, C channels, H/W pixels (84), h/w one level's size, D action embedding size
 """
 
@@ -10,11 +19,12 @@ from __future__ import annotations
 
 import difflib
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.config import ConfigError, ModelConfig
-from src.models.blocks import Downsample, ResStack, Upsample, group_count
+from src.models.blocks import Downsample, ResBlock, ResStack, SelfAttention, Upsample, group_count
 
 PATCH = 2  # space-to-depth factor: 84x84 frames become 42x42 maps of 2x2-pixel patches, losslessly
 
@@ -69,7 +79,7 @@ class UNetFiLM(nn.Module):
     to the skip's exact size going up. The coarsest encoder level is the bottleneck: the decoder has one level less.
     """
 
-    def __init__(self, cfg: ModelConfig, num_actions: int, context_frames: int = 4) -> None:
+    def __init__(self, cfg: ModelConfig, num_actions: int, context_frames: int = 4, frame_size: int = 84) -> None:
         super().__init__()
         widths, n, d = list(cfg.channels), cfg.blocks_per_level, cfg.action_embed_dim
         self.context_frames = context_frames
@@ -108,15 +118,133 @@ class UNetFiLM(nn.Module):
         return frames[:, -1:] + delta  # (B, 1, H, W)
 
 
+class UNetDiamond(nn.Module):
+    """The U-Net of DIAMOND's denoiser (Alonso et al. 2024, models/diffusion/inner_model.py), as a one-step predictor.
+
+    What differs from unet_film: every encoder block's output (and each level's input) is kept and concatenated
+    into its own decoder block, so the decoder has one block more per level than the encoder; a middle stage of
+    two blocks around self-attention runs at the coarsest level. Every GroupNorm is adaptive (FiLM on the action)
+    as in DIAMOND. It runs over the same 2x2-pixel patches as unet_film; without them it is ~7x slower on a CPU.
+    """
+
+    def __init__(self, cfg: ModelConfig, num_actions: int, context_frames: int = 4, frame_size: int = 84) -> None:
+        super().__init__()
+        widths, n, d = list(cfg.channels), cfg.blocks_per_level, cfg.action_embed_dim
+        self.context_frames = context_frames
+        self.action_embedding = ActionEmbedding(num_actions, d)
+        self.stem = nn.Conv2d(context_frames * PATCH**2, widths[0], 3, padding=1)
+        self.downsamples = nn.ModuleList(Downsample(widths[i - 1]) if i > 0 else nn.Identity() for i in range(len(widths)))
+        self.down_blocks = nn.ModuleList()
+        self.up_blocks = nn.ModuleList()
+        for i, width in enumerate(widths):
+            previous = widths[max(i - 1, 0)]
+            self.down_blocks.append(nn.ModuleList(ResBlock(c, width, d) for c in [previous] + [width] * (n - 1)))
+            # The n block outputs come back first (as width each), then the level's input (as `previous`).
+            self.up_blocks.insert(0, nn.ModuleList(
+                ResBlock(width + skip, out, d) for skip, out in zip([width] * n + [previous], [width] * n + [previous])
+            ))
+        self.upsamples = nn.ModuleList(Upsample(widths[i], widths[i]) for i in reversed(range(len(widths) - 1)))
+        self.middle = nn.ModuleList([ResBlock(widths[-1], widths[-1], d), ResBlock(widths[-1], widths[-1], d)])
+        self.attention = SelfAttention(widths[-1])
+        self.head_norm = nn.GroupNorm(group_count(widths[0]), widths[0])
+        self.head = nn.Conv2d(widths[0], PATCH**2, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, frames: Tensor, actions: Tensor) -> Tensor:
+        """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64 -> (B, 1, H, W), not clamped."""
+        assert frames.dim() == 4 and frames.size(1) == self.context_frames, frames.shape
+        cond = self.action_embedding(actions)  # (B, D)
+        x = self.stem(F.pixel_unshuffle(frames, PATCH))  # (B, C_0, H/2, W/2)
+        skips = []
+        for down, blocks in zip(self.downsamples, self.down_blocks):
+            x = down(x)  # (B, C_{i-1}, h_i, w_i)
+            skips.append(x)
+            for block in blocks:
+                x = block(x, cond)  # (B, C_i, h_i, w_i)
+                skips.append(x)
+        x = self.middle[1](self.attention(self.middle[0](x, cond)), cond)  # (B, C_last, h, w)
+        for i, blocks in enumerate(self.up_blocks):
+            if i > 0:
+                x = self.upsamples[i - 1](x, skips[-1].shape[-2:])  # (B, C, h_i, w_i)
+            for block in blocks:
+                x = block(torch.cat([x, skips.pop()], dim=1), cond)
+        delta = self.head(F.silu(self.head_norm(x)))  # (B, 4, H/2, W/2)
+        return frames[:, -1:] + F.pixel_shuffle(delta, PATCH)  # (B, 1, H, W)
+
+
+OH2015_KERNELS = (8, 6, 6, 4)  # the paper's filter sizes, all stride 2; levels past the fourth use 4
+
+
+class ActionConditionalTransformation(nn.Module):
+    """Oh et al. 2015, "Action-Conditional Video Prediction using Deep Networks in Atari Games", feedforward model.
+
+    Encoder: stride-2 convolutions (model.channels), then a fully connected code h (model.hidden_dim). Transformation:
+    h' = W_dec((W_enc h) * (W_a a)) + b, the multiplicative interaction of the code with the action's factors.
+    Decoder: fully connected, then transposed convolutions back to the frame. ReLU throughout, as in the paper.
+    Two changes: grayscale 84x84 input instead of RGB 210x160, and a residual output like the other variants
+    (the paper predicts the frame minus the mean frame).
+    """
+
+    def __init__(self, cfg: ModelConfig, num_actions: int, context_frames: int = 4, frame_size: int = 84) -> None:
+        super().__init__()
+        widths, hidden = list(cfg.channels), cfg.hidden_dim
+        kernels = [OH2015_KERNELS[min(i, len(OH2015_KERNELS) - 1)] for i in range(len(widths))]
+        self.context_frames = context_frames
+        self.encoder = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, k, stride=2, padding=(k - 2) // 2)
+            for c_in, c_out, k in zip([context_frames, *widths], widths, kernels)
+        )
+        self.sizes = [frame_size]  # the resolution at each level, to undo the rounding on the way up
+        for k in kernels:
+            self.sizes.append((self.sizes[-1] + 2 * ((k - 2) // 2) - k) // 2 + 1)
+        self.code_shape = (widths[-1], self.sizes[-1], self.sizes[-1])
+        flat = widths[-1] * self.sizes[-1] ** 2
+        self.encode = nn.Linear(flat, hidden)
+        self.state_factors = nn.Linear(hidden, hidden, bias=False)  # W_enc
+        self.action_factors = nn.Embedding(num_actions, hidden)  # W_a a for a one-hot action a
+        self.combine = nn.Linear(hidden, hidden)  # W_dec and b
+        self.decode = nn.Linear(hidden, flat)
+        self.decoder = nn.ModuleList(
+            nn.ConvTranspose2d(c_in, c_out, k, stride=2, padding=(k - 2) // 2)
+            for c_in, c_out, k in zip(reversed(widths), [*reversed(widths[:-1]), 1], reversed(kernels))
+        )
+        nn.init.zeros_(self.decoder[-1].weight)
+        nn.init.zeros_(self.decoder[-1].bias)
+
+    def forward(self, frames: Tensor, actions: Tensor) -> Tensor:
+        """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64 -> (B, 1, H, W), not clamped."""
+        assert frames.dim() == 4 and frames.size(1) == self.context_frames, frames.shape
+        x = frames
+        for conv in self.encoder:
+            x = F.relu(conv(x))  # (B, C_i, h_i, w_i)
+        h = F.relu(self.encode(x.flatten(1)))  # (B, hidden)
+        h = self.combine(self.state_factors(h) * self.action_factors(actions))  # (B, hidden)
+        x = F.relu(self.decode(h)).view(-1, *self.code_shape)  # (B, C_last, h, w)
+        for i, deconv in enumerate(self.decoder):
+            size = self.sizes[-2 - i]
+            x = deconv(x, output_size=(size, size))  # (B, C, h_i, w_i), odd sizes restored exactly
+            if i < len(self.decoder) - 1:
+                x = F.relu(x)
+        return frames[:, -1:] + x  # (B, 1, H, W)
+
+
 MODELS: dict[str, type[nn.Module]] = {
     "unet_film": UNetFiLM,
+    "unet_diamond": UNetDiamond,
+    "oh2015": ActionConditionalTransformation,
 }
 
 
-def build_model(cfg: ModelConfig, num_actions: int, context_frames: int = 4) -> nn.Module:
-    """The model named by `cfg.name`; an unknown name raises ConfigError with a did-you-mean."""
-    if cfg.name not in MODELS:
-        close = difflib.get_close_matches(cfg.name, list(MODELS), n=1, cutoff=0.0)
+def check_model_name(name: str) -> None:
+    """Raise ConfigError, with a did-you-mean, unless `name` is a key of MODELS."""
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, list(MODELS), n=1, cutoff=0.0)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"model.name '{cfg.name}' is not a model.{hint} (known: {', '.join(MODELS)})")
-    return MODELS[cfg.name](cfg, num_actions, context_frames)
+        raise ConfigError(f"model.name '{name}' is not a model.{hint} (known: {', '.join(MODELS)})")
+
+
+def build_model(cfg: ModelConfig, num_actions: int, context_frames: int = 4, frame_size: int = 84) -> nn.Module:
+    """The model named by `cfg.name`; an unknown name raises ConfigError with a did-you-mean."""
+    check_model_name(cfg.name)
+    return MODELS[cfg.name](cfg, num_actions, context_frames, frame_size)

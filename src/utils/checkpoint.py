@@ -41,7 +41,8 @@ def model_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
     from src.models.world_model import build_model
 
     env = state["env"]
-    model = build_model(ModelConfig(**state["config"]["model"]), env["num_actions"], env["env"]["context_frames"])
+    model = build_model(ModelConfig(**state["config"]["model"]), env["num_actions"], env["env"]["context_frames"],
+                        env["env"]["screen_size"])
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
