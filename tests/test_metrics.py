@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from src.utils.metrics import mse_per_sample, psnr, ssim
+from src.utils.metrics import frame_loss, mse_per_sample, psnr, ssim
 from src.utils.plots import horizon_plot, save_figure
 
 H, W = 84, 84
@@ -152,3 +152,20 @@ def test_ssim_on_cuda_matches_cpu():
     generator = torch.Generator().manual_seed(7)
     prediction, target = torch.rand(2, 3, 1, H, W, generator=generator)
     torch.testing.assert_close(ssim(prediction.cuda(), target.cuda()).cpu(), ssim(prediction, target), atol=1e-5, rtol=0)
+
+
+def test_changed_pixel_weight_counts_changed_pixels_more():
+    """One pixel changes from the previous frame; an error there costs (1 + w) times an error elsewhere."""
+    previous = torch.zeros(1, 1, 8, 8)
+    target = previous.clone()
+    target[0, 0, 2, 3] = 1.0  # the one changed pixel
+    miss_change = previous.clone()  # copies the previous frame: wrong exactly where it changed
+    miss_static = target.clone()
+    miss_static[0, 0, 5, 5] = 1.0  # right where it changed, wrong on one static pixel
+    for w in (0.0, 4.0):
+        on_change, _ = frame_loss(miss_change, target, "mse", previous=previous, changed_weight=w)
+        off_change, _ = frame_loss(miss_static, target, "mse", previous=previous, changed_weight=w)
+        assert off_change.item() == pytest.approx(1 / 64)
+        assert on_change.item() == pytest.approx((1 + w) / 64)
+    _, logged = frame_loss(miss_change, target, "huber", previous=previous, changed_weight=4.0)
+    assert logged["mse"] == pytest.approx(1 / 64) and logged["loss"] == pytest.approx(5 * 0.5 / 64)  # Huber: x^2/2

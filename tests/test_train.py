@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from src.config import Config, ConfigError, ModelConfig, load_config, to_dict
-from src.dataset.offline_dataset import split_episodes
+from src.config import Config, ConfigError, ModelConfig, TrainConfig, load_config, to_dict
+from src.dataset.offline_dataset import Batch, WindowDataset, split_episodes
 from src.dataset.shards import ShardedDataset
 from src.models.world_model import build_model
-from src.train import fixed_val_batches, open_data, train, validate
+from src.train import fixed_val_batches, open_data, train, unrolled_loss, validate
 from src.utils.checkpoint import load_checkpoint
 from tests.conftest import TINY, run, tiny_config
 from tests.test_logging import history_rows, read_records
@@ -124,3 +124,61 @@ def test_dataloader_workers(small_dataset: Path, tmp_path: Path) -> None:
                       "data.prefetch_factor=2", "data.persistent_workers=true")
     result = train(cfg)
     assert result["step"] == 3 and not list((Path(result["run_dir"]) / "videos").iterdir())
+
+
+def test_windows_match_the_recorded_steps_and_stay_in_one_episode(small_dataset: Path) -> None:
+    """Catches a k-step window that crosses an episode end or reads the wrong rows: each window must equal
+    ShardedDataset.steps (which checks the episode boundary itself) frame for frame."""
+    data = ShardedDataset(small_dataset, verify="none")
+    k = 5
+    starts = data.window_starts(k)
+    windows = WindowDataset(small_dataset, starts, k)
+    ends = data.column("done")
+    assert len(starts) < len(data) - (k - 1) * len(data.shards)  # windows before an episode end were left out
+    for i in np.linspace(0, len(starts) - 1, 40).astype(int):
+        context, actions, targets = windows[i]
+        steps = data.steps(int(starts[i]), k)
+        assert context.shape == (4, 84, 84) and actions.shape == (k,) and targets.shape == (k, 84, 84)
+        np.testing.assert_array_equal(np.concatenate([context, targets]), steps.frames)
+        np.testing.assert_array_equal(actions, steps.action)
+        assert not ends[starts[i] : starts[i] + k - 1].any()
+
+
+def test_unrolled_loss_feeds_predictions_back() -> None:
+    """Catches an unroll that feeds the true frames back (teacher forcing) or cuts the gradient between steps:
+    the loss must equal the hand-made open-loop unroll, and step 2's loss alone must reach step 1's input."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), 6)
+    torch.nn.init.normal_(model.head.conv.weight, std=0.05)  # away from copy-last, so predictions differ from truths
+    frames, targets = torch.rand(2, 4, 84, 84), torch.rand(2, 3, 84, 84)
+    batch = Batch(frames, torch.tensor([[1, 2, 3], [4, 5, 0]]), targets)
+    t = TrainConfig(loss="mse")
+    loss, metrics, predicted = unrolled_loss(model, batch, 3, t)
+    context, expected = frames, []
+    for j in range(3):
+        expected.append(model(context, batch.actions[:, j]))
+        context = torch.cat([context[:, 1:], expected[-1].clamp(0, 1)], dim=1)
+    expected = torch.cat(expected, dim=1)
+    torch.testing.assert_close(predicted, expected)
+    assert loss.item() == pytest.approx(torch.nn.functional.mse_loss(expected, targets).item(), rel=1e-5)
+    teacher = torch.cat([model(torch.cat([frames, targets], 1)[:, j : j + 4], batch.actions[:, j]) for j in range(3)], 1)
+    assert not torch.allclose(predicted[:, 1:], teacher[:, 1:])  # feeding the truth back gives other predictions
+    one_step, _, _ = unrolled_loss(model, batch, 1, t)
+    assert one_step.item() == pytest.approx(torch.nn.functional.mse_loss(expected[:, :1], targets[:, :1]).item(), rel=1e-5)
+
+    first_output = {}
+    model.head.register_forward_hook(lambda m, i, o: first_output.setdefault("out", o))
+    _, _, predicted = unrolled_loss(model, batch, 2, t)
+    (grad,) = torch.autograd.grad(predicted[:, 1].sum(), first_output["out"])
+    assert grad.abs().sum() > 0, "the second prediction does not depend on the first"
+
+
+def test_curriculum_run_grows_the_unroll(small_dataset: Path, tmp_path: Path) -> None:
+    """A short run with the 1 -> 3 curriculum logs one-step steps, then three-step ones, and validates."""
+    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=6", "train.log_every=1", "train.val_every_steps=6",
+                      "train.val_rollout_enabled=false", "train.rollout_steps=[1,3]", "train.rollout_stage_ends=[0.5]",
+                      "train.changed_pixel_weight=5")
+    result = train(cfg)
+    rows = read_csv(Path(result["run_dir"]) / "metrics.csv")
+    assert [int(r["rollout_steps"]) for r in rows] == [1, 1, 1, 3, 3, 3]
+    assert all(math.isfinite(float(r["loss"])) for r in rows) and math.isfinite(result["val/mse"])

@@ -41,6 +41,27 @@ class ActionEmbedding(nn.Module):
         return self.mlp(self.table(actions))  # (B, D)
 
 
+class ResidualHead(nn.Module):
+    """Features over 2x2-pixel patches -> the next frame: GroupNorm, SiLU, a 3x3 conv to each patch's 4 pixel
+    changes, unfolded to pixels and added to the last frame.
+
+    Zero weights make the change 0 at initialisation (copy the last frame). The conv still gets gradients, since
+    its input is not zero, and the layers before it do from the second step on.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(group_count(channels), channels)
+        self.conv = nn.Conv2d(channels, PATCH**2, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: Tensor, last_frame: Tensor) -> Tensor:
+        """x: (B, C, H/2, W/2); last_frame: (B, 1, H, W) -> (B, 1, H, W)."""
+        delta = self.conv(F.silu(self.norm(x)))  # (B, 4, H/2, W/2)
+        return last_frame + F.pixel_shuffle(delta, PATCH)
+
+
 class EncoderLevel(nn.Module):
     """Halve the resolution (except at the finest level), then a stack of FiLM-conditioned blocks."""
 
@@ -91,12 +112,7 @@ class UNetFiLM(nn.Module):
         self.decoder = nn.ModuleList(
             DecoderLevel(widths[i + 1], widths[i], n, d) for i in reversed(range(len(widths) - 1))
         )
-        self.head_norm = nn.GroupNorm(group_count(widths[0]), widths[0])
-        self.head = nn.Conv2d(widths[0], PATCH**2, 3, padding=1)
-        # Zero weights make delta 0 at initialisation (copy the last frame). The head still gets gradients, since
-        # its input is not zero, and the layers before it do from the second step on.
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = ResidualHead(widths[0])
 
     def forward(self, frames: Tensor, actions: Tensor) -> Tensor:
         """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64.
@@ -113,9 +129,7 @@ class UNetFiLM(nn.Module):
             skips.append(x)
         for level, skip in zip(self.decoder, reversed(skips[:-1])):
             x = level(x, skip, cond)  # (B, C_i, H / 2^(i+1), W / 2^(i+1))
-        delta = self.head(F.silu(self.head_norm(x)))  # (B, 4, H/2, W/2)
-        delta = F.pixel_shuffle(delta, PATCH)  # (B, 1, H, W)
-        return frames[:, -1:] + delta  # (B, 1, H, W)
+        return self.head(x, frames[:, -1:])  # (B, 1, H, W)
 
 
 class UNetDiamond(nn.Module):
@@ -146,10 +160,7 @@ class UNetDiamond(nn.Module):
         self.upsamples = nn.ModuleList(Upsample(widths[i], widths[i]) for i in reversed(range(len(widths) - 1)))
         self.middle = nn.ModuleList([ResBlock(widths[-1], widths[-1], d), ResBlock(widths[-1], widths[-1], d)])
         self.attention = SelfAttention(widths[-1])
-        self.head_norm = nn.GroupNorm(group_count(widths[0]), widths[0])
-        self.head = nn.Conv2d(widths[0], PATCH**2, 3, padding=1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = ResidualHead(widths[0])
 
     def forward(self, frames: Tensor, actions: Tensor) -> Tensor:
         """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64 -> (B, 1, H, W), not clamped."""
@@ -169,8 +180,7 @@ class UNetDiamond(nn.Module):
                 x = self.upsamples[i - 1](x, skips[-1].shape[-2:])  # (B, C, h_i, w_i)
             for block in blocks:
                 x = block(torch.cat([x, skips.pop()], dim=1), cond)
-        delta = self.head(F.silu(self.head_norm(x)))  # (B, 4, H/2, W/2)
-        return frames[:, -1:] + F.pixel_shuffle(delta, PATCH)  # (B, 1, H, W)
+        return self.head(x, frames[:, -1:])  # (B, 1, H, W)
 
 
 OH2015_KERNELS = (8, 6, 6, 4)  # the paper's filter sizes, all stride 2; levels past the fourth use 4
