@@ -27,7 +27,7 @@ def test_horizon_one_is_one_forward_pass() -> None:
     """Catches an off-by-one in the rollout loop (an extra step, or the context shifted before the first)."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), num_actions=6)
-    nn.init.normal_(model.head.weight, std=0.1)  # a model that changes the frame, not the zero-init copy
+    nn.init.normal_(model.head.conv.weight, std=0.1)  # a model that changes the frame, not the zero-init copy
     context, actions = torch.rand(3, 4, 84, 84), torch.tensor([[0], [3], [5]])
     with torch.no_grad():
         expected = model(context, actions[:, 0]).clamp(0, 1)
