@@ -24,7 +24,7 @@ from src.config import Config, ConfigError, TrainConfig, load_config, to_dict, t
 from src.dataset.atari import resolve_game
 from src.dataset.offline_dataset import Batch, WindowDataset, collate, frames_to_float, split_episodes
 from src.dataset.shards import ShardedDataset
-from src.models.rollout import rollout
+from src.models.rollout import rollout, unroll
 from src.models.world_model import build_model
 from src.utils.checkpoint import save_checkpoint
 from src.utils.errors import ArgumentParser, UserError, run_cli
@@ -92,8 +92,9 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     return cls(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
 
 
-def train_starts(dataset: ShardedDataset, rows: np.ndarray, k: int) -> np.ndarray:
-    """Training rows where a window of k steps begins; it stays in its start's episode, so in the training set."""
+def starts_within(dataset: ShardedDataset, rows: np.ndarray, k: int) -> np.ndarray:
+    """Rows among `rows` where a window of k steps begins; a window stays in its start's episode, so a split by
+    episode keeps it on its start's side."""
     starts = dataset.window_starts(k)
     return starts[np.isin(starts, rows)]
 
@@ -128,8 +129,7 @@ def fixed_val_batches(dataset: ShardedDataset, rows: np.ndarray, cfg: Config) ->
 
 def rollout_starts(dataset: ShardedDataset, val_rows: np.ndarray, cfg: Config) -> np.ndarray:
     """Rows in val episodes where a window of val_rollout_horizon steps begins, spread over the val set."""
-    starts = dataset.window_starts(cfg.train.val_rollout_horizon)
-    starts = starts[np.isin(starts, val_rows)]  # a window stays in its start's episode
+    starts = starts_within(dataset, val_rows, cfg.train.val_rollout_horizon)
     if len(starts) == 0:
         return starts
     picks = np.linspace(0, len(starts) - 1, num=min(cfg.train.val_rollout_videos, len(starts))).round().astype(int)
@@ -143,12 +143,7 @@ def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig) -> tup
     """The loss of k predictions in a row, each made from the model's own previous ones (Oh et al. 2015), with
     gradients through the whole unroll; k=1 is plain one-step training. Returns (loss, metrics, predictions (B, k, H, W)).
     """
-    frames, predictions = batch.frames, []
-    for j in range(k):
-        prediction = model(frames, batch.actions[:, j])  # (B, 1, H, W)
-        predictions.append(prediction)
-        frames = torch.cat([frames[:, 1:], prediction.clamp(0, 1)], dim=1)  # as in rollout(): clamped, then fed back
-    predicted, targets = torch.cat(predictions, dim=1), batch.targets[:, :k]  # (B, k, H, W)
+    predicted, targets = unroll(model, batch.frames, batch.actions[:, :k]), batch.targets[:, :k]  # (B, k, H, W)
     previous = torch.cat([batch.frames[:, -1:], targets[:, :-1]], dim=1)  # the true frame before each target
     loss, metrics = frame_loss(predicted, targets, t.loss, t.huber_delta, previous, t.changed_pixel_weight)
     return loss, metrics, predicted
@@ -265,7 +260,7 @@ def train(cfg: Config) -> dict[str, Any]:
     model = build_model(cfg.model, dataset.num_actions, env["context_frames"], env["screen_size"]).to(device)
     optimizer = make_optimizer(model, cfg)
     longest = max(cfg.train.rollout_steps)
-    starts = train_starts(dataset, train_rows, longest)
+    starts = starts_within(dataset, train_rows, longest)
     if len(starts) < cfg.train.batch_size:
         raise ConfigError(f"train.rollout_steps: only {len(starts)} training windows of {longest} steps, fewer than "
                           f"train.batch_size {cfg.train.batch_size}; shorten the unroll or record longer episodes")
@@ -330,7 +325,8 @@ def train(cfg: Config) -> dict[str, Any]:
                 if len(video_starts) and (validations % t.val_rollout_every == 0 or last_step):
                     outputs.videos(step, rollout_videos(model, dataset, video_starts, t.val_rollout_horizon, device,
                                                         run_dir / "videos" / f"rollout_step_{step:06d}"))
-                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed_s": elapsed, "config": to_dict(cfg), "env": dataset_info, "val": last_val}
+                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed_s": elapsed,
+                         "config": to_dict(cfg), "env": dataset_info, "val": last_val}
                 outputs.checkpoint(state, last_val["val/mse"])
             if out_of_time:
                 print(f"stopping at step {step}: train.max_minutes={t.max_minutes} reached", flush=True)
