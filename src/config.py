@@ -74,6 +74,7 @@ class TrainConfig:
     val_rollout_every: int = 1  # ... at every this many validations
     val_rollout_horizon: int = 30  # predicted steps per rollout video
     val_rollout_videos: int = 2  # rollouts per validation
+    resume: Optional[str] = None  # continue a run: its folder, one of its checkpoints, or auto (the newest run's last.pt)
 
 
 @dataclass
@@ -153,16 +154,27 @@ def load_config(path: str | Path = "config.yaml", overrides: list[str] | None = 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found; pass --config PATH or run from the repository root")
-    schema = OmegaConf.structured(Config)
     try:
-        file_cfg = OmegaConf.load(path)
+        file_cfg = OmegaConf.load(path)  # yaml.SafeLoader underneath: a !!python tag is an error, never a call
+    except Exception as e:  # YAML syntax errors
+        raise ConfigError(f"cannot parse the config file {path}: {first_line(e)}") from None
+    return merge_config(file_cfg, overrides)
+
+
+def config_from_dict(base: dict, overrides: list[str] | None = None) -> Config:
+    """A saved config (a checkpoint's) with `key=value` overrides on top; validated like load_config."""
+    return merge_config(OmegaConf.create(base), overrides)
+
+
+def merge_config(base: Any, overrides: list[str] | None) -> Config:
+    try:
         override_cfg = OmegaConf.from_dotlist(list(overrides or []))
-    except Exception as e:  # YAML and dotlist syntax errors
-        raise ConfigError(f"cannot parse the config ({path} or overrides): {first_line(e)}") from None
-    for source in (file_cfg, override_cfg):
+    except Exception as e:  # dotlist syntax errors
+        raise ConfigError(f"cannot parse the overrides: {first_line(e)}") from None
+    for source in (base, override_cfg):
         check_keys(source, Config, "")
     try:
-        merged = OmegaConf.merge(schema, file_cfg, override_cfg)
+        merged = OmegaConf.merge(OmegaConf.structured(Config), base, override_cfg)
         return OmegaConf.to_object(merged)  # a real Config: __post_init__ runs here
     except ConfigError:
         raise

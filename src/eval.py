@@ -11,6 +11,7 @@ predicts `horizon` frames open loop, feeding its own predictions back with the t
 from __future__ import annotations
 
 import csv
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from src.dataset.shards import ShardedDataset, Steps
 from src.models.rollout import rollout
 from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from src.utils.errors import ArgumentParser, UserError, run_cli
-from src.utils.io import atomic_write_json, create_timestamped_dir
+from src.utils.io import atomic_write_bytes, atomic_write_json, create_timestamped_dir
 from src.utils.logging import check_wandb, make_logger
 from src.utils.metrics import mse_per_sample, ssim
 from src.utils.plots import horizon_plot, save_figure
@@ -175,12 +176,13 @@ def write_outputs(out: Path, summary: dict, curves: dict, model: nn.Module, wind
     """summary.json, metrics.csv, plots and rollout videos; returns the main paths."""
     atomic_write_json(out / "summary.json", summary)
     horizon = len(curves["mse"]["model"])
-    with open(out / "metrics.csv", "w", newline="") as f:
-        columns = [f"{method}_{metric}" for metric in ("mse", "psnr", "ssim") for method in LABELS]
-        writer = csv.writer(f)
-        writer.writerow(["step", *columns])
-        for k in range(horizon):
-            writer.writerow([k + 1, *(f"{curves[c.rsplit('_', 1)[1]][c.rsplit('_', 1)[0]][k]:.6g}" for c in columns)])
+    table = io.StringIO(newline="")  # built in memory, then written atomically like every other output
+    columns = [f"{method}_{metric}" for metric in ("mse", "psnr", "ssim") for method in LABELS]
+    writer = csv.writer(table)
+    writer.writerow(["step", *columns])
+    for k in range(horizon):
+        writer.writerow([k + 1, *(f"{curves[c.rsplit('_', 1)[1]][c.rsplit('_', 1)[0]][k]:.6g}" for c in columns)])
+    atomic_write_bytes(out / "metrics.csv", table.getvalue().encode())
     paths = {}
     for metric, ylabel, log_y in (("mse", "MSE per pixel (frames in [0, 1])", True), ("psnr", "PSNR (dB)", False), ("ssim", "SSIM", False)):
         figure = horizon_plot({LABELS[m]: v for m, v in curves[metric].items()}, ylabel,

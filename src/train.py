@@ -1,9 +1,11 @@
 """Train a next-frame world model offline on a recorded dataset.
 
     python -m src.train [--config config.yaml] [key=value ...]      e.g. optimizer.lr=1e-4 train.max_steps=5
+    python -m src.train train.resume=runs/<run>  [key=value ...]    continue a run (or train.resume=auto)
 
 Writes runs/<YYYYmmdd-HHMMSS>_<game>/: metrics.csv, val_metrics.csv, images/, videos/, checkpoints/
 (last.pt, best.pt), resolved_config.yaml, and wandb/ when experiment.wandb.mode is not disabled.
+A resumed run continues in its own folder from the checkpoint's config, with the overrides given on top.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import bisect
 import csv
 import math
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,21 +22,21 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, Sampler
 
-from src.config import Config, ConfigError, TrainConfig, load_config, to_dict, to_yaml
+from src.config import Config, ConfigError, TrainConfig, config_from_dict, load_config, to_dict, to_yaml
 from src.dataset.atari import resolve_game
 from src.dataset.offline_dataset import Batch, WindowDataset, collate, frames_to_float, split_episodes
 from src.dataset.shards import ShardedDataset
 from src.models.rollout import rollout, unroll
 from src.models.world_model import build_model
-from src.utils.checkpoint import save_checkpoint
+from src.utils.checkpoint import load_checkpoint, save_checkpoint
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.images import prediction_strip, save_png
-from src.utils.io import create_timestamped_dir
-from src.utils.logging import Logger, check_wandb, make_logger
+from src.utils.io import atomic_write_bytes, create_timestamped_dir, human_bytes, try_lock
+from src.utils.logging import check_wandb, make_logger
 from src.utils.metrics import frame_loss, mse_per_sample
-from src.utils.seed import seed_everything
+from src.utils.seed import rng_state, seed_everything, set_rng_state
 from src.utils.video import rollout_frames, write_video
 
 
@@ -60,6 +64,90 @@ def create_run_dir(cfg: Config, game: str) -> Path:
     """runs_dir/<YYYYmmdd-HHMMSS>_<game>[_<name>]/ with images/, videos/ and checkpoints/."""
     suffix = game + (f"_{cfg.experiment.name}" if cfg.experiment.name else "")
     return create_timestamped_dir(cfg.experiment.runs_dir, suffix, ("images", "videos", "checkpoints"), "experiment.runs_dir")
+
+
+# A resumed run keeps these: they define its weights' shapes, its data split and its data order.
+RESUME_FIXED = ("model.", "train.seed", "train.batch_size", "train.rollout_steps", "data.val_ratio")
+MIN_FREE_BYTES = 200 * 1000**2  # besides two checkpoints: strips, videos, CSVs and W&B files of a run
+
+
+def find_checkpoint(resume: str, runs_dir: str) -> Path:
+    """train.resume -> a checkpoint inside a run folder: a .pt file, a run folder's last.pt, or with `auto` the
+    newest last.pt under experiment.runs_dir."""
+    if resume == "auto":
+        found = sorted(Path(runs_dir).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise ConfigError(f"train.resume=auto: no run under '{runs_dir}' has a checkpoints/last.pt to resume; "
+                              "start a run first, or set experiment.runs_dir")
+        return found[-1]
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise ConfigError(f"train.resume: '{resume}' is neither a checkpoint nor a run folder with checkpoints/last.pt")
+    if not (path.parent.parent / "resolved_config.yaml").is_file():
+        raise ConfigError(f"train.resume: '{path}' is not in a run folder (<run>/checkpoints/); "
+                          "a run continues in its own folder")
+    return path
+
+
+def resume_config(config_path: str, overrides: list[str]) -> Config:
+    """The config of `python -m src.train ... train.resume=X`: the checkpoint's own config with the command
+    line's overrides on top (not config.yaml, which may have changed since)."""
+    cfg = load_config(config_path, overrides)
+    if cfg.train.resume is None:
+        return cfg
+    checkpoint = find_checkpoint(cfg.train.resume, cfg.experiment.runs_dir)
+    saved = load_checkpoint(checkpoint)["config"]
+    return config_from_dict(saved, [*overrides, f"train.resume={checkpoint}"])
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in d.items():
+        out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def check_resumable(state: dict, cfg: Config, dataset: ShardedDataset, checkpoint: Path) -> None:
+    """ConfigError unless `cfg` and `dataset` can continue the run saved in `state`."""
+    saved, now = flatten(state["config"]), flatten(to_dict(cfg))
+    for key in sorted(saved):
+        if key.startswith(RESUME_FIXED) and key in now and saved[key] != now[key]:
+            raise ConfigError(f"train.resume: {key} is {saved[key]} in {checkpoint} but {now[key]} now; a resumed run keeps "
+                              "its model, seed, batch size, unroll lengths and split (start a new run to change them)")
+    if state["env"]["game"] != dataset.game:
+        raise ConfigError(f"train.resume: the checkpoint was trained on {state['env']['game']} but {dataset.root} holds "
+                          f"{dataset.game}; set data.dir to its dataset ({state['env']['dir']})")
+    if state["step"] >= cfg.train.max_steps:
+        raise ConfigError(f"train.resume: {checkpoint} is at step {state['step']}, train.max_steps is {cfg.train.max_steps}; "
+                          "raise train.max_steps to train on")
+    if cfg.train.max_minutes is not None and state["elapsed_s"] >= 60 * cfg.train.max_minutes:
+        raise ConfigError(f"train.resume: {checkpoint} has trained {state['elapsed_s'] / 60:.1f} minutes, train.max_minutes is "
+                          f"{cfg.train.max_minutes}; raise train.max_minutes to train on")
+
+
+def trim_csv(path: Path, last_step: int) -> None:
+    """Keep the header and the complete rows up to `last_step`: the rows after the checkpoint are logged again."""
+    if not path.is_file():
+        return
+    header, *rows = path.read_text().splitlines(keepends=True) or [""]
+    fields = header.count(",")
+
+    def kept(row: str) -> bool:
+        step = row.split(",", 1)[0]
+        return row.endswith("\n") and row.count(",") == fields and step.isdigit() and int(step) <= last_step
+
+    atomic_write_bytes(path, (header + "".join(filter(kept, rows))).encode())
+
+
+def check_free_space(runs_dir: str, checkpoint_bytes: int) -> None:
+    """ConfigError when the disk under runs_dir cannot hold two checkpoints and a run's other files."""
+    existing = next(p for p in [Path(runs_dir), *Path(runs_dir).absolute().parents] if p.exists())
+    needed, free = 2 * checkpoint_bytes + MIN_FREE_BYTES, shutil.disk_usage(existing).free
+    if free < needed:
+        raise ConfigError(f"experiment.runs_dir: {human_bytes(free)} free at '{existing}', a run needs about {human_bytes(needed)}; "
+                          "free some space or choose another experiment.runs_dir")
 
 
 def pick_device(t: TrainConfig) -> torch.device:
@@ -99,23 +187,38 @@ def starts_within(dataset: ShardedDataset, rows: np.ndarray, k: int) -> np.ndarr
     return starts[np.isin(starts, rows)]
 
 
-def train_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, generator: torch.Generator) -> Iterator[Batch]:
-    """Endless shuffled batches of k-step training windows, epoch after epoch (the longest unroll of the curriculum:
-    a shorter stage uses each window's first steps)."""
-    d = cfg.data
-    loader = DataLoader(
+class SampleStream(Sampler[int]):
+    """Endless sample indices, epoch after epoch, each epoch a permutation of range(n) drawn from (seed, epoch).
+
+    The order is a function of the position alone, so a run resumed at step s reads on from sample
+    s * batch_size exactly as the uninterrupted run did.
+    """
+
+    def __init__(self, n: int, seed: int, start: int = 0) -> None:
+        self.n, self.seed, self.start = n, seed, start
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, offset = divmod(self.start, self.n)
+        while True:
+            yield from np.random.default_rng([self.seed, epoch]).permutation(self.n)[offset:].tolist()
+            epoch, offset = epoch + 1, 0
+
+
+def train_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, step: int) -> Iterator[Batch]:
+    """Endless shuffled batches of k-step training windows from optimizer step `step` on (the longest unroll of
+    the curriculum: a shorter stage uses each window's first steps)."""
+    d, t = cfg.data, cfg.train
+    return iter(DataLoader(
         WindowDataset(dataset.root, starts, k),
-        batch_size=cfg.train.batch_size,
-        sampler=RandomSampler(range(len(starts)), generator=generator),
-        drop_last=True,
+        batch_size=t.batch_size,
+        sampler=SampleStream(len(starts), t.seed, step * t.batch_size),
         collate_fn=collate,
         num_workers=d.num_workers,
         prefetch_factor=d.prefetch_factor,
         persistent_workers=d.persistent_workers,
         pin_memory=d.pin_memory,
-    )
-    while True:
-        yield from loader
+        generator=torch.Generator().manual_seed(t.seed),  # worker seeds; the global RNG is left alone
+    ))
 
 
 def fixed_val_batches(dataset: ShardedDataset, rows: np.ndarray, cfg: Config) -> list[Batch]:
@@ -203,10 +306,27 @@ class CsvLog:
 
 
 class RunOutputs:
-    """Everything a run writes besides resolved_config.yaml: CSVs, strips, videos, checkpoints, the logger."""
+    """Everything a run writes besides resolved_config.yaml: CSVs, strips, videos, checkpoints, the logger.
 
-    def __init__(self, run_dir: Path, logger: Logger) -> None:
-        self.run_dir, self.logger, self.best_mse = run_dir, logger, math.inf
+    It holds run_dir/.lock from the start, so that a run folder never has two writers (a resume of a run that
+    is still going is refused). A resumed run (`resumed_at` its checkpoint's step) first drops what the killed
+    process wrote after that checkpoint: CSV rows, and temporary files of writes it did not finish.
+    """
+
+    def __init__(self, run_dir: Path, resumed_at: int | None = None, best_mse: float = math.inf) -> None:
+        self.run_dir, self.best_mse, self.logger = run_dir, best_mse, None
+        try:
+            self.lock, holder = try_lock(run_dir / ".lock")
+        except OSError as e:
+            raise ConfigError(f"cannot write to the run folder '{run_dir}' ({e.strerror}); fix its permissions") from None
+        if self.lock is None:
+            raise ConfigError(f"train.resume: another training (pid {holder}) is writing to '{run_dir}'; wait for it to end or stop it")
+        if resumed_at is not None:
+            for name in ("metrics.csv", "val_metrics.csv"):
+                trim_csv(run_dir / name, resumed_at)
+            for folder in (run_dir, *(run_dir / sub for sub in ("checkpoints", "images", "videos"))):
+                for tmp in folder.glob(".*.tmp*"):
+                    tmp.unlink()
         self.train_csv = CsvLog(run_dir / "metrics.csv",
                                 ["step", "loss", "mse", "lr", "grad_norm", "rollout_steps", "samples_per_s", "elapsed_s"])
         self.val_csv = CsvLog(run_dir / "val_metrics.csv", ["step", "loss", "mse", "copy_last_mse", "ratio_to_copy", "elapsed_s"])
@@ -235,7 +355,9 @@ class RunOutputs:
     def close(self) -> None:
         self.train_csv.close()
         self.val_csv.close()
-        self.logger.close()
+        if self.logger is not None:
+            self.logger.close()
+        self.lock.close()
 
 
 def format_eta(seconds: float) -> str:
@@ -247,38 +369,71 @@ def format_eta(seconds: float) -> str:
 
 
 def train(cfg: Config) -> dict[str, Any]:
-    """Train per `cfg`; returns the final validation metrics, the step reached and the run folder."""
+    """Train per `cfg` (continuing the run of cfg.train.resume if set); returns the final validation metrics,
+    the step reached and the run folder."""
     check_wandb(cfg.experiment.wandb)
     dataset, train_rows, val_rows = open_data(cfg)
-    run_dir = create_run_dir(cfg, dataset.game)
-    (run_dir / "resolved_config.yaml").write_text(to_yaml(cfg))
-    print(f"{to_yaml(cfg)}\nrun {run_dir}\ndata {dataset.root}: {dataset.game}, {len(train_rows):,} train / {len(val_rows):,} val transitions", flush=True)
+    checkpoint, state = None, None
+    if cfg.train.resume is not None:
+        checkpoint = find_checkpoint(cfg.train.resume, cfg.experiment.runs_dir)
+        state = load_checkpoint(checkpoint)
+        check_resumable(state, cfg, dataset, checkpoint)
+        cfg.train.resume = str(checkpoint)  # what `auto` or a run folder meant, for the log and the saved config
 
-    generator = seed_everything(cfg.train.seed)
+    seed_everything(cfg.train.seed)
     device = pick_device(cfg.train)
     env = dataset.manifest["env"]
     model = build_model(cfg.model, dataset.num_actions, env["context_frames"], env["screen_size"]).to(device)
     optimizer = make_optimizer(model, cfg)
+    params = sum(p.numel() for p in model.parameters())
+    check_free_space(cfg.experiment.runs_dir, 3 * 4 * params)  # float32 weights and two Adam moments
     longest = max(cfg.train.rollout_steps)
     starts = starts_within(dataset, train_rows, longest)
     if len(starts) < cfg.train.batch_size:
         raise ConfigError(f"train.rollout_steps: only {len(starts)} training windows of {longest} steps, fewer than "
                           f"train.batch_size {cfg.train.batch_size}; shorten the unroll or record longer episodes")
-    batches = train_batches(dataset, starts, longest, cfg, generator)
+    step, best_mse = 0, math.inf
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best_mse = state["step"], state.get("best_mse", math.inf)
+    batches = train_batches(dataset, starts, longest, cfg, step)
     val_batches = fixed_val_batches(dataset, val_rows, cfg)
     video_starts = rollout_starts(dataset, val_rows, cfg) if cfg.train.val_rollout_enabled else np.zeros(0, dtype=np.int64)
     dataset_info = {"dir": str(dataset.root), "game": dataset.game, "num_actions": dataset.num_actions,
-                    "action_meanings": dataset.manifest["action_meanings"], "env": env, "seed": dataset.manifest["seed"]}
-    logger: Logger = make_logger(cfg.experiment.wandb, run_dir, run_dir.name, {**to_dict(cfg), "dataset": dataset_info})
-    outputs = RunOutputs(run_dir, logger)
-    params = sum(p.numel() for p in model.parameters())
-    print(f"model {cfg.model.name}: {params / 1e6:.2f}M parameters on {device}", flush=True)
+                    "action_meanings": dataset.manifest["action_meanings"], "env": env, "seed": dataset.manifest["seed"],
+                    "train_rows": len(train_rows), "val_rows": len(val_rows)}
+
+    run_dir = checkpoint.parent.parent if checkpoint else create_run_dir(cfg, dataset.game)
+    outputs = RunOutputs(run_dir, step if checkpoint else None, best_mse)
+    try:
+        return train_loop(cfg, model, optimizer, batches, val_batches, video_starts, dataset, dataset_info, outputs, state)
+    finally:
+        outputs.close()
+
+
+def train_loop(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Batch], val_batches: list[Batch],
+               video_starts: np.ndarray, dataset: ShardedDataset, dataset_info: dict, outputs: RunOutputs, state: dict | None) -> dict[str, Any]:
+    """Optimizer steps from the resumed checkpoint's step (or 0) until the budget is spent, with logging, validation
+    and checkpoints into `outputs`."""
+    run_dir, device = outputs.run_dir, next(model.parameters()).device
+    atomic_write_bytes(run_dir / "resolved_config.yaml", to_yaml(cfg).encode())
+    print(f"{to_yaml(cfg)}\nrun {run_dir}\ndata {dataset.root}: {dataset.game}, {dataset_info['train_rows']:,} train / "
+          f"{dataset_info['val_rows']:,} val transitions", flush=True)
+    logger = outputs.logger = make_logger(cfg.experiment.wandb, run_dir, run_dir.name, {**to_dict(cfg), "dataset": dataset_info},
+                                          run_id=state.get("wandb_id") if state else None)
+    print(f"model {cfg.model.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {device}", flush=True)
+    if state is not None:
+        print(f"resuming {run_dir} from {Path(cfg.train.resume).name} at step {state['step']}", flush=True)
+        set_rng_state(state["rng"])  # last: building the model and the loaders drew from the RNGs
 
     t = cfg.train
-    start = time.perf_counter()
-    window_start, window_samples = start, 0
-    last_val: dict[str, float] = {}
-    validations, step = 0, 0
+    step = state["step"] if state else 0
+    start = time.perf_counter() - (state["elapsed_s"] if state else 0.0)  # a resumed run's clock goes on from its checkpoint
+    window_start, window_samples = time.perf_counter(), 0
+    last_val: dict[str, float] = dict(state["val"]) if state else {}
+    validations = step // t.val_every_steps  # so that val_rollout_every keeps its rhythm across a resume
+    last_saved = f"{cfg.train.resume} (step {step})" if state else "none yet"
     try:
         while step < t.max_steps:
             used = budget_used(step, time.perf_counter() - start, t)
@@ -287,12 +442,13 @@ def train(cfg: Config) -> dict[str, Any]:
                 group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
             batch = next(batches).to(device, non_blocking=True)
             loss, metrics, predicted = unrolled_loss(model, batch, k, t)
-            if not math.isfinite(metrics["loss"]):
-                raise UserError(f"the loss became {metrics['loss']} at step {step + 1}; lower optimizer.lr "
-                                f"(the last good checkpoint is in {run_dir / 'checkpoints'})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+            if not (math.isfinite(metrics["loss"]) and math.isfinite(grad_norm.item())):  # before the step spoils the weights
+                raise UserError(f"training diverged at step {step + 1} (loss {metrics['loss']:.4g}, gradient norm "
+                                f"{grad_norm.item():.4g}); the last good checkpoint is {last_saved}: continue from it with a "
+                                f"lower learning rate, e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
             optimizer.step()
             step += 1
             window_samples += len(batch)
@@ -312,7 +468,7 @@ def train(cfg: Config) -> dict[str, Any]:
                 if t.max_minutes is not None:
                     remaining = min(remaining, 60 * t.max_minutes - elapsed)
                 ratio = f"{last_val['val/ratio_to_copy']:.3f}" if last_val else "-"
-                unroll = f" | unroll {k}" if longest > 1 else ""
+                unroll = f" | unroll {k}" if max(t.rollout_steps) > 1 else ""
                 print(f"step {step}/{t.max_steps} | loss {metrics['loss']:.3g}{unroll} | val/copy {ratio} | "
                       f"{rate:.0f} samples/s | ETA {format_eta(remaining)}", flush=True)
 
@@ -325,14 +481,22 @@ def train(cfg: Config) -> dict[str, Any]:
                 if len(video_starts) and (validations % t.val_rollout_every == 0 or last_step):
                     outputs.videos(step, rollout_videos(model, dataset, video_starts, t.val_rollout_horizon, device,
                                                         run_dir / "videos" / f"rollout_step_{step:06d}"))
-                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed_s": elapsed,
-                         "config": to_dict(cfg), "env": dataset_info, "val": last_val}
-                outputs.checkpoint(state, last_val["val/mse"])
+                if not math.isfinite(last_val["val/mse"]):
+                    raise UserError(f"training diverged: the validation MSE is {last_val['val/mse']} at step {step}; the last "
+                                    f"good checkpoint is {last_saved}: continue from it with a lower learning rate, "
+                                    f"e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
+                outputs.checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                    "elapsed_s": elapsed, "config": to_dict(cfg), "env": dataset_info, "val": last_val,
+                                    "rng": rng_state(), "best_mse": min(outputs.best_mse, last_val["val/mse"]),
+                                    "wandb_id": logger.run_id}, last_val["val/mse"])
+                last_saved = f"{run_dir / 'checkpoints' / 'last.pt'} (step {step})"
             if out_of_time:
                 print(f"stopping at step {step}: train.max_minutes={t.max_minutes} reached", flush=True)
                 break
-    finally:
-        outputs.close()
+    except KeyboardInterrupt:
+        print(f"stopped at step {step}; continue from the last checkpoint with: python -m src.train train.resume={run_dir}",
+              file=sys.stderr, flush=True)
+        raise
 
     print(f"done: {step} steps in {format_eta(time.perf_counter() - start)}; val MSE {last_val['val/mse']:.3g} = "
           f"{last_val['val/ratio_to_copy']:.3f} x copy-last; run folder {run_dir}", flush=True)
@@ -344,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="config.yaml", help="YAML file with the settings (default config.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value overrides in dot notation, e.g. train.max_steps=5")
     args = p.parse_args(argv)
-    train(load_config(args.config, args.overrides))
+    train(resume_config(args.config, args.overrides))
     return 0
 
 

@@ -8,9 +8,7 @@ A killed run continues with `--resume`: finished shards are kept and exactly `--
 
 from __future__ import annotations
 
-import fcntl
 import itertools
-import os
 import shutil
 import sys
 import time
@@ -38,7 +36,7 @@ from src.dataset.shards import (
     write_manifest,
 )
 from src.utils.errors import ArgumentParser, UserError, run_cli
-from src.utils.io import human_bytes
+from src.utils.io import human_bytes, try_lock
 
 # Defaults of the settings that make up a dataset; with --resume, the manifest's values are used instead.
 DEFAULTS = {
@@ -188,21 +186,12 @@ class DirectoryLock:
     def __enter__(self) -> DirectoryLock:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.root / LOCK_FILE, "a+")
+            self.file, holder = try_lock(self.root / LOCK_FILE)
         except OSError as e:
             raise UserError(f"cannot write to --out_dir '{self.root}' ({e.strerror}); choose a writable directory") from None
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.seek(0)
-            raise UserError(
-                f"another generation (pid {self.file.read().strip() or '?'}) is writing to '{self.root}'; "
-                "wait for it to finish or choose another --out_dir"
-            ) from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(str(os.getpid()))
-        self.file.flush()
+        if self.file is None:
+            raise UserError(f"another generation (pid {holder}) is writing to '{self.root}'; "
+                            "wait for it to finish or choose another --out_dir")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -167,7 +167,63 @@ def read_manifest(root: str | os.PathLike) -> dict:
         raise DatasetError(f"{path}: not a dataset manifest (needs keys {', '.join(required)})")
     if manifest["version"] != MANIFEST_VERSION:
         raise DatasetError(f"{path}: manifest version {manifest['version']}, this code reads {MANIFEST_VERSION}")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise DatasetError(f"{path}: {problem}; the manifest is corrupt: regenerate the dataset")
     return manifest
+
+
+def is_int(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """The first entry of a manifest with the wrong type or range, or None.
+
+    Checked before anything uses the manifest: shard paths are built from `index` and the field names,
+    and sizes from `env`, so an edited manifest (an index such as "../x") must not reach them.
+    """
+
+    def bad(key: str, expected: str, value: object) -> str:
+        return f"{key} must be {expected}, got {repr(value)[:80]}"
+
+    env = manifest["env"]
+    if not isinstance(env, dict):
+        return bad("env", "a mapping", env)
+    numbers = [(f"env.{k}", env.get(k), 1) for k in ("context_frames", "screen_size")]
+    for key, value, minimum in numbers + [("num_actions", manifest["num_actions"], 1), ("target_steps", manifest["target_steps"], 0)]:
+        if not is_int(value, minimum):
+            return bad(key, "a positive integer" if minimum else "a non-negative integer", value)
+    if not isinstance(manifest["shards"], list):
+        return bad("shards", "a list", manifest["shards"])
+    fields = set(field_specs(env["context_frames"], env["screen_size"]))
+    seen: set[int] = set()
+    for i, shard in enumerate(manifest["shards"]):
+        at = f"shards[{i}]"
+        if not isinstance(shard, dict):
+            return bad(at, "a mapping", shard)
+        get = shard.get
+        for key, ok, expected in (
+            ("index", is_int(get("index"), 0), "a non-negative integer"),
+            ("rows", is_int(get("rows"), 1), "a positive integer"),
+            ("episodes", isinstance(get("episodes"), list) and all(is_int(e, 0) for e in get("episodes")), "a list of non-negative integers"),
+            ("dones", is_int(get("dones"), 0), "a non-negative integer"),
+            ("files", isinstance(get("files"), dict), "a mapping"),
+        ):
+            if not ok:
+                return bad(f"{at}.{key}", expected, get(key))
+        if shard["index"] in seen:
+            return f"{at}.index {shard['index']} is listed twice"
+        seen.add(shard["index"])
+        missing, unknown = sorted(fields - set(shard["files"])), sorted(set(shard["files"]) - fields)
+        if missing or unknown:
+            what = f"lacks {missing[0]!r}" if missing else f"has an unknown field {unknown[0]!r}"
+            return f"{at}.files {what} (expected exactly {', '.join(sorted(fields))})"
+        for field, file in shard["files"].items():
+            if not (isinstance(file, dict) and is_int(file.get("bytes"), 0)
+                    and isinstance(file.get("xxh3_128"), str) and re.fullmatch(r"[0-9a-fA-F]{32}", file["xxh3_128"])):
+                return bad(f"{at}.files.{field}", '{"bytes": integer >= 0, "xxh3_128": 32 hex digits}', file)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import xxhash
 
@@ -14,14 +15,20 @@ from src.utils.errors import UserError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    """Write to a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    If writing fails (a full disk), the temporary file is removed and `path` keeps its old content.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
 
 
@@ -66,6 +73,28 @@ def create_timestamped_dir(parent: str | os.PathLike, suffix: str, subdirs: tupl
             (path / sub).mkdir()
         return path
     raise UserError(f"{option}: too many folders named {stem} in '{parent}'")
+
+
+def try_lock(path: str | os.PathLike) -> tuple[IO[str] | None, str]:
+    """Take an exclusive flock on `path` (created if need be) and write our pid into it.
+
+    Returns (the open file, which holds the lock until closed, "") or (None, the holder's pid) when another
+    process holds it. The kernel releases the lock when its holder dies, however it dies: no stale locks.
+    OSError if `path` cannot be opened.
+    """
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        return None, holder
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f, ""
 
 
 def human_bytes(n: float) -> str:

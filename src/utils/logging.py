@@ -23,6 +23,8 @@ from src.utils.errors import UserError
 
 
 class Logger(Protocol):
+    run_id: str | None  # what make_logger needs to continue this run after a resume
+
     def log(self, metrics: dict[str, float], step: int) -> None: ...
 
     def log_image(self, key: str, image: np.ndarray, step: int) -> None:
@@ -36,6 +38,8 @@ class Logger(Protocol):
 
 class NullLogger:
     """W&B is disabled: accept everything, write nothing."""
+
+    run_id = None
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         pass
@@ -53,7 +57,7 @@ class NullLogger:
 class WandbLogger:
     """A W&B run (online or offline) whose files go under run_dir/wandb/."""
 
-    def __init__(self, cfg: WandbConfig, run_dir: Path, run_name: str, config: dict) -> None:
+    def __init__(self, cfg: WandbConfig, run_dir: Path, run_name: str, config: dict, run_id: str | None = None) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         # silent: wandb's banners are replaced by the one line below (warnings still show);
         # console="off": stdout stays ours, not captured and re-uploaded.
@@ -67,12 +71,15 @@ class WandbLogger:
                 name=run_name,
                 config=config,
                 settings=settings,
+                id=run_id,
+                resume="allow" if run_id else None,  # a resumed training run logs on into the same W&B run
             )
         except wandb.errors.Error as e:  # bad credentials, no network in online mode, init timeout
             raise UserError(
                 f"wandb.init failed (experiment.wandb.mode={cfg.mode}): {e}; "
                 "fix the cause or set experiment.wandb.mode=offline or disabled"
             ) from e
+        self.run_id = self.run.id
         print(describe_run(self.run, cfg.mode))
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -117,8 +124,9 @@ def check_wandb(cfg: WandbConfig) -> None:
         )
 
 
-def make_logger(cfg: WandbConfig, run_dir: Path, run_name: str, config: dict) -> Logger:
-    """disabled -> NullLogger; offline/online -> WandbLogger writing under run_dir/wandb/."""
+def make_logger(cfg: WandbConfig, run_dir: Path, run_name: str, config: dict, run_id: str | None = None) -> Logger:
+    """disabled -> NullLogger; offline/online -> WandbLogger writing under run_dir/wandb/ (continuing W&B run
+    `run_id` if given)."""
     if cfg.mode == "disabled":
         return NullLogger()
-    return WandbLogger(cfg, run_dir, run_name, config)
+    return WandbLogger(cfg, run_dir, run_name, config, run_id)

@@ -1,0 +1,180 @@
+"""Resuming training: a run killed at any moment continues in its own folder to the same weights, bit for bit."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from src.config import ConfigError
+from src.train import SampleStream, create_run_dir, train, trim_csv
+from src.utils.checkpoint import load_checkpoint
+from src.utils.errors import UserError
+from tests.conftest import ROOT, TINY, run, tiny_config
+
+# 40 steps, a checkpoint every 5: long enough that a kill lands mid-run, short enough for CI.
+RUN = [*TINY, "train.max_steps=40", "train.log_every=5", "train.val_every_steps=5", "train.val_rollout_enabled=false"]
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    x, y = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of the 40 steps without a break."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    return Path(train(tiny_config(small_dataset, tmp, *RUN))["run_dir"])
+
+
+def test_sample_stream_is_a_function_of_the_position() -> None:
+    full = SampleStream(10, seed=3)
+    stream = [i for _, i in zip(range(35), full)]
+    assert all(sorted(stream[e * 10:(e + 1) * 10]) == list(range(10)) for e in range(3))  # each epoch: every index once
+    assert stream[:10] != stream[10:20]  # reshuffled each epoch
+    for start in (0, 7, 10, 23):
+        assert [i for _, i in zip(range(35 - start), SampleStream(10, seed=3, start=start))] == stream[start:]
+    assert [i for _, i in zip(range(10), SampleStream(10, seed=4))] != stream[:10]
+
+
+def test_trim_csv_drops_later_and_torn_rows(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss\n5,0.1\n10,0.2\n15,0.3\n20,0.")  # killed in the middle of writing step 20
+    trim_csv(path, 15)
+    assert path.read_text() == "step,loss\n5,0.1\n10,0.2\n15,0.3\n"
+    trim_csv(path, 10)
+    assert path.read_text() == "step,loss\n5,0.1\n10,0.2\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # rewritten in place, no temporary left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(3))
+def test_sigkill_then_resume_matches_the_uninterrupted_run(small_dataset: Path, tmp_path: Path, uninterrupted: Path, trial: int) -> None:
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "src.train", *RUN, f"data.dir={small_dataset}", f"experiment.runs_dir={runs}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(runs.glob("*/checkpoints/last.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.01)
+    time.sleep(random.Random(trial).uniform(0, 0.6))  # anywhere: mid-step, mid-validation, mid-checkpoint write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run_dir,) = runs.iterdir()
+    killed_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+    assert killed_at < 40, "the kill came after the run had finished; the test proves nothing"
+
+    # The killed run's folder can be evaluated from its last checkpoint as it is.
+    evaluated = run([sys.executable, "-m", "src.eval", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), "--game", "Pong",
+                     "--data_dir", str(small_dataset), "--horizon", "5", "--episodes", "1", "--starts_per_episode", "4",
+                     "--videos", "0", "--out_dir", str(tmp_path / "eval")])
+    assert evaluated.returncode == 0, evaluated.stderr
+
+    resumed = run([sys.executable, "-m", "src.train", f"train.resume={run_dir}"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {run_dir} from last.pt at step {killed_at}" in resumed.stdout
+    assert list(runs.iterdir()) == [run_dir]  # the same folder, no new one
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 40
+    assert same_weights(run_dir / "checkpoints" / "last.pt", uninterrupted / "checkpoints" / "last.pt")  # bitwise
+    assert same_weights(run_dir / "checkpoints" / "best.pt", uninterrupted / "checkpoints" / "best.pt")
+    for name, columns in (("metrics.csv", ("step", "loss", "mse", "lr", "grad_norm")), ("val_metrics.csv", ("step", "loss", "mse"))):
+        got, want = rows(run_dir / name), rows(uninterrupted / name)
+        assert [r["step"] for r in got] == [r["step"] for r in want]  # every step once, in order
+        assert [[r[c] for c in columns] for r in got] == [[r[c] for c in columns] for r in want]
+    assert not [p for p in run_dir.rglob(".*.tmp*")], "a temporary file of the killed run is left"
+
+
+def test_resume_extends_a_finished_run_and_auto_finds_the_newest(small_dataset: Path, tmp_path: Path) -> None:
+    first = train(tiny_config(small_dataset, tmp_path, "train.max_steps=4", "train.log_every=2", "train.val_every_steps=2",
+                              "train.val_rollout_enabled=false"))
+    run_dir = Path(first["run_dir"])
+    with pytest.raises(ConfigError, match="is at step 4, train.max_steps is 4; raise train.max_steps"):
+        train(tiny_config(small_dataset, tmp_path, "train.max_steps=4", f"train.resume={run_dir}",
+                          "train.val_rollout_enabled=false"))
+    again = train(tiny_config(small_dataset, tmp_path, "train.max_steps=6", "train.log_every=2", "train.val_every_steps=2",
+                              "train.val_rollout_enabled=false", "train.resume=auto"))
+    assert again["run_dir"] == str(run_dir) and again["step"] == 6
+    assert [r["step"] for r in rows(run_dir / "metrics.csv")] == ["2", "4", "6"]
+    assert [r["step"] for r in rows(run_dir / "val_metrics.csv")] == ["2", "4", "6"]
+
+
+def test_resume_from_the_command_line_takes_the_checkpoints_config(short_run, tmp_path: Path) -> None:
+    """Only the overrides given change: config.yaml's defaults (a bigger model) do not replace the run's own config."""
+    cfg, result = short_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(result["run_dir"], run_dir)  # the session's run stays as other tests expect it
+    resumed = run([sys.executable, "-m", "src.train", f"train.resume={run_dir}", "train.max_steps=8",
+                   "train.val_rollout_enabled=false", f"experiment.runs_dir={tmp_path / 'runs'}"])
+    assert resumed.returncode == 0, resumed.stderr
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert state["step"] == 8 and state["config"]["model"]["channels"] == cfg.model.channels == [8, 16]
+    assert state["config"]["train"]["max_steps"] == 8 and state["config"]["train"]["resume"] == str(run_dir / "checkpoints" / "last.pt")
+    assert not (tmp_path / "runs").exists()  # no new run folder
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(small_dataset: Path, tmp_path: Path) -> None:
+    base = [*TINY, "train.log_every=2", "train.val_every_steps=2", "train.val_rollout_enabled=false"]
+    run_dir = Path(train(tiny_config(small_dataset, tmp_path, *base, "train.max_steps=4"))["run_dir"])
+    good = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(UserError, match=r"training diverged at step \d+ .*last good checkpoint is .*last.pt \(step 4\)"):
+        train(tiny_config(small_dataset, tmp_path, *base, "train.max_steps=50", "optimizer.lr=1e30", "train.grad_clip=0",
+                          f"train.resume={run_dir}"))
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == good
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(w).all() for w in state["model"].values())
+    assert math.isfinite(state["val"]["val/mse"])
+
+
+def test_resume_restores_every_rng(short_run) -> None:
+    """The checkpoint carries Python's, NumPy's and torch's RNG states, and they load with weights_only=True."""
+    from src.utils.seed import rng_state, set_rng_state
+
+    state = load_checkpoint(Path(short_run[1]["run_dir"]) / "checkpoints" / "last.pt")
+    set_rng_state(state["rng"])
+    drawn = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(state["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == drawn
+    assert rng_state()["torch"].dtype == torch.uint8
+
+
+def test_two_runs_in_the_same_second_get_their_own_folders(small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):  # noqa: ANN001, ANN206
+            return datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr("src.utils.io.datetime", Frozen)
+    cfg = tiny_config(small_dataset, tmp_path)
+    folders = [create_run_dir(cfg, "Pong") for _ in range(3)]
+    assert [f.name for f in folders] == ["20260102-030405_Pong", "20260102-030405_Pong-2", "20260102-030405_Pong-3"]
+    assert all(sorted(p.name for p in f.iterdir()) == ["checkpoints", "images", "videos"] for f in folders)
+
+
+def test_offline_wandb_run_continues_under_the_same_id(small_dataset: Path, tmp_path: Path, wandb_env: Path) -> None:
+    base = [*TINY, "train.log_every=2", "train.val_every_steps=2", "train.val_rollout_enabled=false",
+            "experiment.wandb.mode=offline"]
+    run_dir = Path(train(tiny_config(small_dataset, tmp_path, *base, "train.max_steps=2"))["run_dir"])
+    first_id = load_checkpoint(run_dir / "checkpoints" / "last.pt")["wandb_id"]
+    train(tiny_config(small_dataset, tmp_path, *base, "train.max_steps=4", f"train.resume={run_dir}"))
+    assert first_id and load_checkpoint(run_dir / "checkpoints" / "last.pt")["wandb_id"] == first_id
+    offline_runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 2 and all(name.endswith(first_id) for name in offline_runs)
+    assert os.path.isdir(run_dir / "wandb")
