@@ -28,7 +28,7 @@ class DataConfig:
     dir: str = "data/demo_pong"  # a dataset written by src.dataset.generate_dataset
     game: Optional[str] = None  # if set, the dataset must be of this game
     val_ratio: float = 0.1  # fraction of whole episodes held out for validation
-    verify: str = "quick"  # check the dataset at start: quick (sizes, headers) or full (+ checksums)
+    verify: str = "full"  # check the dataset at start: full (sizes, headers, checksums) or quick (no checksums)
     num_workers: int = 0  # DataLoader worker processes
     prefetch_factor: Optional[int] = None  # batches each worker loads ahead; must be null when num_workers is 0
     persistent_workers: bool = False  # keep workers alive between epochs (needs num_workers > 0)

@@ -250,10 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         source = f"{args.episodes} fresh episodes, seed {seed}"
     print(f"evaluating {args.checkpoint} (step {state['step']}) on {len(windows.actions)} rollouts of {args.horizon} steps "
           f"from {source}", flush=True)
+    out = create_timestamped_dir(args.out_dir, f"{game}_eval", ("plots", "videos"), "--out_dir")  # before the work: fail fast
     errors = evaluate(model, windows, args.batch_size, device, seed)
     curves = summarise(errors)
     ratio, gap = headline(curves, args.horizon)
-    out = create_timestamped_dir(args.out_dir, f"{game}_eval", ("plots", "videos"), "--out_dir")
     summary = {"game": game, "checkpoint": str(args.checkpoint), "checkpoint_step": state["step"], "source": source,
                "horizon": args.horizon, "episodes": args.episodes if not args.data_dir else None, "starts": len(windows.actions),
                "seed": seed, **curves, "mse_ratio_to_copy": ratio, "action_gap": gap,

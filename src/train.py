@@ -50,7 +50,8 @@ def open_data(cfg: Config) -> tuple[ShardedDataset, np.ndarray, np.ndarray]:
     except UserError as e:
         raise ConfigError(f"data.dir: {e}") from None
     if cfg.data.game is not None and resolve_game(cfg.data.game) != dataset.game:
-        raise ConfigError(f"data.game is {cfg.data.game} but the dataset in {cfg.data.dir} is {dataset.game}")
+        raise ConfigError(f"data.game is {cfg.data.game} but the dataset in {cfg.data.dir} is {dataset.game}; "
+                          f"point data.dir at a {resolve_game(cfg.data.game)} dataset or leave data.game null")
     try:
         train_rows, val_rows = split_episodes(dataset.column("episode"), cfg.data.val_ratio, cfg.train.seed)
     except ValueError as e:

@@ -92,7 +92,7 @@ def resolve_game(name: str) -> str:
         return games[key]
     close = difflib.get_close_matches(key, list(games), n=3, cutoff=0.6)
     hint = f" Did you mean: {', '.join(games[c] for c in close)}?" if close else ""
-    raise UserError(f"unknown game '{name}'.{hint} (--list_games shows all {len(games)})")
+    raise UserError(f"unknown game '{name}'.{hint} (python -m src.dataset.generate_dataset --list_games shows all {len(games)})")
 
 
 def make_env(settings: EnvSettings) -> gym.Env:

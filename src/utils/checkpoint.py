@@ -91,5 +91,7 @@ def model_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
-        raise UserError(f"the checkpoint's weights do not fit its model '{state['config']['model']['name']}' ({str(e).splitlines()[0]})") from None
+        detail = [line.strip() for line in str(e).splitlines() if line.strip()][-1][:200]  # the first line is a title
+        raise UserError(f"the checkpoint's weights do not fit its model '{state['config']['model']['name']}' ({detail}); "
+                        "the checkpoint was altered or made by another version") from None
     return model

@@ -1,0 +1,257 @@
+"""Every row of docs/errors.md: the bad input, one clear line on stderr, exit code 2, and nothing on disk touched.
+
+Each case runs the command's real entry point through `run_cli`, exactly as `python -m ...` does (many run as
+real subprocesses too, in the other test files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pathlib
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import pytest
+import torch
+
+from src.dataset import generate_dataset, inspect_dataset
+from src.utils.errors import run_cli
+from src.utils.io import try_lock
+from tests.conftest import ROOT, TINY
+
+DOC = ROOT / "docs" / "errors.md"
+
+
+@dataclass
+class Case:
+    what: str  # the bad input, as the table says it
+    command: str  # train, eval, generate or inspect
+    args: Callable[[SimpleNamespace], list[str]]
+    expected: str  # a part of the one line the user sees
+    setup: Callable[[SimpleNamespace], object] | None = None
+
+
+def edit_manifest(root: Path, change: Callable[[dict], None]) -> None:
+    manifest = json.loads((root / "manifest.json").read_text())
+    change(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+class Payload:
+    """Pickles to a call of Path.touch: loading it unsafely would create `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def malicious_checkpoint(c: SimpleNamespace) -> None:
+    state = torch.load(c.checkpoint, weights_only=True)
+    state["config"]["note"] = Payload(c.tmp / "pwned")
+    torch.save(state, c.tmp / "bad.pt")
+
+
+def retargeted_checkpoint(c: SimpleNamespace) -> None:
+    """A checkpoint whose saved config names other widths than its weights have."""
+    state = torch.load(c.checkpoint, weights_only=True)
+    state["config"]["model"]["channels"] = [8, 32]
+    torch.save(state, c.tmp / "bad.pt")
+
+
+def train(*overrides: str) -> Callable[[SimpleNamespace], list[str]]:
+    """A tiny training on the small dataset, runs under tmp/runs, with `overrides` ({...} filled from the context)."""
+    return lambda c: [f"data.dir={c.data}", f"experiment.runs_dir={c.tmp / 'runs'}", *TINY,
+                      *(o.format(**vars(c)) for o in overrides)]
+
+
+def evaluate(*args: str) -> Callable[[SimpleNamespace], list[str]]:
+    return lambda c: ["--checkpoint", str(c.checkpoint), "--game", "Pong", "--data_dir", str(c.data), "--horizon", "3",
+                      "--out_dir", str(c.tmp / "eval"), *(a.format(**vars(c)) for a in args)]
+
+
+def generate(*args: str) -> Callable[[SimpleNamespace], list[str]]:
+    return lambda c: ["--out_dir", str(c.tmp / "new"), "--steps", "10", *(a.format(**vars(c)) for a in args)]
+
+
+CASES = {
+    # config
+    "unknown-key": Case("unknown or misspelt config key", "train", train("train.max_step=5"),
+                        "unknown config key 'train.max_step'. Did you mean 'train.max_steps'?"),
+    "wrong-type": Case("config value of the wrong type", "train", train("train.batch_size=abc"),
+                       "train.batch_size: Value 'abc' of type 'str' could not be converted to Integer"),
+    "out-of-range": Case("config value out of range", "train", train("optimizer.lr=-1"), "optimizer.lr must be > 0, got -1.0"),
+    "keys-disagree": Case("config values that disagree", "train", train("data.prefetch_factor=2"),
+                          "data.prefetch_factor must be null when data.num_workers is 0"),
+    "unknown-model": Case("unknown model variant", "train", train("model.name=unet"), "model.name 'unet' is not a model. Did you mean 'unet_film'?"),
+    "config-missing": Case("config file missing", "train", lambda c: ["--config", str(c.tmp / "nowhere.yaml")],
+                           "config file '{tmp}/nowhere.yaml' not found"),
+    "config-syntax": Case("config file that is not YAML", "train", lambda c: ["--config", str(c.tmp / "bad.yaml")],
+                          "cannot parse the config file {tmp}/bad.yaml",
+                          setup=lambda c: (c.tmp / "bad.yaml").write_text("train: [unclosed\n")),
+    "config-python-tag": Case("config file with a !!python tag (code)", "train", lambda c: ["--config", str(c.tmp / "bad.yaml")],
+                              "cannot parse the config file",
+                              setup=lambda c: (c.tmp / "bad.yaml").write_text(
+                                  f"train: !!python/object/apply:pathlib.Path.touch ['{c.tmp / 'pwned'}']\n")),
+    "bad-flag": Case("command-line flag of the wrong type", "eval", evaluate("--horizon", "abc"),
+                     "argument --horizon: invalid int value: 'abc'"),
+    # dataset
+    "dataset-missing": Case("dataset directory missing", "train", train("data.dir={tmp}/nowhere"),
+                            "data.dir: dataset directory '{tmp}/nowhere' does not exist"),
+    "dataset-empty": Case("empty dataset directory", "train", train("data.dir={tmp}/empty"), "no manifest; is '{tmp}/empty' a dataset",
+                          setup=lambda c: (c.tmp / "empty").mkdir()),
+    "dataset-no-shards": Case("dataset with no complete shard", "train", train("data.dir={copy}"),
+                              "the dataset has no complete shard yet; finish it with --resume",
+                              setup=lambda c: edit_manifest(c.copy, lambda m: m.update(shards=[]))),
+    "dataset-other-game": Case("dataset of another game (data.game)", "train", train("data.game=Breakout"),
+                               "data.game is Breakout but the dataset in {data} is Pong"),
+    "eval-dataset-other-game": Case("eval --data_dir of another game", "eval", evaluate("--data_dir", "{copy}"),
+                                    "--data_dir holds Breakout data, the checkpoint is for Pong",
+                                    setup=lambda c: edit_manifest(c.copy, lambda m: m.update(game="Breakout"))),
+    "shard-truncated": Case("truncated shard file", "train", train("data.dir={copy}"), "shard_00001_obs.npy",
+                            setup=lambda c: os.truncate(c.copy / "shard_00001_obs.npy", 1000)),
+    "shard-altered": Case("altered shard file (same size)", "train", train("data.dir={copy}"),
+                          "shard_00002_next_obs.npy: checksum differs from the manifest",
+                          setup=lambda c: flip_byte(c.copy / "shard_00002_next_obs.npy")),
+    "shard-missing": Case("shard file missing", "inspect", lambda c: [str(c.copy)], "shard_00003_action.npy",
+                          setup=lambda c: (c.copy / "shard_00003_action.npy").unlink()),
+    "manifest-corrupt": Case("manifest edited or corrupt", "inspect", lambda c: [str(c.copy)],
+                             "shards[0].rows must be a positive integer, got -1",
+                             setup=lambda c: edit_manifest(c.copy, lambda m: m["shards"][0].update(rows=-1))),
+    "batch-too-large": Case("batch larger than the training set", "train", train("train.batch_size=100000"),
+                            "train.batch_size 100000 is larger than the training set"),
+    # checkpoints
+    "checkpoint-missing": Case("checkpoint missing", "eval", evaluate("--checkpoint", "{tmp}/nowhere.pt"),
+                               "checkpoint '{tmp}/nowhere.pt' not found"),
+    "checkpoint-corrupt": Case("checkpoint corrupt (cut short)", "eval", evaluate("--checkpoint", "{tmp}/bad.pt"),
+                               "is corrupt or not a PyTorch checkpoint",
+                               setup=lambda c: (c.tmp / "bad.pt").write_bytes(c.checkpoint.read_bytes()[:5000])),
+    "checkpoint-malicious": Case("checkpoint with a pickled object that would run code", "eval",
+                                 evaluate("--checkpoint", "{tmp}/bad.pt"), "was refused: it holds a pickled object",
+                                 setup=malicious_checkpoint),
+    "checkpoint-foreign": Case("a .pt file that is not this project's checkpoint", "eval", evaluate("--checkpoint", "{tmp}/bad.pt"),
+                               "is not a checkpoint of this project (missing model, config, env, step)",
+                               setup=lambda c: torch.save({"weights": torch.zeros(3)}, c.tmp / "bad.pt")),
+    "checkpoint-other-game": Case("checkpoint of another game", "eval", evaluate("--game", "Breakout"),
+                                  "--game Breakout differs from the checkpoint's game Pong"),
+    "checkpoint-other-variant": Case("resume with another model variant or size", "train",
+                                     train("train.resume={run}", "model.name=unet_diamond"),
+                                     "train.resume: model.name is unet_film in {run}/checkpoints/last.pt but unet_diamond now"),
+    "checkpoint-weights-mismatch": Case("checkpoint whose weights do not fit its config", "eval",
+                                        evaluate("--checkpoint", "{tmp}/bad.pt"),
+                                        "the checkpoint's weights do not fit its model 'unet_film'", setup=retargeted_checkpoint),
+    "resume-missing": Case("train.resume names nothing", "train", train("train.resume={tmp}/nowhere"),
+                           "train.resume: '{tmp}/nowhere' is neither a checkpoint nor a run folder"),
+    "resume-auto-none": Case("train.resume=auto with no run yet", "train", train("train.resume=auto"),
+                             "train.resume=auto: no run under '{tmp}/runs' has a checkpoints/last.pt"),
+    "resume-finished": Case("resume a run that has finished", "train", train("train.resume={run}", "train.max_steps=6"),
+                            "is at step 6, train.max_steps is 6; raise train.max_steps to train on"),
+    "resume-running": Case("resume a run that is still training", "train", train("train.resume={run}", "train.max_steps=9"),
+                           "train.resume: another training (pid", setup=lambda c: c.hold.append(try_lock(c.run / ".lock")[0])),
+    # outputs
+    "runs-dir-unwritable": Case("experiment.runs_dir cannot be created", "train", train("experiment.runs_dir={tmp}/file/runs"),
+                                "experiment.runs_dir: cannot create '{tmp}/file/runs/",
+                                setup=lambda c: (c.tmp / "file").write_text("x")),
+    "eval-out-unwritable": Case("eval --out_dir cannot be created", "eval", evaluate("--out_dir", "{tmp}/file/eval"),
+                                "--out_dir: cannot create '{tmp}/file/eval/", setup=lambda c: (c.tmp / "file").write_text("x")),
+    "generate-out-unwritable": Case("generate --out_dir cannot be created", "generate", generate("--out_dir", "{tmp}/file/data"),
+                                    "cannot write to --out_dir '{tmp}/file/data'", setup=lambda c: (c.tmp / "file").write_text("x")),
+    "generate-out-not-empty": Case("generate into a non-empty directory", "generate", generate("--out_dir", "{copy}"),
+                                   "is not empty (", setup=lambda c: None),
+    "generate-out-locked": Case("generate into a dataset another generation is writing", "generate",
+                                generate("--out_dir", "{copy}", "--resume", "--steps", "2000"), "another generation (pid",
+                                setup=lambda c: c.hold.append(try_lock(c.copy / ".lock")[0])),
+    "disk-full-generate": Case("disk too small for the dataset", "generate", generate("--steps", str(10**9)), "not enough disk space"),
+    "disk-full-train": Case("disk too small for a run", "train", train(), "experiment.runs_dir: 1.0 MB free at",
+                            setup=lambda c: c.monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 10**6))),
+    "wandb-no-login": Case("W&B online without a login", "train", train("experiment.wandb.mode=online"),
+                           "experiment.wandb.mode=online needs a W&B login: run `wandb login`", setup=lambda c: c.request.getfixturevalue("wandb_env")),
+    # games, steps, horizons
+    "unknown-game": Case("unknown game", "generate", generate("--game", "Pongg"), "unknown game 'Pongg'. Did you mean: Pong?"),
+    "eval-unknown-game": Case("eval --game unknown", "eval", evaluate("--game", "Breakot"), "unknown game 'Breakot'. Did you mean: Breakout?"),
+    "steps-out-of-range": Case("--steps out of range", "generate", generate("--steps", "0"), "--steps must be >= 1, got 0"),
+    "steps-below-recorded": Case("--steps below what the dataset holds", "generate", generate("--out_dir", "{copy}", "--resume", "--steps", "5"),
+                                 "--steps 5 is less than the 1200 steps already in"),
+    "max-steps-out-of-range": Case("train.max_steps out of range", "train", train("train.max_steps=0"), "train.max_steps must be >= 1, got 0"),
+    "horizon-out-of-range": Case("--horizon out of range", "eval", evaluate("--horizon", "0"), "--horizon must be >= 1, got 0"),
+    "horizon-too-long": Case("--horizon longer than any episode", "eval", evaluate("--horizon", "100000"),
+                             "has no window of 100000 consecutive steps; lower --horizon"),
+}
+
+
+def entry_point(command: str) -> Callable[[list[str] | None], int]:
+    from src import eval as evaluation, train as training
+
+    return {"train": training.main, "eval": evaluation.main, "generate": generate_dataset.main, "inspect": inspect_dataset.main}[command]
+
+
+def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `roots`: (size, mtime in ns)."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for root in roots for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_command(command: str, argv: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
+        run_cli(entry_point(command), argv)
+    return exit_.value.code, err.getvalue()
+
+
+@pytest.fixture
+def context(small_dataset: Path, short_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
+    monkeypatch.delenv("AWM_DEBUG", raising=False)
+    run = tmp_path / "run"
+    shutil.copytree(short_run[1]["run_dir"], run)
+    copy = tmp_path / "pong"
+    shutil.copytree(small_dataset, copy)
+    hold: list = []
+    yield SimpleNamespace(data=small_dataset, copy=copy, run=run, checkpoint=run / "checkpoints" / "last.pt", tmp=tmp_path,
+                          monkeypatch=monkeypatch, request=request, hold=hold)
+    for lock in hold:
+        lock.close()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_gives_one_line_exit_2_and_keeps_every_file(name: str, context: SimpleNamespace) -> None:
+    case = CASES[name]
+    if case.setup:
+        case.setup(context)
+    argv = case.args(context)
+    before = snapshot(context.tmp, context.data)
+    code, err = run_command(case.command, argv)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert case.expected.format(**vars(context)) in lines[0]
+    print(f"\n| `{name}` | {case.what} | {case.command} | {lines[0]} |")  # pytest -s: the rows of docs/errors.md
+    assert snapshot(context.tmp, context.data) == before  # nothing created, changed or deleted
+    assert not (context.tmp / "pwned").exists()  # no payload ran
+
+
+def test_the_table_lists_every_case() -> None:
+    """docs/errors.md and CASES name the same rows, in the same order."""
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \|", DOC.read_text(), flags=re.M)
+    assert rows == list(CASES)
+
+
+def test_debug_env_shows_the_traceback(small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWM_DEBUG", "1")
+    from src.utils.errors import UserError
+
+    with pytest.raises(UserError, match="does not exist"):
+        run_cli(entry_point("train"), [f"data.dir={tmp_path / 'nowhere'}", f"experiment.runs_dir={tmp_path / 'runs'}"])
+
