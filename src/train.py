@@ -347,11 +347,12 @@ class RunOutputs:
             self.logger.log_video(f"val/rollout_{v}", path, step)
 
     def checkpoint(self, state: dict[str, Any], val_mse: float) -> None:
-        """last.pt always; best.pt when val_mse is the lowest so far."""
-        save_checkpoint(self.run_dir / "checkpoints" / "last.pt", state)
+        """best.pt when val_mse is the lowest so far, then last.pt. In this order, a kill between the two leaves a
+        last.pt whose best_mse does not yet count this step, so a resume writes best.pt again."""
         if val_mse < self.best_mse:
             self.best_mse = val_mse
             save_checkpoint(self.run_dir / "checkpoints" / "best.pt", state)
+        save_checkpoint(self.run_dir / "checkpoints" / "last.pt", state)
 
     def close(self) -> None:
         self.train_csv.close()
