@@ -60,16 +60,10 @@ class Payload:
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
-def malicious_checkpoint(c: SimpleNamespace) -> None:
+def edit_checkpoint(c: SimpleNamespace, change: Callable[[dict], None]) -> None:
+    """tmp/bad.pt: the run's checkpoint with `change` made to it."""
     state = torch.load(c.checkpoint, weights_only=True)
-    state["config"]["note"] = Payload(c.tmp / "pwned")
-    torch.save(state, c.tmp / "bad.pt")
-
-
-def retargeted_checkpoint(c: SimpleNamespace) -> None:
-    """A checkpoint whose saved config names other widths than its weights have."""
-    state = torch.load(c.checkpoint, weights_only=True)
-    state["config"]["model"]["channels"] = [8, 32]
+    change(state)
     torch.save(state, c.tmp / "bad.pt")
 
 
@@ -142,7 +136,7 @@ CASES = {
                                setup=lambda c: (c.tmp / "bad.pt").write_bytes(c.checkpoint.read_bytes()[:5000])),
     "checkpoint-malicious": Case("checkpoint with a pickled object that would run code", "eval",
                                  evaluate("--checkpoint", "{tmp}/bad.pt"), "was refused: it holds a pickled object",
-                                 setup=malicious_checkpoint),
+                                 setup=lambda c: edit_checkpoint(c, lambda s: s["config"].update(note=Payload(c.tmp / "pwned")))),
     "checkpoint-foreign": Case("a .pt file that is not this project's checkpoint", "eval", evaluate("--checkpoint", "{tmp}/bad.pt"),
                                "is not a checkpoint of this project (missing model, config, env, step)",
                                setup=lambda c: torch.save({"weights": torch.zeros(3)}, c.tmp / "bad.pt")),
@@ -153,7 +147,12 @@ CASES = {
                                      "train.resume: model.name is unet_film in {run}/checkpoints/last.pt but unet_diamond now"),
     "checkpoint-weights-mismatch": Case("checkpoint whose weights do not fit its config", "eval",
                                         evaluate("--checkpoint", "{tmp}/bad.pt"),
-                                        "the checkpoint's weights do not fit its model 'unet_film'", setup=retargeted_checkpoint),
+                                        "the checkpoint's weights do not fit its model 'unet_film'",
+                                        setup=lambda c: edit_checkpoint(c, lambda s: s["config"]["model"].update(channels=[8, 32]))),
+    "checkpoint-unknown-variant": Case("checkpoint of a model variant this version does not have", "eval",
+                                       evaluate("--checkpoint", "{tmp}/bad.pt"),
+                                       "the checkpoint's model cannot be built by this version of the code (model.name 'unet_v9' is not a model",
+                                       setup=lambda c: edit_checkpoint(c, lambda s: s["config"]["model"].update(name="unet_v9"))),
     "resume-missing": Case("train.resume names nothing", "train", train("train.resume={tmp}/nowhere"),
                            "train.resume: '{tmp}/nowhere' is neither a checkpoint nor a run folder"),
     "resume-auto-none": Case("train.resume=auto with no run yet", "train", train("train.resume=auto"),

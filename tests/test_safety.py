@@ -36,7 +36,7 @@ def tiny_state(**extra: object) -> dict:
     """A dict shaped like a training checkpoint, with a tiny model's real weights."""
     model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), num_actions=6)
     return {"model": model.state_dict(), "optimizer": {}, "step": 3, "config": {"model": {"name": "unet_film"}},
-            "env": {"game": "Pong", "num_actions": 6}, **extra}
+            "env": {"game": "Pong", "num_actions": 6, "env": {"context_frames": 4, "screen_size": 84}}, **extra}
 
 
 @pytest.fixture

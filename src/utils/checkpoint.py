@@ -54,6 +54,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [k for k in ("model", "config", "env", "step") if k not in state] if isinstance(state, dict) else ["all"]
     if missing:
         raise UserError(f"'{path}' is not a checkpoint of this project (missing {', '.join(missing)})")
+    nested = {"config.model": state["config"].get("model") if isinstance(state["config"], dict) else None,
+              "env.env": state["env"].get("env") if isinstance(state["env"], dict) else None}
+    for key, value in nested.items():
+        if not isinstance(value, dict):
+            raise UserError(f"'{path}' is not a checkpoint of this project ({key} is missing or not a mapping)")
     return state
 
 
@@ -86,8 +91,12 @@ def model_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
     from src.models.world_model import build_model
 
     env = state["env"]
-    model = build_model(ModelConfig(**state["config"]["model"]), env["num_actions"], env["env"]["context_frames"],
-                        env["env"]["screen_size"])
+    try:
+        model = build_model(ModelConfig(**state["config"]["model"]), env["num_actions"], env["env"]["context_frames"],
+                            env["env"]["screen_size"])
+    except (UserError, TypeError, KeyError) as e:  # a model name, setting or env key this version does not know
+        raise UserError(f"the checkpoint's model cannot be built by this version of the code ({e}); "
+                        "evaluate it with the version that trained it") from None
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
