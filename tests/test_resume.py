@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import random
 import shutil
 import signal
@@ -176,5 +175,4 @@ def test_offline_wandb_run_continues_under_the_same_id(small_dataset: Path, tmp_
     train(tiny_config(small_dataset, tmp_path, *base, "train.max_steps=4", f"train.resume={run_dir}"))
     assert first_id and load_checkpoint(run_dir / "checkpoints" / "last.pt")["wandb_id"] == first_id
     offline_runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
-    assert len(offline_runs) == 2 and all(name.endswith(first_id) for name in offline_runs)
-    assert os.path.isdir(run_dir / "wandb")
+    assert len(offline_runs) == 2 and all(f"-{first_id}" in name for name in offline_runs)  # W&B adds -1 within a second
