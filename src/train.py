@@ -175,10 +175,15 @@ def rollout_length(used: float, t: TrainConfig) -> int:
     return t.rollout_steps[bisect.bisect_right(t.rollout_stage_ends, used)]
 
 
-def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: Config, device: torch.device | None = None) -> torch.optim.Optimizer:
     o = cfg.optimizer
     cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[o.name]
     return cls(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+
+
+def prepare_model(model: nn.Module, t: TrainConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """(the model, what the training step calls)."""
+    return model, model
 
 
 def starts_within(dataset: ShardedDataset, rows: np.ndarray, k: int) -> np.ndarray:
@@ -251,6 +256,17 @@ def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig) -> tup
     previous = torch.cat([batch.frames[:, -1:], targets[:, :-1]], dim=1)  # the true frame before each target
     loss, metrics = frame_loss(predicted, targets, t.loss, t.huber_delta, previous, t.changed_pixel_weight)
     return loss, metrics, predicted
+
+
+def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, k: int, t: TrainConfig,
+               device: torch.device) -> tuple[dict[str, Any], Tensor]:
+    """Forward and backward of one batch with a k-step unroll, gradients clipped. Returns (metrics, predictions);
+    the caller checks the metrics and then calls optimizer.step()."""
+    loss, metrics, predicted = unrolled_loss(forward, batch, k, t)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    metrics["grad_norm"] = nn.utils.clip_grad_norm_(forward.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+    return metrics, predicted
 
 
 @torch.no_grad()
@@ -443,10 +459,8 @@ def train_loop(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer, 
             for group in optimizer.param_groups:
                 group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
             batch = next(batches).to(device, non_blocking=True)
-            loss, metrics, predicted = unrolled_loss(model, batch, k, t)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+            metrics, predicted = train_step(model, optimizer, batch, k, t, device)
+            grad_norm = metrics.pop("grad_norm")
             if not (math.isfinite(metrics["loss"]) and math.isfinite(grad_norm.item())):  # before the step spoils the weights
                 raise UserError(f"training diverged at step {step + 1} (loss {metrics['loss']:.4g}, gradient norm "
                                 f"{grad_norm.item():.4g}); the last good checkpoint is {last_saved}: continue from it with a "

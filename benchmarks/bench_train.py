@@ -1,0 +1,154 @@
+"""Training throughput: the model's ceiling, the real data path, the loader alone, and evaluation rollouts.
+
+    python benchmarks/bench_train.py [--steps 20] [--rounds 3] [--batch_sizes 32] [--workers 0,1,2]
+                                     [--device cpu] [--data_dir DIR] [--profile]
+
+Every row trains the model of config.yaml (or rolls it out) with src.train's own step, on a dataset recorded
+with fixed settings into <out_dir>/data (10,000 Pong steps; reused when present), and reports samples/s:
+  model, synthetic   optimizer steps on one batch already on the device: the model's ceiling (reference)
+  train, loader      the same steps, each batch drawn from the DataLoader over the memory-mapped shards and
+                     moved to the device, as src.train does, with data.num_workers = W
+  loader only        the DataLoader alone with W workers (batches x batch size per second)
+  rollout            open-loop evaluation: 64 rollouts of 50 steps under inference_mode, in predicted frames/s
+Ratio: samples/s over the synthetic row of the same batch size, measured in the same run. The synthetic and
+loader rows alternate over --rounds rounds and each reports its median, so that drift hits both alike.
+--profile prints torch.profiler's table of one training step's most expensive operators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from src.config import Config, load_config  # noqa: E402
+from src.dataset.offline_dataset import Batch, frames_to_float, split_episodes  # noqa: E402
+from src.dataset.shards import MANIFEST, ShardedDataset  # noqa: E402
+from src.models.rollout import rollout  # noqa: E402
+from src.models.world_model import build_model  # noqa: E402
+from src.train import make_optimizer, prepare_model, starts_within, train_batches, train_step  # noqa: E402
+
+DATA_STEPS = 10_000
+
+
+def record(out: Path) -> Path:
+    if not (out / MANIFEST).exists() or not ShardedDataset(out, verify="none").manifest.get("complete"):
+        subprocess.run([sys.executable, "-m", "src.dataset.generate_dataset", "--game", "Pong", "--steps", str(DATA_STEPS),
+                        "--seed", "0", "--num_envs", "4", "--out_dir", str(out), "--resume"], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+    return out
+
+
+def rate(step: Callable[[], int], steps: int, warmup: int = 3) -> float:
+    """Samples/s of `steps` calls of step() (each returns the samples it handled), after `warmup` calls."""
+    for _ in range(warmup):
+        step()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start, samples = time.perf_counter(), 0
+    for _ in range(steps):
+        samples += step()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return samples / (time.perf_counter() - start)
+
+
+def trainer(cfg: Config, dataset: ShardedDataset, device: torch.device) -> tuple[torch.nn.Module, Callable[[Batch], int]]:
+    """A fresh model prepared as src.train prepares it, and a function doing one of src.train's steps on a batch."""
+    torch.manual_seed(0)
+    env = dataset.manifest["env"]
+    model = build_model(cfg.model, dataset.num_actions, env["context_frames"], env["screen_size"]).to(device)
+    model, forward = prepare_model(model, cfg.train, device)
+    optimizer = make_optimizer(model, cfg, device)
+
+    def step(batch: Batch) -> int:
+        train_step(forward, optimizer, batch.to(device, non_blocking=True), 1, cfg.train, device)
+        optimizer.step()
+        return len(batch)
+
+    return forward, step
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=20, help="timed optimizer steps per row and round (default 20)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds; rows report the median (default 3)")
+    p.add_argument("--batch_sizes", default="32", help="comma-separated (default 32, the config's)")
+    p.add_argument("--workers", default="0,1,2", help="data.num_workers values to measure (default 0,1,2)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--data_dir", default=None, help="a dataset to read instead of recording one")
+    p.add_argument("--out_dir", default="runs/bench_train")
+    p.add_argument("--profile", action="store_true", help="print the profile of one training step")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.channels_last=false")
+    args = p.parse_args()
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = Path(args.data_dir) if args.data_dir else record(Path(args.out_dir) / "data")
+    base = load_config(ROOT / "config.yaml", [f"data.dir={data}", *args.overrides])
+    dataset = ShardedDataset(data, verify="quick")
+    train_rows, _ = split_episodes(dataset.column("episode"), base.data.val_ratio, base.train.seed)
+    starts = starts_within(dataset, train_rows, 1)
+    workers = [int(w) for w in args.workers.split(",")]
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {data} ({len(dataset):,} steps), "
+          f"model {base.model.name}, {args.rounds} rounds x {args.steps} steps", flush=True)
+
+    rows: list[tuple[str, int, str, float, float]] = []
+    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+        cfg = load_config(ROOT / "config.yaml", [f"data.dir={data}", f"train.batch_size={batch_size}", *args.overrides])
+        forward, step = trainer(cfg, dataset, device)
+        fixed = next(train_batches(dataset, starts, 1, cfg, 0))
+        if device.type == "cuda":
+            fixed = fixed.to(device)  # already on the device: the ceiling has no copy
+        loaders = {}
+        for w in workers:
+            wcfg = load_config(ROOT / "config.yaml", [f"data.dir={data}", f"train.batch_size={batch_size}", f"data.num_workers={w}",
+                                                       *([f"data.prefetch_factor={4}"] if w else []), *args.overrides])
+            loaders[w] = train_batches(dataset, starts, 1, wcfg, 0)
+        results: dict[str, list[float]] = {}
+        for _ in range(args.rounds):
+            results.setdefault("model, synthetic", []).append(rate(lambda: step(fixed), args.steps))
+            for w, batches in loaders.items():
+                results.setdefault(f"train, loader|{w}", []).append(rate(lambda: step(next(batches)), args.steps))
+                results.setdefault(f"loader only|{w}", []).append(rate(lambda: len(next(batches)), 4 * args.steps))
+        reference = statistics.median(results["model, synthetic"])
+        for key, values in results.items():
+            name, _, w = key.partition("|")
+            rows.append((name, batch_size, w or "-", statistics.median(values), statistics.median(values) / reference))
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+            batches = loaders[workers[0]]
+            with profile(activities=activities) as prof:
+                for _ in range(3):
+                    step(next(batches))
+            print(prof.key_averages().table(sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total",
+                                            row_limit=15))
+
+    # Evaluation: 64 rollouts of 50 steps from real contexts.
+    eval_batch, horizon = 64, 50
+    window_starts = dataset.window_starts(horizon)[:: max(1, len(dataset) // eval_batch // 4)][:eval_batch]
+    windows = [dataset.steps(int(s), horizon) for s in window_starts]
+    context = frames_to_float(torch.stack([torch.from_numpy(w.obs[0]) for w in windows]).to(device))
+    actions = torch.stack([torch.from_numpy(w.action) for w in windows]).to(device)
+    forward.eval()
+    frames_per_s = rate(lambda: rollout(forward, context, actions).shape[0] * horizon, max(1, args.rounds), warmup=1)
+    rows.append(("rollout (eval)", eval_batch, "-", frames_per_s, float("nan")))
+
+    print("\n| what | batch | workers | samples/s | ratio to synthetic |\n| --- | ---: | ---: | ---: | ---: |")
+    for name, batch_size, w, value, ratio in rows:
+        unit = " frames/s" if name.startswith("rollout") else ""
+        print(f"| {name} | {batch_size} | {w} | {value:,.1f}{unit} | {'-' if ratio != ratio else f'{ratio:.2f}'} |")
+
+
+if __name__ == "__main__":
+    main()
