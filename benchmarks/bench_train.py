@@ -5,7 +5,8 @@
 
 Every row trains the model of config.yaml (or rolls it out) with src.train's own step, on a dataset recorded
 with fixed settings into <out_dir>/data (10,000 Pong steps; reused when present), and reports samples/s:
-  model, synthetic   optimizer steps on one batch already on the device: the model's ceiling (reference)
+  model, synthetic   optimizer steps on one batch already on the device: the model's ceiling (reference);
+                     again with the other memory format (train.channels_last) and, on a CPU, with one thread
   train, loader      the same steps, each batch drawn from the DataLoader over the memory-mapped shards and
                      moved to the device, as src.train does, with data.num_workers = W
   loader only        the DataLoader alone with W workers (batches x batch size per second)
@@ -35,7 +36,7 @@ from src.dataset.offline_dataset import Batch, frames_to_float, split_episodes  
 from src.dataset.shards import MANIFEST, ShardedDataset  # noqa: E402
 from src.models.rollout import rollout  # noqa: E402
 from src.models.world_model import build_model  # noqa: E402
-from src.train import make_optimizer, prepare_model, starts_within, train_batches, train_step  # noqa: E402
+from src.train import FastPath, make_optimizer, prepare_model, starts_within, train_batches, train_step  # noqa: E402
 
 DATA_STEPS = 10_000
 
@@ -63,19 +64,20 @@ def rate(step: Callable[[], int], steps: int, warmup: int = 3) -> float:
 
 
 def trainer(cfg: Config, dataset: ShardedDataset, device: torch.device) -> tuple[torch.nn.Module, Callable[[Batch], int]]:
-    """A fresh model prepared as src.train prepares it, and a function doing one of src.train's steps on a batch."""
+    """A fresh model set up as src.train sets it up, and a function doing one of src.train's steps on a batch."""
     torch.manual_seed(0)
+    fast = FastPath.choose(cfg, device)
     env = dataset.manifest["env"]
     model = build_model(cfg.model, dataset.num_actions, env["context_frames"], env["screen_size"]).to(device)
-    model, forward = prepare_model(model, cfg.train, device)
+    forward = prepare_model(model, fast)
     optimizer = make_optimizer(model, cfg, device)
 
     def step(batch: Batch) -> int:
-        train_step(forward, optimizer, batch.to(device, non_blocking=True), 1, cfg.train, device)
+        train_step(forward, optimizer, batch.to(device, non_blocking=True), 1, cfg.train, fast)
         optimizer.step()
         return len(batch)
 
-    return forward, step
+    return model, step
 
 
 def main() -> None:
@@ -103,26 +105,40 @@ def main() -> None:
 
     rows: list[tuple[str, int, str, float, float]] = []
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-        cfg = load_config(ROOT / "config.yaml", [f"data.dir={data}", f"train.batch_size={batch_size}", *args.overrides])
-        forward, step = trainer(cfg, dataset, device)
+        config = lambda *more: load_config(ROOT / "config.yaml", [f"data.dir={data}", f"train.batch_size={batch_size}",  # noqa: E731
+                                                                   *args.overrides, *more])
+        cfg = config()
+        fast = FastPath.choose(cfg, device)
+        model, step = trainer(cfg, dataset, device)
         fixed = next(train_batches(dataset, starts, 1, cfg, 0))
-        if device.type == "cuda":
-            fixed = fixed.to(device)  # already on the device: the ceiling has no copy
-        loaders = {}
-        for w in workers:
-            wcfg = load_config(ROOT / "config.yaml", [f"data.dir={data}", f"train.batch_size={batch_size}", f"data.num_workers={w}",
-                                                       *([f"data.prefetch_factor={4}"] if w else []), *args.overrides])
-            loaders[w] = train_batches(dataset, starts, 1, wcfg, 0)
+        fixed = Batch(fixed.frames.to(device), fixed.actions.to(device), fixed.targets.to(device))  # on the device: no copy
+        # The ceiling again with the other memory format, and with one thread: the measurements behind the defaults.
+        _, flipped = trainer(config(f"train.channels_last={not fast.channels_last}"), dataset, device)
+        ceilings = {"model, synthetic": step, f"model, synthetic, {'contiguous' if fast.channels_last else 'channels-last'}": flipped}
+        if device.type == "cpu" and torch.get_num_threads() > 1:
+            threads = torch.get_num_threads()
+
+            def one_thread(batch: Batch) -> int:
+                torch.set_num_threads(1)
+                try:
+                    return step(batch)
+                finally:
+                    torch.set_num_threads(threads)
+
+            ceilings["model, synthetic, 1 thread"] = one_thread
+        loaders = {w: train_batches(dataset, starts, 1, config(f"data.num_workers={w}", *([f"data.prefetch_factor={4}"] if w else [])), 0,
+                                    fast.pin_memory) for w in workers}
         results: dict[str, list[float]] = {}
         for _ in range(args.rounds):
-            results.setdefault("model, synthetic", []).append(rate(lambda: step(fixed), args.steps))
+            for name, run_step in ceilings.items():
+                results.setdefault(f"{name}|-", []).append(rate(lambda: run_step(fixed), args.steps))
             for w, batches in loaders.items():
                 results.setdefault(f"train, loader|{w}", []).append(rate(lambda: step(next(batches)), args.steps))
                 results.setdefault(f"loader only|{w}", []).append(rate(lambda: len(next(batches)), 4 * args.steps))
-        reference = statistics.median(results["model, synthetic"])
+        reference = statistics.median(results["model, synthetic|-"])
         for key, values in results.items():
             name, _, w = key.partition("|")
-            rows.append((name, batch_size, w or "-", statistics.median(values), statistics.median(values) / reference))
+            rows.append((name, batch_size, w, statistics.median(values), statistics.median(values) / reference))
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
@@ -140,8 +156,8 @@ def main() -> None:
     windows = [dataset.steps(int(s), horizon) for s in window_starts]
     context = frames_to_float(torch.stack([torch.from_numpy(w.obs[0]) for w in windows]).to(device))
     actions = torch.stack([torch.from_numpy(w.action) for w in windows]).to(device)
-    forward.eval()
-    frames_per_s = rate(lambda: rollout(forward, context, actions).shape[0] * horizon, max(1, args.rounds), warmup=1)
+    model.eval()
+    frames_per_s = rate(lambda: rollout(model, context, actions).shape[0] * horizon, max(1, args.rounds), warmup=1)
     rows.append(("rollout (eval)", eval_batch, "-", frames_per_s, float("nan")))
 
     print("\n| what | batch | workers | samples/s | ratio to synthetic |\n| --- | ---: | ---: | ---: | ---: |")

@@ -32,7 +32,7 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes
     prefetch_factor: Optional[int] = None  # batches each worker loads ahead; must be null when num_workers is 0
     persistent_workers: bool = False  # keep workers alive between epochs (needs num_workers > 0)
-    pin_memory: bool = False  # page-locked host memory for faster copies to the GPU
+    pin_memory: Optional[bool] = None  # page-locked host memory for faster copies to the GPU; null: on with CUDA
 
 
 @dataclass
@@ -66,6 +66,10 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     cpu: bool = False  # force the CPU even when CUDA is available
+    precision: str = "auto"  # autocast of the training forward pass: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16
+    compile: Optional[bool] = None  # torch.compile the model for the training step; null: on with CUDA
+    channels_last: Optional[bool] = None  # channels-last memory format for the convolutions; null: per device, measured
+    threads: Optional[int] = None  # torch's CPU threads; null: torch's default (one per core)
     seed: int = 0  # one seed for the split, the weights, the sampling order
     log_every: int = 100  # steps between metrics.csv rows, console lines and image strips
     val_every_steps: int = 500  # steps between validations (and checkpoints)
@@ -132,6 +136,8 @@ class Config:
             (t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}"),
             (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}"),
             (t.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {t.grad_clip}"),
+            (t.precision in ("auto", "fp32", "bf16"), "train.precision", f"must be auto, fp32 or bf16, got {t.precision!r}"),
+            (t.threads is None or t.threads >= 1, "train.threads", f"must be >= 1 or null, got {t.threads}"),
             (t.log_every >= 1, "train.log_every", f"must be >= 1, got {t.log_every}"),
             (t.val_every_steps >= 1, "train.val_every_steps", f"must be >= 1, got {t.val_every_steps}"),
             (t.val_batches >= 1, "train.val_batches", f"must be >= 1, got {t.val_batches}"),

@@ -16,6 +16,7 @@ import math
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -175,15 +176,47 @@ def rollout_length(used: float, t: TrainConfig) -> int:
     return t.rollout_steps[bisect.bisect_right(t.rollout_stage_ends, used)]
 
 
+@dataclass(frozen=True)
+class FastPath:
+    """How a training step runs on its device: the config's choices with their nulls ("auto") resolved."""
+
+    device: torch.device
+    autocast: torch.dtype | None  # the forward pass under torch.autocast in this dtype, or fp32
+    compile: bool  # torch.compile the model for the training step
+    channels_last: bool  # weights and inputs in channels-last memory format
+    pin_memory: bool  # the loader hands over page-locked batches, copied with non_blocking=True
+
+    @classmethod
+    def choose(cls, cfg: Config, device: torch.device) -> FastPath:
+        cuda, t = device.type == "cuda", cfg.train
+        precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
+        return cls(device, torch.bfloat16 if precision == "bf16" else None, cuda if t.compile is None else t.compile,
+                   CHANNELS_LAST[device.type] if t.channels_last is None else t.channels_last,
+                   cuda if cfg.data.pin_memory is None else cfg.data.pin_memory)
+
+    def __str__(self) -> str:
+        return ", ".join([str(self.autocast).removeprefix("torch.") if self.autocast else "fp32",
+                          "channels-last" if self.channels_last else "contiguous", "compiled" if self.compile else "eager"])
+
+
+# Measured with benchmarks/bench_train.py (train.channels_last=true/false): see README, "Speed".
+CHANNELS_LAST = {"cpu": False, "cuda": True}
+
+
 def make_optimizer(model: nn.Module, cfg: Config, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """AdamW or Adam; on CUDA the fused kernels (one launch for all parameters)."""
     o = cfg.optimizer
     cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[o.name]
-    return cls(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
+    return cls(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **fused)
 
 
-def prepare_model(model: nn.Module, t: TrainConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
-    """(the model, what the training step calls)."""
-    return model, model
+def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
+    """Put `model` in the memory format of `fast`; returns what the training step calls: the model itself or its
+    torch.compile'd wrapper (which shares its parameters; checkpoints save the model itself)."""
+    if fast.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if fast.compile else model
 
 
 def starts_within(dataset: ShardedDataset, rows: np.ndarray, k: int) -> np.ndarray:
@@ -210,7 +243,8 @@ class SampleStream(Sampler[int]):
             epoch, offset = epoch + 1, 0
 
 
-def train_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, step: int) -> Iterator[Batch]:
+def train_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, step: int,
+                  pin_memory: bool = False) -> Iterator[Batch]:
     """Endless shuffled batches of k-step training windows from optimizer step `step` on (the longest unroll of
     the curriculum: a shorter stage uses each window's first steps)."""
     d, t = cfg.data, cfg.train
@@ -222,7 +256,7 @@ def train_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Conf
         num_workers=d.num_workers,
         prefetch_factor=d.prefetch_factor,
         persistent_workers=d.persistent_workers,
-        pin_memory=d.pin_memory,
+        pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(t.seed),  # worker seeds; the global RNG is left alone
     ))
 
@@ -252,17 +286,20 @@ def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig) -> tup
     """The loss of k predictions in a row, each made from the model's own previous ones (Oh et al. 2015), with
     gradients through the whole unroll; k=1 is plain one-step training. Returns (loss, metrics, predictions (B, k, H, W)).
     """
-    predicted, targets = unroll(model, batch.frames, batch.actions[:, :k]), batch.targets[:, :k]  # (B, k, H, W)
+    predicted, targets = unroll(model, batch.frames, batch.actions[:, :k]).float(), batch.targets[:, :k]  # (B, k, H, W)
     previous = torch.cat([batch.frames[:, -1:], targets[:, :-1]], dim=1)  # the true frame before each target
     loss, metrics = frame_loss(predicted, targets, t.loss, t.huber_delta, previous, t.changed_pixel_weight)
     return loss, metrics, predicted
 
 
 def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, k: int, t: TrainConfig,
-               device: torch.device) -> tuple[dict[str, Any], Tensor]:
-    """Forward and backward of one batch with a k-step unroll, gradients clipped. Returns (metrics, predictions);
-    the caller checks the metrics and then calls optimizer.step()."""
-    loss, metrics, predicted = unrolled_loss(forward, batch, k, t)
+               fast: FastPath) -> tuple[dict[str, Tensor], Tensor]:
+    """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped. Returns
+    (metrics as 0-d tensors, predictions); the caller checks the metrics, then calls optimizer.step()."""
+    if fast.channels_last:
+        batch = Batch(batch.frames.contiguous(memory_format=torch.channels_last), batch.actions, batch.targets)
+    with torch.autocast(fast.device.type, dtype=fast.autocast or torch.float32, enabled=fast.autocast is not None):
+        loss, metrics, predicted = unrolled_loss(forward, batch, k, t)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     metrics["grad_norm"] = nn.utils.clip_grad_norm_(forward.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
@@ -399,10 +436,14 @@ def train(cfg: Config) -> dict[str, Any]:
         cfg.train.resume = str(checkpoint)  # what `auto` or a run folder meant, for the log and the saved config
 
     seed_everything(cfg.train.seed)
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.train)
+    fast = FastPath.choose(cfg, device)
     env = dataset.manifest["env"]
     model = build_model(cfg.model, dataset.num_actions, env["context_frames"], env["screen_size"]).to(device)
-    optimizer = make_optimizer(model, cfg)
+    forward = prepare_model(model, fast)
+    optimizer = make_optimizer(model, cfg, device)
     params = sum(p.numel() for p in model.parameters())
     check_free_space(cfg.experiment.runs_dir, 3 * 4 * params)  # float32 weights and two Adam moments
     longest = max(cfg.train.rollout_steps)
@@ -415,32 +456,52 @@ def train(cfg: Config) -> dict[str, Any]:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best_mse = state["step"], state.get("best_mse", math.inf)
-    batches = train_batches(dataset, starts, longest, cfg, step)
-    val_batches = fixed_val_batches(dataset, val_rows, cfg)
-    video_starts = rollout_starts(dataset, val_rows, cfg) if cfg.train.val_rollout_enabled else np.zeros(0, dtype=np.int64)
     dataset_info = {"dir": str(dataset.root), "game": dataset.game, "num_actions": dataset.num_actions,
                     "action_meanings": dataset.manifest["action_meanings"], "env": env, "seed": dataset.manifest["seed"],
                     "train_rows": len(train_rows), "val_rows": len(val_rows)}
+    session = Session(cfg, model, forward, optimizer, fast, dataset, dataset_info,
+                      batches=train_batches(dataset, starts, longest, cfg, step, fast.pin_memory),
+                      val_batches=fixed_val_batches(dataset, val_rows, cfg),
+                      video_starts=rollout_starts(dataset, val_rows, cfg) if cfg.train.val_rollout_enabled else np.zeros(0, dtype=np.int64),
+                      state=state)
 
     run_dir = checkpoint.parent.parent if checkpoint else create_run_dir(cfg, dataset.game)
     outputs = RunOutputs(run_dir, step if checkpoint else None, best_mse)
     try:
-        return train_loop(cfg, model, optimizer, batches, val_batches, video_starts, dataset, dataset_info, outputs, state)
+        return train_loop(session, outputs)
     finally:
         outputs.close()
 
 
-def train_loop(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Batch], val_batches: list[Batch],
-               video_starts: np.ndarray, dataset: ShardedDataset, dataset_info: dict, outputs: RunOutputs, state: dict | None) -> dict[str, Any]:
+@dataclass
+class Session:
+    """What the training loop works with, as train() set it up."""
+
+    cfg: Config
+    model: nn.Module  # what checkpoints save and validation calls
+    forward: nn.Module  # what the training step calls: the model, or its torch.compile'd wrapper
+    optimizer: torch.optim.Optimizer
+    fast: FastPath
+    dataset: ShardedDataset
+    dataset_info: dict  # saved in checkpoints as "env"
+    batches: Iterator[Batch]
+    val_batches: list[Batch]
+    video_starts: np.ndarray  # rows where the validation rollout videos start
+    state: dict | None  # the checkpoint resumed from
+
+
+def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
     """Optimizer steps from the resumed checkpoint's step (or 0) until the budget is spent, with logging, validation
     and checkpoints into `outputs`."""
-    run_dir, device = outputs.run_dir, next(model.parameters()).device
+    cfg, model, optimizer, state, device = s.cfg, s.model, s.optimizer, s.state, s.fast.device
+    run_dir = outputs.run_dir
     atomic_write_bytes(run_dir / "resolved_config.yaml", to_yaml(cfg).encode())
-    print(f"{to_yaml(cfg)}\nrun {run_dir}\ndata {dataset.root}: {dataset.game}, {dataset_info['train_rows']:,} train / "
-          f"{dataset_info['val_rows']:,} val transitions", flush=True)
-    logger = outputs.logger = make_logger(cfg.experiment.wandb, run_dir, run_dir.name, {**to_dict(cfg), "dataset": dataset_info},
+    print(f"{to_yaml(cfg)}\nrun {run_dir}\ndata {s.dataset.root}: {s.dataset.game}, {s.dataset_info['train_rows']:,} train / "
+          f"{s.dataset_info['val_rows']:,} val transitions", flush=True)
+    logger = outputs.logger = make_logger(cfg.experiment.wandb, run_dir, run_dir.name, {**to_dict(cfg), "dataset": s.dataset_info},
                                           run_id=state.get("wandb_id") if state else None)
-    print(f"model {cfg.model.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {device}", flush=True)
+    print(f"model {cfg.model.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {device} ({s.fast})",
+          flush=True)
     if state is not None:
         print(f"resuming {run_dir} from {Path(cfg.train.resume).name} at step {state['step']}", flush=True)
         set_rng_state(state["rng"])  # last: building the model and the loaders drew from the RNGs
@@ -458,13 +519,17 @@ def train_loop(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer, 
             k = rollout_length(used, t)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
-            batch = next(batches).to(device, non_blocking=True)
-            metrics, predicted = train_step(model, optimizer, batch, k, t, device)
-            grad_norm = metrics.pop("grad_norm")
-            if not (math.isfinite(metrics["loss"]) and math.isfinite(grad_norm.item())):  # before the step spoils the weights
-                raise UserError(f"training diverged at step {step + 1} (loss {metrics['loss']:.4g}, gradient norm "
-                                f"{grad_norm.item():.4g}); the last good checkpoint is {last_saved}: continue from it with a "
-                                f"lower learning rate, e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
+            batch = next(s.batches).to(device, non_blocking=True)
+            tensors, predicted = train_step(s.forward, optimizer, batch, k, t, s.fast)
+            logging = (step + 1) % t.log_every == 0 or (step + 1) % t.val_every_steps == 0 or step + 1 == t.max_steps
+            # Reading a value waits for the GPU, so there the check runs when the metrics are read anyway: a NaN
+            # can spoil the weights for a few steps, but no checkpoint is written from them (validation checks too).
+            if device.type == "cpu" or logging:
+                metrics = {key: value.item() for key, value in tensors.items()}
+                if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+                    raise UserError(f"training diverged at step {step + 1} (loss {metrics['loss']:.4g}, gradient norm "
+                                    f"{metrics['grad_norm']:.4g}); the last good checkpoint is {last_saved}: continue from it "
+                                    f"with a lower learning rate, e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
             optimizer.step()
             step += 1
             window_samples += len(batch)
@@ -473,13 +538,14 @@ def train_loop(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer, 
             last_step = step == t.max_steps or out_of_time
 
             if step % t.log_every == 0 or last_step:
+                metrics = {key: value.item() for key, value in tensors.items()}
                 now = time.perf_counter()
                 rate = window_samples / max(now - window_start, 1e-9)
                 window_start, window_samples = now, 0
                 strip = prediction_strip(batch.frames[0].cpu().numpy(), predicted[0, 0].detach().cpu().numpy(),
                                          batch.targets[0, 0].cpu().numpy())
-                outputs.train_step(step, {**metrics, "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm.item(),
-                                          "rollout_steps": k, "samples_per_s": rate, "elapsed_s": elapsed}, strip)
+                outputs.train_step(step, {**metrics, "lr": optimizer.param_groups[0]["lr"], "rollout_steps": k,
+                                          "samples_per_s": rate, "elapsed_s": elapsed}, strip)
                 remaining = (t.max_steps - step) * t.batch_size / max(rate, 1e-9)
                 if t.max_minutes is not None:
                     remaining = min(remaining, 60 * t.max_minutes - elapsed)
@@ -489,20 +555,20 @@ def train_loop(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer, 
                       f"{rate:.0f} samples/s | ETA {format_eta(remaining)}", flush=True)
 
             if step % t.val_every_steps == 0 or last_step:
-                last_val = validate(model, val_batches, cfg, device)
+                last_val = validate(model, s.val_batches, cfg, device)
                 validations += 1
                 outputs.validation(step, last_val, elapsed)
                 print(f"validation at step {step}: mse {last_val['val/mse']:.3g}, copy-last {last_val['val/copy_last_mse']:.3g}, "
                       f"ratio {last_val['val/ratio_to_copy']:.3f}", flush=True)
-                if len(video_starts) and (validations % t.val_rollout_every == 0 or last_step):
-                    outputs.videos(step, rollout_videos(model, dataset, video_starts, t.val_rollout_horizon, device,
+                if len(s.video_starts) and (validations % t.val_rollout_every == 0 or last_step):
+                    outputs.videos(step, rollout_videos(model, s.dataset, s.video_starts, t.val_rollout_horizon, device,
                                                         run_dir / "videos" / f"rollout_step_{step:06d}"))
                 if not math.isfinite(last_val["val/mse"]):
                     raise UserError(f"training diverged: the validation MSE is {last_val['val/mse']} at step {step}; the last "
                                     f"good checkpoint is {last_saved}: continue from it with a lower learning rate, "
                                     f"e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
                 outputs.checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                    "elapsed_s": elapsed, "config": to_dict(cfg), "env": dataset_info, "val": last_val,
+                                    "elapsed_s": elapsed, "config": to_dict(cfg), "env": s.dataset_info, "val": last_val,
                                     "rng": rng_state(), "best_mse": min(outputs.best_mse, last_val["val/mse"]),
                                     "wandb_id": logger.run_id}, last_val["val/mse"])
                 last_saved = f"{run_dir / 'checkpoints' / 'last.pt'} (step {step})"

@@ -168,4 +168,4 @@ def test_changed_pixel_weight_counts_changed_pixels_more():
         assert off_change.item() == pytest.approx(1 / 64)
         assert on_change.item() == pytest.approx((1 + w) / 64)
     _, logged = frame_loss(miss_change, target, "huber", previous=previous, changed_weight=4.0)
-    assert logged["mse"] == pytest.approx(1 / 64) and logged["loss"] == pytest.approx(5 * 0.5 / 64)  # Huber: x^2/2
+    assert logged["mse"].item() == pytest.approx(1 / 64) and logged["loss"].item() == pytest.approx(5 * 0.5 / 64)  # Huber: x^2/2

@@ -32,6 +32,10 @@ class Batch:
         move = lambda x: x.to(device, non_blocking=non_blocking)  # noqa: E731
         return Batch(frames_to_float(move(self.frames)), move(self.actions), frames_to_float(move(self.targets)))
 
+    def pin_memory(self) -> Batch:
+        """Page-locked copies, which the DataLoader's pin_memory=True calls: then .to(cuda, non_blocking=True) overlaps."""
+        return Batch(self.frames.pin_memory(), self.actions.pin_memory(), self.targets.pin_memory())
+
     def __len__(self) -> int:
         return len(self.actions)
 

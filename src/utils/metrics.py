@@ -11,8 +11,9 @@ CHANGED = 2 / 255  # a pixel "changes" when it moves by more than this from the 
 
 
 def frame_loss(prediction: Tensor, target: Tensor, kind: str, huber_delta: float = 1.0,
-               previous: Tensor | None = None, changed_weight: float = 0.0) -> tuple[Tensor, dict[str, float]]:
-    """The training loss and what to log about it. prediction, target, previous: (B, K, H, W).
+               previous: Tensor | None = None, changed_weight: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """The training loss and what to log about it (0-d tensors, detached: reading them is the caller's choice,
+    since on a GPU each read waits for the device). prediction, target, previous: (B, K, H, W).
 
     kind: "huber" or "mse" per pixel. With changed_weight w > 0, a pixel whose target differs from the
     previous true frame counts 1 + w times: on Atari under 1% of pixels change per step, and they are the
@@ -25,7 +26,7 @@ def frame_loss(prediction: Tensor, target: Tensor, kind: str, huber_delta: float
         assert previous is not None, "changed_weight needs the previous frames"
         changed = (target - previous).abs() > CHANGED  # (B, K, H, W) bool
         loss = loss + changed_weight * (per_pixel * changed).mean()
-    return loss, {"loss": loss.item(), "mse": error.detach().pow(2).mean().item()}
+    return loss, {"loss": loss.detach(), "mse": error.detach().pow(2).mean()}
 
 
 def mse_per_sample(prediction: Tensor, target: Tensor) -> Tensor:
