@@ -27,6 +27,7 @@ test-fast: .venv/.installed
 
 bench: .venv/.installed
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_train.py
 
 bench-quality: .venv/.installed
 	$(PY) benchmarks/bench_quality.py --budget cpu
