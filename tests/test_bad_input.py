@@ -187,15 +187,29 @@ CASES = {
                                  "--steps 5 is less than the 1200 steps already in"),
     "max-steps-out-of-range": Case("train.max_steps out of range", "train", train("train.max_steps=0"), "train.max_steps must be >= 1, got 0"),
     "horizon-out-of-range": Case("--horizon out of range", "eval", evaluate("--horizon", "0"), "--horizon must be >= 1, got 0"),
+    "play-unknown-key": Case("play --keys with an unknown key", "play", lambda c: ["--checkpoint", str(c.checkpoint), "--headless",
+                                                                            "--keys", "RIHGT*3", "--video", str(c.tmp / "play.mp4")],
+                             "--keys: unknown key 'RIHGT' in 'RIHGT*3'; use UP, DOWN, LEFT, RIGHT, FIRE, NOOP or an action of this game"),
+    "play-headless-incomplete": Case("play --headless without keys or video", "play",
+                                     lambda c: ["--checkpoint", str(c.checkpoint), "--headless"],
+                                     "--headless needs --keys (e.g. RIGHT*30,LEFT*30) and --video (e.g. out.mp4)"),
+    "play-record-not-empty": Case("play --record into a non-empty directory", "play",
+                                  lambda c: ["--checkpoint", str(c.checkpoint), "--headless", "--keys", "RIGHT", "--video",
+                                             str(c.tmp / "play.mp4"), "--record", str(c.copy)],
+                                  "--record '{copy}' is not empty; choose a new directory for the recording"),
+    "play-no-display": Case("play's window with no display", "play", lambda c: ["--checkpoint", str(c.checkpoint)],
+                            "no display to open a window on; run on a desktop, or use --headless --keys ... --video out.mp4",
+                            setup=lambda c: [c.monkeypatch.delenv(n, raising=False) for n in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")]),
     "horizon-too-long": Case("--horizon longer than any episode", "eval", evaluate("--horizon", "100000"),
                              "has no window of 100000 consecutive steps; lower --horizon"),
 }
 
 
 def entry_point(command: str) -> Callable[[list[str] | None], int]:
-    from src import eval as evaluation, train as training
+    from src import eval as evaluation, play, train as training
 
-    return {"train": training.main, "eval": evaluation.main, "generate": generate_dataset.main, "inspect": inspect_dataset.main}[command]
+    return {"train": training.main, "eval": evaluation.main, "generate": generate_dataset.main, "inspect": inspect_dataset.main,
+            "play": play.main}[command]
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
