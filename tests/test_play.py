@@ -123,3 +123,16 @@ def test_window_opens_and_renders_under_the_dummy_driver(lively_checkpoint: Path
     assert ShardedDataset(tmp_path / "rec").column("action").tolist() == [2] * 12  # RIGHT was held throughout
     assert not pygame.display.get_init()  # the window closed
 
+
+
+def test_start_from_a_dataset(lively_checkpoint: Path, small_dataset: Path) -> None:
+    """With --data_dir the dream starts from recorded frames; there is no real game to show beside it."""
+    state = load_checkpoint(lively_checkpoint)
+    dream = Dream(model_from_checkpoint(state).eval(), state["env"], torch.device("cpu"), 5,
+                  dataset=ShardedDataset(small_dataset, verify="none"))
+    first = dream.context.clone()
+    assert first.shape == (1, 4, 84, 84) and first.max() > 0 and dream.real_obs is None
+    frames, _ = run_headless(dream, [2] * 3, scale=2, both=True)
+    assert dream.steps == 3 and frames.shape[0] == 3
+    dream.new_start()
+    assert dream.steps == 0 and not torch.equal(dream.context, first)  # another recorded start
