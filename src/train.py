@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import itertools
 import math
 import shutil
 import sys
@@ -35,7 +36,9 @@ from src.utils.checkpoint import load_checkpoint, save_checkpoint
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.images import prediction_strip, save_png
 from src.utils.io import atomic_write_bytes, create_timestamped_dir, human_bytes, try_lock
-from src.utils.logging import check_wandb, make_logger
+from src.utils import distributed
+from src.utils.distributed import Ranks
+from src.utils.logging import NullLogger, check_wandb, make_logger
 from src.utils.metrics import frame_loss, mse_per_sample
 from src.utils.seed import rng_state, seed_everything, set_rng_state
 from src.utils.video import rollout_frames, write_video
@@ -152,8 +155,8 @@ def check_free_space(runs_dir: str, checkpoint_bytes: int) -> None:
                           "free some space or choose another experiment.runs_dir")
 
 
-def pick_device(t: TrainConfig) -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() and not t.cpu else "cpu")
+def pick_device(t: TrainConfig, ranks: Ranks = Ranks()) -> torch.device:
+    return torch.device("cuda", ranks.local) if torch.cuda.is_available() and not t.cpu else torch.device("cpu")
 
 
 def budget_used(step: int, elapsed_s: float, t: TrainConfig) -> float:
@@ -212,7 +215,7 @@ def make_optimizer(model: nn.Module, cfg: Config, device: torch.device | None = 
     return cls(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **fused)
 
 
-def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
+def prepare_model(model: nn.Module, fast: FastPath, ranks: Ranks = Ranks()) -> nn.Module:
     """Put `model` in the memory format of `fast`; returns what the training step calls: the model itself or its
     torch.compile'd wrapper (which shares its parameters; checkpoints save the model itself).
 
@@ -222,7 +225,10 @@ def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
     """
     if fast.channels_last and fast.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if fast.compile else model
+    forward = model
+    if ranks.world > 1:  # averages the gradients over the processes during backward
+        forward = nn.parallel.DistributedDataParallel(model, device_ids=[fast.device.index] if fast.device.type == "cuda" else None)
+    return torch.compile(forward) if fast.compile else forward
 
 
 def starts_within(dataset: ShardedDataset, rows: np.ndarray, k: int) -> np.ndarray:
@@ -236,13 +242,23 @@ class SampleStream(Sampler[int]):
     """Endless sample indices, epoch after epoch, each epoch a permutation of range(n) drawn from (seed, epoch).
 
     The order is a function of the position alone, so a run resumed at step s reads on from sample
-    s * batch_size exactly as the uninterrupted run did.
+    s * batch_size exactly as the uninterrupted run did. Under torchrun, consecutive global batches of
+    `batch` x `ranks.world` samples are cut from the one stream and this process reads its share of each:
+    together the processes read what one process with the global batch would.
     """
 
-    def __init__(self, n: int, seed: int, start: int = 0) -> None:
-        self.n, self.seed, self.start = n, seed, start
+    def __init__(self, n: int, seed: int, start: int = 0, batch: int = 1, ranks: Ranks = Ranks()) -> None:
+        self.n, self.seed, self.start, self.batch, self.ranks = n, seed, start, batch, ranks
 
     def __iter__(self) -> Iterator[int]:
+        stream = self.stream()
+        if self.ranks.world == 1:
+            yield from stream
+        first = self.ranks.rank * self.batch
+        while True:
+            yield from list(itertools.islice(stream, self.batch * self.ranks.world))[first : first + self.batch]
+
+    def stream(self) -> Iterator[int]:
         epoch, offset = divmod(self.start, self.n)
         while True:
             yield from np.random.default_rng([self.seed, epoch]).permutation(self.n)[offset:].tolist()
@@ -250,14 +266,14 @@ class SampleStream(Sampler[int]):
 
 
 def train_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, step: int,
-                  pin_memory: bool = False) -> Iterator[Batch]:
+                  pin_memory: bool = False, ranks: Ranks = Ranks()) -> Iterator[Batch]:
     """Endless shuffled batches of k-step training windows from optimizer step `step` on (the longest unroll of
-    the curriculum: a shorter stage uses each window's first steps)."""
+    the curriculum: a shorter stage uses each window's first steps); this process's share under torchrun."""
     d, t = cfg.data, cfg.train
     return iter(DataLoader(
         WindowDataset(dataset.root, starts, k),
         batch_size=t.batch_size,
-        sampler=SampleStream(len(starts), t.seed, step * t.batch_size),
+        sampler=SampleStream(len(starts), t.seed, step * t.batch_size * ranks.world, t.batch_size, ranks),
         collate_fn=collate,
         num_workers=d.num_workers,
         prefetch_factor=d.prefetch_factor,
@@ -267,13 +283,15 @@ def train_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Conf
     ))
 
 
-def fixed_val_batches(dataset: ShardedDataset, rows: np.ndarray, cfg: Config) -> list[Batch]:
-    """The same held-out samples at every validation (held in memory: val_batches x batch_size transitions)."""
-    n = min(len(rows), cfg.train.val_batches * cfg.train.batch_size)
+def fixed_val_batches(dataset: ShardedDataset, rows: np.ndarray, cfg: Config, ranks: Ranks = Ranks()) -> list[Batch]:
+    """The same held-out samples at every validation (held in memory: val_batches x the global batch transitions);
+    under torchrun, this process's share of them."""
+    n = min(len(rows), cfg.train.val_batches * cfg.train.batch_size * ranks.world)
     chosen = np.sort(np.random.default_rng(cfg.train.seed).choice(rows, size=n, replace=False))
     samples = WindowDataset(dataset.root, chosen)
     size = cfg.train.batch_size
-    return [collate([samples[i] for i in range(start, min(start + size, n))]) for start in range(0, n, size)]
+    batches = range(0, n, size)[ranks.rank :: ranks.world]
+    return [collate([samples[i] for i in range(start, min(start + size, n))]) for start in batches]
 
 
 def rollout_starts(dataset: ShardedDataset, val_rows: np.ndarray, cfg: Config) -> np.ndarray:
@@ -313,8 +331,9 @@ def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batc
 
 
 @torch.no_grad()
-def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.device) -> dict[str, float]:
-    """Loss and MSE on the held-out samples, and the copy-last-frame baseline's MSE on the same samples."""
+def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.device, ranks: Ranks = Ranks()) -> dict[str, float]:
+    """Loss and MSE on the held-out samples, and the copy-last-frame baseline's MSE on the same samples (summed over
+    the processes' shares under torchrun)."""
     model.eval()
     totals = {"loss": 0.0, "mse": 0.0, "copy_last_mse": 0.0}
     count = 0
@@ -327,7 +346,8 @@ def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.
         totals["copy_last_mse"] += mse_per_sample(b.frames[:, -1:], b.targets).sum().item()
         count += len(b)
     model.train()
-    metrics = {f"val/{k}": v / count for k, v in totals.items()}
+    *sums, count = distributed.total([*totals.values(), count], ranks)
+    metrics = {f"val/{k}": v / count for k, v in zip(totals, sums)}
     metrics["val/ratio_to_copy"] = metrics["val/mse"] / max(metrics["val/copy_last_mse"], 1e-12)
     return metrics
 
@@ -421,6 +441,28 @@ class RunOutputs:
         self.lock.close()
 
 
+class QuietOutputs:
+    """What the processes other than rank 0 write under torchrun: nothing."""
+
+    def __init__(self, run_dir: Path, best_mse: float) -> None:
+        self.run_dir, self.best_mse, self.logger = run_dir, best_mse, NullLogger()
+
+    def train_step(self, *args: Any) -> None:
+        pass
+
+    def validation(self, *args: Any) -> None:
+        pass
+
+    def videos(self, *args: Any) -> None:
+        pass
+
+    def checkpoint(self, state: dict[str, Any], val_mse: float) -> None:
+        self.best_mse = min(self.best_mse, val_mse)
+
+    def close(self) -> None:
+        pass
+
+
 def format_eta(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
@@ -432,6 +474,14 @@ def format_eta(seconds: float) -> str:
 def train(cfg: Config) -> dict[str, Any]:
     """Train per `cfg` (continuing the run of cfg.train.resume if set); returns the final validation metrics,
     the step reached and the run folder."""
+    ranks = distributed.start(cfg.train.cpu)
+    try:
+        return train_ranks(cfg, ranks)
+    finally:
+        distributed.stop(ranks)
+
+
+def train_ranks(cfg: Config, ranks: Ranks) -> dict[str, Any]:
     check_wandb(cfg.experiment.wandb)
     dataset, train_rows, val_rows = open_data(cfg)
     checkpoint, state = None, None
@@ -444,14 +494,15 @@ def train(cfg: Config) -> dict[str, Any]:
     seed_everything(cfg.train.seed)
     if cfg.train.threads is not None:
         torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg.train)
+    device = pick_device(cfg.train, ranks)
     fast = FastPath.choose(cfg, device)
     env = dataset.manifest["env"]
     model = build_model(cfg.model, dataset.num_actions, env["context_frames"], env["screen_size"]).to(device)
-    forward = prepare_model(model, fast)
+    forward = prepare_model(model, fast, ranks)
     optimizer = make_optimizer(model, cfg, device)
     params = sum(p.numel() for p in model.parameters())
-    check_free_space(cfg.experiment.runs_dir, 3 * 4 * params)  # float32 weights and two Adam moments
+    if ranks.main:
+        check_free_space(cfg.experiment.runs_dir, 3 * 4 * params)  # float32 weights and two Adam moments
     longest = max(cfg.train.rollout_steps)
     starts = starts_within(dataset, train_rows, longest)
     if len(starts) < cfg.train.batch_size:
@@ -464,15 +515,21 @@ def train(cfg: Config) -> dict[str, Any]:
         step, best_mse = state["step"], state.get("best_mse", math.inf)
     dataset_info = {"dir": str(dataset.root), "game": dataset.game, "num_actions": dataset.num_actions,
                     "action_meanings": dataset.manifest["action_meanings"], "env": env, "seed": dataset.manifest["seed"],
-                    "train_rows": len(train_rows), "val_rows": len(val_rows)}
+                    "train_rows": len(train_rows), "val_rows": len(val_rows), "processes": ranks.world,
+                    "global_batch": cfg.train.batch_size * ranks.world}
+    videos = cfg.train.val_rollout_enabled and ranks.main
     session = Session(cfg, model, forward, optimizer, fast, dataset, dataset_info,
-                      batches=train_batches(dataset, starts, longest, cfg, step, fast.pin_memory),
-                      val_batches=fixed_val_batches(dataset, val_rows, cfg),
-                      video_starts=rollout_starts(dataset, val_rows, cfg) if cfg.train.val_rollout_enabled else np.zeros(0, dtype=np.int64),
-                      state=state)
+                      batches=train_batches(dataset, starts, longest, cfg, step, fast.pin_memory, ranks),
+                      val_batches=fixed_val_batches(dataset, val_rows, cfg, ranks),
+                      video_starts=rollout_starts(dataset, val_rows, cfg) if videos else np.zeros(0, dtype=np.int64),
+                      state=state, ranks=ranks)
 
-    run_dir = checkpoint.parent.parent if checkpoint else create_run_dir(cfg, dataset.game)
-    outputs = RunOutputs(run_dir, step if checkpoint else None, best_mse)
+    if ranks.main:
+        run_dir = checkpoint.parent.parent if checkpoint else create_run_dir(cfg, dataset.game)
+        outputs = RunOutputs(run_dir, step if checkpoint else None, best_mse)
+    run_dir = distributed.from_main(run_dir if ranks.main else None, ranks)
+    if not ranks.main:
+        outputs = QuietOutputs(run_dir, best_mse)
     try:
         return train_loop(session, outputs)
     finally:
@@ -494,22 +551,31 @@ class Session:
     val_batches: list[Batch]
     video_starts: np.ndarray  # rows where the validation rollout videos start
     state: dict | None  # the checkpoint resumed from
+    ranks: Ranks = Ranks()
+
+    def say(self, *args: Any, **kwargs: Any) -> None:
+        """print, on rank 0 only."""
+        if self.ranks.main:
+            print(*args, **kwargs, flush=True)
 
 
 def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
     """Optimizer steps from the resumed checkpoint's step (or 0) until the budget is spent, with logging, validation
     and checkpoints into `outputs`."""
-    cfg, model, optimizer, state, device = s.cfg, s.model, s.optimizer, s.state, s.fast.device
+    cfg, model, optimizer, state, device, ranks, say = s.cfg, s.model, s.optimizer, s.state, s.fast.device, s.ranks, s.say
     run_dir = outputs.run_dir
-    atomic_write_bytes(run_dir / "resolved_config.yaml", to_yaml(cfg).encode())
-    print(f"{to_yaml(cfg)}\nrun {run_dir}\ndata {s.dataset.root}: {s.dataset.game}, {s.dataset_info['train_rows']:,} train / "
-          f"{s.dataset_info['val_rows']:,} val transitions", flush=True)
-    logger = outputs.logger = make_logger(cfg.experiment.wandb, run_dir, run_dir.name, {**to_dict(cfg), "dataset": s.dataset_info},
-                                          run_id=state.get("wandb_id") if state else None)
-    print(f"model {cfg.model.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {device} ({s.fast})",
-          flush=True)
+    if ranks.main:
+        atomic_write_bytes(run_dir / "resolved_config.yaml", to_yaml(cfg).encode())
+        outputs.logger = make_logger(cfg.experiment.wandb, run_dir, run_dir.name, {**to_dict(cfg), "dataset": s.dataset_info},
+                                     run_id=state.get("wandb_id") if state else None)
+    logger = outputs.logger
+    say(f"{to_yaml(cfg)}\nrun {run_dir}\ndata {s.dataset.root}: {s.dataset.game}, {s.dataset_info['train_rows']:,} train / "
+        f"{s.dataset_info['val_rows']:,} val transitions")
+    say(f"model {cfg.model.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {device} ({s.fast})")
+    if ranks.world > 1:
+        say(f"{ranks.world} processes x train.batch_size {cfg.train.batch_size} = global batch {cfg.train.batch_size * ranks.world}")
     if state is not None:
-        print(f"resuming {run_dir} from {Path(cfg.train.resume).name} at step {state['step']}", flush=True)
+        say(f"resuming {run_dir} from {Path(cfg.train.resume).name} at step {state['step']}")
         set_rng_state(state["rng"])  # last: building the model and the loaders drew from the RNGs
 
     t = cfg.train
@@ -521,7 +587,10 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
     last_saved = f"{cfg.train.resume} (step {step})" if state else "none yet"
     try:
         while step < t.max_steps:
-            used = budget_used(step, time.perf_counter() - start, t)
+            clock = time.perf_counter() - start
+            if t.max_minutes is not None:  # the schedule follows rank 0's clock, so every process steps alike
+                clock = distributed.from_main(clock, ranks)
+            used = budget_used(step, clock, t)
             k = rollout_length(used, t)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
@@ -540,32 +609,34 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
             step += 1
             window_samples += len(batch)
             elapsed = time.perf_counter() - start
+            if t.max_minutes is not None:
+                elapsed = distributed.from_main(elapsed, ranks)
             out_of_time = t.max_minutes is not None and elapsed >= 60 * t.max_minutes
             last_step = step == t.max_steps or out_of_time
 
             if step % t.log_every == 0 or last_step:
-                metrics = {key: value.item() for key, value in tensors.items()}
+                metrics = distributed.mean({key: value.item() for key, value in tensors.items()}, ranks)  # of the global batch
                 now = time.perf_counter()
-                rate = window_samples / max(now - window_start, 1e-9)
+                rate = ranks.world * window_samples / max(now - window_start, 1e-9)
                 window_start, window_samples = now, 0
                 strip = prediction_strip(batch.frames[0].cpu().numpy(), predicted[0, 0].detach().cpu().numpy(),
                                          batch.targets[0, 0].cpu().numpy())
                 outputs.train_step(step, {**metrics, "lr": optimizer.param_groups[0]["lr"], "rollout_steps": k,
                                           "samples_per_s": rate, "elapsed_s": elapsed}, strip)
-                remaining = (t.max_steps - step) * t.batch_size / max(rate, 1e-9)
+                remaining = (t.max_steps - step) * t.batch_size * ranks.world / max(rate, 1e-9)
                 if t.max_minutes is not None:
                     remaining = min(remaining, 60 * t.max_minutes - elapsed)
                 ratio = f"{last_val['val/ratio_to_copy']:.3f}" if last_val else "-"
                 unroll = f" | unroll {k}" if max(t.rollout_steps) > 1 else ""
-                print(f"step {step}/{t.max_steps} | loss {metrics['loss']:.3g}{unroll} | val/copy {ratio} | "
-                      f"{rate:.0f} samples/s | ETA {format_eta(remaining)}", flush=True)
+                say(f"step {step}/{t.max_steps} | loss {metrics['loss']:.3g}{unroll} | val/copy {ratio} | "
+                    f"{rate:.0f} samples/s | ETA {format_eta(remaining)}")
 
             if step % t.val_every_steps == 0 or last_step:
-                last_val = validate(model, s.val_batches, cfg, device)
+                last_val = validate(model, s.val_batches, cfg, device, ranks)
                 validations += 1
                 outputs.validation(step, last_val, elapsed)
-                print(f"validation at step {step}: mse {last_val['val/mse']:.3g}, copy-last {last_val['val/copy_last_mse']:.3g}, "
-                      f"ratio {last_val['val/ratio_to_copy']:.3f}", flush=True)
+                say(f"validation at step {step}: mse {last_val['val/mse']:.3g}, copy-last {last_val['val/copy_last_mse']:.3g}, "
+                    f"ratio {last_val['val/ratio_to_copy']:.3f}")
                 if len(s.video_starts) and (validations % t.val_rollout_every == 0 or last_step):
                     outputs.videos(step, rollout_videos(model, s.dataset, s.video_starts, t.val_rollout_horizon, device,
                                                         run_dir / "videos" / f"rollout_step_{step:06d}"))
@@ -573,21 +644,22 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                     raise UserError(f"training diverged: the validation MSE is {last_val['val/mse']} at step {step}; the last "
                                     f"good checkpoint is {last_saved}: continue from it with a lower learning rate, "
                                     f"e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
-                outputs.checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                    "elapsed_s": elapsed, "config": to_dict(cfg), "env": s.dataset_info, "val": last_val,
-                                    "rng": rng_state(), "best_mse": min(outputs.best_mse, last_val["val/mse"]),
-                                    "wandb_id": logger.run_id}, last_val["val/mse"])
+                if ranks.main:
+                    outputs.checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                        "elapsed_s": elapsed, "config": to_dict(cfg), "env": s.dataset_info, "val": last_val,
+                                        "rng": rng_state(), "best_mse": min(outputs.best_mse, last_val["val/mse"]),
+                                        "wandb_id": logger.run_id}, last_val["val/mse"])
                 last_saved = f"{run_dir / 'checkpoints' / 'last.pt'} (step {step})"
             if out_of_time:
-                print(f"stopping at step {step}: train.max_minutes={t.max_minutes} reached", flush=True)
+                say(f"stopping at step {step}: train.max_minutes={t.max_minutes} reached")
                 break
     except KeyboardInterrupt:
         print(f"stopped at step {step}; continue from the last checkpoint with: python -m src.train train.resume={run_dir}",
               file=sys.stderr, flush=True)
         raise
 
-    print(f"done: {step} steps in {format_eta(time.perf_counter() - start)}; val MSE {last_val['val/mse']:.3g} = "
-          f"{last_val['val/ratio_to_copy']:.3f} x copy-last; run folder {run_dir}", flush=True)
+    say(f"done: {step} steps in {format_eta(time.perf_counter() - start)}; val MSE {last_val['val/mse']:.3g} = "
+        f"{last_val['val/ratio_to_copy']:.3f} x copy-last; run folder {run_dir}")
     return {**last_val, "step": step, "run_dir": str(run_dir)}
 
 

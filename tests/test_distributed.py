@@ -1,0 +1,51 @@
+"""Training under torchrun: 2 CPU processes (gloo) with a per-process batch of 4 train like 1 process with 8."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.utils.checkpoint import load_checkpoint
+from tests.conftest import TINY, run
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+RUN = [*TINY, "train.max_steps=6", "train.log_every=1", "train.val_every_steps=3", "train.val_rollout_horizon=5"]
+TOLERANCE = 1e-4  # relative: the same sums, added up in another order (per process, then averaged)
+
+
+def rows(path: Path, columns: tuple[str, ...]) -> list[float]:
+    """The columns of every row, one flat list."""
+    with open(path, newline="") as f:
+        return [float(r[c]) for r in csv.DictReader(f) for c in columns]
+
+
+def train(launcher: list[str], runs: Path, dataset: Path, *overrides: str) -> Path:
+    result = run([*launcher, "-m", "src.train", f"data.dir={dataset}", f"experiment.runs_dir={runs}", *RUN, *overrides])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = runs.iterdir()  # one run folder, whatever the number of processes
+    return run_dir
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_global_batch_and_resume(small_dataset: Path, tmp_path: Path) -> None:
+    ddp = train(TORCHRUN, tmp_path / "ddp", small_dataset, "train.batch_size=4")
+    one = train([sys.executable], tmp_path / "one", small_dataset, "train.batch_size=8")
+    for name, columns in (("metrics.csv", ("step", "loss", "mse", "grad_norm")), ("val_metrics.csv", ("step", "loss", "mse"))):
+        got, want = rows(ddp / name, columns), rows(one / name, columns)
+        assert got[:: len(columns)] == want[:: len(columns)] == ([1, 2, 3, 4, 5, 6] if name == "metrics.csv" else [3, 6])
+        assert got == pytest.approx(want, rel=TOLERANCE)
+    state = load_checkpoint(ddp / "checkpoints" / "last.pt")
+    assert state["env"]["processes"] == 2 and state["env"]["global_batch"] == 8
+    reference = load_checkpoint(one / "checkpoints" / "last.pt")["model"]
+    assert all(torch.allclose(state["model"][k], v, rtol=TOLERANCE, atol=1e-7) for k, v in reference.items())
+
+    # Resumed under torchrun, it goes on as the one-process run resumed.
+    for launcher, run_dir in ((TORCHRUN, ddp), ([sys.executable], one)):
+        result = run([*launcher, "-m", "src.train", f"train.resume={run_dir}", "train.max_steps=9"])
+        assert result.returncode == 0, result.stderr[-3000:]
+    got, want = rows(ddp / "metrics.csv", ("step", "loss")), rows(one / "metrics.csv", ("step", "loss"))
+    assert got[::2] == list(range(1, 10)) and got == pytest.approx(want, rel=TOLERANCE)
