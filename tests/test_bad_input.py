@@ -21,7 +21,7 @@ from typing import Callable
 import pytest
 import torch
 
-from src.dataset import generate_dataset, inspect_dataset
+from src.dataset import generate_dataset, inspect_dataset, merge_datasets
 from src.utils.errors import run_cli
 from src.utils.io import try_lock
 from tests.conftest import ROOT, TINY
@@ -185,6 +185,10 @@ CASES = {
     "steps-out-of-range": Case("--steps out of range", "generate", generate("--steps", "0"), "--steps must be >= 1, got 0"),
     "steps-below-recorded": Case("--steps below what the dataset holds", "generate", generate("--out_dir", "{copy}", "--resume", "--steps", "5"),
                                  "--steps 5 is less than the 1200 steps already in"),
+    "part-out-of-range": Case("generate --part that is not K/N", "generate", generate("--part", "3/2"),
+                              "--part must be K/N with 1 <= K <= N, e.g. 2/4, got '3/2'"),
+    "merge-overlapping": Case("merging datasets that share episodes", "merge", lambda c: ["--out_dir", str(c.tmp / "merged"), str(c.data), str(c.copy)],
+                              "both hold episode 0; record each machine's part with --part K/N"),
     "max-steps-out-of-range": Case("train.max_steps out of range", "train", train("train.max_steps=0"), "train.max_steps must be >= 1, got 0"),
     "horizon-out-of-range": Case("--horizon out of range", "eval", evaluate("--horizon", "0"), "--horizon must be >= 1, got 0"),
     "play-unknown-key": Case("play --keys with an unknown key", "play", lambda c: ["--checkpoint", str(c.checkpoint), "--headless",
@@ -209,7 +213,7 @@ def entry_point(command: str) -> Callable[[list[str] | None], int]:
     from src import eval as evaluation, play, train as training
 
     return {"train": training.main, "eval": evaluation.main, "generate": generate_dataset.main, "inspect": inspect_dataset.main,
-            "play": play.main}[command]
+            "play": play.main, "merge": merge_datasets.main}[command]
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:

@@ -9,6 +9,7 @@ A killed run continues with `--resume`: finished shards are kept and exactly `--
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import sys
 import time
@@ -66,6 +67,8 @@ def parse_args(argv: list[str] | None) -> tuple[dict, set[str]]:
     p.add_argument("--frame_skip", type=int, help="emulator frames per step, max-pooled over the last two (default 4)")
     p.add_argument("--noop_max", type=int, help="at most this many no-op actions at reset (default 30)")
     p.add_argument("--max_episode_steps", type=int, help="truncate episodes after this many steps (default 27000)")
+    p.add_argument("--part", help="K/N: this machine records part K of N (own seeds and episode ids), "
+                                  "to be merged with src.dataset.merge_datasets")
     p.add_argument("--resume", action="store_true", help="continue the dataset in out_dir (or start it if out_dir is empty)")
     p.add_argument("--overwrite", action="store_true", help="delete the dataset in out_dir and record a new one")
     p.add_argument("--list_games", action="store_true", help="print the available games and exit")
@@ -114,6 +117,11 @@ def check_numbers(args: dict) -> None:
     for key in ("steps", "shard_size", "num_envs"):
         if args[key] is not None and args[key] < 1:
             raise UserError(f"--{key} must be >= 1, got {args[key]}")
+    if args["part"] is not None:
+        match = re.fullmatch(r"(\d+)/(\d+)", args["part"])
+        if not match or not 1 <= int(match[1]) <= int(match[2]):
+            raise UserError(f"--part must be K/N with 1 <= K <= N, e.g. 2/4, got '{args['part']}'")
+        args["part"] = [int(match[1]), int(match[2])]
 
 
 def new_settings(args: dict) -> EnvSettings:
@@ -153,7 +161,8 @@ def previous_manifest(root: Path, args: dict, given: set[str]) -> dict | None:
             raise UserError(f"'{root}' has shard files but no {MANIFEST}: cannot resume; use --overwrite to start anew")
         return None  # killed before its first manifest: nothing to keep
     manifest = read_manifest(root)
-    stored = {**manifest["env"], "seed": manifest["seed"], "policy": manifest["policy"], "shard_size": manifest["shard_size"]}
+    stored = {**manifest["env"], "seed": manifest["seed"], "policy": manifest["policy"], "shard_size": manifest["shard_size"],
+              "part": manifest.get("part")}
     for key in sorted(given & set(stored)):
         value = resolve_game(args[key]) if key == "game" else args[key]
         if value != stored[key]:
@@ -222,6 +231,7 @@ def new_manifest(settings: EnvSettings, args: dict, target: int) -> dict:
         "num_actions": len(meanings),
         "action_meanings": meanings,
         "seed": args["seed"],
+        "part": args.get("part"),  # [K, N] of a dataset recorded in parts on several machines, else null
         "policy": args["policy"],
         "shard_size": args["shard_size"],
         "fields": {name: {"dtype": dtype.name, "shape": list(shape)} for name, (dtype, shape) in specs.items()},
@@ -245,6 +255,13 @@ def package_versions(*names: str) -> dict[str, str]:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+PART_EPISODES = 1 << 40  # episode ids of part K start at K << 40: far more episodes than any part records
+
+
+def part_first_episode(manifest: dict) -> int:
+    return manifest["part"][0] * PART_EPISODES if manifest.get("part") else 0
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -296,8 +313,9 @@ def run_session(root: Path, manifest: dict, settings: EnvSettings, num_envs: int
             manifest["policy"],
             quotas=split(remaining, min(num_envs, remaining)),
             shard_size=manifest["shard_size"],
-            seed_key=(manifest["seed"], session),
-            first_episode=max((e for s in manifest["shards"] for e in s["episodes"]), default=-1) + 1,
+            # Part K of N: its own seeds, and episode ids from K * PART_EPISODES, so that merged parts never collide.
+            seed_key=(manifest["seed"], session, *(manifest.get("part") or ())),
+            first_episode=max((e for s in manifest["shards"] for e in s["episodes"]), default=part_first_episode(manifest) - 1) + 1,
             tag=f"s{session}",
             on_shard=on_shard,
             on_progress=bar.update,

@@ -1,0 +1,104 @@
+"""Merge datasets recorded in parts (on several machines) into one dataset, without copying the shard data.
+
+    python -m src.dataset.merge_datasets --out_dir data/pong data/pong_part1 data/pong_part2 ...
+
+Each part is a complete dataset of generate_dataset (recorded with --part K/N, or any datasets whose episode ids
+do not overlap) of the same game and settings. The merged directory gets a hard link to every shard file
+(no bytes copied; a copy only where the parts lie on another filesystem) and one manifest listing them all,
+checked against the parts' checksums and written last, atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import os
+import shutil
+from pathlib import Path
+
+from src.dataset.generate_dataset import now
+from src.dataset.shards import DatasetError, ShardedDataset, describe, shard_path, write_manifest
+from src.utils.errors import ArgumentParser, UserError, run_cli
+
+SAME = ("game", "env_id", "env", "num_actions", "action_meanings", "policy", "fields")  # must agree between parts
+
+
+def check_parts(parts: list[ShardedDataset]) -> None:
+    """UserError unless the parts are complete, alike and hold different episodes."""
+    first = parts[0]
+    seen: dict[int, Path] = {}
+    for part in parts:
+        if not part.manifest.get("complete"):
+            raise UserError(f"'{part.root}' is incomplete; finish it with generate_dataset --resume before merging")
+        for key in SAME:
+            if part.manifest[key] != first.manifest[key]:
+                raise UserError(f"'{part.root}' differs from '{first.root}' in {key} ({part.manifest[key]} vs {first.manifest[key]}); "
+                                "only datasets of the same game and settings merge")
+        for episode in {e for s in part.shards for e in s["episodes"]}:
+            if episode in seen:
+                raise UserError(f"'{part.root}' and '{seen[episode]}' both hold episode {episode}; record each machine's "
+                                "part with --part K/N (or merge each dataset only once)")
+            seen[episode] = part.root
+
+
+def link_or_copy(source: Path, target: Path) -> bool:
+    """Hard-link `target` to `source`; copy where they are on different filesystems. Returns whether it linked."""
+    try:
+        os.link(source, target)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+    shutil.copyfile(source, target)
+    return False
+
+
+def merge(out: Path, parts: list[ShardedDataset]) -> tuple[dict, int]:
+    """Link the parts' shards into `out` in order and write the merged manifest; returns it and the files linked."""
+    manifest = copy.deepcopy(parts[0].manifest)
+    manifest.update(part=None, created=now(), sessions=[], shards=[],
+                    merged_from=[{"dir": str(p.root.resolve()), "seed": p.manifest["seed"], "part": p.manifest.get("part"),
+                                  "steps": len(p)} for p in parts])
+    linked = 0
+    for part in parts:
+        for shard in part.shards:
+            index = len(manifest["shards"])
+            for field in shard["files"]:
+                linked += link_or_copy(shard_path(part.root, shard["index"], field), shard_path(out, index, field))
+            manifest["shards"].append({**shard, "index": index, "session": len(manifest["sessions"])})
+        manifest["sessions"] += [{**s, "from": str(part.root)} for s in part.manifest["sessions"]]
+    manifest["target_steps"] = sum(s["rows"] for s in manifest["shards"])
+    write_manifest(out, manifest)  # last: until here, out holds no dataset
+    return manifest, linked
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(prog="python -m src.dataset.merge_datasets", description=__doc__.split("\n\n")[0])
+    p.add_argument("parts", nargs="+", help="the datasets to merge, in order")
+    p.add_argument("--out_dir", required=True, help="a new directory for the merged dataset (on the parts' filesystem: no copy)")
+    p.add_argument("--verify", choices=("full", "quick"), default="full", help="check the parts' checksums first (default full)")
+    args = p.parse_args(argv)
+    out = Path(args.out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out_dir '{out}' is not empty; choose a new directory for the merged dataset")
+    if len({Path(d).resolve() for d in args.parts}) != len(args.parts):
+        raise UserError("a dataset is named twice; name each part once")
+    try:
+        parts = [ShardedDataset(d, verify=args.verify) for d in args.parts]
+    except DatasetError as e:
+        raise UserError(f"cannot merge: {e}") from None
+    check_parts(parts)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out_dir '{out}' ({e.strerror}); choose a writable directory") from None
+    manifest, linked = merge(out, parts)
+    ShardedDataset(out, verify="quick")  # the merged manifest reads back and names files that exist
+    files = sum(len(s["files"]) for s in manifest["shards"])
+    print(describe(out, manifest) + f"\nmerged    {len(parts)} datasets: {linked} of {files} files hard-linked (no bytes copied), "
+          f"{files - linked} copied", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
