@@ -473,7 +473,7 @@ def format_eta(seconds: float) -> str:
 
 def train(cfg: Config) -> dict[str, Any]:
     """Train per `cfg` (continuing the run of cfg.train.resume if set); returns the final validation metrics,
-    the step reached and the run folder."""
+    the step reached and the run folder. Under torchrun, this process's part of a distributed run."""
     ranks = distributed.start(cfg.train.cpu)
     try:
         return train_ranks(cfg, ranks)
@@ -482,6 +482,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
 
 def train_ranks(cfg: Config, ranks: Ranks) -> dict[str, Any]:
+    """Set up the data, the model and the run folder (rank 0's), then run the loop."""
     check_wandb(cfg.experiment.wandb)
     dataset, train_rows, val_rows = open_data(cfg)
     checkpoint, state = None, None
