@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from src.dataset.atari import EnvSettings, make_env
+from src.dataset.generate_dataset import new_manifest
 from src.dataset.offline_dataset import frames_to_float
 from src.dataset.shards import ShardedDataset, ShardWriter, promote_shard, write_manifest
 from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
@@ -85,8 +86,6 @@ class Recorder:
     (rows of a shard are consecutive steps), listed in the manifest once complete."""
 
     def __init__(self, root: Path, checkpoint_env: dict, seed: int) -> None:
-        from src.dataset.generate_dataset import new_manifest
-
         if root.exists() and any(root.iterdir()):
             raise UserError(f"--record '{root}' is not empty; choose a new directory for the recording")
         try:
