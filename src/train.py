@@ -32,7 +32,7 @@ from src.dataset.offline_dataset import Batch, WindowDataset, collate, frames_to
 from src.dataset.shards import ShardedDataset
 from src.models.rollout import rollout, unroll
 from src.models.world_model import build_model
-from src.utils.checkpoint import load_checkpoint, save_checkpoint
+from src.utils.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.images import prediction_strip, save_png
 from src.utils.io import atomic_write_bytes, create_timestamped_dir, human_bytes, try_lock
@@ -511,7 +511,7 @@ def train_ranks(cfg: Config, ranks: Ranks) -> dict[str, Any]:
                           f"train.batch_size {cfg.train.batch_size}; shorten the unroll or record longer episodes")
     step, best_mse = 0, math.inf
     if state is not None:
-        model.load_state_dict(state["model"])
+        load_weights(model, state)
         optimizer.load_state_dict(state["optimizer"])
         step, best_mse = state["step"], state.get("best_mse", math.inf)
     dataset_info = {"dir": str(dataset.root), "game": dataset.game, "num_actions": dataset.num_actions,

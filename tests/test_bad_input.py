@@ -60,6 +60,13 @@ class Payload:
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
+def edit_checkpoint_in_place(path: Path) -> None:
+    """The run's own last.pt, its output layer's weights replaced by a tensor of another shape."""
+    state = torch.load(path, weights_only=True)
+    state["model"]["head.conv.weight"] = torch.zeros(1, 1, 1, 1)
+    torch.save(state, path)
+
+
 def edit_checkpoint(c: SimpleNamespace, change: Callable[[dict], None]) -> None:
     """tmp/bad.pt: the run's checkpoint with `change` made to it."""
     state = torch.load(c.checkpoint, weights_only=True)
@@ -153,6 +160,9 @@ CASES = {
                                        evaluate("--checkpoint", "{tmp}/bad.pt"),
                                        "the checkpoint's model cannot be built by this version of the code (model.name 'unet_v9' is not a model",
                                        setup=lambda c: edit_checkpoint(c, lambda s: s["config"]["model"].update(name="unet_v9"))),
+    "resume-weights-mismatch": Case("resume from a checkpoint whose weights were altered", "train", train("train.resume={run}", "train.max_steps=9"),
+                                    "the checkpoint's weights do not fit its model 'unet_film' (size mismatch for head.conv.weight",
+                                    setup=lambda c: edit_checkpoint_in_place(c.checkpoint)),
     "resume-missing": Case("train.resume names nothing", "train", train("train.resume={tmp}/nowhere"),
                            "train.resume: '{tmp}/nowhere' is neither a checkpoint nor a run folder"),
     "resume-auto-none": Case("train.resume=auto with no run yet", "train", train("train.resume=auto"),

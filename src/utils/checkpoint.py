@@ -97,10 +97,15 @@ def model_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
     except (UserError, TypeError, KeyError) as e:  # a model name, setting or env key this version does not know
         raise UserError(f"the checkpoint's model cannot be built by this version of the code ({e}); "
                         "evaluate it with the version that trained it") from None
+    load_weights(model, state)
+    return model
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """model.load_state_dict(state["model"]), with one line instead of PyTorch's list when they do not fit."""
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         detail = [line.strip() for line in str(e).splitlines() if line.strip()][-1][:200]  # the first line is a title
         raise UserError(f"the checkpoint's weights do not fit its model '{state['config']['model']['name']}' ({detail}); "
                         "the checkpoint was altered or made by another version") from None
-    return model
