@@ -212,13 +212,12 @@ def run_window(dream: Dream, fps: float, scale: int, max_frames: int | None = No
     pygame.display.set_caption(f"{dream.checkpoint_env['game']} inside the world model")
     keys = {getattr(pygame, name): key for name, key in PYGAME_KEYS.items()}
     held: set[str] = set()  # tracked from key events, so that injected events (tests) count as presses too
-    paused, both, frames, clock, screen = False, dream.env is not None, 0, pygame.time.Clock(), None
+    paused, both, quit_, frames, clock, screen = False, dream.env is not None, False, 0, pygame.time.Clock(), None
     start = time.perf_counter()
     try:
         while max_frames is None or frames < max_frames:
             for event in pygame.event.get():
-                if event.type == pygame.QUIT or (event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE):
-                    return {"frames": frames, "fps": frames / max(time.perf_counter() - start, 1e-9)}
+                quit_ |= event.type == pygame.QUIT or (event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE)
                 if event.type == pygame.KEYDOWN:
                     held |= {keys[event.key]} if event.key in keys else set()
                     if event.key == pygame.K_n:
@@ -231,6 +230,8 @@ def run_window(dream: Dream, fps: float, scale: int, max_frames: int | None = No
                         dream.toggle_recording()
                 elif event.type == pygame.KEYUP and event.key in keys:
                     held.discard(keys[event.key])
+            if quit_:
+                break
             action = action_for(held, dream.meanings)
             if not paused:
                 dream.step(action)

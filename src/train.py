@@ -14,7 +14,6 @@ import bisect
 import csv
 import itertools
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from src.models.world_model import build_model
 from src.utils.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.images import prediction_strip, save_png
-from src.utils.io import atomic_write_bytes, create_timestamped_dir, human_bytes, try_lock
+from src.utils.io import atomic_write_bytes, create_timestamped_dir, free_space, human_bytes, try_lock
 from src.utils import distributed
 from src.utils.distributed import Ranks
 from src.utils.logging import NullLogger, check_wandb, make_logger
@@ -148,8 +147,7 @@ def trim_csv(path: Path, last_step: int) -> None:
 
 def check_free_space(runs_dir: str, checkpoint_bytes: int) -> None:
     """ConfigError when the disk under runs_dir cannot hold two checkpoints and a run's other files."""
-    existing = next(p for p in [Path(runs_dir), *Path(runs_dir).absolute().parents] if p.exists())
-    needed, free = 2 * checkpoint_bytes + MIN_FREE_BYTES, shutil.disk_usage(existing).free
+    (existing, free), needed = free_space(runs_dir), 2 * checkpoint_bytes + MIN_FREE_BYTES
     if free < needed:
         raise ConfigError(f"experiment.runs_dir: {human_bytes(free)} free at '{existing}', a run needs about {human_bytes(needed)}; "
                           "free some space or choose another experiment.runs_dir")
@@ -186,7 +184,7 @@ class FastPath:
     device: torch.device
     autocast: torch.dtype | None  # the forward pass under torch.autocast in this dtype, or fp32
     compile: bool  # torch.compile the model for the training step
-    channels_last: bool  # weights and inputs in channels-last memory format
+    channels_last: bool  # inputs in channels-last memory format (and the weights too, on CUDA: see prepare_model)
     pin_memory: bool  # the loader hands over page-locked batches, copied with non_blocking=True
 
     @classmethod
@@ -254,6 +252,7 @@ class SampleStream(Sampler[int]):
         stream = self.stream()
         if self.ranks.world == 1:
             yield from stream
+            return
         first = self.ranks.rank * self.batch
         while True:
             yield from list(itertools.islice(stream, self.batch * self.ranks.world))[first : first + self.batch]
@@ -444,20 +443,14 @@ class RunOutputs:
 class QuietOutputs:
     """What the processes other than rank 0 write under torchrun: nothing."""
 
-    def __init__(self, run_dir: Path, best_mse: float) -> None:
-        self.run_dir, self.best_mse, self.logger = run_dir, best_mse, NullLogger()
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir, self.logger = run_dir, NullLogger()
 
     def train_step(self, *args: Any) -> None:
         pass
 
     def validation(self, *args: Any) -> None:
         pass
-
-    def videos(self, *args: Any) -> None:
-        pass
-
-    def checkpoint(self, state: dict[str, Any], val_mse: float) -> None:
-        self.best_mse = min(self.best_mse, val_mse)
 
     def close(self) -> None:
         pass
@@ -530,7 +523,7 @@ def train_ranks(cfg: Config, ranks: Ranks) -> dict[str, Any]:
         outputs = RunOutputs(run_dir, step if checkpoint else None, best_mse)
     run_dir = distributed.from_main(run_dir if ranks.main else None, ranks)
     if not ranks.main:
-        outputs = QuietOutputs(run_dir, best_mse)
+        outputs = QuietOutputs(run_dir)  # no videos (none are started) and no checkpoints (rank 0 saves them)
     try:
         return train_loop(session, outputs)
     finally:
@@ -581,17 +574,15 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
 
     t = cfg.train
     step = state["step"] if state else 0
-    start = time.perf_counter() - (state["elapsed_s"] if state else 0.0)  # a resumed run's clock goes on from its checkpoint
+    elapsed = state["elapsed_s"] if state else 0.0
+    start = time.perf_counter() - elapsed  # a resumed run's clock goes on from its checkpoint
     window_start, window_samples = time.perf_counter(), 0
     last_val: dict[str, float] = dict(state["val"]) if state else {}
     validations = step // t.val_every_steps  # so that val_rollout_every keeps its rhythm across a resume
     last_saved = f"{cfg.train.resume} (step {step})" if state else "none yet"
     try:
         while step < t.max_steps:
-            clock = time.perf_counter() - start
-            if t.max_minutes is not None:  # the schedule follows rank 0's clock, so every process steps alike
-                clock = distributed.from_main(clock, ranks)
-            used = budget_used(step, clock, t)
+            used = budget_used(step, elapsed, t)
             k = rollout_length(used, t)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
@@ -610,7 +601,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
             step += 1
             window_samples += len(batch)
             elapsed = time.perf_counter() - start
-            if t.max_minutes is not None:
+            if t.max_minutes is not None:  # the schedule and the stop follow rank 0's clock, so every process steps alike
                 elapsed = distributed.from_main(elapsed, ranks)
             out_of_time = t.max_minutes is not None and elapsed >= 60 * t.max_minutes
             last_step = step == t.max_steps or out_of_time

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import shutil
 import sys
 import time
 from datetime import datetime, timezone
@@ -37,7 +36,7 @@ from src.dataset.shards import (
     write_manifest,
 )
 from src.utils.errors import ArgumentParser, UserError, run_cli
-from src.utils.io import human_bytes, try_lock
+from src.utils.io import free_space, human_bytes, try_lock
 
 # Defaults of the settings that make up a dataset; with --resume, the manifest's values are used instead.
 DEFAULTS = {
@@ -177,8 +176,7 @@ def is_dataset_file(name: str) -> bool:
 
 
 def check_disk(root: Path, needed: int) -> None:
-    existing = next(p for p in [root, *root.absolute().parents] if p.exists())
-    free = shutil.disk_usage(existing).free
+    existing, free = free_space(root)
     if needed > free:
         raise UserError(
             f"not enough disk space: the dataset needs about {human_bytes(needed)} more, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -95,6 +96,13 @@ def try_lock(path: str | os.PathLike) -> tuple[IO[str] | None, str]:
     f.write(str(os.getpid()))
     f.flush()
     return f, ""
+
+
+def free_space(path: str | os.PathLike) -> tuple[Path, int]:
+    """(the nearest existing folder at or above `path`, the bytes free on its filesystem): what a path that does
+    not exist yet will have room for."""
+    existing = next(p for p in [Path(path), *Path(path).absolute().parents] if p.exists())
+    return existing, shutil.disk_usage(existing).free
 
 
 def human_bytes(n: float) -> str:
