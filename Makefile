@@ -8,7 +8,7 @@ DEMO_MINUTES := 10
 
 .PHONY: setup demo test test-fast bench bench-quality clean-demo
 
-.venv/.installed: pyproject.toml scripts/setup_venv.sh
+.venv/.installed: pyproject.toml requirements.lock scripts/setup_venv.sh
 	./scripts/setup_venv.sh
 
 setup: .venv/.installed

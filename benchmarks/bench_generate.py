@@ -28,7 +28,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from src.dataset.atari import resolve_game  # noqa: E402
+from src.envs.atari import resolve_game  # noqa: E402
 
 
 def bare_emulator(game: str, steps: int, seed: int = 0) -> float:

@@ -43,11 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src.config import Config, load_config  # noqa: E402
-from src.dataset.atari import EnvSettings, resolve_game  # noqa: E402
-from src.dataset.shards import MANIFEST, read_manifest  # noqa: E402
-from src.eval import Windows, evaluate, headline, play_episodes, summarise, windows_from_episodes  # noqa: E402
-from src.train import train  # noqa: E402
-from src.utils.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from src.dataset.manifest import MANIFEST, Manifest  # noqa: E402
+from src.envs.atari import EnvSettings, resolve_game  # noqa: E402
+from src.envs.game import play_episodes  # noqa: E402
+from src.eval import Windows, evaluate, headline, summarise, windows_from_episodes  # noqa: E402
+from src.models.checkpoint import model_from_checkpoint, read_checkpoint  # noqa: E402
+from src.training.loop import train  # noqa: E402
 from src.utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from src.utils.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 
@@ -128,9 +129,9 @@ def variant_config(budget: Budget, variant: str, data_dir: Path, out_dir: Path, 
 def make_dataset(game: str, root: Path, budget: Budget, seed: int) -> None:
     """Record (or finish, or reuse) the game's dataset in a subprocess; its progress bar goes to the console."""
     if (root / MANIFEST).is_file():
-        manifest = read_manifest(root)
-        if (manifest["target_steps"], manifest["seed"]) != (budget.dataset_steps, seed):
-            raise UserError(f"'{root}' holds a dataset of {manifest['target_steps']} steps with seed {manifest['seed']}; "
+        manifest = Manifest.read(root)
+        if (manifest.target_steps, manifest.seed) != (budget.dataset_steps, seed):
+            raise UserError(f"'{root}' holds a dataset of {manifest.target_steps} steps with seed {manifest.seed}; "
                             f"this budget needs {budget.dataset_steps} with seed {seed}: choose another --out_dir")
     cmd = [sys.executable, "-m", "src.dataset.generate_dataset", "--game", game, "--steps", str(budget.dataset_steps),
            "--out_dir", str(root), "--seed", str(seed), "--resume", *budget.generate_flags]
@@ -141,7 +142,7 @@ def make_dataset(game: str, root: Path, budget: Budget, seed: int) -> None:
 
 def held_out_windows(data_dir: Path, budget: Budget, seed: int) -> tuple[Windows, dict]:
     """The game's held-out test windows, played with the dataset's env settings; and how they were made."""
-    env = read_manifest(data_dir)["env"]
+    env = Manifest.read(data_dir).env.to_dict()
     start = time.perf_counter()
     episodes = play_episodes(EnvSettings.from_dict(env), budget.episodes, seed)
     windows = windows_from_episodes(episodes, HORIZON, budget.starts_per_episode)
@@ -160,8 +161,8 @@ def run_variant(cfg: Config, windows: Windows, test_info: dict, device: torch.de
     start = time.perf_counter()
     result = train(cfg)
     seconds = time.perf_counter() - start
-    state = load_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
-    assert state["env"]["env"] == test_info["env"], "the run's dataset is not the one the test episodes were played for"
+    state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
+    assert state["dataset"]["env_settings"] == test_info["env"], "the run's dataset is not the one the test episodes were played for"
     model = model_from_checkpoint(state).to(device)
     curves = summarise(evaluate(model, windows, EVAL_BATCH_SIZE, device, test_info["seed"]))
     ratio, gap = headline(curves, HORIZON)

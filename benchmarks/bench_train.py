@@ -32,17 +32,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src.config import Config, load_config  # noqa: E402
-from src.dataset.offline_dataset import Batch, frames_to_float, split_episodes  # noqa: E402
-from src.dataset.shards import MANIFEST, ShardedDataset  # noqa: E402
+from src.dataset.manifest import MANIFEST  # noqa: E402
+from src.dataset.offline_dataset import Batch, split_episodes  # noqa: E402
+from src.dataset.shards import ShardedDataset  # noqa: E402
 from src.models.rollout import rollout  # noqa: E402
 from src.models.world_model import build_model  # noqa: E402
-from src.train import FastPath, make_optimizer, prepare_model, starts_within, train_batches, train_step  # noqa: E402
+from src.training.data import starts_within, train_batches  # noqa: E402
+from src.training.fast_path import FastPath, make_optimizer, prepare_model  # noqa: E402
+from src.training.step import train_step  # noqa: E402
+from src.utils.frames import frames_to_float  # noqa: E402
 
 DATA_STEPS = 10_000
 
 
 def record(out: Path) -> Path:
-    if not (out / MANIFEST).exists() or not ShardedDataset(out, verify="none").manifest.get("complete"):
+    if not (out / MANIFEST).exists() or not ShardedDataset(out, verify="none").manifest.complete:
         subprocess.run([sys.executable, "-m", "src.dataset.generate_dataset", "--game", "Pong", "--steps", str(DATA_STEPS),
                         "--seed", "0", "--num_envs", "4", "--out_dir", str(out), "--resume"], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)
@@ -67,8 +71,8 @@ def trainer(cfg: Config, dataset: ShardedDataset, device: torch.device) -> tuple
     """A fresh model set up as src.train sets it up, and a function doing one of src.train's steps on a batch."""
     torch.manual_seed(0)
     fast = FastPath.choose(cfg, device)
-    env = dataset.manifest["env"]
-    model = build_model(cfg.model, dataset.num_actions, env["context_frames"], env["screen_size"]).to(device)
+    env = dataset.manifest.env
+    model = build_model(cfg.model, dataset.num_actions, env.context_frames, env.screen_size).to(device)
     forward = prepare_model(model, fast)
     optimizer = make_optimizer(model, cfg, device)
 

@@ -11,7 +11,8 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-# torch==2.13.0 is pinned in pyproject.toml; pip picks the CPU or CUDA build that this machine offers.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# requirements.lock pins every package to the versions CI installs (pyproject.toml keeps the ranges). For torch
+# pip picks the CPU or CUDA build of the pinned version that this machine offers.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[test]"
 touch .venv/.installed
 echo "ready: source .venv/bin/activate (or ./scripts/activate_venv.sh)"

@@ -14,13 +14,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
-from src.utils.errors import UserError
+from src.models.world_model import ModelConfig, check_model_name
+from src.utils.errors import ConfigError
+from src.utils.logging import WandbConfig
 
-
-class ConfigError(UserError):
-    """A config key is unknown, of the wrong type, out of range, or disagrees with another key."""
+__all__ = ["Config", "ConfigError", "DataConfig", "ExperimentConfig", "ModelConfig", "OptimizerConfig", "TrainConfig",
+           "WandbConfig", "config_from_dict", "load_config", "to_dict", "to_yaml"]
 
 
 @dataclass
@@ -33,15 +39,6 @@ class DataConfig:
     prefetch_factor: Optional[int] = None  # batches each worker loads ahead; must be null when num_workers is 0
     persistent_workers: bool = False  # keep workers alive between epochs (needs num_workers > 0)
     pin_memory: Optional[bool] = None  # page-locked host memory for faster copies to the GPU; null: on with CUDA
-
-
-@dataclass
-class ModelConfig:
-    name: str = "unet_film"  # a key of src.models.world_model.MODELS
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # per resolution level, finest first
-    blocks_per_level: int = 1  # residual blocks at each level of the encoder and the decoder
-    action_embed_dim: int = 64  # size of the learned action embedding that conditions every level
-    hidden_dim: int = 1024  # oh2015 only: width of the fully connected code and of the action-multiplied factors
 
 
 @dataclass
@@ -79,13 +76,6 @@ class TrainConfig:
     val_rollout_horizon: int = 30  # predicted steps per rollout video
     val_rollout_videos: int = 2  # rollouts per validation
     resume: Optional[str] = None  # continue a run: its folder, one of its checkpoints, or auto (the newest run's last.pt)
-
-
-@dataclass
-class WandbConfig:
-    mode: str = "disabled"  # online (after `wandb login`), offline (written under the run folder) or disabled
-    project: str = "atari-world-model"
-    entity: Optional[str] = None
 
 
 @dataclass
@@ -150,8 +140,6 @@ class Config:
         for ok, key, problem in checks:
             if not ok:
                 raise ConfigError(f"{key} {problem}")
-        from src.models.world_model import check_model_name  # here, not at the top: the models import this module
-
         check_model_name(m.name)
 
 

@@ -15,26 +15,28 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
 import torch
 from torch import nn
 
-from src.config import WandbConfig
-from src.dataset.atari import EnvSettings, make_env, resolve_game
-from src.dataset.offline_dataset import frames_to_float
-from src.dataset.policies import RandomPolicy
-from src.dataset.shards import ShardedDataset, Steps
+from src.dataset.shards import ShardedDataset
+from src.envs.atari import EnvSettings, resolve_game
+from src.envs.game import Steps, play_episodes
+from src.models.checkpoint import model_from_checkpoint, read_checkpoint
 from src.models.rollout import rollout
-from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from src.utils.device import choose_device
 from src.utils.errors import ArgumentParser, UserError, run_cli
+from src.utils.frames import frames_to_float
 from src.utils.io import atomic_write_bytes, atomic_write_json, create_timestamped_dir
-from src.utils.logging import check_wandb, make_logger
-from src.utils.metrics import mse_per_sample, ssim
+from src.utils.logging import WandbConfig, check_wandb, make_logger
+from src.utils.metrics import STEP_METRICS
 from src.utils.plots import horizon_plot, save_figure
-from src.utils.video import rollout_frames, write_video
+from src.utils.video import write_rollout_videos
 
+METHODS = {"model": "model", "copy_last": "copy last frame", "model_shuffled_actions": "model, shuffled actions"}  # name: label
 HEADLINE_STEPS = (1, 10, 50)  # steps ahead reported in summary.json's ratios
 ACTION_GAP_STEPS = (1, 10)
 
@@ -54,30 +56,6 @@ class Windows:
 
 
 # ------------------------------------------------------------------------------------------ test cases
-
-
-def play_episodes(settings: EnvSettings, episodes: int, seed: int) -> list[Steps]:
-    """Fresh episodes of the real game with uniformly random actions, one Steps per episode."""
-    env = make_env(settings)
-    policy = RandomPolicy(int(env.action_space.n), 1, np.random.SeedSequence(seed))
-    played = []
-    for e in range(episodes):
-        obs, _ = env.reset(seed=seed + e)
-        rows: dict[str, list] = {k: [] for k in ("obs", "action", "next_obs", "done", "reward")}
-        done = False
-        while not done:
-            action = int(policy.act(obs[None], np.zeros(1, dtype=int))[0])
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            done = terminated or truncated
-            for key, value in zip(rows, (obs, action, next_obs[-1:], done, reward)):
-                rows[key].append(value)
-            obs = next_obs
-        n = len(rows["action"])
-        played.append(Steps(obs=np.stack(rows["obs"]), action=np.array(rows["action"], dtype=np.int64),
-                            next_obs=np.stack(rows["next_obs"]), done=np.array(rows["done"]),
-                            reward=np.array(rows["reward"], dtype=np.float32), episode=np.full(n, e)))
-    env.close()
-    return played
 
 
 def spread(n: int, count: int) -> np.ndarray:
@@ -110,22 +88,22 @@ def windows_from_dataset(dataset: ShardedDataset, horizon: int, count: int) -> W
 
 
 def per_step_errors(prediction: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
-    """prediction, truth: (B, K, H, W) -> {"mse": (B, K), "ssim": (B, K)}."""
+    """prediction, truth: (B, K, H, W) -> {metric: (B, K)} for every metric of STEP_METRICS."""
     b, k, h, w = truth.shape
     flat_prediction, flat_truth = prediction.reshape(b * k, h, w), truth.reshape(b * k, h, w)  # (B*K, H, W)
-    return {"mse": mse_per_sample(flat_prediction, flat_truth).view(b, k), "ssim": ssim(flat_prediction, flat_truth).view(b, k)}
+    return {name: metric.per_frame(flat_prediction, flat_truth).view(b, k) for name, metric in STEP_METRICS.items()}
 
 
 def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.device, seed: int) -> dict[str, dict[str, np.ndarray]]:
     """Per-case, per-step errors of the model, the copy-last-frame baseline and the model with shuffled actions.
 
-    Returns {method: {"mse": (N, K), "ssim": (N, K)}}; the pure computation, no I/O.
+    Returns {method: {metric: (N, K)}} for every metric of STEP_METRICS; the pure computation, no I/O.
     """
     n = len(windows.actions)
     order = np.random.default_rng(seed).permutation(n)
     shuffled = windows.actions.copy()
     shuffled[order] = windows.actions[np.roll(order, -1)]  # each case gets another case's actions, never its own
-    results: dict[str, dict[str, list]] = {m: {"mse": [], "ssim": []} for m in ("model", "copy_last", "model_shuffled_actions")}
+    results: dict[str, dict[str, list]] = {m: {name: [] for name in STEP_METRICS} for m in METHODS}
     model.eval()
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
@@ -142,20 +120,10 @@ def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.
     return {m: {k: np.concatenate(v) for k, v in metrics.items()} for m, metrics in results.items()}
 
 
-def psnr_of_mean(mse: np.ndarray) -> np.ndarray:
-    """PSNR in dB of the MSE averaged over cases (a per-case PSNR is infinite where a frame is copied exactly)."""
-    return 10 * np.log10(1.0 / np.maximum(mse, 1e-12))
-
-
 def summarise(errors: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list[float]]]:
-    """Mean over cases per step: {"mse": {method: [K]}, "psnr": ..., "ssim": ...}."""
-    out: dict[str, dict[str, list[float]]] = {"mse": {}, "psnr": {}, "ssim": {}}
-    for method, metrics in errors.items():
-        mse = metrics["mse"].mean(0)
-        out["mse"][method] = mse.tolist()
-        out["psnr"][method] = psnr_of_mean(mse).tolist()
-        out["ssim"][method] = metrics["ssim"].mean(0).tolist()
-    return out
+    """Per step over the cases, as each metric of STEP_METRICS aggregates them: {metric: {method: [K]}}."""
+    return {name: {method: metric.over_cases(errors[method][name]).tolist() for method in errors}
+            for name, metric in STEP_METRICS.items()}
 
 
 def headline(curves: dict[str, dict[str, list[float]]], horizon: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -169,39 +137,101 @@ def headline(curves: dict[str, dict[str, list[float]]], horizon: int) -> tuple[d
 # ------------------------------------------------------------------------------------------ outputs
 
 
-LABELS = {"model": "model", "copy_last": "copy last frame", "model_shuffled_actions": "model, shuffled actions"}
 
 
 def write_outputs(out: Path, summary: dict, curves: dict, model: nn.Module, windows: Windows, videos: int, device: torch.device) -> dict[str, Path]:
-    """summary.json, metrics.csv, plots and rollout videos; returns the main paths."""
+    """summary.json, metrics.csv, a plot per metric and rollout videos; returns the main paths."""
     atomic_write_json(out / "summary.json", summary)
     horizon = len(curves["mse"]["model"])
     table = io.StringIO(newline="")  # built in memory, then written atomically like every other output
-    columns = [f"{method}_{metric}" for metric in ("mse", "psnr", "ssim") for method in LABELS]
+    columns = [(method, metric) for metric in STEP_METRICS for method in METHODS]
     writer = csv.writer(table)
-    writer.writerow(["step", *columns])
+    writer.writerow(["step", *(f"{method}_{metric}" for method, metric in columns)])
     for k in range(horizon):
-        writer.writerow([k + 1, *(f"{curves[c.rsplit('_', 1)[1]][c.rsplit('_', 1)[0]][k]:.6g}" for c in columns)])
+        writer.writerow([k + 1, *(f"{curves[metric][method][k]:.6g}" for method, metric in columns)])
     atomic_write_bytes(out / "metrics.csv", table.getvalue().encode())
     paths = {}
-    for metric, ylabel, log_y in (("mse", "MSE per pixel (frames in [0, 1])", True), ("psnr", "PSNR (dB)", False), ("ssim", "SSIM", False)):
-        figure = horizon_plot({LABELS[m]: v for m, v in curves[metric].items()}, ylabel,
-                              f"{summary['game']}: open-loop {metric.upper()} over {summary['starts']} rollouts", log_y=log_y)
-        paths[metric] = out / "plots" / f"{metric}_vs_horizon.png"
-        save_figure(figure, paths[metric])
+    for name, metric in STEP_METRICS.items():
+        figure = horizon_plot({METHODS[m]: v for m, v in curves[name].items()}, metric.label,
+                              f"{summary['game']}: open-loop {name.upper()} over {summary['starts']} rollouts", log_y=metric.log_y)
+        paths[name] = out / "plots" / f"{name}_vs_horizon.png"
+        save_figure(figure, paths[name])
     chosen = spread(len(windows.actions), videos)
     if len(chosen) == 0:
         return paths
     context = frames_to_float(torch.from_numpy(windows.context[chosen]).to(device))
     predicted = rollout(model, context, torch.from_numpy(windows.actions[chosen]).to(device)).cpu().numpy()
-    for v, case in enumerate(chosen):
-        frames = rollout_frames(windows.truth[case].astype(np.float32) / 255.0, predicted[v])
-        for suffix in ("mp4", "gif"):
-            paths[f"video_{v}_{suffix}"] = write_video(out / "videos" / f"rollout_{v}.{suffix}", frames)
+    written = write_rollout_videos(windows.truth[chosen], predicted, [out / "videos" / f"rollout_{v}" for v in range(len(chosen))],
+                                   ("mp4", "gif"))
+    for v, video in enumerate(written):
+        paths.update({f"video_{v}_{suffix}": path for suffix, path in video.items()})
     return paths
 
 
-# ------------------------------------------------------------------------------------------ command
+# ------------------------------------------------------------------------------------------ the whole evaluation
+
+
+def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, starts_per_episode: int = 16, horizon: int = 50,
+                        seed: int | None = None, data_dir: str | Path | None = None, out_dir: str | Path = "runs",
+                        device: str | None = None, batch_size: int = 64, videos: int = 4,
+                        wandb_mode: str = "disabled") -> dict[str, Any]:
+    """Evaluate a checkpoint open loop and write <out_dir>/<YYYYmmdd-HHMMSS>_<game>_eval/. `seed` defaults to the
+    training data's seed + 1; `data_dir` takes the windows from a recorded dataset instead of fresh episodes.
+    Returns the summary (as in summary.json) with "out_dir" and "paths" added. Bad input raises UserError."""
+    for name, value in (("episodes", episodes), ("starts_per_episode", starts_per_episode), ("horizon", horizon),
+                        ("batch_size", batch_size)):
+        if value < 1:
+            raise UserError(f"--{name} must be >= 1, got {value}")
+    if videos < 0:
+        raise UserError(f"--videos must be >= 0, got {videos}")
+
+    state = read_checkpoint(checkpoint)
+    trained_on = state["dataset"]
+    game_name = resolve_game(game)
+    if game_name != trained_on["game"]:
+        raise UserError(f"--game {game} differs from the checkpoint's game {trained_on['game']}; evaluate it on {trained_on['game']}")
+    wandb_cfg = WandbConfig(mode=wandb_mode, project=state["config"]["experiment"]["wandb"]["project"],
+                            entity=state["config"]["experiment"]["wandb"]["entity"])
+    check_wandb(wandb_cfg)
+    torch_device = choose_device(device)
+    model = model_from_checkpoint(state).to(torch_device)
+    seed = seed if seed is not None else trained_on.get("seed", 0) + 1
+
+    start = time.perf_counter()
+    if data_dir:
+        dataset = ShardedDataset(data_dir)
+        if dataset.game != game_name:
+            raise UserError(f"--data_dir holds {dataset.game} data, the checkpoint is for {game_name}")
+        windows = windows_from_dataset(dataset, horizon, episodes * starts_per_episode)
+        source = str(dataset.root)
+    else:
+        played = play_episodes(EnvSettings.from_dict(trained_on["env_settings"]), episodes, seed)
+        windows = windows_from_episodes(played, horizon, starts_per_episode)
+        source = f"{episodes} fresh episodes, seed {seed}"
+    print(f"evaluating {checkpoint} (step {state['step']}) on {len(windows.actions)} rollouts of {horizon} steps "
+          f"from {source}", flush=True)
+    out = create_timestamped_dir(out_dir, f"{game_name}_eval", ("plots", "videos"), "--out_dir")  # before the work: fail fast
+    errors = evaluate(model, windows, batch_size, torch_device, seed)
+    curves = summarise(errors)
+    ratio, gap = headline(curves, horizon)
+    summary = {"game": game_name, "checkpoint": str(checkpoint), "checkpoint_step": state["step"], "source": source,
+               "horizon": horizon, "episodes": episodes if not data_dir else None, "starts": len(windows.actions),
+               "seed": seed, **curves, "mse_ratio_to_copy": ratio, "action_gap": gap,
+               "seconds": round(time.perf_counter() - start, 2)}
+    paths = write_outputs(out, summary, curves, model, windows, videos, torch_device)
+
+    settings = {"checkpoint": str(checkpoint), "game": game, "episodes": episodes, "starts_per_episode": starts_per_episode,
+                "horizon": horizon, "seed": seed, "data_dir": data_dir and str(data_dir), "out_dir": str(out_dir),
+                "device": device, "batch_size": batch_size, "videos": videos, "wandb_mode": wandb_mode}
+    logger = make_logger(wandb_cfg, out, out.name, {"eval": settings, "checkpoint_config": state["config"]})
+    logger.log({f"eval/mse_ratio_to_copy_h{k}": v for k, v in ratio.items()} | {f"eval/action_gap_h{k}": v for k, v in gap.items()}, step=0)
+    for key, path in paths.items():
+        if key in STEP_METRICS:
+            logger.log_image(f"eval/{key}_vs_horizon", iio.imread(path)[..., :3], step=0)
+        elif key.endswith("mp4"):
+            logger.log_video(f"eval/{key.removesuffix('_mp4')}", path, step=0)
+    logger.close()
+    return {**summary, "out_dir": out, "paths": paths}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,61 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch_size", type=int, default=64, help="rollouts computed together (default 64)")
     p.add_argument("--videos", type=int, default=4, help="rollouts written as MP4 and GIF (default 4)")
     p.add_argument("--wandb_mode", choices=("online", "offline", "disabled"), default="disabled")
-    args = p.parse_args(argv)
-    for name in ("episodes", "starts_per_episode", "horizon", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.videos < 0:
-        raise UserError(f"--videos must be >= 0, got {args.videos}")
-
-    state = load_checkpoint(args.checkpoint)
-    env_info = state["env"]
-    game = resolve_game(args.game)
-    if game != env_info["game"]:
-        raise UserError(f"--game {args.game} differs from the checkpoint's game {env_info['game']}; evaluate it on {env_info['game']}")
-    wandb_cfg = WandbConfig(mode=args.wandb_mode, project=state["config"]["experiment"]["wandb"]["project"],
-                            entity=state["config"]["experiment"]["wandb"]["entity"])
-    check_wandb(wandb_cfg)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model_from_checkpoint(state).to(device)
-    seed = args.seed if args.seed is not None else env_info.get("seed", 0) + 1
-
-    start = time.perf_counter()
-    if args.data_dir:
-        dataset = ShardedDataset(args.data_dir)
-        if dataset.game != game:
-            raise UserError(f"--data_dir holds {dataset.game} data, the checkpoint is for {game}")
-        windows = windows_from_dataset(dataset, args.horizon, args.episodes * args.starts_per_episode)
-        source = str(dataset.root)
-    else:
-        episodes = play_episodes(EnvSettings.from_dict(env_info["env"]), args.episodes, seed)
-        windows = windows_from_episodes(episodes, args.horizon, args.starts_per_episode)
-        source = f"{args.episodes} fresh episodes, seed {seed}"
-    print(f"evaluating {args.checkpoint} (step {state['step']}) on {len(windows.actions)} rollouts of {args.horizon} steps "
-          f"from {source}", flush=True)
-    out = create_timestamped_dir(args.out_dir, f"{game}_eval", ("plots", "videos"), "--out_dir")  # before the work: fail fast
-    errors = evaluate(model, windows, args.batch_size, device, seed)
-    curves = summarise(errors)
-    ratio, gap = headline(curves, args.horizon)
-    summary = {"game": game, "checkpoint": str(args.checkpoint), "checkpoint_step": state["step"], "source": source,
-               "horizon": args.horizon, "episodes": args.episodes if not args.data_dir else None, "starts": len(windows.actions),
-               "seed": seed, **curves, "mse_ratio_to_copy": ratio, "action_gap": gap,
-               "seconds": round(time.perf_counter() - start, 2)}
-    paths = write_outputs(out, summary, curves, model, windows, args.videos, device)
-
-    logger = make_logger(wandb_cfg, out, out.name, {"eval": vars(args), "checkpoint_config": state["config"]})
-    logger.log({f"eval/mse_ratio_to_copy_h{k}": v for k, v in ratio.items()} | {f"eval/action_gap_h{k}": v for k, v in gap.items()}, step=0)
-    for key, path in paths.items():
-        if key in ("mse", "psnr", "ssim"):
-            logger.log_image(f"eval/{key}_vs_horizon", iio.imread(path)[..., :3], step=0)
-        elif key.endswith("mp4"):
-            logger.log_video(f"eval/{key.removesuffix('_mp4')}", path, step=0)
-    logger.close()
-
-    ratios = ", ".join(f"h={k}: {v:.3f}" for k, v in ratio.items())
-    gaps = ", ".join(f"h={k}: {v:.3f}" for k, v in gap.items())
+    result = evaluate_checkpoint(**vars(p.parse_args(argv)))
+    ratios = ", ".join(f"h={k}: {v:.3f}" for k, v in result["mse_ratio_to_copy"].items())
+    gaps = ", ".join(f"h={k}: {v:.3f}" for k, v in result["action_gap"].items())
     print(f"model MSE / copy-last MSE  {ratios}\naction gap (shuffled / true)  {gaps}\n"
-          f"plot   {paths['mse']}\nvideo  {paths.get('video_0_mp4', '-')}\nall    {out}", flush=True)
+          f"plot   {result['paths']['mse']}\nvideo  {result['paths'].get('video_0_mp4', '-')}\nall    {result['out_dir']}", flush=True)
     return 0
 
 

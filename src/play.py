@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src.dataset.atari import EnvSettings, make_env
-from src.dataset.generate_dataset import new_manifest
-from src.dataset.offline_dataset import frames_to_float
-from src.dataset.shards import ShardedDataset, ShardWriter, promote_shard, write_manifest
-from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from src.dataset.manifest import Manifest
+from src.dataset.shards import ShardedDataset, ShardWriter, promote_shard
+from src.envs.atari import EnvSettings
+from src.envs.game import Game, Transition
+from src.models.checkpoint import model_from_checkpoint, read_checkpoint
+from src.utils.device import choose_device
 from src.utils.errors import ArgumentParser, UserError, run_cli
+from src.utils.frames import frames_to_float
 from src.utils.images import gray_panel, side_by_side, text_band
 from src.utils.video import pad_to_even, write_video
 
@@ -85,34 +87,34 @@ class Recorder:
     """The real game's steps, into a dataset of generate_dataset's format: one shard per recorded stretch
     (rows of a shard are consecutive steps), listed in the manifest once complete."""
 
-    def __init__(self, root: Path, checkpoint_env: dict, seed: int) -> None:
+    def __init__(self, root: Path, dataset_info: dict, seed: int) -> None:
         if root.exists() and any(root.iterdir()):
             raise UserError(f"--record '{root}' is not empty; choose a new directory for the recording")
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"--record: cannot create '{root}' ({e.strerror}); choose a writable directory") from None
-        self.root, self.settings = root, EnvSettings.from_dict(checkpoint_env["env"])
-        self.manifest = new_manifest(self.settings, {"seed": seed, "policy": "human", "shard_size": 0}, target=0)
-        self.manifest["sessions"].append({"started": self.manifest["created"], "steps_before": 0, "num_envs": 1})
+        self.root, self.settings = root, EnvSettings.from_dict(dataset_info["env_settings"])
+        self.manifest = Manifest.create(self.settings, seed, policy="human", shard_size=0, target=0)
+        self.manifest.add_session(num_envs=1, started=self.manifest.created)
         self.rows: list[tuple] = []
 
-    def add(self, obs: np.ndarray, action: int, next_obs: np.ndarray, done: bool, reward: float, episode: int) -> None:
-        self.rows.append((obs, action, next_obs[-1:], done, reward, episode))
+    def add(self, step: Transition, episode: int) -> None:
+        self.rows.append((step.obs, step.action, step.next_obs[-1:], step.done, step.reward, episode))
 
     def cut(self) -> int:
         """Write the stretch recorded so far as a shard and list it; returns its rows."""
         n = len(self.rows)
         if n:
-            index = len(self.manifest["shards"])
+            index = self.manifest.next_shard
             writer = ShardWriter(self.root, f"play{index}", n, self.settings.context_frames, self.settings.screen_size)
             for row in self.rows:
                 writer.append(*row)
             entry = writer.finish()  # fsynced, then renamed into place, then listed
-            promote_shard(self.root, f"play{index}", index, list(self.manifest["fields"]))
-            self.manifest["shards"].append({"index": index, "session": 0, **entry})
-            self.manifest["target_steps"] = sum(s["rows"] for s in self.manifest["shards"])
-            write_manifest(self.root, self.manifest)
+            promote_shard(self.root, f"play{index}", index, list(self.manifest.fields))
+            self.manifest.add_shard(entry, session=0)
+            self.manifest.target_steps = self.manifest.steps
+            self.manifest.write(self.root)
             self.rows = []
         return n
 
@@ -126,21 +128,20 @@ class Dream:
     fresh episode, the real game driven by the same actions."""
 
     model: torch.nn.Module
-    checkpoint_env: dict
+    dataset_info: dict  # the checkpoint's "dataset": what the model was trained on
     device: torch.device
     seed: int
     dataset: ShardedDataset | None = None
     recorder: Recorder | None = None
     context: torch.Tensor = field(init=False)  # (1, T, H, W) float, the model's last frames
-    real_obs: np.ndarray | None = field(init=False, default=None)  # (T, H, W) uint8, the real game's
     steps: int = field(init=False, default=0)
     starts: int = field(init=False, default=0)
     episode: int = field(init=False, default=0)
     recording: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
-        self.meanings: list[str] = self.checkpoint_env["action_meanings"]
-        self.env = None if self.dataset is not None else make_env(EnvSettings.from_dict(self.checkpoint_env["env"]))
+        self.meanings: list[str] = self.dataset_info["action_meanings"]
+        self.game = None if self.dataset is not None else Game(EnvSettings.from_dict(self.dataset_info["env_settings"]))
         self.rng = np.random.default_rng(self.seed)
         self.new_start()
 
@@ -150,11 +151,10 @@ class Dream:
             starts = self.dataset.window_starts(1)
             obs = self.dataset.steps(int(starts[self.rng.integers(len(starts))])).obs[0]
         else:
-            obs, _ = self.env.reset(seed=self.seed + self.starts)
+            obs = self.game.reset(seed=self.seed + self.starts)
             self.episode = self.starts
             for _ in range(WARMUP_STEPS):
-                obs, *_ = self.env.step(int(self.rng.integers(len(self.meanings))))
-            self.real_obs = obs
+                obs = self.game.step(int(self.rng.integers(len(self.meanings)))).next_obs
         self.context = frames_to_float(torch.from_numpy(np.array(obs))[None].to(self.device))
         self.starts += 1
         self.steps = 0
@@ -164,19 +164,22 @@ class Dream:
         predicted = self.model(self.context, torch.tensor([action], device=self.device)).clamp(0, 1)  # (1, 1, H, W)
         self.context = torch.cat([self.context[:, 1:], predicted], dim=1)
         self.steps += 1
-        if self.env is not None:
-            obs, reward, terminated, truncated, _ = self.env.step(action)
-            done = terminated or truncated
+        if self.game is not None:
+            real = self.game.step(action)
             if self.recorder is not None and self.recording:
-                self.recorder.add(self.real_obs, action, obs, done, float(reward), self.episode)
-            self.real_obs = obs
-            if done:  # the real episode ended: both start again
+                self.recorder.add(real, self.episode)
+            if real.done:  # the real episode ended: both start again
                 if self.recorder is not None and self.recording:
                     self.recorder.cut()
                 self.new_start()
 
+    @property
+    def real_obs(self) -> np.ndarray | None:
+        """(T, H, W) uint8: the real game's last frames, None when started from a dataset."""
+        return self.game.obs if self.game is not None else None
+
     def toggle_recording(self) -> None:
-        if self.recorder is None or self.env is None:
+        if self.recorder is None or self.game is None:
             return
         if self.recording:
             self.recorder.cut()
@@ -186,7 +189,7 @@ class Dream:
         """What the screen shows: the dream (or real | dream), the step and the action, and the keys. (H, W, 3) uint8."""
         dream = self.context[0, -1].float().cpu().numpy()
         if side_by_side_view:
-            real = self.real_obs[-1].astype(np.float32) / 255 if self.real_obs is not None else np.zeros_like(dream)
+            real = frames_to_float(self.real_obs[-1]) if self.real_obs is not None else np.zeros_like(dream)
             picture = side_by_side([gray_panel(real, scale), gray_panel(dream, scale)],
                                    ["real game" if self.real_obs is not None else "no real game (started from data)", "dream"], BAND)
         else:
@@ -209,10 +212,10 @@ def run_window(dream: Dream, fps: float, scale: int, max_frames: int | None = No
     import pygame
 
     pygame.display.init()  # the display only: no audio device is needed
-    pygame.display.set_caption(f"{dream.checkpoint_env['game']} inside the world model")
+    pygame.display.set_caption(f"{dream.dataset_info['game']} inside the world model")
     keys = {getattr(pygame, name): key for name, key in PYGAME_KEYS.items()}
     held: set[str] = set()  # tracked from key events, so that injected events (tests) count as presses too
-    paused, both, quit_, frames, clock, screen = False, dream.env is not None, False, 0, pygame.time.Clock(), None
+    paused, both, quit_, frames, clock, screen = False, dream.game is not None, False, 0, pygame.time.Clock(), None
     start = time.perf_counter()
     try:
         while max_frames is None or frames < max_frames:
@@ -279,17 +282,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.record and args.data_dir:
         raise UserError("--record records the real game, which runs only from a fresh episode: drop --data_dir")
 
-    state = load_checkpoint(args.checkpoint)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = read_checkpoint(args.checkpoint)
+    trained_on = state["dataset"]
+    device = choose_device(args.device)
     model = model_from_checkpoint(state).to(device).eval()
     dataset = None
     if args.data_dir:
         dataset = ShardedDataset(args.data_dir, verify="quick")
-        if dataset.game != state["env"]["game"]:
-            raise UserError(f"--data_dir holds {dataset.game} data, the checkpoint is for {state['env']['game']}")
-    recorder = Recorder(Path(args.record), state["env"], args.seed) if args.record else None
-    actions = parse_keys(args.keys, state["env"]["action_meanings"]) if args.headless else []
-    dream = Dream(model, state["env"], device, args.seed, dataset, recorder)
+        if dataset.game != trained_on["game"]:
+            raise UserError(f"--data_dir holds {dataset.game} data, the checkpoint is for {trained_on['game']}")
+    recorder = Recorder(Path(args.record), trained_on, args.seed) if args.record else None
+    actions = parse_keys(args.keys, trained_on["action_meanings"]) if args.headless else []
+    dream = Dream(model, trained_on, device, args.seed, dataset, recorder)
 
     if args.headless:
         dream.recording = recorder is not None
@@ -298,14 +302,14 @@ def main(argv: list[str] | None = None) -> int:
             recorder.cut()
         path = write_video(args.video, frames, fps=round(args.fps))
         print(f"played {len(actions)} steps headless at {rate:.1f} steps/s -> {path}"
-              + (f"; recorded {recorder.manifest['target_steps']} real steps in {args.record}" if recorder else ""), flush=True)
+              + (f"; recorded {recorder.manifest.target_steps} real steps in {args.record}" if recorder else ""), flush=True)
         return 0
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and os.environ.get("SDL_VIDEODRIVER") != "dummy":
         raise UserError("no display to open a window on; run on a desktop, or use --headless --keys ... --video out.mp4")
     result = run_window(dream, args.fps, args.scale)
     if recorder is not None and dream.recording:
         recorder.cut()
-    print(f"{result['frames']} frames at {result['fps']:.1f} fps" + (f"; recorded {recorder.manifest['target_steps']} "
+    print(f"{result['frames']} frames at {result['fps']:.1f} fps" + (f"; recorded {recorder.manifest.target_steps} "
                                                                      f"real steps in {args.record}" if recorder else ""))
     return 0
 

@@ -62,7 +62,7 @@ def tiny_config(dataset: Path, tmp_path: Path, *overrides: str):
 @pytest.fixture(scope="session")
 def short_run(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     """6 real training steps of a tiny model on the small dataset, logging and validating every 3 steps."""
-    from src.train import train
+    from src.training.loop import train
 
     tmp_path = tmp_path_factory.mktemp("train")
     cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=6", "train.log_every=3", "train.val_every_steps=3")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.dataset.atari import EnvSettings, make_env, make_vector_env, resolve_game
 from src.dataset.shards import ShardedDataset
+from src.envs.atari import EnvSettings, make_env, make_vector_env, resolve_game
 from src.utils.errors import UserError
 from tests.conftest import GENERATE, generate, run
 

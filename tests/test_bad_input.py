@@ -145,7 +145,7 @@ CASES = {
                                  evaluate("--checkpoint", "{tmp}/bad.pt"), "was refused: it holds a pickled object",
                                  setup=lambda c: edit_checkpoint(c, lambda s: s["config"].update(note=Payload(c.tmp / "pwned")))),
     "checkpoint-foreign": Case("a .pt file that is not this project's checkpoint", "eval", evaluate("--checkpoint", "{tmp}/bad.pt"),
-                               "is not a checkpoint of this project (missing model, config, env, step)",
+                               "is not a checkpoint of this project (missing model, config, dataset, step)",
                                setup=lambda c: torch.save({"weights": torch.zeros(3)}, c.tmp / "bad.pt")),
     "checkpoint-other-game": Case("checkpoint of another game", "eval", evaluate("--game", "Breakout"),
                                   "--game Breakout differs from the checkpoint's game Pong"),
@@ -220,7 +220,9 @@ CASES = {
 
 
 def entry_point(command: str) -> Callable[[list[str] | None], int]:
-    from src import eval as evaluation, play, train as training
+    from src import eval as evaluation
+    from src import play
+    from src import train as training
 
     return {"train": training.main, "eval": evaluation.main, "generate": generate_dataset.main, "inspect": inspect_dataset.main,
             "play": play.main, "merge": merge_datasets.main}[command]

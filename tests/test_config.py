@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src.config import Config, ConfigError, TrainConfig, load_config, to_dict
-from src.train import budget_used, lr_factor, rollout_length
+from src.training.schedule import budget_used, lr_factor, rollout_length
 from tests.conftest import ROOT, error_line, run
 
 CONFIG = ROOT / "config.yaml"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.utils.checkpoint import load_checkpoint
+from src.models.checkpoint import read_checkpoint
 from tests.conftest import TINY, run
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -38,9 +38,9 @@ def test_two_processes_match_one_with_the_global_batch_and_resume(small_dataset:
         got, want = rows(ddp / name, columns), rows(one / name, columns)
         assert got[:: len(columns)] == want[:: len(columns)] == ([1, 2, 3, 4, 5, 6] if name == "metrics.csv" else [3, 6])
         assert got == pytest.approx(want, rel=TOLERANCE)
-    state = load_checkpoint(ddp / "checkpoints" / "last.pt")
-    assert state["env"]["processes"] == 2 and state["env"]["global_batch"] == 8
-    reference = load_checkpoint(one / "checkpoints" / "last.pt")["model"]
+    state = read_checkpoint(ddp / "checkpoints" / "last.pt")
+    assert state["dataset"]["processes"] == 2 and state["dataset"]["global_batch"] == 8
+    reference = read_checkpoint(one / "checkpoints" / "last.pt")["model"]
     assert all(torch.allclose(state["model"][k], v, rtol=TOLERANCE, atol=1e-7) for k, v in reference.items())
 
     # Resumed under torchrun, it goes on as the one-process run resumed.

@@ -13,11 +13,19 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from src.config import ModelConfig
-from src.eval import Windows, evaluate, headline, summarise, windows_from_dataset
 from src.dataset.shards import ShardedDataset
+from src.eval import (
+    Windows,
+    evaluate,
+    evaluate_checkpoint,
+    headline,
+    summarise,
+    windows_from_dataset,
+    write_outputs,
+)
 from src.models.rollout import rollout
-from src.models.world_model import build_model
+from src.models.world_model import ModelConfig, build_model
+from src.utils.metrics import STEP_METRICS, StepMetric
 from tests.conftest import error_line, run
 
 EVAL = [sys.executable, "-m", "src.eval"]
@@ -95,6 +103,31 @@ def test_eval_command_writes_every_file(short_run, tmp_path: Path) -> None:
         assert len(videos) == 2
         frames = np.stack([f[..., :3] for f in iio.imiter(videos[0])])
         assert frames.shape[0] == 12 and frames.shape[1] >= 84 and frames.shape[2] >= 3 * 84
+
+
+def test_evaluate_checkpoint_returns_what_it_writes(short_run, tmp_path: Path) -> None:
+    """The function benchmarks and tests call (no argparse): its result is summary.json, plus where it wrote."""
+    _, result = short_run
+    checkpoint = Path(result["run_dir"]) / "checkpoints" / "last.pt"
+    summary = evaluate_checkpoint(checkpoint, "Pong", episodes=1, starts_per_episode=3, horizon=4, videos=1, out_dir=tmp_path)
+    written = json.loads((summary["out_dir"] / "summary.json").read_text())
+    assert written == {k: v for k, v in summary.items() if k not in ("out_dir", "paths")}
+    assert summary["starts"] == 3 and len(summary["ssim"]["model"]) == 4 and summary["paths"]["video_0_gif"].is_file()
+
+
+def test_a_new_metric_is_one_registry_entry(small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches a metric name hard-coded anywhere between the registry and the outputs: summary, CSV and plot."""
+    monkeypatch.setitem(STEP_METRICS, "max_error", StepMetric("largest pixel error", lambda p, t: (p - t).abs().flatten(1).amax(1)))
+    windows = windows_from_dataset(ShardedDataset(small_dataset), horizon=5, count=3)
+    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), num_actions=6)
+    curves = summarise(evaluate(model, windows, batch_size=3, device=torch.device("cpu"), seed=0))
+    assert len(curves["max_error"]["copy_last"]) == 5 and max(curves["max_error"]["copy_last"]) > 0
+    (tmp_path / "plots").mkdir()
+    write_outputs(tmp_path, {"game": "Pong", "starts": 3, **curves}, curves, model, windows, videos=0, device=torch.device("cpu"))
+    assert json.loads((tmp_path / "summary.json").read_text())["max_error"] == curves["max_error"]
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert float(next(csv.DictReader(f))["copy_last_max_error"]) == pytest.approx(curves["max_error"]["copy_last"][0], rel=1e-5)
+    assert iio.imread(tmp_path / "plots" / "max_error_vs_horizon.png").shape[:2] == (500, 800)
 
 
 def test_eval_bad_input_exits_2(short_run, tmp_path: Path) -> None:

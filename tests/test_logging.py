@@ -15,9 +15,14 @@ import numpy as np
 import pytest
 from wandb.proto import wandb_internal_pb2
 
-from src.config import WandbConfig
 from src.utils.errors import UserError
-from src.utils.logging import NullLogger, WandbLogger, check_wandb, make_logger
+from src.utils.logging import (
+    NullLogger,
+    WandbConfig,
+    WandbLogger,
+    check_wandb,
+    make_logger,
+)
 from src.utils.video import write_video
 
 LOGIN_MESSAGE = (

@@ -34,12 +34,12 @@ def test_parts_merge_into_one_dataset_by_hard_links(parts: list[Path], tmp_path:
     assert result.returncode == 0, result.stderr
     assert "48 of 48 files hard-linked (no bytes copied)" in result.stdout
     merged, pieces = ShardedDataset(out, verify="full"), [ShardedDataset(p, verify="none") for p in parts]
-    assert len(merged) == 800 and merged.manifest["complete"]
-    assert [m["part"] for m in merged.manifest["merged_from"]] == [[1, 2], [2, 2]]
+    assert len(merged) == 800 and merged.manifest.complete
+    assert [m["part"] for m in merged.manifest.merged_from] == [[1, 2], [2, 2]]
     episodes = [set(p.column("episode").tolist()) for p in pieces]
     assert not episodes[0] & episodes[1]  # each part its own episode ids
     np.testing.assert_array_equal(merged.column("episode"), np.concatenate([p.column("episode") for p in pieces]))
-    first, linked = merged.manifest["shards"][4], pieces[1].shards[0]  # part 2's first shard, after part 1's four
+    first, linked = merged.manifest.shards[4], pieces[1].shards[0]  # part 2's first shard, after part 1's four
     a, b = out / f"shard_{first['index']:05d}_obs.npy", parts[1] / f"shard_{linked['index']:05d}_obs.npy"
     assert os.stat(a).st_ino == os.stat(b).st_ino  # the same file, not a copy
     check_consecutive(out)

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.config import ConfigError, ModelConfig
-from src.models.world_model import MODELS, build_model
+from src.models.world_model import MODELS, ModelConfig, build_model
+from src.utils.errors import ConfigError
 
 TINY = ModelConfig(channels=[8, 16], action_embed_dim=8)
 VARIANTS = {  # a tiny config of every model in MODELS

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from src.dataset.shards import ShardedDataset
+from src.models.checkpoint import model_from_checkpoint, read_checkpoint
 from src.play import Dream, Recorder, action_for, parse_keys, run_headless, run_window
-from src.utils.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from src.utils.checkpoint import save_checkpoint
 from src.utils.errors import UserError
 from tests.conftest import check_consecutive, run
 
@@ -44,7 +45,7 @@ def test_key_sequences_parse_to_one_action_per_step() -> None:
 def lively_checkpoint(short_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The short run's checkpoint with its output layer moved off zero, so that every action changes the picture
     (a 6-step model still nearly copies the last frame whatever the action)."""
-    state = load_checkpoint(Path(short_run[1]["run_dir"]) / "checkpoints" / "last.pt")
+    state = read_checkpoint(Path(short_run[1]["run_dir"]) / "checkpoints" / "last.pt")
     torch.manual_seed(0)
     state["model"]["head.conv.weight"] = torch.randn_like(state["model"]["head.conv.weight"]) * 0.05
     path = tmp_path_factory.mktemp("play") / "lively.pt"
@@ -54,10 +55,10 @@ def lively_checkpoint(short_run, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def dream_frames(checkpoint: Path, keys: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(the dream's frames, the real game's frames) of a headless session, (K, H, W) each."""
-    state = load_checkpoint(checkpoint)
-    dream = Dream(model_from_checkpoint(state).eval(), state["env"], torch.device("cpu"), seed)
+    state = read_checkpoint(checkpoint)
+    dream = Dream(model_from_checkpoint(state).eval(), state["dataset"], torch.device("cpu"), seed)
     imagined, real = [], []
-    for action in parse_keys(keys, state["env"]["action_meanings"]):
+    for action in parse_keys(keys, state["dataset"]["action_meanings"]):
         dream.step(action)
         imagined.append(dream.context[0, -1].numpy().copy())
         real.append(dream.real_obs[-1].copy())
@@ -82,15 +83,15 @@ def test_headless_command_writes_the_video_and_records_a_dataset(lively_checkpoi
     frames = iio.imread(video)
     assert frames.shape[0] == 40 and frames.shape[2] > 2 * 84 * 6  # side by side, upscaled
     data = ShardedDataset(record, verify="full")  # checksums, sizes, manifest: a valid dataset
-    assert len(data) == 40 and data.manifest["policy"] == "human" and data.manifest["complete"]
+    assert len(data) == 40 and data.manifest.policy == "human" and data.manifest.complete
     assert data.column("action").tolist() == [2] * 20 + [5] * 15 + [0] * 5
     check_consecutive(record)  # row i+1 is the step after row i
 
 
 def test_recording_keeps_each_stretch_in_its_own_shard(lively_checkpoint: Path, tmp_path: Path) -> None:
-    state = load_checkpoint(lively_checkpoint)
-    recorder = Recorder(tmp_path / "rec", state["env"], seed=0)
-    dream = Dream(model_from_checkpoint(state).eval(), state["env"], torch.device("cpu"), 0, recorder=recorder)
+    state = read_checkpoint(lively_checkpoint)
+    recorder = Recorder(tmp_path / "rec", state["dataset"], seed=0)
+    dream = Dream(model_from_checkpoint(state).eval(), state["dataset"], torch.device("cpu"), 0, recorder=recorder)
     dream.toggle_recording()
     run_headless(dream, [2] * 7, scale=1, both=False)
     dream.toggle_recording()  # off: the stretch becomes a shard
@@ -101,7 +102,7 @@ def test_recording_keeps_each_stretch_in_its_own_shard(lively_checkpoint: Path, 
     data = ShardedDataset(tmp_path / "rec", verify="full")
     assert [s["rows"] for s in data.shards] == [7, 4] and data.column("action").tolist() == [2] * 7 + [1] * 4
     with pytest.raises(UserError, match="is not empty"):
-        Recorder(tmp_path / "rec", state["env"], seed=0)
+        Recorder(tmp_path / "rec", state["dataset"], seed=0)
 
 
 def test_window_opens_and_renders_under_the_dummy_driver(lively_checkpoint: Path, tmp_path: Path,
@@ -110,9 +111,9 @@ def test_window_opens_and_renders_under_the_dummy_driver(lively_checkpoint: Path
     monkeypatch.setenv("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     import pygame
 
-    state = load_checkpoint(lively_checkpoint)
-    recorder = Recorder(tmp_path / "rec", state["env"], seed=0)
-    dream = Dream(model_from_checkpoint(state).eval(), state["env"], torch.device("cpu"), 0, recorder=recorder)
+    state = read_checkpoint(lively_checkpoint)
+    recorder = Recorder(tmp_path / "rec", state["dataset"], seed=0)
+    dream = Dream(model_from_checkpoint(state).eval(), state["dataset"], torch.device("cpu"), 0, recorder=recorder)
     pygame.display.init()  # the display only: no audio device is needed
     pygame.display.set_mode((10, 10))
     for key in (pygame.K_r, pygame.K_RIGHT, pygame.K_TAB):  # record, hold RIGHT, then the dream alone
@@ -127,8 +128,8 @@ def test_window_opens_and_renders_under_the_dummy_driver(lively_checkpoint: Path
 
 def test_start_from_a_dataset(lively_checkpoint: Path, small_dataset: Path) -> None:
     """With --data_dir the dream starts from recorded frames; there is no real game to show beside it."""
-    state = load_checkpoint(lively_checkpoint)
-    dream = Dream(model_from_checkpoint(state).eval(), state["env"], torch.device("cpu"), 5,
+    state = read_checkpoint(lively_checkpoint)
+    dream = Dream(model_from_checkpoint(state).eval(), state["dataset"], torch.device("cpu"), 5,
                   dataset=ShardedDataset(small_dataset, verify="none"))
     first = dream.context.clone()
     assert first.shape == (1, 4, 84, 84) and first.max() > 0 and dream.real_obs is None

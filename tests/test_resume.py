@@ -18,8 +18,10 @@ import pytest
 import torch
 
 from src.config import ConfigError
-from src.train import SampleStream, create_run_dir, train, trim_csv
-from src.utils.checkpoint import load_checkpoint
+from src.models.checkpoint import read_checkpoint
+from src.training.data import SampleStream
+from src.training.loop import train
+from src.training.outputs import create_run_dir, trim_csv
 from src.utils.errors import UserError
 from tests.conftest import ROOT, TINY, run, tiny_config
 
@@ -33,7 +35,7 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 
 def same_weights(a: Path, b: Path) -> bool:
-    x, y = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    x, y = read_checkpoint(a)["model"], read_checkpoint(b)["model"]
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
@@ -78,7 +80,7 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(small_dataset: Path, 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (run_dir,) = runs.iterdir()
-    killed_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+    killed_at = read_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
     assert killed_at < 40, "the kill came after the run had finished; the test proves nothing"
 
     # The killed run's folder can be evaluated from its last checkpoint as it is.
@@ -91,7 +93,7 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(small_dataset: Path, 
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {run_dir} from last.pt at step {killed_at}" in resumed.stdout
     assert list(runs.iterdir()) == [run_dir]  # the same folder, no new one
-    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 40
+    assert read_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 40
     assert same_weights(run_dir / "checkpoints" / "last.pt", uninterrupted / "checkpoints" / "last.pt")  # bitwise
     assert same_weights(run_dir / "checkpoints" / "best.pt", uninterrupted / "checkpoints" / "best.pt")
     for name, columns in (("metrics.csv", ("step", "loss", "mse", "lr", "grad_norm")), ("val_metrics.csv", ("step", "loss", "mse"))):
@@ -123,7 +125,7 @@ def test_resume_from_the_command_line_takes_the_checkpoints_config(short_run, tm
     resumed = run([sys.executable, "-m", "src.train", f"train.resume={run_dir}", "train.max_steps=8",
                    "train.val_rollout_enabled=false", f"experiment.runs_dir={tmp_path / 'runs'}"])
     assert resumed.returncode == 0, resumed.stderr
-    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    state = read_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert state["step"] == 8 and state["config"]["model"]["channels"] == cfg.model.channels == [8, 16]
     assert state["config"]["train"]["max_steps"] == 8 and state["config"]["train"]["resume"] == str(run_dir / "checkpoints" / "last.pt")
     assert not (tmp_path / "runs").exists()  # no new run folder
@@ -137,7 +139,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(small_datas
         train(tiny_config(small_dataset, tmp_path, *base, "train.max_steps=50", "optimizer.lr=1e30", "train.grad_clip=0",
                           f"train.resume={run_dir}"))
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == good
-    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    state = read_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert all(torch.isfinite(w).all() for w in state["model"].values())
     assert math.isfinite(state["val"]["val/mse"])
 
@@ -146,7 +148,7 @@ def test_resume_restores_every_rng(short_run) -> None:
     """The checkpoint carries Python's, NumPy's and torch's RNG states, and they load with weights_only=True."""
     from src.utils.seed import rng_state, set_rng_state
 
-    state = load_checkpoint(Path(short_run[1]["run_dir"]) / "checkpoints" / "last.pt")
+    state = read_checkpoint(Path(short_run[1]["run_dir"]) / "checkpoints" / "last.pt")
     set_rng_state(state["rng"])
     drawn = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(state["rng"])
@@ -171,8 +173,8 @@ def test_offline_wandb_run_continues_under_the_same_id(small_dataset: Path, tmp_
     base = [*TINY, "train.log_every=2", "train.val_every_steps=2", "train.val_rollout_enabled=false",
             "experiment.wandb.mode=offline"]
     run_dir = Path(train(tiny_config(small_dataset, tmp_path, *base, "train.max_steps=2"))["run_dir"])
-    first_id = load_checkpoint(run_dir / "checkpoints" / "last.pt")["wandb_id"]
+    first_id = read_checkpoint(run_dir / "checkpoints" / "last.pt")["wandb_id"]
     train(tiny_config(small_dataset, tmp_path, *base, "train.max_steps=4", f"train.resume={run_dir}"))
-    assert first_id and load_checkpoint(run_dir / "checkpoints" / "last.pt")["wandb_id"] == first_id
+    assert first_id and read_checkpoint(run_dir / "checkpoints" / "last.pt")["wandb_id"] == first_id
     offline_runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2 and all(f"-{first_id}" in name for name in offline_runs)  # W&B adds -1 within a second

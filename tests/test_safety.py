@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from src.config import ConfigError, ModelConfig, load_config
-from src.dataset.shards import MANIFEST, DatasetError, read_manifest
+from src.dataset.manifest import MANIFEST, DatasetError, Manifest
 from src.eval import Windows, evaluate, summarise, write_outputs
 from src.models.world_model import build_model
 from src.utils.checkpoint import load_checkpoint, save_checkpoint
@@ -189,7 +189,7 @@ def test_bad_manifest_entry_is_named(dataset_copy: Path, edit) -> None:
     expected = edit(manifest)
     path.write_text(json.dumps(manifest))
     with pytest.raises(DatasetError) as e:
-        read_manifest(dataset_copy)
+        Manifest.read(dataset_copy)
     assert str(e.value).startswith(f"{path}: {expected}") and str(e.value).endswith("; the manifest is corrupt: regenerate the dataset")
     assert error_line(run([*INSPECT, str(dataset_copy)])) == f"error: {e.value}"
 

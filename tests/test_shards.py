@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import xxhash
 
+from src.dataset.manifest import DatasetError, Manifest
 from src.dataset.shards import (
-    DatasetError,
     ShardedDataset,
     ShardWriter,
     promote_shard,
     shard_path,
     valid_starts,
-    write_manifest,
 )
+from src.envs.atari import EnvSettings
 from tests.conftest import INSPECT, SMALL, check_consecutive, error_line, run
 
-SPEC = {  # SPEC.md's arrays, plus reward and episode
+SPEC = {  # the arrays of the README's "On disk" (the contract's four, plus reward and episode)
     "obs": (np.uint8, (4, 84, 84)),
     "next_obs": (np.uint8, (1, 84, 84)),
     "action": (np.int64, ()),
@@ -31,7 +31,7 @@ SPEC = {  # SPEC.md's arrays, plus reward and episode
 
 
 def test_files_dtypes_shapes_and_manifest(small_dataset: Path) -> None:
-    """Catches a field written with the wrong dtype/shape, or a manifest that misses what SPEC.md lists."""
+    """Catches a field written with the wrong dtype/shape, or a manifest that misses what the contract lists."""
     manifest = json.loads((small_dataset / "manifest.json").read_text())
     assert manifest["game"] == "Pong" and manifest["env_id"] == "ALE/Pong-v5"
     assert manifest["num_actions"] == 6 and manifest["action_meanings"][0] == "NOOP"
@@ -112,9 +112,10 @@ def test_writer_round_trip_is_byte_equal(tmp_path: Path) -> None:
         writer.append(**{field: data[field][i] for field in SPEC})
     entry = writer.finish()
     promote_shard(tmp_path, "t", 0, list(SPEC))
-    manifest = {"version": 1, "game": "Pong", "num_actions": 6, "target_steps": rows, "shards": [{"index": 0, **entry}],
-                "env": {"context_frames": 4, "screen_size": 84}}
-    write_manifest(tmp_path, manifest)
+    manifest = Manifest(game="Pong", env=EnvSettings("Pong"), num_actions=6, action_meanings=[], seed=0, policy="random",
+                        shard_size=rows, fields={}, versions={}, created="", target_steps=rows)
+    manifest.add_shard(entry, session=0)
+    manifest.write(tmp_path)
     loaded = ShardedDataset(tmp_path, verify="full")
     for field in SPEC:
         on_disk = np.load(shard_path(tmp_path, 0, field))

@@ -9,9 +9,16 @@ import torch
 
 from src.config import ConfigError, ModelConfig
 from src.dataset.offline_dataset import Batch
+from src.models.checkpoint import model_from_checkpoint, read_checkpoint
 from src.models.world_model import build_model
-from src.train import CHANNELS_LAST, FastPath, make_optimizer, prepare_model, train, train_step
-from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from src.training.fast_path import (
+    CHANNELS_LAST,
+    FastPath,
+    make_optimizer,
+    prepare_model,
+)
+from src.training.loop import train
+from src.training.step import train_step
 from tests.conftest import tiny_config
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -65,7 +72,7 @@ def test_compiled_bf16_channels_last_run_saves_a_plain_checkpoint(small_dataset:
     result = train(tiny_config(small_dataset, tmp_path, "train.max_steps=4", "train.log_every=2", "train.val_every_steps=4",
                                "train.val_rollout_enabled=false", "train.precision=bf16", "train.compile=true",
                                "train.channels_last=true"))
-    state = load_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
+    state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
     assert state["step"] == 4 and not any(k.startswith("_orig_mod") for k in state["model"])
     assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
     model_from_checkpoint(state)
@@ -78,5 +85,5 @@ def test_gpu_defaults_train_and_reload_on_cpu(small_dataset: Path, tmp_path: Pat
                                "data.num_workers=2", "data.prefetch_factor=2"))
     metrics = (Path(result["run_dir"]) / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 4
-    state = load_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
+    state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
     model_from_checkpoint(state)

@@ -13,15 +13,23 @@ import numpy as np
 import pytest
 import torch
 
-from src.config import Config, ConfigError, ModelConfig, TrainConfig, load_config, to_dict
+from src.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    load_config,
+    to_dict,
+)
 from src.dataset.offline_dataset import Batch, WindowDataset, split_episodes
 from src.dataset.shards import ShardedDataset
+from src.models.checkpoint import read_checkpoint
 from src.models.world_model import build_model
-from src.train import fixed_val_batches, open_data, train, unrolled_loss, validate
-from src.utils.checkpoint import load_checkpoint
+from src.training.data import fixed_val_batches, open_data
+from src.training.loop import train
+from src.training.step import unrolled_loss, validate
 from tests.conftest import TINY, run, tiny_config
 from tests.test_logging import history_rows, read_records
-
 
 
 def test_split_keeps_whole_episodes_apart(small_dataset: Path) -> None:
@@ -81,10 +89,10 @@ def test_run_folder_has_every_file(short_run: tuple[Config, dict]) -> None:
 def test_checkpoint_reloads_to_identical_outputs(short_run: tuple[Config, dict]) -> None:
     """Rebuilding the model from the checkpoint alone reproduces the validation it was saved with, exactly."""
     cfg, result = short_run
-    state = load_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
-    assert state["step"] == 6 and state["config"] == to_dict(cfg) and state["env"]["game"] == "Pong"
+    state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
+    assert state["step"] == 6 and state["config"] == to_dict(cfg) and state["dataset"]["game"] == "Pong"
     assert {"model", "optimizer", "elapsed_s"} <= set(state)
-    model = build_model(ModelConfig(**state["config"]["model"]), state["env"]["num_actions"], state["env"]["env"]["context_frames"])
+    model = build_model(ModelConfig(**state["config"]["model"]), state["dataset"]["num_actions"], state["dataset"]["env_settings"]["context_frames"])
     model.load_state_dict(state["model"])
     dataset, _, val_rows = open_data(cfg)
     metrics = validate(model, fixed_val_batches(dataset, val_rows, cfg), cfg, torch.device("cpu"))

@@ -14,9 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from src.dataset.atari import EnvSettings, make_vector_env
-from src.dataset.policies import make_policy
 from src.dataset.shards import ShardWriter
+from src.envs.atari import EnvSettings, make_vector_env
+from src.envs.policies import make_policy
 
 
 def record(

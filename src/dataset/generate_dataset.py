@@ -1,4 +1,4 @@
-"""Record Atari transitions with a behaviour policy into the sharded dataset that SPEC.md describes.
+"""Record Atari transitions with a behaviour policy into a sharded dataset (README, "On disk").
 
     python -m src.dataset.generate_dataset --game Pong --steps 300000 --out_dir data/pong
 
@@ -8,35 +8,26 @@ A killed run continues with `--resume`: finished shards are kept and exactly `--
 
 from __future__ import annotations
 
-import itertools
 import re
 import sys
 import time
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from tqdm import tqdm
 
-from src.dataset.atari import EnvSettings, action_meanings, available_cores, available_games, resolve_game
 from src.dataset.collect import record
-from src.dataset.policies import POLICIES
+from src.dataset.manifest import MANIFEST, Manifest, bytes_per_row
 from src.dataset.shards import (
     LOCK_FILE,
-    MANIFEST,
-    MANIFEST_VERSION,
     SHARD_FILE,
     TMP_PREFIX,
-    bytes_per_row,
-    describe,
-    field_specs,
     promote_shard,
-    read_manifest,
     shard_path,
-    write_manifest,
 )
+from src.envs.atari import EnvSettings, available_cores, available_games, resolve_game
+from src.envs.policies import POLICIES
 from src.utils.errors import ArgumentParser, UserError, run_cli
-from src.utils.io import free_space, human_bytes, try_lock
+from src.utils.io import check_free_space, hold_lock, human_bytes
 
 # Defaults of the settings that make up a dataset; with --resume, the manifest's values are used instead.
 DEFAULTS = {
@@ -95,20 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     manifest = previous_manifest(root, args, given)
     if manifest is None and "steps" not in given:
         raise UserError("--steps is required (total transitions to record, e.g. --steps 300000)")
-    settings = EnvSettings.from_dict(manifest["env"]) if manifest else new_settings(args)
-    done_steps = sum(s["rows"] for s in manifest["shards"]) if manifest else 0
-    target = args["steps"] if "steps" in given else manifest["target_steps"]
+    settings = manifest.env if manifest else new_settings(args)
+    done_steps = manifest.steps if manifest else 0
+    target = args["steps"] if "steps" in given else manifest.target_steps
     if target < done_steps:
         raise UserError(f"--steps {target} is less than the {done_steps} steps already in '{root}'")
     check_disk(root, (target - done_steps) * bytes_per_row(settings.context_frames, settings.screen_size))
 
     with DirectoryLock(root):
         if manifest is not None:
-            manifest = read_manifest(root)  # again, now that no other generation can change it
+            manifest = Manifest.read(root)  # again, now that no other generation can change it
         clean(root, manifest)
         if manifest is None:
-            manifest = new_manifest(settings, args, target)
-        manifest["target_steps"] = target
+            manifest = Manifest.create(settings, args["seed"], args["policy"], args["shard_size"], target, args["part"])
+        manifest.target_steps = target
         return generate(root, manifest, args["num_envs"])
 
 
@@ -138,7 +129,7 @@ def new_settings(args: dict) -> EnvSettings:
     return settings
 
 
-def previous_manifest(root: Path, args: dict, given: set[str]) -> dict | None:
+def previous_manifest(root: Path, args: dict, given: set[str]) -> Manifest | None:
     """Decide what to do with an existing out_dir; returns the manifest to continue, or None to start anew."""
     if root.exists() and not root.is_dir():
         raise UserError(f"--out_dir '{root}' is a file, not a directory; choose another path")
@@ -159,9 +150,9 @@ def previous_manifest(root: Path, args: dict, given: set[str]) -> dict | None:
         if any(SHARD_FILE.fullmatch(name) for name in entries):
             raise UserError(f"'{root}' has shard files but no {MANIFEST}: cannot resume; use --overwrite to start anew")
         return None  # killed before its first manifest: nothing to keep
-    manifest = read_manifest(root)
-    stored = {**manifest["env"], "seed": manifest["seed"], "policy": manifest["policy"], "shard_size": manifest["shard_size"],
-              "part": manifest.get("part")}
+    manifest = Manifest.read(root)
+    stored = {**manifest.env.to_dict(), "seed": manifest.seed, "policy": manifest.policy, "shard_size": manifest.shard_size,
+              "part": manifest.part}
     for key in sorted(given & set(stored)):
         value = resolve_game(args[key]) if key == "game" else args[key]
         if value != stored[key]:
@@ -176,12 +167,8 @@ def is_dataset_file(name: str) -> bool:
 
 
 def check_disk(root: Path, needed: int) -> None:
-    existing, free = free_space(root)
-    if needed > free:
-        raise UserError(
-            f"not enough disk space: the dataset needs about {human_bytes(needed)} more, "
-            f"{human_bytes(free)} is free at '{existing}'; free some space, lower --steps or choose another --out_dir"
-        )
+    check_free_space(root, needed, "not enough disk space: the dataset needs about {needed} more, {free} is free at "
+                                   "'{folder}'; free some space, lower --steps or choose another --out_dir")
 
 
 class DirectoryLock:
@@ -191,26 +178,25 @@ class DirectoryLock:
         self.root = root
 
     def __enter__(self) -> DirectoryLock:
+        unwritable = f"cannot write to --out_dir '{self.root}' ({{error}}); choose a writable directory"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self.file, holder = try_lock(self.root / LOCK_FILE)
         except OSError as e:
-            raise UserError(f"cannot write to --out_dir '{self.root}' ({e.strerror}); choose a writable directory") from None
-        if self.file is None:
-            raise UserError(f"another generation (pid {holder}) is writing to '{self.root}'; "
-                            "wait for it to finish or choose another --out_dir")
+            raise UserError(unwritable.format(error=e.strerror)) from None
+        self.file = hold_lock(self.root / LOCK_FILE, f"another generation (pid {{pid}}) is writing to '{self.root}'; "
+                              "wait for it to finish or choose another --out_dir", unwritable)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.file.close()  # releases the lock; the file itself stays
 
 
-def clean(root: Path, manifest: dict | None) -> None:
+def clean(root: Path, manifest: Manifest | None) -> None:
     """Remove what `manifest` does not list (a killed run's temporary files and unlisted shards); with no
     manifest, the whole old dataset."""
     listed = set()
     if manifest is not None:
-        listed = {shard_path(root, s["index"], field).name for s in manifest["shards"] for field in s["files"]}
+        listed = {shard_path(root, s["index"], field).name for s in manifest.shards for field in s["files"]}
     else:
         (root / MANIFEST).unlink(missing_ok=True)  # first, so that no manifest ever names a deleted shard
     for path in root.iterdir():
@@ -218,48 +204,11 @@ def clean(root: Path, manifest: dict | None) -> None:
             path.unlink()
 
 
-def new_manifest(settings: EnvSettings, args: dict, target: int) -> dict:
-    meanings = action_meanings(settings)
-    specs = field_specs(settings.context_frames, settings.screen_size)
-    return {
-        "version": MANIFEST_VERSION,
-        "game": settings.game,
-        "env_id": settings.env_id,
-        "env": settings.to_dict(),
-        "num_actions": len(meanings),
-        "action_meanings": meanings,
-        "seed": args["seed"],
-        "part": args.get("part"),  # [K, N] of a dataset recorded in parts on several machines, else null
-        "policy": args["policy"],
-        "shard_size": args["shard_size"],
-        "fields": {name: {"dtype": dtype.name, "shape": list(shape)} for name, (dtype, shape) in specs.items()},
-        "versions": package_versions("ale-py", "gymnasium", "numpy", "opencv-python-headless", "opencv-python"),
-        "created": now(),
-        "target_steps": target,
-        "sessions": [],
-        "shards": [],
-    }
-
-
-def package_versions(*names: str) -> dict[str, str]:
-    found = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 PART_EPISODES = 1 << 40  # episode ids of part K start at K << 40: far more episodes than any part records
 
 
-def part_first_episode(manifest: dict) -> int:
-    return manifest["part"][0] * PART_EPISODES if manifest.get("part") else 0
+def part_first_episode(manifest: Manifest) -> int:
+    return manifest.part[0] * PART_EPISODES if manifest.part else 0
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -267,62 +216,55 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-def generate(root: Path, manifest: dict, num_envs: int) -> int:
-    done_steps = sum(s["rows"] for s in manifest["shards"])
-    remaining = manifest["target_steps"] - done_steps
-    session = len(manifest["sessions"])
-    manifest["sessions"].append({"started": now(), "steps_before": done_steps, "num_envs": num_envs})
-    write_manifest(root, manifest)
-    settings = EnvSettings.from_dict(manifest["env"])
+def generate(root: Path, manifest: Manifest, num_envs: int) -> int:
+    remaining = manifest.target_steps - manifest.steps
+    session = manifest.add_session(num_envs)
+    manifest.write(root)
     print(
-        f"{manifest['game']} ({manifest['env_id']}, {manifest['num_actions']} actions, {manifest['policy']} policy) -> {root}\n"
-        f"recording {remaining:,} of {manifest['target_steps']:,} steps with {num_envs} env(s), "
-        f"about {human_bytes(remaining * bytes_per_row(settings.context_frames, settings.screen_size))}",
+        f"{manifest.game} ({manifest.env_id}, {manifest.num_actions} actions, {manifest.policy} policy) -> {root}\n"
+        f"recording {remaining:,} of {manifest.target_steps:,} steps with {num_envs} env(s), "
+        f"about {human_bytes(remaining * bytes_per_row(manifest.env.context_frames, manifest.env.screen_size))}",
         flush=True,
     )
     start = time.perf_counter()
     try:
         if remaining > 0:
-            run_session(root, manifest, settings, num_envs, remaining, session)
+            run_session(root, manifest, num_envs, remaining, session)
     except KeyboardInterrupt:
         print(f"interrupted: the complete shards are kept; continue with --resume --out_dir {root}", file=sys.stderr)
         return 130
     seconds = time.perf_counter() - start
-    manifest["sessions"][-1]["seconds"] = round(seconds, 2)
-    write_manifest(root, manifest)
+    manifest.sessions[-1]["seconds"] = round(seconds, 2)
+    manifest.write(root)
     print_summary(root, manifest, remaining, seconds)
     return 0
 
 
-def run_session(root: Path, manifest: dict, settings: EnvSettings, num_envs: int, remaining: int, session: int) -> None:
-    fields = list(manifest["fields"])
-    shard_indices = itertools.count(max((s["index"] for s in manifest["shards"]), default=-1) + 1)
-
+def run_session(root: Path, manifest: Manifest, num_envs: int, remaining: int, session: int) -> None:
     def on_shard(tag: str, entry: dict) -> None:
-        index = next(shard_indices)
-        promote_shard(root, tag, index, fields)
-        manifest["shards"].append({"index": index, "session": session, **entry})
-        write_manifest(root, manifest)
+        promote_shard(root, tag, manifest.next_shard, list(manifest.fields))
+        manifest.add_shard(entry, session)
+        manifest.write(root)
 
-    with tqdm(total=manifest["target_steps"], initial=manifest["target_steps"] - remaining, unit="step", smoothing=0.05, mininterval=0.5, dynamic_ncols=True) as bar:
+    with tqdm(total=manifest.target_steps, initial=manifest.target_steps - remaining, unit="step", smoothing=0.05, mininterval=0.5, dynamic_ncols=True) as bar:
         record(
             str(root),
-            settings,
-            manifest["policy"],
+            manifest.env,
+            manifest.policy,
             quotas=split(remaining, min(num_envs, remaining)),
-            shard_size=manifest["shard_size"],
+            shard_size=manifest.shard_size,
             # Part K of N: its own seeds, and episode ids from K * PART_EPISODES, so that merged parts never collide.
-            seed_key=(manifest["seed"], session, *(manifest.get("part") or ())),
-            first_episode=max((e for s in manifest["shards"] for e in s["episodes"]), default=part_first_episode(manifest) - 1) + 1,
+            seed_key=(manifest.seed, session, *(manifest.part or ())),
+            first_episode=max((e for s in manifest.shards for e in s["episodes"]), default=part_first_episode(manifest) - 1) + 1,
             tag=f"s{session}",
             on_shard=on_shard,
             on_progress=bar.update,
         )
 
 
-def print_summary(root: Path, manifest: dict, recorded: int, seconds: float) -> None:
+def print_summary(root: Path, manifest: Manifest, recorded: int, seconds: float) -> None:
     rate = f"{recorded / seconds:,.0f} steps/s" if recorded and seconds > 0 else "nothing left to record"
-    print(describe(root, manifest) + f"\ntime      {seconds:.1f} s for {recorded:,} steps ({rate})", flush=True)
+    print(manifest.describe(root) + f"\ntime      {seconds:.1f} s for {recorded:,} steps ({rate})", flush=True)
 
 
 if __name__ == "__main__":

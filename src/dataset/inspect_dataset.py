@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from src.dataset.shards import ShardedDataset, describe
+from src.dataset.shards import ShardedDataset
 from src.utils.errors import ArgumentParser, run_cli
 
 
@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset = ShardedDataset(args.data_dir, verify=args.verify)
     seconds = time.perf_counter() - start
     actions = np.bincount(dataset.column("action"), minlength=dataset.num_actions) / len(dataset)
-    meanings = dataset.manifest["action_meanings"]
-    print(describe(args.data_dir, dataset.manifest))
+    meanings = dataset.manifest.action_meanings
+    print(dataset.manifest.describe(args.data_dir))
     print(f"actions   {'  '.join(f'{m} {f:.0%}' for m, f in zip(meanings, actions))}")
     print(f"verified  {args.verify}: {len(dataset.shards)} shards match the manifest ({seconds:.1f} s)")
     return 0

@@ -10,14 +10,14 @@ checked against the parts' checksums and written last, atomically.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import errno
 import os
 import shutil
 from pathlib import Path
 
-from src.dataset.generate_dataset import now
-from src.dataset.shards import DatasetError, ShardedDataset, describe, shard_path, write_manifest
+from src.dataset.manifest import DatasetError, Manifest, now
+from src.dataset.shards import ShardedDataset, shard_path
 from src.utils.errors import ArgumentParser, UserError, run_cli
 
 SAME = ("game", "env_id", "env", "num_actions", "action_meanings", "policy", "fields")  # must agree between parts
@@ -28,11 +28,12 @@ def check_parts(parts: list[ShardedDataset]) -> None:
     first = parts[0]
     seen: dict[int, Path] = {}
     for part in parts:
-        if not part.manifest.get("complete"):
+        if not part.manifest.complete:
             raise UserError(f"'{part.root}' is incomplete; finish it with generate_dataset --resume before merging")
         for key in SAME:
-            if part.manifest[key] != first.manifest[key]:
-                raise UserError(f"'{part.root}' differs from '{first.root}' in {key} ({part.manifest[key]} vs {first.manifest[key]}); "
+            mine, theirs = (p.manifest.to_dict()[key] for p in (part, first))
+            if mine != theirs:
+                raise UserError(f"'{part.root}' differs from '{first.root}' in {key} ({mine} vs {theirs}); "
                                 "only datasets of the same game and settings merge")
         for episode in {e for s in part.shards for e in s["episodes"]}:
             if episode in seen:
@@ -53,22 +54,20 @@ def link_or_copy(source: Path, target: Path) -> bool:
     return False
 
 
-def merge(out: Path, parts: list[ShardedDataset]) -> tuple[dict, int]:
+def merge(out: Path, parts: list[ShardedDataset]) -> tuple[Manifest, int]:
     """Link the parts' shards into `out` in order and write the merged manifest; returns it and the files linked."""
-    manifest = copy.deepcopy(parts[0].manifest)
-    manifest.update(part=None, created=now(), sessions=[], shards=[],
-                    merged_from=[{"dir": str(p.root.resolve()), "seed": p.manifest["seed"], "part": p.manifest.get("part"),
-                                  "steps": len(p)} for p in parts])
+    manifest = dataclasses.replace(
+        parts[0].manifest, part=None, created=now(), sessions=[], shards=[],
+        merged_from=[{"dir": str(p.root.resolve()), "seed": p.manifest.seed, "part": p.manifest.part, "steps": len(p)} for p in parts])
     linked = 0
     for part in parts:
         for shard in part.shards:
-            index = len(manifest["shards"])
             for field in shard["files"]:
-                linked += link_or_copy(shard_path(part.root, shard["index"], field), shard_path(out, index, field))
-            manifest["shards"].append({**shard, "index": index, "session": len(manifest["sessions"])})
-        manifest["sessions"] += [{**s, "from": str(part.root)} for s in part.manifest["sessions"]]
-    manifest["target_steps"] = sum(s["rows"] for s in manifest["shards"])
-    write_manifest(out, manifest)  # last: until here, out holds no dataset
+                linked += link_or_copy(shard_path(part.root, shard["index"], field), shard_path(out, manifest.next_shard, field))
+            manifest.add_shard({k: v for k, v in shard.items() if k not in ("index", "session")}, len(manifest.sessions))
+        manifest.sessions += [{**s, "from": str(part.root)} for s in part.manifest.sessions]
+    manifest.target_steps = manifest.steps
+    manifest.write(out)  # last: until here, out holds no dataset
     return manifest, linked
 
 
@@ -94,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"cannot create --out_dir '{out}' ({e.strerror}); choose a writable directory") from None
     manifest, linked = merge(out, parts)
     ShardedDataset(out, verify="quick")  # the merged manifest reads back and names files that exist
-    files = sum(len(s["files"]) for s in manifest["shards"])
-    print(describe(out, manifest) + f"\nmerged    {len(parts)} datasets: {linked} of {files} files hard-linked (no bytes copied), "
+    files = sum(len(s["files"]) for s in manifest.shards)
+    print(manifest.describe(out) + f"\nmerged    {len(parts)} datasets: {linked} of {files} files hard-linked (no bytes copied), "
           f"{files - linked} copied", flush=True)
     return 0
 

@@ -1,4 +1,4 @@
-"""Torch side of the dataset: episode split, a Dataset of k-step windows, Batch, and frame normalisation."""
+"""Torch side of the dataset: episode split, a Dataset of k-step windows, and Batch."""
 
 from __future__ import annotations
 
@@ -12,11 +12,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from src.dataset.shards import ShardedDataset
-
-
-def frames_to_float(frames: Tensor) -> Tensor:
-    """uint8 frames -> float32 in [0, 1]. The one place where stored pixels become model input."""
-    return frames.float().div_(255.0)
+from src.utils.frames import frames_to_float
 
 
 @dataclass

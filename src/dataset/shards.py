@@ -1,6 +1,8 @@
-"""The dataset on disk: .npy shards written crash-safely, a manifest, and a validated memory-mapped reader.
+"""The dataset on disk: .npy shards written crash-safely and a validated memory-mapped reader (the manifest that
+lists them: manifest.py).
 
-Layout (see SPEC.md): OUT_DIR/shard_{k:05d}_{field}.npy for each field below, plus OUT_DIR/manifest.json.
+Layout (README, "On disk"): OUT_DIR/shard_{k:05d}_{field}.npy for each field of manifest.field_specs, plus
+OUT_DIR/manifest.json.
 Within a shard, row i+1 is the step after row i of the same episode whenever done[i] is false.
 A shard is renamed into place and listed in the manifest only after all its files are complete.
 """
@@ -8,40 +10,20 @@ A shard is renamed into place and listed in the manifest only after all its file
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import xxhash
 
-from src.utils.errors import UserError
-from src.utils.io import atomic_write_json, checksum_file, human_bytes
+from src.dataset.manifest import DatasetError, Manifest, field_specs
+from src.envs.game import Steps
+from src.utils.io import checksum_file
 
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
 LOCK_FILE = ".lock"
 TMP_PREFIX = ".tmp_"
 SHARD_FILE = re.compile(r"shard_(\d{5,})_(\w+)\.npy")
-
-
-def field_specs(context_frames: int, screen_size: int) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-    """Per-row dtype and shape of every array stored in a shard."""
-    frame = (screen_size, screen_size)
-    return {
-        "obs": (np.dtype(np.uint8), (context_frames, *frame)),  # stacked frames, oldest first
-        "next_obs": (np.dtype(np.uint8), (1, *frame)),  # the frame that follows `action`
-        "action": (np.dtype(np.int64), ()),
-        "done": (np.dtype(np.bool_), ()),  # terminated or truncated after this step
-        "reward": (np.dtype(np.float32), ()),  # unclipped game score change over the frame skip
-        "episode": (np.dtype(np.int64), ()),  # dataset-wide episode index
-    }
-
-
-def bytes_per_row(context_frames: int, screen_size: int) -> int:
-    return sum(dtype.itemsize * int(np.prod(shape)) for dtype, shape in field_specs(context_frames, screen_size).values())
 
 
 def shard_path(root: str | os.PathLike, index: int, field: str) -> Path:
@@ -51,10 +33,6 @@ def shard_path(root: str | os.PathLike, index: int, field: str) -> Path:
 def tmp_shard_path(root: str | os.PathLike, tag: str, field: str) -> Path:
     """Where a shard is written before it is complete; `tag` is unique per session and game."""
     return Path(root) / f"{TMP_PREFIX}{tag}_{field}.npy"
-
-
-class DatasetError(UserError):
-    """The dataset on disk is missing, incomplete or does not match its manifest."""
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -129,103 +107,6 @@ def promote_shard(root: str | os.PathLike, tag: str, index: int, fields: list[st
         os.replace(tmp_shard_path(root, tag, field), shard_path(root, index, field))
 
 
-def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
-    shards = manifest["shards"]
-    manifest["totals"] = {
-        "steps": sum(s["rows"] for s in shards),
-        "shards": len(shards),
-        "episodes": len({e for s in shards for e in s["episodes"]}),
-        "completed_episodes": sum(s["dones"] for s in shards),
-        "bytes": sum(f["bytes"] for s in shards for f in s["files"].values()),
-    }
-    manifest["complete"] = manifest["totals"]["steps"] == manifest["target_steps"]
-    atomic_write_json(Path(root) / MANIFEST, manifest)
-
-
-def describe(root: str | os.PathLike, manifest: dict) -> str:
-    """A few lines that summarise a dataset for the console."""
-    totals = manifest.get("totals", {})
-    return (
-        f"dataset   {root}  ({manifest['game']}, {manifest['num_actions']} actions, "
-        f"{'complete' if manifest.get('complete') else 'incomplete: continue it with --resume'})\n"
-        f"steps     {totals.get('steps', 0):,} of {manifest['target_steps']:,} in {totals.get('shards', 0)} shards\n"
-        f"episodes  {totals.get('episodes', 0):,} ({totals.get('completed_episodes', 0):,} ended)\n"
-        f"bytes     {human_bytes(totals.get('bytes', 0))}"
-    )
-
-
-def read_manifest(root: str | os.PathLike) -> dict:
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        raise DatasetError(f"{path}: no manifest; is '{root}' a dataset made by src.dataset.generate_dataset?")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e}); the manifest is corrupt") from None
-    required = ("version", "game", "env", "num_actions", "shards", "target_steps")
-    if not isinstance(manifest, dict) or any(k not in manifest for k in required):
-        raise DatasetError(f"{path}: not a dataset manifest (needs keys {', '.join(required)})")
-    if manifest["version"] != MANIFEST_VERSION:
-        raise DatasetError(f"{path}: manifest version {manifest['version']}, this code reads {MANIFEST_VERSION}")
-    problem = manifest_problem(manifest)
-    if problem:
-        raise DatasetError(f"{path}: {problem}; the manifest is corrupt: regenerate the dataset")
-    return manifest
-
-
-def is_int(value: object, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def manifest_problem(manifest: dict) -> str | None:
-    """The first entry of a manifest with the wrong type or range, or None.
-
-    Checked before anything uses the manifest: shard paths are built from `index` and the field names,
-    and sizes from `env`, so an edited manifest (an index such as "../x") must not reach them.
-    """
-
-    def bad(key: str, expected: str, value: object) -> str:
-        return f"{key} must be {expected}, got {repr(value)[:80]}"
-
-    env = manifest["env"]
-    if not isinstance(env, dict):
-        return bad("env", "a mapping", env)
-    numbers = [(f"env.{k}", env.get(k), 1) for k in ("context_frames", "screen_size")]
-    for key, value, minimum in numbers + [("num_actions", manifest["num_actions"], 1), ("target_steps", manifest["target_steps"], 0)]:
-        if not is_int(value, minimum):
-            return bad(key, "a positive integer" if minimum else "a non-negative integer", value)
-    if not isinstance(manifest["shards"], list):
-        return bad("shards", "a list", manifest["shards"])
-    fields = set(field_specs(env["context_frames"], env["screen_size"]))
-    seen: set[int] = set()
-    for i, shard in enumerate(manifest["shards"]):
-        at = f"shards[{i}]"
-        if not isinstance(shard, dict):
-            return bad(at, "a mapping", shard)
-        get = shard.get
-        for key, ok, expected in (
-            ("index", is_int(get("index"), 0), "a non-negative integer"),
-            ("rows", is_int(get("rows"), 1), "a positive integer"),
-            ("episodes", isinstance(get("episodes"), list) and all(is_int(e, 0) for e in get("episodes")), "a list of non-negative integers"),
-            ("dones", is_int(get("dones"), 0), "a non-negative integer"),
-            ("files", isinstance(get("files"), dict), "a mapping"),
-        ):
-            if not ok:
-                return bad(f"{at}.{key}", expected, get(key))
-        if shard["index"] in seen:
-            return f"{at}.index {shard['index']} is listed twice"
-        seen.add(shard["index"])
-        missing, unknown = sorted(fields - set(shard["files"])), sorted(set(shard["files"]) - fields)
-        if missing or unknown:
-            what = f"lacks {missing[0]!r}" if missing else f"has an unknown field {unknown[0]!r}"
-            return f"{at}.files {what} (expected exactly {', '.join(sorted(fields))})"
-        for field, file in shard["files"].items():
-            if not (isinstance(file, dict) and is_int(file.get("bytes"), 0)
-                    and isinstance(file.get("xxh3_128"), str) and re.fullmatch(r"[0-9a-fA-F]{32}", file["xxh3_128"])):
-                return bad(f"{at}.files.{field}", '{"bytes": integer >= 0, "xxh3_128": 32 hex digits}', file)
-    return None
-
-
 # ---------------------------------------------------------------------------------------------- reading
 
 
@@ -244,23 +125,6 @@ def valid_starts(done: np.ndarray, k: int) -> np.ndarray:
     return starts[ends_before[starts + k - 1] == ends_before[starts]]
 
 
-@dataclass
-class Steps:
-    """k consecutive steps (k=1 for a single sample). Leading axis K is the step."""
-
-    obs: np.ndarray  # (K, T, H, W) uint8, T context frames oldest first
-    action: np.ndarray  # (K,) int64
-    next_obs: np.ndarray  # (K, 1, H, W) uint8
-    done: np.ndarray  # (K,) bool
-    reward: np.ndarray  # (K,) float32
-    episode: np.ndarray  # (K,) int64
-
-    @property
-    def frames(self) -> np.ndarray:
-        """(T + K, H, W): the first step's context followed by each step's next frame."""
-        return np.concatenate([self.obs[0], self.next_obs[:, 0]], axis=0)
-
-
 class ShardedDataset:
     """Random access to the transitions of a dataset directory, through lazily opened memory maps.
 
@@ -273,12 +137,12 @@ class ShardedDataset:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"dataset directory '{root}' does not exist; generate one with src.dataset.generate_dataset")
-        self.manifest = read_manifest(self.root)
-        self.shards = self.manifest["shards"]
+        self.manifest = Manifest.read(self.root)
+        self.shards = self.manifest.shards
         if not self.shards:
             raise DatasetError(f"{self.root}: the dataset has no complete shard yet; finish it with --resume")
-        env = self.manifest["env"]
-        self.specs = field_specs(env["context_frames"], env["screen_size"])
+        env = self.manifest.env
+        self.specs = field_specs(env.context_frames, env.screen_size)
         if verify != "none":
             for shard in self.shards:
                 self._check_shard(shard, checksums=verify == "full")
@@ -308,11 +172,11 @@ class ShardedDataset:
     # -- metadata
     @property
     def game(self) -> str:
-        return self.manifest["game"]
+        return self.manifest.game
 
     @property
     def num_actions(self) -> int:
-        return self.manifest["num_actions"]
+        return self.manifest.num_actions
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

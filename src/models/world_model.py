@@ -18,13 +18,32 @@ B batch, T context frames, C channels, H/W pixels (84), h/w one level's size, D 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.config import ConfigError, ModelConfig
-from src.models.blocks import Downsample, ResBlock, ResStack, SelfAttention, Upsample, group_count
+from src.models.blocks import (
+    Downsample,
+    ResBlock,
+    ResStack,
+    SelfAttention,
+    Upsample,
+    group_count,
+)
+from src.utils.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """The config's `model` section: which variant (a key of MODELS) and its sizes. A new variant's setting goes here."""
+
+    name: str = "unet_film"  # a key of MODELS
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # per resolution level, finest first
+    blocks_per_level: int = 1  # residual blocks at each level of the encoder and the decoder
+    action_embed_dim: int = 64  # size of the learned action embedding that conditions every level
+    hidden_dim: int = 1024  # oh2015 only: width of the fully connected code and of the action-multiplied factors
 
 PATCH = 2  # space-to-depth factor: 84x84 frames become 42x42 maps of 2x2-pixel patches, losslessly
 

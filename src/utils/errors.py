@@ -14,6 +14,10 @@ class UserError(Exception):
     """A problem with what the user asked for (a path, a flag, a file on disk), fixable by the user."""
 
 
+class ConfigError(UserError):
+    """A config key is unknown, of the wrong type, out of range, or disagrees with another key."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad flag prints one line (not the whole usage) and exits with code 2."""
 

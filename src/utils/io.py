@@ -6,31 +6,37 @@ import fcntl
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import xxhash
 
 from src.utils.errors import UserError
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync it, then rename it over `path`.
-
-    If writing fails (a full disk), the temporary file is removed and `path` keeps its old content.
-    """
+@contextmanager
+def replaced_atomically(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside `path` (same suffix, so writers that look at it still know the format); when
+    the block ends it is renamed over `path` and the rename made durable. If the block fails (a full disk), the
+    temporary file is removed and `path` keeps its old content. The one way every output file here is written."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    with replaced_atomically(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -96,6 +102,26 @@ def try_lock(path: str | os.PathLike) -> tuple[IO[str] | None, str]:
     f.write(str(os.getpid()))
     f.flush()
     return f, ""
+
+
+def hold_lock(path: str | os.PathLike, busy: str, unwritable: str, error: type[UserError] = UserError) -> IO[str]:
+    """try_lock, or one line: `busy` (naming {pid}, the holder) when another process holds the lock, `unwritable`
+    (naming {error}) when the lock file cannot be created. Closing the returned file releases the lock."""
+    try:
+        lock, holder = try_lock(path)
+    except OSError as e:
+        raise error(unwritable.format(error=e.strerror)) from None
+    if lock is None:
+        raise error(busy.format(pid=holder))
+    return lock
+
+
+def check_free_space(path: str | os.PathLike, needed: int, message: str, error: type[UserError] = UserError) -> None:
+    """`error(message)` when the filesystem that `path` will be on has fewer than `needed` bytes free; `message`
+    may name {needed}, {free} and {folder} (the nearest existing folder)."""
+    existing, free = free_space(path)
+    if free < needed:
+        raise error(message.format(needed=human_bytes(needed), free=human_bytes(free), folder=existing))
 
 
 def free_space(path: str | os.PathLike) -> tuple[Path, int]:

@@ -10,16 +10,25 @@ The training loop never asks whether W&B is on: with mode=disabled it gets a Nul
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Optional, Protocol
 
 import numpy as np
 import wandb
 from wandb.sdk import wandb_setup
 from wandb.sdk.lib import wbauth
 
-from src.config import WandbConfig
 from src.utils.errors import UserError
+
+
+@dataclass
+class WandbConfig:
+    """The config's `experiment.wandb` section."""
+
+    mode: str = "disabled"  # online (after `wandb login`), offline (written under the run folder) or disabled
+    project: str = "atari-world-model"
+    entity: Optional[str] = None
 
 
 class Logger(Protocol):

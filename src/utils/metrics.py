@@ -1,11 +1,18 @@
-"""Losses and metrics on frames in [0, 1]. Pure functions of tensors: easy to test, easy to add to."""
+"""Losses and metrics on frames in [0, 1]. Pure functions of tensors: easy to test, easy to add to.
+
+A new per-step metric of open-loop rollouts is one entry in STEP_METRICS (at the end of this file): evaluation,
+summary.json, its metrics.csv and its plots pick it up from there.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
 
 CHANGED = 2 / 255  # a pixel "changes" when it moves by more than this from the previous frame
 
@@ -34,9 +41,12 @@ def mse_per_sample(prediction: Tensor, target: Tensor) -> Tensor:
     return (prediction - target).pow(2).flatten(1).mean(1)
 
 
-def psnr(mse: Tensor, max_value: float = 1.0) -> Tensor:
-    """Peak signal-to-noise ratio in dB from an MSE of frames in [0, max_value]."""
-    return 10 * torch.log10(max_value**2 / mse.clamp_min(1e-12))
+def psnr(mse: Tensor | np.ndarray, max_value: float = 1.0) -> Tensor | np.ndarray:
+    """Peak signal-to-noise ratio in dB from an MSE of frames in [0, max_value], floored at 1e-12 (120 dB for
+    frames in [0, 1]): a tensor in its dtype, or an array in float64 (float32 gave 120.0000076 for a zero MSE)."""
+    if isinstance(mse, Tensor):
+        return 10 * torch.log10(max_value**2 / mse.clamp_min(1e-12))
+    return 10 * np.log10(max_value**2 / np.maximum(np.asarray(mse, dtype=np.float64), 1e-12))
 
 
 # N images, C channels, H/W pixels
@@ -81,3 +91,33 @@ def ssim(prediction: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     numerator = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
     denominator = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     return (numerator / denominator).flatten(1).mean(1)  # (N,)
+
+
+# ------------------------------------------------------------------------------------------ per-step metrics
+
+
+def mean_over_cases(values: np.ndarray) -> np.ndarray:
+    """(N, K) per case and step -> (K,)."""
+    return values.mean(0)
+
+
+def psnr_of_mean(mse: np.ndarray) -> np.ndarray:
+    """(N, K) MSEs -> (K,) PSNR of the mean MSE (a per-case PSNR is infinite where a frame is copied exactly)."""
+    return psnr(mse.mean(0))
+
+
+@dataclass(frozen=True)
+class StepMetric:
+    """A metric of open-loop predictions, reported per step ahead."""
+
+    label: str  # the y axis of its plot
+    per_frame: Callable[[Tensor, Tensor], Tensor]  # prediction, truth: (N, H, W) in [0, 1] -> (N,)
+    over_cases: Callable[[np.ndarray], np.ndarray] = mean_over_cases  # (N, K) per case and step -> (K,) per step
+    log_y: bool = False  # plot on a log scale
+
+
+STEP_METRICS: dict[str, StepMetric] = {
+    "mse": StepMetric("MSE per pixel (frames in [0, 1])", mse_per_sample, log_y=True),
+    "psnr": StepMetric("PSNR (dB)", mse_per_sample, over_cases=psnr_of_mean),
+    "ssim": StepMetric("SSIM", ssim),
+}

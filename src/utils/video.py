@@ -5,14 +5,15 @@ K frames (horizon steps), H/W pixels of one frame, s the upscale factor.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
 
+from src.utils.frames import frames_to_float
 from src.utils.images import error_panel, gray_panel, side_by_side, text_band
+from src.utils.io import replaced_atomically
 
 VIDEO_LABEL_HEIGHT = 20  # pixels of the label band above and of the step-counter band below
 
@@ -55,13 +56,19 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 8) -> Path:
     writers = {".mp4": write_mp4, ".gif": write_gif}
     if path.suffix not in writers:
         raise ValueError(f"video path must end in .mp4 or .gif, got '{path}'")
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # the suffix tells ffmpeg the container
-    try:
+    with replaced_atomically(path) as tmp:  # the temporary name keeps the suffix, which tells ffmpeg the container
         writers[path.suffix](tmp, frames, fps)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
+
+
+def write_rollout_videos(truth: np.ndarray, predicted: np.ndarray, stems: list[Path], suffixes: tuple[str, ...] = ("mp4",)) -> list[dict[str, Path]]:
+    """Open-loop rollouts as videos of truth | model | |error|: truth (V, K, H, W) uint8 as stored, predicted
+    (V, K, H, W) float in [0, 1]; rollout v is written to stems[v] + each suffix. Returns {suffix: path} per rollout."""
+    written = []
+    for v, stem in enumerate(stems):
+        frames = rollout_frames(frames_to_float(truth[v]), predicted[v])
+        written.append({suffix: write_video(stem.with_name(f"{stem.name}.{suffix}"), frames) for suffix in suffixes})
+    return written
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:

@@ -1,0 +1,81 @@
+"""One game stepped one action at a time, and what it did as Steps: the one way evaluation and play step a game.
+
+(Recording steps many games at once in ale-py's C++ vector environment instead: src/dataset/collect.py.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from src.envs.atari import EnvSettings, make_env
+from src.envs.policies import RandomPolicy
+
+
+@dataclass
+class Steps:
+    """k consecutive steps (k=1 for a single sample). Leading axis K is the step."""
+
+    obs: np.ndarray  # (K, T, H, W) uint8, T context frames oldest first
+    action: np.ndarray  # (K,) int64
+    next_obs: np.ndarray  # (K, 1, H, W) uint8
+    done: np.ndarray  # (K,) bool
+    reward: np.ndarray  # (K,) float32
+    episode: np.ndarray  # (K,) int64
+
+    @property
+    def frames(self) -> np.ndarray:
+        """(T + K, H, W): the first step's context followed by each step's next frame."""
+        return np.concatenate([self.obs[0], self.next_obs[:, 0]], axis=0)
+
+
+@dataclass
+class Transition:
+    """What one step of a game did: from `obs`, `action` led to `next_obs` (the stacked frames after it)."""
+
+    obs: np.ndarray  # (T, H, W) uint8
+    action: int
+    next_obs: np.ndarray  # (T, H, W) uint8
+    done: bool  # terminated or truncated
+    reward: float
+
+
+class Game:
+    """One preprocessed game (src.envs.atari.make_env): reset with a seed, then step an action at a time."""
+
+    def __init__(self, settings: EnvSettings) -> None:
+        self.env = make_env(settings)
+        self.num_actions = int(self.env.action_space.n)
+        self.obs: np.ndarray | None = None  # (T, H, W) uint8, the current stacked frames
+
+    def reset(self, seed: int) -> np.ndarray:
+        self.obs, _ = self.env.reset(seed=seed)
+        return self.obs
+
+    def step(self, action: int) -> Transition:
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        transition = Transition(self.obs, action, next_obs, bool(terminated or truncated), float(reward))
+        self.obs = next_obs
+        return transition
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def play_episodes(settings: EnvSettings, episodes: int, seed: int) -> list[Steps]:
+    """Fresh episodes of the real game with uniformly random actions, one Steps per episode (episode e is seeded
+    with seed + e)."""
+    game = Game(settings)
+    policy = RandomPolicy(game.num_actions, 1, np.random.SeedSequence(seed))
+    played = []
+    for e in range(episodes):
+        game.reset(seed + e)
+        steps: list[Transition] = []
+        while not steps or not steps[-1].done:
+            steps.append(game.step(int(policy.act(game.obs[None], np.zeros(1, dtype=int))[0])))
+        played.append(Steps(obs=np.stack([s.obs for s in steps]), action=np.array([s.action for s in steps], dtype=np.int64),
+                            next_obs=np.stack([s.next_obs[-1:] for s in steps]), done=np.array([s.done for s in steps]),
+                            reward=np.array([s.reward for s in steps], dtype=np.float32), episode=np.full(len(steps), e)))
+    game.close()
+    return played

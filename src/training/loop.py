@@ -1,0 +1,244 @@
+"""The training loop: set up the data, the model and the run folder, then step until the budget is spent, with
+logging, validation and checkpoints. `train(cfg)` is what `python -m src.train` runs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from src.config import Config, ConfigError, to_dict, to_yaml
+from src.dataset.offline_dataset import Batch
+from src.dataset.shards import ShardedDataset
+from src.models.checkpoint import checkpoint_contents, load_weights, read_checkpoint
+from src.models.world_model import build_model
+from src.training.data import (
+    fixed_val_batches,
+    open_data,
+    rollout_starts,
+    starts_within,
+    train_batches,
+)
+from src.training.fast_path import FastPath, make_optimizer, prepare_model
+from src.training.outputs import (
+    QuietOutputs,
+    RunOutputs,
+    check_run_space,
+    create_run_dir,
+)
+from src.training.resume import check_resumable, find_checkpoint
+from src.training.schedule import budget_used, lr_factor, rollout_length
+from src.training.step import rollout_videos, train_step, validate
+from src.utils import distributed
+from src.utils.device import choose_device
+from src.utils.distributed import Ranks
+from src.utils.errors import UserError
+from src.utils.images import prediction_strip
+from src.utils.io import atomic_write_bytes
+from src.utils.logging import check_wandb, make_logger
+from src.utils.seed import rng_state, seed_everything, set_rng_state
+
+
+def format_eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def train(cfg: Config, resumed: dict | None = None) -> dict[str, Any]:
+    """Train per `cfg` (continuing the run of cfg.train.resume if set: `resumed` is its checkpoint when the caller
+    has read it already); returns the final validation metrics, the step reached and the run folder. Under
+    torchrun, this process's part of a distributed run."""
+    ranks = distributed.start(cfg.train.cpu)
+    try:
+        return train_ranks(cfg, ranks, resumed)
+    finally:
+        distributed.stop(ranks)
+
+
+def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[str, Any]:
+    """Set up the data, the model and the run folder (rank 0's), then run the loop."""
+    check_wandb(cfg.experiment.wandb)
+    dataset, train_rows, val_rows = open_data(cfg)
+    checkpoint, state = None, None
+    if cfg.train.resume is not None:
+        checkpoint = find_checkpoint(cfg.train.resume, cfg.experiment.runs_dir)
+        state = resumed if resumed is not None else read_checkpoint(checkpoint)
+        check_resumable(state, cfg, dataset, checkpoint)
+        cfg.train.resume = str(checkpoint)  # what `auto` or a run folder meant, for the log and the saved config
+
+    seed_everything(cfg.train.seed)
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
+    device = choose_device(cpu=cfg.train.cpu, local_rank=ranks.local)
+    fast = FastPath.choose(cfg, device)
+    settings = dataset.manifest.env
+    model = build_model(cfg.model, dataset.num_actions, settings.context_frames, settings.screen_size).to(device)
+    forward = prepare_model(model, fast, ranks)
+    optimizer = make_optimizer(model, cfg, device)
+    params = sum(p.numel() for p in model.parameters())
+    if ranks.main:
+        check_run_space(cfg.experiment.runs_dir, 3 * 4 * params)  # float32 weights and two Adam moments
+    longest = max(cfg.train.rollout_steps)
+    starts = starts_within(dataset, train_rows, longest)
+    if len(starts) < cfg.train.batch_size:
+        raise ConfigError(f"train.rollout_steps: only {len(starts)} training windows of {longest} steps, fewer than "
+                          f"train.batch_size {cfg.train.batch_size}; shorten the unroll or record longer episodes")
+    step, best_mse = 0, math.inf
+    if state is not None:
+        load_weights(model, state)
+        optimizer.load_state_dict(state["optimizer"])
+        step, best_mse = state["step"], state.get("best_mse", math.inf)
+    dataset_info = {"dir": str(dataset.root), "game": dataset.game, "num_actions": dataset.num_actions,
+                    "action_meanings": dataset.manifest.action_meanings, "env_settings": settings.to_dict(),
+                    "seed": dataset.manifest.seed,
+                    "train_rows": len(train_rows), "val_rows": len(val_rows), "processes": ranks.world,
+                    "global_batch": cfg.train.batch_size * ranks.world}
+    videos = cfg.train.val_rollout_enabled and ranks.main
+    session = Session(cfg, model, forward, optimizer, fast, dataset, dataset_info,
+                      batches=train_batches(dataset, starts, longest, cfg, step, fast.pin_memory, ranks),
+                      val_batches=fixed_val_batches(dataset, val_rows, cfg, ranks),
+                      video_starts=rollout_starts(dataset, val_rows, cfg) if videos else np.zeros(0, dtype=np.int64),
+                      state=state, ranks=ranks)
+
+    if ranks.main:
+        run_dir = checkpoint.parent.parent if checkpoint else create_run_dir(cfg, dataset.game)
+        outputs = RunOutputs(run_dir, step if checkpoint else None, best_mse)
+    run_dir = distributed.from_main(run_dir if ranks.main else None, ranks)
+    if not ranks.main:
+        outputs = QuietOutputs(run_dir)  # no videos (none are started) and no checkpoints (rank 0 saves them)
+    try:
+        return train_loop(session, outputs)
+    finally:
+        outputs.close()
+
+
+@dataclass
+class Session:
+    """What the training loop works with, as train() set it up."""
+
+    cfg: Config
+    model: nn.Module  # what checkpoints save and validation calls
+    forward: nn.Module  # what the training step calls: the model, or its torch.compile'd wrapper
+    optimizer: torch.optim.Optimizer
+    fast: FastPath
+    dataset: ShardedDataset
+    dataset_info: dict  # what the model is trained on, saved in checkpoints as "dataset"
+    batches: Iterator[Batch]
+    val_batches: list[Batch]
+    video_starts: np.ndarray  # rows where the validation rollout videos start
+    state: dict | None  # the checkpoint resumed from
+    ranks: Ranks = Ranks()
+
+    def say(self, *args: Any, **kwargs: Any) -> None:
+        """print, on rank 0 only."""
+        if self.ranks.main:
+            print(*args, **kwargs, flush=True)
+
+
+def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
+    """Optimizer steps from the resumed checkpoint's step (or 0) until the budget is spent, with logging, validation
+    and checkpoints into `outputs`."""
+    cfg, model, optimizer, state, device, ranks, say = s.cfg, s.model, s.optimizer, s.state, s.fast.device, s.ranks, s.say
+    run_dir = outputs.run_dir
+    if ranks.main:
+        atomic_write_bytes(run_dir / "resolved_config.yaml", to_yaml(cfg).encode())
+        outputs.logger = make_logger(cfg.experiment.wandb, run_dir, run_dir.name, {**to_dict(cfg), "dataset": s.dataset_info},
+                                     run_id=state.get("wandb_id") if state else None)
+    logger = outputs.logger
+    say(f"{to_yaml(cfg)}\nrun {run_dir}\ndata {s.dataset.root}: {s.dataset.game}, {s.dataset_info['train_rows']:,} train / "
+        f"{s.dataset_info['val_rows']:,} val transitions")
+    say(f"model {cfg.model.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {device} ({s.fast})")
+    if ranks.world > 1:
+        say(f"{ranks.world} processes x train.batch_size {cfg.train.batch_size} = global batch {cfg.train.batch_size * ranks.world}")
+    if state is not None:
+        say(f"resuming {run_dir} from {Path(cfg.train.resume).name} at step {state['step']}")
+        set_rng_state(state["rng"])  # last: building the model and the loaders drew from the RNGs
+
+    t = cfg.train
+    step = state["step"] if state else 0
+    elapsed = state["elapsed_s"] if state else 0.0
+    start = time.perf_counter() - elapsed  # a resumed run's clock goes on from its checkpoint
+    window_start, window_samples = time.perf_counter(), 0
+    last_val: dict[str, float] = dict(state["val"]) if state else {}
+    validations = step // t.val_every_steps  # so that val_rollout_every keeps its rhythm across a resume
+    last_saved = f"{cfg.train.resume} (step {step})" if state else "none yet"
+    try:
+        while step < t.max_steps:
+            used = budget_used(step, elapsed, t)
+            k = rollout_length(used, t)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
+            batch = next(s.batches).to(device, non_blocking=True)
+            tensors, predicted = train_step(s.forward, optimizer, batch, k, t, s.fast)
+            logging = (step + 1) % t.log_every == 0 or (step + 1) % t.val_every_steps == 0 or step + 1 == t.max_steps
+            # Reading a value waits for the GPU, so there the check runs when the metrics are read anyway: a NaN
+            # can spoil the weights for a few steps, but no checkpoint is written from them (validation checks too).
+            if device.type == "cpu" or logging:
+                metrics = {key: value.item() for key, value in tensors.items()}
+                if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+                    raise UserError(f"training diverged at step {step + 1} (loss {metrics['loss']:.4g}, gradient norm "
+                                    f"{metrics['grad_norm']:.4g}); the last good checkpoint is {last_saved}: continue from it "
+                                    f"with a lower learning rate, e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
+            optimizer.step()
+            step += 1
+            window_samples += len(batch)
+            elapsed = time.perf_counter() - start
+            if t.max_minutes is not None:  # the schedule and the stop follow rank 0's clock, so every process steps alike
+                elapsed = distributed.from_main(elapsed, ranks)
+            out_of_time = t.max_minutes is not None and elapsed >= 60 * t.max_minutes
+            last_step = step == t.max_steps or out_of_time
+
+            if step % t.log_every == 0 or last_step:
+                metrics = distributed.mean({key: value.item() for key, value in tensors.items()}, ranks)  # of the global batch
+                now = time.perf_counter()
+                rate = ranks.world * window_samples / max(now - window_start, 1e-9)
+                window_start, window_samples = now, 0
+                strip = prediction_strip(batch.frames[0].cpu().numpy(), predicted[0, 0].detach().cpu().numpy(),
+                                         batch.targets[0, 0].cpu().numpy())
+                outputs.log_train_row(step, {**metrics, "lr": optimizer.param_groups[0]["lr"], "rollout_steps": k,
+                                          "samples_per_s": rate, "elapsed_s": elapsed}, strip)
+                remaining = (t.max_steps - step) * t.batch_size * ranks.world / max(rate, 1e-9)
+                if t.max_minutes is not None:
+                    remaining = min(remaining, 60 * t.max_minutes - elapsed)
+                ratio = f"{last_val['val/ratio_to_copy']:.3f}" if last_val else "-"
+                unroll = f" | unroll {k}" if max(t.rollout_steps) > 1 else ""
+                say(f"step {step}/{t.max_steps} | loss {metrics['loss']:.3g}{unroll} | val/copy {ratio} | "
+                    f"{rate:.0f} samples/s | ETA {format_eta(remaining)}")
+
+            if step % t.val_every_steps == 0 or last_step:
+                last_val = validate(model, s.val_batches, cfg, device, ranks)
+                validations += 1
+                outputs.log_validation(step, last_val, elapsed)
+                say(f"validation at step {step}: mse {last_val['val/mse']:.3g}, copy-last {last_val['val/copy_last_mse']:.3g}, "
+                    f"ratio {last_val['val/ratio_to_copy']:.3f}")
+                if len(s.video_starts) and (validations % t.val_rollout_every == 0 or last_step):
+                    outputs.log_videos(step, rollout_videos(model, s.dataset, s.video_starts, t.val_rollout_horizon, device,
+                                                        run_dir / "videos" / f"rollout_step_{step:06d}"))
+                if not math.isfinite(last_val["val/mse"]):
+                    raise UserError(f"training diverged: the validation MSE is {last_val['val/mse']} at step {step}; the last "
+                                    f"good checkpoint is {last_saved}: continue from it with a lower learning rate, "
+                                    f"e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
+                if ranks.main:
+                    contents = checkpoint_contents(model, optimizer, step, elapsed, to_dict(cfg), s.dataset_info, last_val,
+                                                   min(outputs.best_mse, last_val["val/mse"]), rng_state(), logger.run_id)
+                    outputs.save_checkpoints(contents, last_val["val/mse"])
+                last_saved = f"{run_dir / 'checkpoints' / 'last.pt'} (step {step})"
+            if out_of_time:
+                say(f"stopping at step {step}: train.max_minutes={t.max_minutes} reached")
+                break
+    except KeyboardInterrupt:
+        print(f"stopped at step {step}; continue from the last checkpoint with: python -m src.train train.resume={run_dir}",
+              file=sys.stderr, flush=True)
+        raise
+
+    say(f"done: {step} steps in {format_eta(time.perf_counter() - start)}; val MSE {last_val['val/mse']:.3g} = "
+        f"{last_val['val/ratio_to_copy']:.3f} x copy-last; run folder {run_dir}")
+    return {**last_val, "step": step, "run_dir": str(run_dir)}

@@ -1,0 +1,71 @@
+"""Continuing a run: which checkpoint train.resume names, the config it continues with, and what may not change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from src.config import Config, ConfigError, config_from_dict, load_config, to_dict
+from src.dataset.shards import ShardedDataset
+from src.models.checkpoint import read_checkpoint
+
+# A resumed run keeps these: they define its weights' shapes, its data split and its data order.
+RESUME_FIXED = ("model.", "train.seed", "train.batch_size", "train.rollout_steps", "data.val_ratio")
+
+
+def find_checkpoint(resume: str, runs_dir: str) -> Path:
+    """train.resume -> a checkpoint inside a run folder: a .pt file, a run folder's last.pt, or with `auto` the
+    newest last.pt under experiment.runs_dir."""
+    if resume == "auto":
+        found = sorted(Path(runs_dir).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise ConfigError(f"train.resume=auto: no run under '{runs_dir}' has a checkpoints/last.pt to resume; "
+                              "start a run first, or set experiment.runs_dir")
+        return found[-1]
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise ConfigError(f"train.resume: '{resume}' is neither a checkpoint nor a run folder with checkpoints/last.pt")
+    if not (path.parent.parent / "resolved_config.yaml").is_file():
+        raise ConfigError(f"train.resume: '{path}' is not in a run folder (<run>/checkpoints/); "
+                          "a run continues in its own folder")
+    return path
+
+
+def resume_config(config_path: str, overrides: list[str]) -> tuple[Config, dict | None]:
+    """The config of `python -m src.train ... train.resume=X` and the checkpoint it continues: the checkpoint's own
+    config with the command line's overrides on top (not config.yaml, which may have changed since), and
+    train.resume set to the checkpoint's path. Without train.resume: config.yaml with the overrides, and None."""
+    cfg = load_config(config_path, overrides)
+    if cfg.train.resume is None:
+        return cfg, None
+    checkpoint = find_checkpoint(cfg.train.resume, cfg.experiment.runs_dir)
+    state = read_checkpoint(checkpoint)
+    return config_from_dict(state["config"], [*overrides, f"train.resume={checkpoint}"]), state
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in d.items():
+        out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def check_resumable(state: dict, cfg: Config, dataset: ShardedDataset, checkpoint: Path) -> None:
+    """ConfigError unless `cfg` and `dataset` can continue the run saved in `state`."""
+    saved, now = flatten(state["config"]), flatten(to_dict(cfg))
+    for key in sorted(saved):
+        if key.startswith(RESUME_FIXED) and key in now and saved[key] != now[key]:
+            raise ConfigError(f"train.resume: {key} is {saved[key]} in {checkpoint} but {now[key]} now; a resumed run keeps "
+                              "its model, seed, batch size, unroll lengths and split (start a new run to change them)")
+    if state["dataset"]["game"] != dataset.game:
+        raise ConfigError(f"train.resume: the checkpoint was trained on {state['dataset']['game']} but {dataset.root} holds "
+                          f"{dataset.game}; set data.dir to its dataset ({state['dataset']['dir']})")
+    if state["step"] >= cfg.train.max_steps:
+        raise ConfigError(f"train.resume: {checkpoint} is at step {state['step']}, train.max_steps is {cfg.train.max_steps}; "
+                          "raise train.max_steps to train on")
+    if cfg.train.max_minutes is not None and state["elapsed_s"] >= 60 * cfg.train.max_minutes:
+        raise ConfigError(f"train.resume: {checkpoint} has trained {state['elapsed_s'] / 60:.1f} minutes, train.max_minutes is "
+                          f"{cfg.train.max_minutes}; raise train.max_minutes to train on")

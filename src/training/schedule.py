@@ -1,0 +1,32 @@
+"""The training budget and what follows it: the learning rate and the unroll length at each step.
+
+The budget is train.max_steps, or train.max_minutes of wall clock if that runs out first; both schedules
+follow the fraction of it that is spent, so a run on the clock decays its learning rate in time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+from src.config import TrainConfig
+
+
+def budget_used(step: int, elapsed_s: float, t: TrainConfig) -> float:
+    """The fraction of the training budget spent: of train.max_steps, or of train.max_minutes if that runs out first."""
+    used = step / t.max_steps
+    if t.max_minutes is not None:
+        used = max(used, elapsed_s / (60 * t.max_minutes))
+    return min(used, 1.0)
+
+
+def lr_factor(step: int, used: float, t: TrainConfig) -> float:
+    """Multiplier of optimizer.lr at optimizer step `step` (0-based) with `used` of the budget spent:
+    a linear warm-up over train.warmup_steps times a cosine from 1 to min_lr_ratio over the budget."""
+    warmup = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else 1.0
+    return warmup * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * used)))
+
+
+def rollout_length(used: float, t: TrainConfig) -> int:
+    """The unroll length of the curriculum stage at `used` of the budget (train.rollout_steps, rollout_stage_ends)."""
+    return t.rollout_steps[bisect.bisect_right(t.rollout_stage_ends, used)]

@@ -1,0 +1,81 @@
+"""One training step (a k-step unroll, its loss and backward), validation, and the validation rollout videos.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from src.config import Config, TrainConfig
+from src.dataset.offline_dataset import Batch
+from src.dataset.shards import ShardedDataset
+from src.models.rollout import rollout, unroll
+from src.training.fast_path import FastPath
+from src.utils import distributed
+from src.utils.distributed import Ranks
+from src.utils.frames import frames_to_float
+from src.utils.metrics import frame_loss, mse_per_sample
+from src.utils.video import write_rollout_videos
+
+
+def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig) -> tuple[Tensor, dict[str, float], Tensor]:
+    """The loss of k predictions in a row, each made from the model's own previous ones (Oh et al. 2015), with
+    gradients through the whole unroll; k=1 is plain one-step training. Returns (loss, metrics, predictions (B, k, H, W)).
+    """
+    predicted, targets = unroll(model, batch.frames, batch.actions[:, :k]).float(), batch.targets[:, :k]  # (B, k, H, W)
+    previous = torch.cat([batch.frames[:, -1:], targets[:, :-1]], dim=1)  # the true frame before each target
+    loss, metrics = frame_loss(predicted, targets, t.loss, t.huber_delta, previous, t.changed_pixel_weight)
+    return loss, metrics, predicted
+
+
+def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, k: int, t: TrainConfig,
+               fast: FastPath) -> tuple[dict[str, Tensor], Tensor]:
+    """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped. Returns
+    (metrics as 0-d tensors, predictions); the caller checks the metrics, then calls optimizer.step()."""
+    if fast.channels_last:
+        batch = Batch(batch.frames.contiguous(memory_format=torch.channels_last), batch.actions, batch.targets)
+    with torch.autocast(fast.device.type, dtype=fast.autocast or torch.float32, enabled=fast.autocast is not None):
+        loss, metrics, predicted = unrolled_loss(forward, batch, k, t)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    metrics["grad_norm"] = nn.utils.clip_grad_norm_(forward.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+    return metrics, predicted
+
+
+@torch.no_grad()
+def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.device, ranks: Ranks = Ranks()) -> dict[str, float]:
+    """Loss and MSE on the held-out samples, and the copy-last-frame baseline's MSE on the same samples (summed over
+    the processes' shares under torchrun)."""
+    model.eval()
+    totals = {"loss": 0.0, "mse": 0.0, "copy_last_mse": 0.0}
+    count = 0
+    for batch in batches:
+        b = batch.to(device)
+        prediction = model(b.frames, b.actions[:, 0])
+        loss, _ = frame_loss(prediction, b.targets, cfg.train.loss, cfg.train.huber_delta)
+        totals["loss"] += loss.item() * len(b)
+        totals["mse"] += mse_per_sample(prediction, b.targets).sum().item()
+        totals["copy_last_mse"] += mse_per_sample(b.frames[:, -1:], b.targets).sum().item()
+        count += len(b)
+    model.train()
+    *sums, count = distributed.total([*totals.values(), count], ranks)
+    metrics = {f"val/{k}": v / count for k, v in zip(totals, sums)}
+    metrics["val/ratio_to_copy"] = metrics["val/mse"] / max(metrics["val/copy_last_mse"], 1e-12)
+    return metrics
+
+
+def rollout_videos(model: nn.Module, dataset: ShardedDataset, starts: np.ndarray, horizon: int, device: torch.device, out: Path) -> list[Path]:
+    """Open-loop rollouts from held-out windows, written as MP4: ground truth | prediction | error."""
+    windows = [dataset.steps(int(s), horizon) for s in starts]
+    context = frames_to_float(torch.from_numpy(np.stack([w.obs[0] for w in windows]))).to(device)  # (V, T, H, W)
+    actions = torch.from_numpy(np.stack([w.action for w in windows])).to(device)  # (V, K)
+    model.eval()
+    predicted = rollout(model, context, actions).cpu().numpy()  # (V, K, H, W)
+    model.train()
+    truth = np.stack([w.next_obs[:, 0] for w in windows])  # (V, K, H, W) uint8
+    stems = [out.with_name(f"{out.name}_{v}") for v in range(len(windows))]
+    return [video["mp4"] for video in write_rollout_videos(truth, predicted, stems)]
