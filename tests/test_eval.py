@@ -14,15 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from src.dataset.shards import ShardedDataset
-from src.eval import (
-    Windows,
-    evaluate,
-    evaluate_checkpoint,
-    headline,
-    summarise,
-    windows_from_dataset,
-    write_outputs,
-)
+from src.eval import Windows, evaluate, evaluate_checkpoint, headline, summarise, windows_from_dataset, write_outputs
 from src.models.rollout import rollout
 from src.models.world_model import ModelConfig, build_model
 from src.utils.metrics import STEP_METRICS, StepMetric

@@ -15,16 +15,7 @@ import pytest
 
 from src.dataset.generate_dataset import split
 from src.dataset.shards import ShardedDataset
-from tests.conftest import (
-    GENERATE,
-    INSPECT,
-    ROOT,
-    SMALL,
-    check_consecutive,
-    error_line,
-    generate,
-    run,
-)
+from tests.conftest import GENERATE, INSPECT, ROOT, SMALL, check_consecutive, error_line, generate, run
 
 
 def manifest(root: Path) -> dict:

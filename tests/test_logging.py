@@ -16,13 +16,7 @@ import pytest
 from wandb.proto import wandb_internal_pb2
 
 from src.utils.errors import UserError
-from src.utils.logging import (
-    NullLogger,
-    WandbConfig,
-    WandbLogger,
-    check_wandb,
-    make_logger,
-)
+from src.utils.logging import NullLogger, WandbConfig, WandbLogger, check_wandb, make_logger
 from src.utils.video import write_video
 
 LOGIN_MESSAGE = (

@@ -10,13 +10,7 @@ import pytest
 import xxhash
 
 from src.dataset.manifest import DatasetError, Manifest
-from src.dataset.shards import (
-    ShardedDataset,
-    ShardWriter,
-    promote_shard,
-    shard_path,
-    valid_starts,
-)
+from src.dataset.shards import ShardedDataset, ShardWriter, promote_shard, shard_path, valid_starts
 from src.envs.atari import EnvSettings
 from tests.conftest import INSPECT, SMALL, check_consecutive, error_line, run
 

@@ -11,12 +11,7 @@ from src.config import ConfigError, ModelConfig
 from src.dataset.offline_dataset import Batch
 from src.models.checkpoint import model_from_checkpoint, read_checkpoint
 from src.models.world_model import build_model
-from src.training.fast_path import (
-    CHANNELS_LAST,
-    FastPath,
-    make_optimizer,
-    prepare_model,
-)
+from src.training.fast_path import CHANNELS_LAST, FastPath, make_optimizer, prepare_model
 from src.training.loop import train
 from src.training.step import train_step
 from tests.conftest import tiny_config

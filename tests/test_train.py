@@ -13,14 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.config import (
-    Config,
-    ConfigError,
-    ModelConfig,
-    TrainConfig,
-    load_config,
-    to_dict,
-)
+from src.config import Config, ConfigError, ModelConfig, TrainConfig, load_config, to_dict
 from src.dataset.offline_dataset import Batch, WindowDataset, split_episodes
 from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import read_checkpoint

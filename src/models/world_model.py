@@ -24,14 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.models.blocks import (
-    Downsample,
-    ResBlock,
-    ResStack,
-    SelfAttention,
-    Upsample,
-    group_count,
-)
+from src.models.blocks import Downsample, ResBlock, ResStack, SelfAttention, Upsample, group_count
 from src.utils.errors import ConfigError
 
 

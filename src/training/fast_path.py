@@ -1,5 +1,4 @@
-"""How a training step runs on its device: precision, memory format, compilation, pinned memory, the optimizer.
-"""
+"""How a training step runs on its device: precision, memory format, compilation, pinned memory, the optimizer."""
 
 from __future__ import annotations
 

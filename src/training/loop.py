@@ -20,20 +20,9 @@ from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import checkpoint_contents, load_weights, read_checkpoint
 from src.models.world_model import build_model
-from src.training.data import (
-    fixed_val_batches,
-    open_data,
-    rollout_starts,
-    starts_within,
-    train_batches,
-)
+from src.training.data import fixed_val_batches, open_data, rollout_starts, starts_within, train_batches
 from src.training.fast_path import FastPath, make_optimizer, prepare_model
-from src.training.outputs import (
-    QuietOutputs,
-    RunOutputs,
-    check_run_space,
-    create_run_dir,
-)
+from src.training.outputs import QuietOutputs, RunOutputs, check_run_space, create_run_dir
 from src.training.resume import check_resumable, find_checkpoint
 from src.training.schedule import budget_used, lr_factor, rollout_length
 from src.training.step import rollout_videos, train_step, validate

@@ -12,12 +12,7 @@ import numpy as np
 from src.config import Config, ConfigError
 from src.utils.checkpoint import save_checkpoint
 from src.utils.images import save_png
-from src.utils.io import (
-    atomic_write_bytes,
-    check_free_space,
-    create_timestamped_dir,
-    hold_lock,
-)
+from src.utils.io import atomic_write_bytes, check_free_space, create_timestamped_dir, hold_lock
 from src.utils.logging import NullLogger
 
 

@@ -1,5 +1,4 @@
-"""Continuing a run: which checkpoint train.resume names, the config it continues with, and what may not change.
-"""
+"""Continuing a run: which checkpoint train.resume names, the config it continues with, and what may not change."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""One training step (a k-step unroll, its loss and backward), validation, and the validation rollout videos.
-"""
+"""One training step (a k-step unroll, its loss and backward), validation, and the validation rollout videos."""
 
 from __future__ import annotations
 
