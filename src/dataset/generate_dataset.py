@@ -17,13 +17,7 @@ from tqdm import tqdm
 
 from src.dataset.collect import record
 from src.dataset.manifest import MANIFEST, Manifest, bytes_per_row
-from src.dataset.shards import (
-    LOCK_FILE,
-    SHARD_FILE,
-    TMP_PREFIX,
-    promote_shard,
-    shard_path,
-)
+from src.dataset.shards import LOCK_FILE, SHARD_FILE, TMP_PREFIX, promote_shard, shard_path
 from src.envs.atari import EnvSettings, available_cores, available_games, resolve_game
 from src.envs.policies import POLICIES
 from src.utils.errors import ArgumentParser, UserError, run_cli
@@ -178,12 +172,13 @@ class DirectoryLock:
         self.root = root
 
     def __enter__(self) -> DirectoryLock:
-        unwritable = f"cannot write to --out_dir '{self.root}' ({{error}}); choose a writable directory"
+        root = str(self.root).replace("{", "{{").replace("}", "}}")  # braces in the path stay literal in the templates
+        unwritable = f"cannot write to --out_dir '{root}' ({{error}}); choose a writable directory"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(unwritable.format(error=e.strerror)) from None
-        self.file = hold_lock(self.root / LOCK_FILE, f"another generation (pid {{pid}}) is writing to '{self.root}'; "
+        self.file = hold_lock(self.root / LOCK_FILE, f"another generation (pid {{pid}}) is writing to '{root}'; "
                               "wait for it to finish or choose another --out_dir", unwritable)
         return self
 

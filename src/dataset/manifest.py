@@ -130,6 +130,7 @@ class Manifest:
         return index
 
     def to_dict(self) -> dict[str, Any]:
+        """What manifest.json holds, in its key order (merged_from only in a merged dataset's)."""
         d = {"version": self.version, "game": self.game, "env_id": self.env_id, "env": self.env.to_dict(),
              "num_actions": self.num_actions, "action_meanings": self.action_meanings, "seed": self.seed, "part": self.part,
              "policy": self.policy, "shard_size": self.shard_size, "fields": self.fields, "versions": self.versions,
