@@ -25,7 +25,7 @@ from src.models.world_model import build_model
 from src.utils.checkpoint import load_checkpoint, save_checkpoint
 from src.utils.errors import UserError
 from src.utils.images import save_png
-from src.utils.io import atomic_write_bytes
+from src.utils.io import atomic_write_bytes, hold_lock
 from src.utils.plots import horizon_plot, save_figure
 from tests.conftest import INSPECT, error_line, run
 
@@ -231,3 +231,18 @@ def test_eval_outputs_leave_only_final_files(tmp_path: Path) -> None:
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
     assert float(rows[4]["model_mse"]) == pytest.approx(curves["mse"]["model"][4], rel=1e-5)
 
+
+
+def test_lock_messages_keep_braces_in_paths(tmp_path: Path) -> None:
+    """Catches a path pasted into a str.format template: a folder named with braces crashed the error path."""
+    folder = tmp_path / "run{0}"
+    folder.mkdir()
+    first = hold_lock(folder / ".lock", "busy: {pid} holds '{folder}'", "cannot write '{folder}' ({error})")
+    try:
+        with pytest.raises(UserError) as e:
+            hold_lock(folder / ".lock", "busy: {pid} holds '{folder}'", "cannot write '{folder}' ({error})")
+        assert str(e.value) == f"busy: {os.getpid()} holds '{folder}'"
+    finally:
+        first.close()
+    with pytest.raises(UserError, match=r"cannot write '.*missing\{x\}' \(No such file or directory\)"):
+        hold_lock(tmp_path / "missing{x}" / ".lock", "busy {pid}", "cannot write '{folder}' ({error})")

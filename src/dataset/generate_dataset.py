@@ -172,13 +172,12 @@ class DirectoryLock:
         self.root = root
 
     def __enter__(self) -> DirectoryLock:
-        root = str(self.root).replace("{", "{{").replace("}", "}}")  # braces in the path stay literal in the templates
-        unwritable = f"cannot write to --out_dir '{root}' ({{error}}); choose a writable directory"
+        unwritable = "cannot write to --out_dir '{folder}' ({error}); choose a writable directory"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UserError(unwritable.format(error=e.strerror)) from None
-        self.file = hold_lock(self.root / LOCK_FILE, f"another generation (pid {{pid}}) is writing to '{root}'; "
+            raise UserError(unwritable.format(folder=self.root, error=e.strerror)) from None
+        self.file = hold_lock(self.root / LOCK_FILE, "another generation (pid {pid}) is writing to '{folder}'; "
                               "wait for it to finish or choose another --out_dir", unwritable)
         return self
 

@@ -74,9 +74,9 @@ class RunOutputs:
 
     def __init__(self, run_dir: Path, resumed_at: int | None = None, best_mse: float = math.inf) -> None:
         self.run_dir, self.best_mse, self.logger = run_dir, best_mse, None
-        self.lock = hold_lock(run_dir / ".lock", f"train.resume: another training (pid {{pid}}) is writing to '{run_dir}'; "
-                              "wait for it to end or stop it",
-                              f"cannot write to the run folder '{run_dir}' ({{error}}); fix its permissions", ConfigError)
+        self.lock = hold_lock(run_dir / ".lock", "train.resume: another training (pid {pid}) is writing to '{folder}'; "
+                              "wait for it to end or stop it", "cannot write to the run folder '{folder}' ({error}); fix its permissions",
+                              ConfigError)
         if resumed_at is not None:
             for name in ("metrics.csv", "val_metrics.csv"):
                 trim_csv(run_dir / name, resumed_at)

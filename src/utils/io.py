@@ -105,14 +105,16 @@ def try_lock(path: str | os.PathLike) -> tuple[IO[str] | None, str]:
 
 
 def hold_lock(path: str | os.PathLike, busy: str, unwritable: str, error: type[UserError] = UserError) -> IO[str]:
-    """try_lock, or one line: `busy` (naming {pid}, the holder) when another process holds the lock, `unwritable`
-    (naming {error}) when the lock file cannot be created. Closing the returned file releases the lock."""
+    """try_lock, or one line: `busy` when another process holds the lock, `unwritable` when the lock file cannot be
+    created. Both are templates that may name {folder} (the lock file's folder), {pid} (the holder) and {error};
+    the path goes in as a value, so braces in it stay as they are. Closing the returned file releases the lock."""
+    folder = Path(path).parent
     try:
         lock, holder = try_lock(path)
     except OSError as e:
-        raise error(unwritable.format(error=e.strerror)) from None
+        raise error(unwritable.format(folder=folder, pid="", error=e.strerror)) from None
     if lock is None:
-        raise error(busy.format(pid=holder))
+        raise error(busy.format(folder=folder, pid=holder, error=""))
     return lock
 
 
