@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from src.dataset.recorder import Recorder
 from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import model_from_checkpoint, read_checkpoint
-from src.play import Dream, Recorder, action_for, parse_keys, run_headless, run_window
+from src.playing.dream import Dream
+from src.playing.keys import action_for, parse_keys
+from src.playing.window import run_headless, run_window
 from src.utils.checkpoint import save_checkpoint
 from src.utils.errors import UserError
 from tests.conftest import check_consecutive, run
