@@ -133,6 +133,9 @@ CASES = {
     "manifest-corrupt": Case("manifest edited or corrupt", "inspect", lambda c: [str(c.copy)],
                              "shards[0].rows must be a positive integer, got -1",
                              setup=lambda c: edit_manifest(c.copy, lambda m: m["shards"][0].update(rows=-1))),
+    "manifest-env-unknown": Case("manifest whose env has a setting this version does not know", "inspect", lambda c: [str(c.copy)],
+                                 "env has a setting this version does not know ('warp_speed')",
+                                 setup=lambda c: edit_manifest(c.copy, lambda m: m["env"].update(warp_speed=9))),
     "batch-too-large": Case("batch larger than the training set", "train", train("train.batch_size=100000"),
                             "train.batch_size 100000 is larger than the training set"),
     # checkpoints

@@ -12,6 +12,7 @@ the JSON on disk keeps the key order below.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -169,10 +170,12 @@ class Manifest:
         problem = manifest_problem(d)
         if problem:
             raise DatasetError(f"{path}: {problem}; the manifest is corrupt: regenerate the dataset")
-        try:
-            settings = EnvSettings.from_dict(d["env"])
-        except TypeError as e:  # a setting missing, or one this version does not know
-            raise DatasetError(f"{path}: env does not fit this version's settings ({e}); the manifest is corrupt") from None
+        known = {f.name for f in dataclasses.fields(EnvSettings)} | {"env_id"}
+        unknown = sorted(set(d["env"]) - known)
+        if unknown or "game" not in d["env"]:
+            what = f"has a setting this version does not know ({unknown[0]!r})" if unknown else "lacks the game"
+            raise DatasetError(f"{path}: env {what}; the manifest is corrupt or from another version: regenerate the dataset")
+        settings = EnvSettings.from_dict(d["env"])
         return cls(game=d["game"], env=settings, num_actions=d["num_actions"], action_meanings=d.get("action_meanings", []),
                    seed=d.get("seed", 0), part=d.get("part"), policy=d.get("policy", "random"), shard_size=d.get("shard_size", 0),
                    fields=d.get("fields", {}), versions=d.get("versions", {}), created=d.get("created", ""),
