@@ -47,7 +47,7 @@ from src.dataset.manifest import MANIFEST, Manifest  # noqa: E402
 from src.envs.atari import EnvSettings, resolve_game  # noqa: E402
 from src.envs.game import play_episodes  # noqa: E402
 from src.eval import Windows, evaluate, headline, summarise, windows_from_episodes  # noqa: E402
-from src.models.checkpoint import model_from_checkpoint, read_checkpoint  # noqa: E402
+from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint  # noqa: E402
 from src.training.loop import train  # noqa: E402
 from src.utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from src.utils.io import atomic_write_bytes, atomic_write_json  # noqa: E402
@@ -164,7 +164,7 @@ def run_variant(cfg: Config, windows: Windows, test_info: dict, device: torch.de
     state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
     assert state["dataset"]["env_settings"] == test_info["env"], "the run's dataset is not the one the test episodes were played for"
     model = model_from_checkpoint(state).to(device)
-    curves = summarise(evaluate(model, windows, EVAL_BATCH_SIZE, device, test_info["seed"]))
+    curves = summarise(evaluate(model, windows, EVAL_BATCH_SIZE, device, test_info["seed"], model_config(state).feedback))
     ratio, gap = headline(curves, HORIZON)
     row = {
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from src.models.rollout import FEEDBACK
 from src.models.world_model import ModelConfig, check_model_name
 from src.utils.errors import ConfigError
 from src.utils.logging import WandbConfig
@@ -101,6 +102,7 @@ class Config:
             (m.blocks_per_level >= 1, "model.blocks_per_level", f"must be >= 1, got {m.blocks_per_level}"),
             (m.action_embed_dim >= 1, "model.action_embed_dim", f"must be >= 1, got {m.action_embed_dim}"),
             (m.hidden_dim >= 1, "model.hidden_dim", f"must be >= 1, got {m.hidden_dim}"),
+            (m.feedback in FEEDBACK, "model.feedback", f"must be {' or '.join(FEEDBACK)}, got {m.feedback!r}"),
             (o.name in ("adamw", "adam"), "optimizer.name", f"must be adamw or adam, got {o.name!r}"),
             (o.lr > 0, "optimizer.lr", f"must be > 0, got {o.lr}"),
             (o.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {o.weight_decay}"),

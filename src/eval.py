@@ -25,8 +25,8 @@ from torch import nn
 from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings, resolve_game
 from src.envs.game import Steps, play_episodes
-from src.models.checkpoint import model_from_checkpoint, read_checkpoint
-from src.models.rollout import rollout
+from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint
+from src.models.rollout import DEFAULT_FEEDBACK, FEEDBACK, rollout
 from src.utils.device import choose_device
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.frames import frames_to_float
@@ -37,7 +37,7 @@ from src.utils.plots import horizon_plot, save_figure
 from src.utils.video import write_rollout_videos
 
 METHODS = {"model": "model", "copy_last": "copy last frame", "model_shuffled_actions": "model, shuffled actions"}  # name: label
-HEADLINE_STEPS = (1, 10, 50)  # steps ahead reported in summary.json's ratios
+HEADLINE_STEPS = (1, 10, 50, 100)  # steps ahead reported in summary.json's ratios
 ACTION_GAP_STEPS = (1, 10)
 
 
@@ -94,7 +94,8 @@ def per_step_errors(prediction: torch.Tensor, truth: torch.Tensor) -> dict[str, 
     return {name: metric.per_frame(flat_prediction, flat_truth).view(b, k) for name, metric in STEP_METRICS.items()}
 
 
-def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.device, seed: int) -> dict[str, dict[str, np.ndarray]]:
+def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.device, seed: int,
+             feedback: str = DEFAULT_FEEDBACK) -> dict[str, dict[str, np.ndarray]]:
     """Per-case, per-step errors of the model, the copy-last-frame baseline and the model with shuffled actions.
 
     Returns {method: {metric: (N, K)}} for every metric of STEP_METRICS; the pure computation, no I/O.
@@ -110,9 +111,9 @@ def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.
         context = frames_to_float(torch.from_numpy(windows.context[sl]).to(device))  # (B, T, H, W)
         truth = frames_to_float(torch.from_numpy(windows.truth[sl]).to(device))  # (B, K, H, W)
         predictions = {
-            "model": rollout(model, context, torch.from_numpy(windows.actions[sl]).to(device)),
+            "model": rollout(model, context, torch.from_numpy(windows.actions[sl]).to(device), feedback),
             "copy_last": context[:, -1:].expand_as(truth),
-            "model_shuffled_actions": rollout(model, context, torch.from_numpy(shuffled[sl]).to(device)),
+            "model_shuffled_actions": rollout(model, context, torch.from_numpy(shuffled[sl]).to(device), feedback),
         }
         for method, prediction in predictions.items():
             for metric, value in per_step_errors(prediction, truth).items():
@@ -139,7 +140,8 @@ def headline(curves: dict[str, dict[str, list[float]]], horizon: int) -> tuple[d
 
 
 
-def write_outputs(out: Path, summary: dict, curves: dict, model: nn.Module, windows: Windows, videos: int, device: torch.device) -> dict[str, Path]:
+def write_outputs(out: Path, summary: dict, curves: dict, model: nn.Module, windows: Windows, videos: int, device: torch.device,
+                  feedback: str = DEFAULT_FEEDBACK) -> dict[str, Path]:
     """summary.json, metrics.csv, a plot per metric and rollout videos; returns the main paths."""
     atomic_write_json(out / "summary.json", summary)
     horizon = len(curves["mse"]["model"])
@@ -160,7 +162,7 @@ def write_outputs(out: Path, summary: dict, curves: dict, model: nn.Module, wind
     if len(chosen) == 0:
         return paths
     context = frames_to_float(torch.from_numpy(windows.context[chosen]).to(device))
-    predicted = rollout(model, context, torch.from_numpy(windows.actions[chosen]).to(device)).cpu().numpy()
+    predicted = rollout(model, context, torch.from_numpy(windows.actions[chosen]).to(device), feedback).cpu().numpy()
     written = write_rollout_videos(windows.truth[chosen], predicted, [out / "videos" / f"rollout_{v}" for v in range(len(chosen))],
                                    ("mp4", "gif"))
     for v, video in enumerate(written):
@@ -174,9 +176,10 @@ def write_outputs(out: Path, summary: dict, curves: dict, model: nn.Module, wind
 def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, starts_per_episode: int = 16, horizon: int = 50,
                         seed: int | None = None, data_dir: str | Path | None = None, out_dir: str | Path = "runs",
                         device: str | None = None, batch_size: int = 64, videos: int = 4,
-                        wandb_mode: str = "disabled") -> dict[str, Any]:
+                        wandb_mode: str = "disabled", feedback: str | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint open loop and write <out_dir>/<YYYYmmdd-HHMMSS>_<game>_eval/. `seed` defaults to the
-    training data's seed + 1; `data_dir` takes the windows from a recorded dataset instead of fresh episodes.
+    training data's seed + 1; `data_dir` takes the windows from a recorded dataset instead of fresh episodes;
+    `feedback` (uint8 or float) overrides the checkpoint's model.feedback.
     Returns the summary (as in summary.json) with "out_dir" and "paths" added. Bad input raises UserError."""
     for name, value in (("episodes", episodes), ("starts_per_episode", starts_per_episode), ("horizon", horizon),
                         ("batch_size", batch_size)):
@@ -195,6 +198,7 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, st
     check_wandb(wandb_cfg)
     torch_device = choose_device(device)
     model = model_from_checkpoint(state).to(torch_device)
+    feedback = feedback or model_config(state).feedback
     seed = seed if seed is not None else trained_on.get("seed", 0) + 1
 
     start = time.perf_counter()
@@ -211,18 +215,19 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, st
     print(f"evaluating {checkpoint} (step {state['step']}) on {len(windows.actions)} rollouts of {horizon} steps "
           f"from {source}", flush=True)
     out = create_timestamped_dir(out_dir, f"{game_name}_eval", ("plots", "videos"), "--out_dir")  # before the work: fail fast
-    errors = evaluate(model, windows, batch_size, torch_device, seed)
+    errors = evaluate(model, windows, batch_size, torch_device, seed, feedback)
     curves = summarise(errors)
     ratio, gap = headline(curves, horizon)
     summary = {"game": game_name, "checkpoint": str(checkpoint), "checkpoint_step": state["step"], "source": source,
                "horizon": horizon, "episodes": episodes if not data_dir else None, "starts": len(windows.actions),
-               "seed": seed, **curves, "mse_ratio_to_copy": ratio, "action_gap": gap,
+               "seed": seed, "feedback": feedback, **curves, "mse_ratio_to_copy": ratio, "action_gap": gap,
                "seconds": round(time.perf_counter() - start, 2)}
-    paths = write_outputs(out, summary, curves, model, windows, videos, torch_device)
+    paths = write_outputs(out, summary, curves, model, windows, videos, torch_device, feedback)
 
     settings = {"checkpoint": str(checkpoint), "game": game, "episodes": episodes, "starts_per_episode": starts_per_episode,
                 "horizon": horizon, "seed": seed, "data_dir": data_dir and str(data_dir), "out_dir": str(out_dir),
-                "device": device, "batch_size": batch_size, "videos": videos, "wandb_mode": wandb_mode}
+                "device": device, "batch_size": batch_size, "videos": videos, "wandb_mode": wandb_mode,
+                "feedback": feedback}
     logger = make_logger(wandb_cfg, out, out.name, {"eval": settings, "checkpoint_config": state["config"]})
     logger.log({f"eval/mse_ratio_to_copy_h{k}": v for k, v in ratio.items()} | {f"eval/action_gap_h{k}": v for k, v in gap.items()}, step=0)
     for key, path in paths.items():
@@ -248,10 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch_size", type=int, default=64, help="rollouts computed together (default 64)")
     p.add_argument("--videos", type=int, default=4, help="rollouts written as MP4 and GIF (default 4)")
     p.add_argument("--wandb_mode", choices=("online", "offline", "disabled"), default="disabled")
+    p.add_argument("--feedback", choices=FEEDBACK, default=None,
+                   help="how predictions re-enter the context: uint8 (rounded to grey levels) or float (default: the checkpoint's)")
     result = evaluate_checkpoint(**vars(p.parse_args(argv)))
     ratios = ", ".join(f"h={k}: {v:.3f}" for k, v in result["mse_ratio_to_copy"].items())
     gaps = ", ".join(f"h={k}: {v:.3f}" for k, v in result["action_gap"].items())
-    print(f"model MSE / copy-last MSE  {ratios}\naction gap (shuffled / true)  {gaps}\n"
+    sharp = ", ".join(f"h={k}: {result['sharpness']['model'][int(k) - 1]:.3f}" for k in result["mse_ratio_to_copy"])
+    print(f"model MSE / copy-last MSE  {ratios}\naction gap (shuffled / true)  {gaps}\nsharpness (1 right, < 1 blur, > 1 noise)  {sharp}\n"
           f"plot   {result['paths']['mse']}\nvideo  {result['paths'].get('video_0_mp4', '-')}\nall    {result['out_dir']}", flush=True)
     return 0
 

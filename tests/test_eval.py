@@ -31,8 +31,8 @@ def test_horizon_one_is_one_forward_pass() -> None:
     context, actions = torch.rand(3, 4, 84, 84), torch.tensor([[0], [3], [5]])
     with torch.no_grad():
         expected = model(context, actions[:, 0]).clamp(0, 1)
-    assert torch.equal(rollout(model, context, actions), expected)
-    two = rollout(model, context, torch.tensor([[0, 1], [3, 2], [5, 5]]))
+    assert torch.equal(rollout(model, context, actions, "float"), expected)
+    two = rollout(model, context, torch.tensor([[0, 1], [3, 2], [5, 5]]), "float")
     with torch.no_grad():
         second = model(torch.cat([context[:, 1:], expected], 1), torch.tensor([1, 2, 5])).clamp(0, 1)
     assert torch.equal(two[:, :1], expected) and torch.equal(two[:, 1:], second)  # its own prediction fed back

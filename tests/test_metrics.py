@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from src.utils.metrics import frame_loss, mse_per_sample, psnr, ssim
+from src.utils.metrics import frame_loss, mse_per_sample, psnr, sharpness, ssim
 from src.utils.plots import horizon_plot, save_figure
 
 H, W = 84, 84
@@ -169,3 +169,16 @@ def test_changed_pixel_weight_counts_changed_pixels_more():
         assert on_change.item() == pytest.approx((1 + w) / 64)
     _, logged = frame_loss(miss_change, target, "huber", previous=previous, changed_weight=4.0)
     assert logged["mse"].item() == pytest.approx(1 / 64) and logged["loss"].item() == pytest.approx(5 * 0.5 / 64)  # Huber: x^2/2
+
+
+def test_sharpness_tells_blur_from_noise() -> None:
+    """Catches a sharpness figure that cannot separate the two failures MSE confuses: a blurred frame scores below 1,
+    the same frame with grain above 1, the frame itself exactly 1."""
+    truth = torch.zeros(1, 84, 84)
+    truth[:, 20:60, 30:34] = 0.9  # a paddle
+    truth[:, 40:42, 50:52] = 1.0  # a ball
+    kernel = torch.ones(1, 1, 5, 5) / 25
+    blurred = torch.nn.functional.conv2d(truth[:, None], kernel, padding=2)[:, 0]
+    grainy = (truth + 0.05 * torch.randn(1, 84, 84, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert sharpness(truth, truth).item() == 1.0
+    assert sharpness(blurred, truth).item() < 0.9 and sharpness(grainy, truth).item() > 2

@@ -224,8 +224,8 @@ def test_eval_outputs_leave_only_final_files(tmp_path: Path) -> None:
         (tmp_path / sub).mkdir()
     write_outputs(tmp_path, {"game": "Pong", "starts": 3}, curves, model, windows, videos=0, device=torch.device("cpu"))
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert files == ["metrics.csv", "plots/mse_vs_horizon.png", "plots/psnr_vs_horizon.png", "plots/ssim_vs_horizon.png",
-                     "summary.json"]
+    assert files == ["metrics.csv", "plots/mse_vs_horizon.png", "plots/psnr_vs_horizon.png", "plots/sharpness_vs_horizon.png",
+                     "plots/ssim_vs_horizon.png", "summary.json"]
     with open(tmp_path / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]

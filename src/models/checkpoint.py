@@ -60,11 +60,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def model_config(state: dict[str, Any]) -> ModelConfig:
+    """The checkpoint's `model` section, this version's defaults for what it does not name (e.g. `feedback`)."""
+    return ModelConfig(**state["config"]["model"])
+
+
 def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
     """The model a checkpoint describes, weights loaded, rebuilt from its saved config."""
     dataset = state["dataset"]
     try:
-        model = build_model(ModelConfig(**state["config"]["model"]), dataset["num_actions"],
+        model = build_model(model_config(state), dataset["num_actions"],
                             dataset["env_settings"]["context_frames"], dataset["env_settings"]["screen_size"])
     except (UserError, TypeError, KeyError) as e:  # a model name, setting or env key this version does not know
         raise UserError(f"the checkpoint's model cannot be built by this version of the code ({e}); "

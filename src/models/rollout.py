@@ -5,20 +5,33 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+FEEDBACK = ("uint8", "float")  # how a prediction re-enters the context (model.feedback)
+DEFAULT_FEEDBACK = "uint8"  # measured against float: README, "Evaluation"
 
-def unroll(model: nn.Module, context: Tensor, actions: Tensor) -> Tensor:
+
+def feed_back(frame: Tensor, feedback: str) -> Tensor:
+    """A predicted frame as it re-enters the context: clamped to [0, 1] and, with "uint8", rounded to the 256 grey
+    levels that real frames have (as DIAMOND does at every step), so that errors below half a level cannot pile
+    up. The rounding passes the gradient straight through (an unroll trained with back-propagation still learns)."""
+    frame = frame.clamp(0, 1)
+    if feedback == "uint8":
+        frame = frame + ((frame * 255).round() / 255 - frame).detach()
+    return frame
+
+
+def unroll(model: nn.Module, context: Tensor, actions: Tensor, feedback: str = DEFAULT_FEEDBACK) -> Tensor:
     """context: (B, T, H, W) float in [0, 1], oldest first; actions: (B, K) int64.
-    Returns the K raw predictions (B, K, H, W); each re-enters the context clamped to [0, 1]. Keeps gradients:
+    Returns the K raw predictions (B, K, H, W); each re-enters the context through `feed_back`. Keeps gradients:
     training unrolls with it, evaluation through `rollout`."""
     frames, predictions = context, []
     for k in range(actions.shape[1]):
         next_frame = model(frames, actions[:, k])  # (B, 1, H, W)
         predictions.append(next_frame)
-        frames = torch.cat([frames[:, 1:], next_frame.clamp(0, 1)], dim=1)  # (B, T, H, W)
+        frames = torch.cat([frames[:, 1:], feed_back(next_frame, feedback)], dim=1)  # (B, T, H, W)
     return torch.cat(predictions, dim=1)  # (B, K, H, W)
 
 
 @torch.inference_mode()
-def rollout(model: nn.Module, context: Tensor, actions: Tensor) -> Tensor:
-    """`unroll` without gradients; the K predicted frames (B, K, H, W) clamped to [0, 1]."""
-    return unroll(model, context, actions).clamp(0, 1)
+def rollout(model: nn.Module, context: Tensor, actions: Tensor, feedback: str = DEFAULT_FEEDBACK) -> Tensor:
+    """`unroll` without gradients; the K predicted frames (B, K, H, W) as they were fed back (what is scored)."""
+    return feed_back(unroll(model, context, actions, feedback), feedback)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.models.blocks import Downsample, ResBlock, ResStack, SelfAttention, Upsample, group_count
+from src.models.rollout import DEFAULT_FEEDBACK
 from src.utils.errors import ConfigError
 
 
@@ -37,6 +38,7 @@ class ModelConfig:
     blocks_per_level: int = 1  # residual blocks at each level of the encoder and the decoder
     action_embed_dim: int = 64  # size of the learned action embedding that conditions every level
     hidden_dim: int = 1024  # oh2015 only: width of the fully connected code and of the action-multiplied factors
+    feedback: str = DEFAULT_FEEDBACK  # how a prediction re-enters the context in rollouts: uint8 (rounded) or float
 
 PATCH = 2  # space-to-depth factor: 84x84 frames become 42x42 maps of 2x2-pixel patches, losslessly
 

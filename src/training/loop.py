@@ -166,7 +166,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
             batch = next(s.batches).to(device, non_blocking=True)
-            tensors, predicted = train_step(s.forward, optimizer, batch, k, t, s.fast)
+            tensors, predicted = train_step(s.forward, optimizer, batch, k, t, s.fast, cfg.model.feedback)
             logging = (step + 1) % t.log_every == 0 or (step + 1) % t.val_every_steps == 0 or step + 1 == t.max_steps
             # Reading a value waits for the GPU, so there the check runs when the metrics are read anyway: a NaN
             # can spoil the weights for a few steps, but no checkpoint is written from them (validation checks too).
@@ -210,7 +210,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                     f"ratio {last_val['val/ratio_to_copy']:.3f}")
                 if len(s.video_starts) and (validations % t.val_rollout_every == 0 or last_step):
                     outputs.log_videos(step, rollout_videos(model, s.dataset, s.video_starts, t.val_rollout_horizon, device,
-                                                        run_dir / "videos" / f"rollout_step_{step:06d}"))
+                                                        run_dir / "videos" / f"rollout_step_{step:06d}", cfg.model.feedback))
                 if not math.isfinite(last_val["val/mse"]):
                     raise UserError(f"training diverged: the validation MSE is {last_val['val/mse']} at step {step}; the last "
                                     f"good checkpoint is {last_saved}: continue from it with a lower learning rate, "

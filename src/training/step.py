@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from src.config import Config, TrainConfig
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
-from src.models.rollout import rollout, unroll
+from src.models.rollout import DEFAULT_FEEDBACK, rollout, unroll
 from src.training.fast_path import FastPath
 from src.utils import distributed
 from src.utils.distributed import Ranks
@@ -21,24 +21,24 @@ from src.utils.metrics import frame_loss, mse_per_sample
 from src.utils.video import write_rollout_videos
 
 
-def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig) -> tuple[Tensor, dict[str, float], Tensor]:
+def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: str = DEFAULT_FEEDBACK) -> tuple[Tensor, dict[str, float], Tensor]:
     """The loss of k predictions in a row, each made from the model's own previous ones (Oh et al. 2015), with
     gradients through the whole unroll; k=1 is plain one-step training. Returns (loss, metrics, predictions (B, k, H, W)).
     """
-    predicted, targets = unroll(model, batch.frames, batch.actions[:, :k]).float(), batch.targets[:, :k]  # (B, k, H, W)
+    predicted, targets = unroll(model, batch.frames, batch.actions[:, :k], feedback).float(), batch.targets[:, :k]  # (B, k, H, W)
     previous = torch.cat([batch.frames[:, -1:], targets[:, :-1]], dim=1)  # the true frame before each target
     loss, metrics = frame_loss(predicted, targets, t.loss, t.huber_delta, previous, t.changed_pixel_weight)
     return loss, metrics, predicted
 
 
 def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, k: int, t: TrainConfig,
-               fast: FastPath) -> tuple[dict[str, Tensor], Tensor]:
+               fast: FastPath, feedback: str = DEFAULT_FEEDBACK) -> tuple[dict[str, Tensor], Tensor]:
     """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped. Returns
     (metrics as 0-d tensors, predictions); the caller checks the metrics, then calls optimizer.step()."""
     if fast.channels_last:
         batch = Batch(batch.frames.contiguous(memory_format=torch.channels_last), batch.actions, batch.targets)
     with torch.autocast(fast.device.type, dtype=fast.autocast or torch.float32, enabled=fast.autocast is not None):
-        loss, metrics, predicted = unrolled_loss(forward, batch, k, t)
+        loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     metrics["grad_norm"] = nn.utils.clip_grad_norm_(forward.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
@@ -67,13 +67,14 @@ def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.
     return metrics
 
 
-def rollout_videos(model: nn.Module, dataset: ShardedDataset, starts: np.ndarray, horizon: int, device: torch.device, out: Path) -> list[Path]:
+def rollout_videos(model: nn.Module, dataset: ShardedDataset, starts: np.ndarray, horizon: int, device: torch.device, out: Path,
+                   feedback: str = DEFAULT_FEEDBACK) -> list[Path]:
     """Open-loop rollouts from held-out windows, written as MP4: ground truth | prediction | error."""
     windows = [dataset.steps(int(s), horizon) for s in starts]
     context = frames_to_float(torch.from_numpy(np.stack([w.obs[0] for w in windows]))).to(device)  # (V, T, H, W)
     actions = torch.from_numpy(np.stack([w.action for w in windows])).to(device)  # (V, K)
     model.eval()
-    predicted = rollout(model, context, actions).cpu().numpy()  # (V, K, H, W)
+    predicted = rollout(model, context, actions, feedback).cpu().numpy()  # (V, K, H, W)
     model.train()
     truth = np.stack([w.next_obs[:, 0] for w in windows])  # (V, K, H, W) uint8
     stems = [out.with_name(f"{out.name}_{v}") for v in range(len(windows))]

@@ -106,6 +106,19 @@ def psnr_of_mean(mse: np.ndarray) -> np.ndarray:
     return psnr(mse.mean(0))
 
 
+def gradient_magnitude(frames: Tensor) -> Tensor:
+    """(N, H, W) -> (N,): the mean absolute difference between neighbouring pixels, across and down."""
+    dx = (frames[..., :, 1:] - frames[..., :, :-1]).abs().flatten(1).mean(1)
+    dy = (frames[..., 1:, :] - frames[..., :-1, :]).abs().flatten(1).mean(1)
+    return dx + dy
+
+
+def sharpness(prediction: Tensor, truth: Tensor) -> Tensor:
+    """(N, H, W) x2 -> (N,): the prediction's gradient magnitude over the true frame's. 1 is right, below 1 is blur,
+    above 1 is noise or texture that is not there: what tells the two apart when the MSE alone cannot."""
+    return gradient_magnitude(prediction) / gradient_magnitude(truth).clamp_min(1e-12)
+
+
 @dataclass(frozen=True)
 class StepMetric:
     """A metric of open-loop predictions, reported per step ahead."""
@@ -120,4 +133,5 @@ STEP_METRICS: dict[str, StepMetric] = {
     "mse": StepMetric("MSE per pixel (frames in [0, 1])", mse_per_sample, log_y=True),
     "psnr": StepMetric("PSNR (dB)", mse_per_sample, over_cases=psnr_of_mean),
     "ssim": StepMetric("SSIM", ssim),
+    "sharpness": StepMetric("sharpness: gradient magnitude / the truth's (1 right, < 1 blur, > 1 noise)", sharpness),
 }
