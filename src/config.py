@@ -102,6 +102,7 @@ class Config:
             (m.blocks_per_level >= 1, "model.blocks_per_level", f"must be >= 1, got {m.blocks_per_level}"),
             (m.action_embed_dim >= 1, "model.action_embed_dim", f"must be >= 1, got {m.action_embed_dim}"),
             (m.hidden_dim >= 1, "model.hidden_dim", f"must be >= 1, got {m.hidden_dim}"),
+            (m.context_noise >= 0, "model.context_noise", f"must be >= 0, got {m.context_noise}"),
             (m.feedback in FEEDBACK, "model.feedback", f"must be {' or '.join(FEEDBACK)}, got {m.feedback!r}"),
             (o.name in ("adamw", "adam"), "optimizer.name", f"must be adamw or adam, got {o.name!r}"),
             (o.lr > 0, "optimizer.lr", f"must be > 0, got {o.lr}"),

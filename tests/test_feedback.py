@@ -71,3 +71,47 @@ def test_play_feeds_back_grey_levels(small_dataset: Path) -> None:
     for _ in range(3):
         dream.step(0)
     assert on_grid(dream.context)
+
+
+# ------------------------------------------------------------------------------------------ context corruption
+
+
+def test_the_noise_level_reaches_the_model_and_zero_is_the_test_time_path() -> None:
+    """Catches a level that never conditions the model, or a test-time path that is not level 0."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8, context_noise=0.05), num_actions=6)
+    nn.init.normal_(model.head.conv.weight, std=0.1)
+    frames, actions = torch.rand(2, 4, 84, 84), torch.tensor([1, 4])
+    with torch.no_grad():
+        clean = model(frames, actions)
+        assert torch.equal(clean, model(frames, actions, torch.zeros(2)))  # None means level 0
+        assert not torch.allclose(clean, model(frames, actions, torch.full((2,), 0.05)))  # the level changes the output
+    plain = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), num_actions=6)
+    assert not any("noise" in name for name in plain.state_dict())  # off: the same weights as before the option
+
+
+def test_corruption_is_applied_in_training_only() -> None:
+    """Catches noise leaking into validation or rollouts, or a training step that does not tell the model its level."""
+    from src.config import TrainConfig
+    from src.dataset.offline_dataset import Batch
+    from src.training.step import unrolled_loss
+
+    seen: list[tuple[Tensor, Tensor | None]] = []
+
+    class Spy(nn.Module):
+        def forward(self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None) -> Tensor:
+            seen.append((frames.detach().clone(), noise_level))
+            return frames[:, -1:] * 1.0
+
+    frames = torch.rand(3, 4, 84, 84).mul(255).round().div(255)
+    batch = Batch(frames, torch.zeros(3, 2, dtype=torch.long), torch.rand(3, 2, 84, 84))
+    unrolled_loss(Spy(), batch, 2, TrainConfig(), "uint8", context_noise=0.05)
+    (noisy, level), (second, level2) = seen
+    assert level is not None and level2 is level and ((0 <= level) & (level <= 0.05)).all()
+    assert not torch.equal(noisy, frames) and (noisy - frames).std() < 0.05  # the context is corrupted, within the level
+    seen.clear()
+    unrolled_loss(Spy(), batch, 1, TrainConfig(), "uint8", context_noise=0.0)
+    assert torch.equal(seen[0][0], frames) and seen[0][1] is None  # off: the clean context, no level
+    seen.clear()
+    rollout(Spy(), frames, torch.zeros(3, 2, dtype=torch.long), "uint8")
+    assert torch.equal(seen[0][0], frames) and seen[0][1] is None  # rollouts: clean and level 0

@@ -39,6 +39,8 @@ class ModelConfig:
     action_embed_dim: int = 64  # size of the learned action embedding that conditions every level
     hidden_dim: int = 1024  # oh2015 only: width of the fully connected code and of the action-multiplied factors
     feedback: str = DEFAULT_FEEDBACK  # how a prediction re-enters the context in rollouts: uint8 (rounded) or float
+    context_noise: float = 0.0  # U-Nets: in training, Gaussian noise of a level drawn in [0, this] on the context
+    # frames, the level given to the model beside the action (0: off; at test time the level is 0)
 
 PATCH = 2  # space-to-depth factor: 84x84 frames become 42x42 maps of 2x2-pixel patches, losslessly
 
@@ -53,6 +55,29 @@ class ActionEmbedding(nn.Module):
 
     def forward(self, actions: Tensor) -> Tensor:
         return self.mlp(self.table(actions))  # (B, D)
+
+
+class NoiseLevelEmbedding(nn.Module):
+    """The level of the noise on the context frames, (B,) float in [0, max_level] -> (B, D), added to the action's
+    embedding: the model is told how much of its input to distrust (GameNGen, DIAMOND's CS:GO model)."""
+
+    def __init__(self, dim: int, max_level: float) -> None:
+        super().__init__()
+        self.max_level = max_level
+        self.mlp = nn.Sequential(nn.Linear(1, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, levels: Tensor) -> Tensor:
+        return self.mlp((levels / self.max_level).unsqueeze(1))  # (B, D)
+
+
+def condition(actions: Tensor, action_embedding: nn.Module, noise_embedding: nn.Module | None, noise_level: Tensor | None) -> Tensor:
+    """What conditions every block: the action's embedding, plus the noise level's when the model has one (level 0,
+    clean context, unless given). (B,) -> (B, D)."""
+    cond = action_embedding(actions)
+    if noise_embedding is not None:
+        level = noise_level if noise_level is not None else torch.zeros(len(actions), device=actions.device)
+        cond = cond + noise_embedding(level.to(cond.dtype))
+    return cond
 
 
 class ResidualHead(nn.Module):
@@ -119,6 +144,7 @@ class UNetFiLM(nn.Module):
         widths, n, d = list(cfg.channels), cfg.blocks_per_level, cfg.action_embed_dim
         self.context_frames = context_frames
         self.action_embedding = ActionEmbedding(num_actions, d)
+        self.noise_embedding = NoiseLevelEmbedding(d, cfg.context_noise) if cfg.context_noise > 0 else None
         self.stem = nn.Conv2d(context_frames * PATCH**2, widths[0], 3, padding=1)
         self.encoder = nn.ModuleList(
             EncoderLevel(widths[max(i - 1, 0)], widths[i], n, d, downsample=i > 0) for i in range(len(widths))
@@ -128,13 +154,14 @@ class UNetFiLM(nn.Module):
         )
         self.head = ResidualHead(widths[0])
 
-    def forward(self, frames: Tensor, actions: Tensor) -> Tensor:
-        """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64.
+    def forward(self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None) -> Tensor:
+        """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64; noise_level: (B,) float, the
+        level of the noise on `frames` (None: clean, as at test time).
 
         Returns the next frame (B, 1, H, W) as frames[:, -1:] + delta, not clamped: the loss sees the raw value.
         """
         assert frames.dim() == 4 and frames.size(1) == self.context_frames, frames.shape
-        cond = self.action_embedding(actions)  # (B, D)
+        cond = condition(actions, self.action_embedding, self.noise_embedding, noise_level)  # (B, D)
         x = F.pixel_unshuffle(frames, PATCH)  # (B, T * 4, H/2, W/2)
         x = self.stem(x)  # (B, C_0, H/2, W/2)
         skips = []
@@ -160,6 +187,7 @@ class UNetDiamond(nn.Module):
         widths, n, d = list(cfg.channels), cfg.blocks_per_level, cfg.action_embed_dim
         self.context_frames = context_frames
         self.action_embedding = ActionEmbedding(num_actions, d)
+        self.noise_embedding = NoiseLevelEmbedding(d, cfg.context_noise) if cfg.context_noise > 0 else None
         self.stem = nn.Conv2d(context_frames * PATCH**2, widths[0], 3, padding=1)
         self.downsamples = nn.ModuleList(Downsample(widths[i - 1]) if i > 0 else nn.Identity() for i in range(len(widths)))
         self.down_blocks = nn.ModuleList()
@@ -176,10 +204,11 @@ class UNetDiamond(nn.Module):
         self.attention = SelfAttention(widths[-1])
         self.head = ResidualHead(widths[0])
 
-    def forward(self, frames: Tensor, actions: Tensor) -> Tensor:
-        """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64 -> (B, 1, H, W), not clamped."""
+    def forward(self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None) -> Tensor:
+        """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64; noise_level as in UNetFiLM
+        -> (B, 1, H, W), not clamped."""
         assert frames.dim() == 4 and frames.size(1) == self.context_frames, frames.shape
-        cond = self.action_embedding(actions)  # (B, D)
+        cond = condition(actions, self.action_embedding, self.noise_embedding, noise_level)  # (B, D)
         x = self.stem(F.pixel_unshuffle(frames, PATCH))  # (B, C_0, H/2, W/2)
         skips = []
         for down, blocks in zip(self.downsamples, self.down_blocks):
@@ -212,6 +241,8 @@ class ActionConditionalTransformation(nn.Module):
 
     def __init__(self, cfg: ModelConfig, num_actions: int, context_frames: int = 4, frame_size: int = 84) -> None:
         super().__init__()
+        if cfg.context_noise > 0:
+            raise ConfigError("model.context_noise: oh2015 has no path to tell it the noise level; use unet_film or unet_diamond")
         widths, hidden = list(cfg.channels), cfg.hidden_dim
         kernels = [OH2015_KERNELS[min(i, len(OH2015_KERNELS) - 1)] for i in range(len(widths))]
         self.context_frames = context_frames
@@ -236,8 +267,9 @@ class ActionConditionalTransformation(nn.Module):
         nn.init.zeros_(self.decoder[-1].weight)
         nn.init.zeros_(self.decoder[-1].bias)
 
-    def forward(self, frames: Tensor, actions: Tensor) -> Tensor:
-        """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64 -> (B, 1, H, W), not clamped."""
+    def forward(self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None) -> Tensor:
+        """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64 -> (B, 1, H, W), not clamped.
+        (noise_level: always None here, since this model cannot be built with model.context_noise.)"""
         assert frames.dim() == 4 and frames.size(1) == self.context_frames, frames.shape
         x = frames
         for conv in self.encoder:

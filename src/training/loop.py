@@ -166,7 +166,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
             batch = next(s.batches).to(device, non_blocking=True)
-            tensors, predicted = train_step(s.forward, optimizer, batch, k, t, s.fast, cfg.model.feedback)
+            tensors, predicted = train_step(s.forward, optimizer, batch, k, t, s.fast, cfg.model.feedback, cfg.model.context_noise)
             logging = (step + 1) % t.log_every == 0 or (step + 1) % t.val_every_steps == 0 or step + 1 == t.max_steps
             # Reading a value waits for the GPU, so there the check runs when the metrics are read anyway: a NaN
             # can spoil the weights for a few steps, but no checkpoint is written from them (validation checks too).

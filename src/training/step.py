@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from src.config import Config, TrainConfig
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
-from src.models.rollout import DEFAULT_FEEDBACK, rollout, unroll
+from src.models.rollout import DEFAULT_FEEDBACK, corrupt, rollout, unroll
 from src.training.fast_path import FastPath
 from src.utils import distributed
 from src.utils.distributed import Ranks
@@ -21,24 +21,28 @@ from src.utils.metrics import frame_loss, mse_per_sample
 from src.utils.video import write_rollout_videos
 
 
-def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: str = DEFAULT_FEEDBACK) -> tuple[Tensor, dict[str, float], Tensor]:
+def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: str = DEFAULT_FEEDBACK,
+                  context_noise: float = 0.0) -> tuple[Tensor, dict[str, float], Tensor]:
     """The loss of k predictions in a row, each made from the model's own previous ones (Oh et al. 2015), with
-    gradients through the whole unroll; k=1 is plain one-step training. Returns (loss, metrics, predictions (B, k, H, W)).
+    gradients through the whole unroll; k=1 is plain one-step training. With context_noise > 0 the context is first
+    corrupted (rollout.corrupt) and its level told to the model: training only, validation and rollouts see clean
+    frames. Returns (loss, metrics, predictions (B, k, H, W)).
     """
-    predicted, targets = unroll(model, batch.frames, batch.actions[:, :k], feedback).float(), batch.targets[:, :k]  # (B, k, H, W)
+    context, levels = corrupt(batch.frames, context_noise) if context_noise > 0 else (batch.frames, None)
+    predicted, targets = unroll(model, context, batch.actions[:, :k], feedback, levels).float(), batch.targets[:, :k]  # (B, k, H, W)
     previous = torch.cat([batch.frames[:, -1:], targets[:, :-1]], dim=1)  # the true frame before each target
     loss, metrics = frame_loss(predicted, targets, t.loss, t.huber_delta, previous, t.changed_pixel_weight)
     return loss, metrics, predicted
 
 
 def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, k: int, t: TrainConfig,
-               fast: FastPath, feedback: str = DEFAULT_FEEDBACK) -> tuple[dict[str, Tensor], Tensor]:
+               fast: FastPath, feedback: str = DEFAULT_FEEDBACK, context_noise: float = 0.0) -> tuple[dict[str, Tensor], Tensor]:
     """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped. Returns
     (metrics as 0-d tensors, predictions); the caller checks the metrics, then calls optimizer.step()."""
     if fast.channels_last:
         batch = Batch(batch.frames.contiguous(memory_format=torch.channels_last), batch.actions, batch.targets)
     with torch.autocast(fast.device.type, dtype=fast.autocast or torch.float32, enabled=fast.autocast is not None):
-        loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback)
+        loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback, context_noise)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     metrics["grad_norm"] = nn.utils.clip_grad_norm_(forward.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
