@@ -1,5 +1,8 @@
 """Typed config: the schema lives here, the values in config.yaml; `load_config` merges file + overrides.
 
+Sections that belong to one room are defined there and composed here: `model` is ModelConfig in
+src/models/world_model.py, `experiment.wandb` is WandbConfig in src/utils/logging.py.
+
     cfg = load_config("config.yaml", ["train.max_steps=5", "optimizer.lr=1e-4"])
 
 An unknown key, a value of the wrong type or values that disagree raise ConfigError, one line naming the key.
