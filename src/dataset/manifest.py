@@ -170,13 +170,7 @@ class Manifest:
         problem = manifest_problem(d)
         if problem:
             raise DatasetError(f"{path}: {problem}; the manifest is corrupt: regenerate the dataset")
-        known = {f.name for f in dataclasses.fields(EnvSettings)} | {"env_id"}
-        unknown = sorted(set(d["env"]) - known)
-        if unknown or "game" not in d["env"]:
-            what = f"has a setting this version does not know ({unknown[0]!r})" if unknown else "lacks the game"
-            raise DatasetError(f"{path}: env {what}; the manifest is corrupt or from another version: regenerate the dataset")
-        settings = EnvSettings.from_dict(d["env"])
-        return cls(game=d["game"], env=settings, num_actions=d["num_actions"], action_meanings=d.get("action_meanings", []),
+        return cls(game=d["game"], env=EnvSettings.from_dict(d["env"]), num_actions=d["num_actions"], action_meanings=d.get("action_meanings", []),
                    seed=d.get("seed", 0), part=d.get("part"), policy=d.get("policy", "random"), shard_size=d.get("shard_size", 0),
                    fields=d.get("fields", {}), versions=d.get("versions", {}), created=d.get("created", ""),
                    target_steps=d["target_steps"], sessions=d.get("sessions", []), shards=d["shards"], totals=d.get("totals"),
@@ -211,6 +205,11 @@ def manifest_problem(manifest: dict) -> str | None:
     env = manifest["env"]
     if not isinstance(env, dict):
         return bad("env", "a mapping", env)
+    unknown = sorted(set(env) - {f.name for f in dataclasses.fields(EnvSettings)} - {"env_id"})
+    if unknown:
+        return f"env has a setting this version does not know ({unknown[0]!r})"
+    if not isinstance(env.get("game"), str):
+        return bad("env.game", "a game name", env.get("game"))
     numbers = [(f"env.{k}", env.get(k), 1) for k in ("context_frames", "screen_size")]
     for key, value, minimum in numbers + [("num_actions", manifest["num_actions"], 1), ("target_steps", manifest["target_steps"], 0)]:
         if not is_int(value, minimum):

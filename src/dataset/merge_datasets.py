@@ -25,13 +25,14 @@ SAME = ("game", "env_id", "env", "num_actions", "action_meanings", "policy", "fi
 
 def check_parts(parts: list[ShardedDataset]) -> None:
     """UserError unless the parts are complete, alike and hold different episodes."""
-    first = parts[0]
+    first, reference = parts[0], parts[0].manifest.to_dict()
     seen: dict[int, Path] = {}
     for part in parts:
         if not part.manifest.complete:
             raise UserError(f"'{part.root}' is incomplete; finish it with generate_dataset --resume before merging")
+        described = part.manifest.to_dict()
         for key in SAME:
-            mine, theirs = (p.manifest.to_dict()[key] for p in (part, first))
+            mine, theirs = described[key], reference[key]
             if mine != theirs:
                 raise UserError(f"'{part.root}' differs from '{first.root}' in {key} ({mine} vs {theirs}); "
                                 "only datasets of the same game and settings merge")

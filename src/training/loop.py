@@ -87,9 +87,8 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
         step, best_mse = state["step"], state.get("best_mse", math.inf)
     dataset_info = {"dir": str(dataset.root), "game": dataset.game, "num_actions": dataset.num_actions,
                     "action_meanings": dataset.manifest.action_meanings, "env_settings": settings.to_dict(),
-                    "seed": dataset.manifest.seed,
-                    "train_rows": len(train_rows), "val_rows": len(val_rows), "processes": ranks.world,
-                    "global_batch": cfg.train.batch_size * ranks.world}
+                    "seed": dataset.manifest.seed, "train_rows": len(train_rows), "val_rows": len(val_rows),
+                    "processes": ranks.world, "global_batch": cfg.train.batch_size * ranks.world}
     videos = cfg.train.val_rollout_enabled and ranks.main
     session = Session(cfg, model, forward, optimizer, fast, dataset, dataset_info,
                       batches=train_batches(dataset, starts, longest, cfg, step, fast.pin_memory, ranks),
@@ -193,7 +192,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                 strip = prediction_strip(batch.frames[0].cpu().numpy(), predicted[0, 0].detach().cpu().numpy(),
                                          batch.targets[0, 0].cpu().numpy())
                 outputs.log_train_row(step, {**metrics, "lr": optimizer.param_groups[0]["lr"], "rollout_steps": k,
-                                          "samples_per_s": rate, "elapsed_s": elapsed}, strip)
+                                             "samples_per_s": rate, "elapsed_s": elapsed}, strip)
                 remaining = (t.max_steps - step) * t.batch_size * ranks.world / max(rate, 1e-9)
                 if t.max_minutes is not None:
                     remaining = min(remaining, 60 * t.max_minutes - elapsed)
