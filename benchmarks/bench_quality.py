@@ -1,7 +1,7 @@
 """How well does each model variant predict, given the same wall-clock training budget and the same test cases?
 
     python benchmarks/bench_quality.py --budget cpu [--games Pong] [--variants unet_film,oh2015] [--minutes 10]
-                                       [--out_dir runs/bench_quality] [--seed 0] [--device cpu]
+                                       [--seeds 0,1,2] [--out_dir runs/bench_quality] [--seed 0] [--device cpu]
 
 For each game of the budget:
   data      one dataset recorded by `python -m src.dataset.generate_dataset` (random policy, --seed, the
@@ -9,21 +9,24 @@ For each game of the budget:
             into <out_dir>/data/<game>; --resume makes a re-run reuse a finished dataset.
   test      fresh episodes of the real game played with the dataset's env settings and a random policy, seeded
             with --seed + 1000 (not the training data's seed): held-out episodes, not held-out rows. From
-            evenly spread start points, windows of 50 steps: the same windows score every variant of the game.
-  variants  each trained with `src.train.train` for the budget's minutes (train.max_minutes, plus a
+            evenly spread start points, windows of 100 steps: the same windows score every variant of the game.
+  variants  each trained once per training seed (--seeds: train.seed, which draws the weights, the split and
+            the sample order) with `src.train.train` for the budget's minutes (train.max_minutes, plus a
             train.max_steps cap) from config.yaml + the budget's and the variant's overrides, into
             <out_dir>/runs/; then its checkpoints/last.pt (the model at the end of the budget) rolls out
-            open loop on the test windows with src.eval's code.
-Columns, per variant:
-  params      parameters, millions
+            open loop on the test windows with src.eval's code (and, for some variants, with other feedback).
+Columns, per variant: the mean over its seeds, and ± their standard deviation when there are several
+  seeds       training seeds run
   steps       optimizer steps reached in the budget
-  train min   wall clock of train(), set-up and validations included
   ratio hK    model MSE / copy-last-frame MSE at K steps ahead (below 1: beats copying the last context frame)
-  PSNR/SSIM   of the model at 1 step ahead (PSNR of the mean MSE, in dB)
   gap hK      MSE with another window's actions / MSE with the true actions (1: the action is ignored)
-The copy-last MSE is printed under each table: the ratios are against it, measured on the same windows.
-Writes <out_dir>/results.json (merged: re-running one variant replaces its row; each variant is saved as soon
-as it finishes) and <out_dir>/results.md (the tables).
+  sharp h100  the prediction's mean gradient magnitude over the true frame's at 100 steps (1 right, < 1 blur, > 1 noise)
+  vs default  the ratio columns where the variant's seeds and the default's (the table's first row) do not
+              overlap at all: a difference larger than the spread between training seeds
+The copy-last MSE is printed under each table, with how far the two halves of the test windows (odd and even
+episodes) disagree about the default's ratios: the noise of the test set itself.
+Writes <out_dir>/results.json (merged: re-running a variant's seed replaces it; each is saved as soon as it
+finishes) and <out_dir>/results.md (the tables).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,13 +50,14 @@ from src.config import Config, load_config  # noqa: E402
 from src.dataset.manifest import MANIFEST, Manifest  # noqa: E402
 from src.envs.atari import EnvSettings, resolve_game  # noqa: E402
 from src.envs.game import play_episodes  # noqa: E402
-from src.eval import Windows, evaluate, headline, summarise, windows_from_episodes  # noqa: E402
+from src.eval import Windows, evaluate, headline, spread, summarise, windows_from_episodes  # noqa: E402
 from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint  # noqa: E402
+from src.models.rollout import Feedback  # noqa: E402
 from src.training.loop import train  # noqa: E402
 from src.utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from src.utils.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 
-HORIZON = 50  # steps predicted open loop from each test start
+HORIZON = 100  # steps predicted open loop from each test start
 EVAL_SEED_OFFSET = 1000  # test episodes are seeded with --seed + this, unlike the training data
 EVAL_BATCH_SIZE = 64
 
@@ -70,28 +75,35 @@ class Budget:
 
 
 BUDGETS = {
-    "cpu": Budget(("Pong",), 30_000, minutes=10, max_steps=100_000, episodes=4, starts_per_episode=16,
+    "cpu": Budget(("Pong",), 30_000, minutes=10, max_steps=100_000, episodes=8, starts_per_episode=12,
                   generate_flags=("--num_envs", "4")),
     "gpu": Budget(("Pong", "Breakout", "Boxing"), 300_000, minutes=20, max_steps=1_000_000, episodes=8, starts_per_episode=16,
                   overrides=("data.num_workers=4", "data.prefetch_factor=4", "data.persistent_workers=true", "data.pin_memory=true",
                              "train.batch_size=64", "train.val_every_steps=2000"),
                   generate_flags=("--num_envs", "16")),
     # For the smoke test: short episodes so that a 1,500-step dataset holds several, and a very small model.
-    "tiny": Budget(("Pong",), 1_500, minutes=0.05, max_steps=4, episodes=1, starts_per_episode=2,
+    "tiny": Budget(("Pong",), 1_500, minutes=0.05, max_steps=4, episodes=2, starts_per_episode=1,
                    overrides=("model.channels=[8,16]", "model.action_embed_dim=8", "model.hidden_dim=32", "train.batch_size=8",
                               "train.val_batches=2", "train.warmup_steps=1", "train.log_every=2", "train.val_every_steps=2"),
                    generate_flags=("--num_envs", "4", "--max_episode_steps", "200", "--shard_size", "500")),
 }
 
-# name -> (what it tests, config overrides). A new variant is one line.
+# name -> (what it tests, config overrides). A new variant is one line. The first is the default, that the others
+# are compared with.
 VARIANTS = {
-    "unet_film": ("the default U-Net with FiLM action conditioning, one-step training", []),
+    "unet_film": ("the default U-Net with FiLM action conditioning, one-step training, palette feedback", []),
+    "unet_film_pf1": ("unet_film, pushforward: up to half the samples on one step of its own, from half the budget",
+                      ["train.pushforward=0.5", "train.pushforward_steps=1"]),
+    "unet_film_pf3": ("unet_film, pushforward: up to half the samples on three steps of its own, from half the budget",
+                      ["train.pushforward=0.5", "train.pushforward_steps=3"]),
     "oh2015": ("Oh et al. 2015 action-conditional transformation, the paper's conv widths", ["model.name=oh2015", "model.channels=[64,128,128,128]"]),
     "unet_diamond": ("DIAMOND-style U-Net", ["model.name=unet_diamond"]),
     "unet_film_k3": ("unet_film, multi-step curriculum 1 -> 3", ["train.rollout_steps=[1,3]", "train.rollout_stage_ends=[0.5]"]),
     "unet_film_k5": ("unet_film, Oh et al.'s curriculum 1 -> 3 -> 5", ["train.rollout_steps=[1,3,5]", "train.rollout_stage_ends=[0.4,0.7]"]),
     "unet_film_changed": ("unet_film, loss weighted 10x on changed pixels", ["train.changed_pixel_weight=10"]),
 }
+# The default variant's checkpoints are also scored with these feedbacks (no training: the same weights).
+OTHER_FEEDBACK = ("uint8", "float")
 
 
 # ------------------------------------------------------------------------------------------ set-up
@@ -116,11 +128,12 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def variant_config(budget: Budget, variant: str, data_dir: Path, out_dir: Path, minutes: float, device: torch.device) -> Config:
+def variant_config(budget: Budget, variant: str, data_dir: Path, out_dir: Path, minutes: float, device: torch.device,
+                   train_seed: int) -> Config:
     """config.yaml + the budget's overrides + the variant's + where this benchmark puts data, runs and the time budget."""
     overrides = [*budget.overrides, *VARIANTS[variant][1], f"data.dir={data_dir}", f"experiment.runs_dir={out_dir / 'runs'}",
-                 f"experiment.name={variant}", "train.val_rollout_enabled=false", "experiment.wandb.mode=disabled",
-                 f"train.max_minutes={minutes}", f"train.max_steps={budget.max_steps}"]
+                 f"experiment.name={variant}_s{train_seed}", "train.val_rollout_enabled=false", "experiment.wandb.mode=disabled",
+                 f"train.max_minutes={minutes}", f"train.max_steps={budget.max_steps}", f"train.seed={train_seed}"]
     if device.type == "cpu":
         overrides.append("train.cpu=true")
     return load_config(ROOT / "config.yaml", overrides)
@@ -141,13 +154,15 @@ def make_dataset(game: str, root: Path, budget: Budget, seed: int) -> None:
 
 
 def held_out_windows(data_dir: Path, budget: Budget, seed: int) -> tuple[Windows, dict]:
-    """The game's held-out test windows, played with the dataset's env settings; and how they were made."""
+    """The game's held-out test windows, played with the dataset's env settings; and how they were made (with the
+    episode of each window, for the two halves of the test set)."""
     env = Manifest.read(data_dir).env.to_dict()
     start = time.perf_counter()
     episodes = play_episodes(EnvSettings.from_dict(env), budget.episodes, seed)
     windows = windows_from_episodes(episodes, HORIZON, budget.starts_per_episode)
+    window_episode = [i for i, e in enumerate(episodes) for _ in spread(len(e.action) - HORIZON + 1, budget.starts_per_episode)]
     info = {"episodes": budget.episodes, "episode_steps": [len(e.action) for e in episodes], "windows": len(windows.actions),
-            "horizon": HORIZON, "seed": seed, "env": env}
+            "horizon": HORIZON, "seed": seed, "env": env, "window_episode": window_episode}
     print(f"[{env['game']}] test: {info['windows']} windows of {HORIZON} steps from {plural(budget.episodes, 'fresh episode')} "
           f"({sum(info['episode_steps']):,} steps, seed {seed}) in {time.perf_counter() - start:.1f}s", flush=True)
     return windows, info
@@ -156,31 +171,45 @@ def held_out_windows(data_dir: Path, budget: Budget, seed: int) -> tuple[Windows
 # ------------------------------------------------------------------------------------------ one variant
 
 
-def run_variant(cfg: Config, windows: Windows, test_info: dict, device: torch.device) -> tuple[dict, dict[str, float]]:
-    """Train for the budget, then score checkpoints/last.pt on the test windows. Returns (row, copy-last MSE per step)."""
+def score(model: torch.nn.Module, windows: Windows, test_info: dict, device: torch.device, feedback: Feedback) -> tuple[dict, dict]:
+    """The checkpoint's headline figures on the test windows (and on each half of them), and the copy-last MSE."""
+    errors = evaluate(model, windows, EVAL_BATCH_SIZE, device, test_info["seed"], feedback)
+    curves = summarise(errors)
+    ratio, gap = headline(curves, HORIZON)
+    odd = np.array(test_info["window_episode"]) % 2 == 1
+    halves = [headline(summarise({m: {k: v[part] for k, v in e.items()} for m, e in errors.items()}), HORIZON)[0]
+              for part in (odd, ~odd)]
+    figures = {"feedback": feedback.kind, "mse_ratio_to_copy": ratio, "action_gap": gap,
+               "model_mse": {k: curves["mse"]["model"][int(k) - 1] for k in ratio},
+               "sharpness": {k: curves["sharpness"]["model"][int(k) - 1] for k in ratio},
+               "psnr_h1": curves["psnr"]["model"][0], "ssim_h1": curves["ssim"]["model"][0],
+               "ratio_halves": halves if odd.any() and (~odd).any() else None}
+    return figures, {k: curves["mse"]["copy_last"][int(k) - 1] for k in ratio}
+
+
+def run_variant(cfg: Config, windows: Windows, test_info: dict, device: torch.device,
+                feedbacks: tuple[str, ...] = ()) -> tuple[dict, dict[str, float]]:
+    """Train for the budget, then score checkpoints/last.pt on the test windows (also with each of `feedbacks`, under
+    "other_feedback"). Returns (row, copy-last MSE per step)."""
     start = time.perf_counter()
     result = train(cfg)
     seconds = time.perf_counter() - start
     state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
     assert state["dataset"]["env_settings"] == test_info["env"], "the run's dataset is not the one the test episodes were played for"
     model = model_from_checkpoint(state).to(device)
-    curves = summarise(evaluate(model, windows, EVAL_BATCH_SIZE, device, test_info["seed"], model_config(state).feedback))
-    ratio, gap = headline(curves, HORIZON)
+    figures, copy_last = score(model, windows, test_info, device, Feedback.of(model_config(state)))
     row = {
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "steps": result["step"],
         "checkpoint_step": state["step"],
         "train_minutes": seconds / 60,
         "samples_per_s": result["step"] * cfg.train.batch_size / seconds,  # set-up and validations included
-        "mse_ratio_to_copy": ratio,
-        "model_mse": {k: curves["mse"]["model"][int(k) - 1] for k in ratio},
-        "psnr_h1": curves["psnr"]["model"][0],
-        "ssim_h1": curves["ssim"]["model"][0],
-        "action_gap": gap,
+        **figures,
+        "other_feedback": {kind: score(model, windows, test_info, device, Feedback(kind))[0] for kind in feedbacks},
         "val_ratio_to_copy": result.get("val/ratio_to_copy"),  # one step ahead, on the dataset's val episodes
         "run_dir": result["run_dir"],
     }
-    return row, {k: curves["mse"]["copy_last"][int(k) - 1] for k in ratio}
+    return row, copy_last
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -205,16 +234,56 @@ def save_results(out_dir: Path, results: dict) -> None:
     atomic_write_bytes(out_dir / "results.md", markdown(results).encode())
 
 
-COLUMNS = ["variant", "params", "steps", "train min", "ratio h1", "ratio h10", "ratio h50", "PSNR h1", "SSIM h1", "gap h1", "gap h10"]
+STEPS = ("1", "10", "50", "100")
+COLUMNS = ["variant", "seeds", "steps", *(f"ratio h{k}" for k in STEPS), "gap h1", "gap h10", "sharp h100", "vs default"]
 
 
-def table_row(name: str, row: dict) -> list[str]:
-    if "error" in row:
-        return [name, "failed: " + row["error"].replace("|", "\\|"), *[""] * (len(COLUMNS) - 2)]
-    ratio, gap = row["mse_ratio_to_copy"], row["action_gap"]
-    return [name, f"{row['params_m']:.2f}M", f"{row['steps']:,}", f"{row['train_minutes']:.1f}",
-            *(f"{ratio[k]:.3f}" if k in ratio else "-" for k in ("1", "10", "50")),
-            f"{row['psnr_h1']:.1f}", f"{row['ssim_h1']:.3f}", *(f"{gap[k]:.3f}" if k in gap else "-" for k in ("1", "10"))]
+def rows_of(variants: dict) -> dict[str, list[dict]]:
+    """Table rows -> the figures of each seed: every variant, and the default's checkpoints with other feedback."""
+    rows = {}
+    for name, entry in variants.items():
+        seeds = [r for r in entry["seeds"].values() if "error" not in r]
+        rows[name] = seeds
+        for kind in (seeds[0].get("other_feedback") or {}) if seeds else {}:
+            rows[f"{name}, {kind} feedback"] = [{**r, **r["other_feedback"][kind]} for r in seeds]
+    return rows
+
+
+def mean_sd(values: list[float]) -> str:
+    return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
+
+
+def beyond_noise(seeds: list[dict], default: list[dict]) -> str:
+    """The ratio columns where this row's seeds all lie on one side of the default's: better (-) or worse (+)."""
+    marks = []
+    for k in STEPS:
+        mine, theirs = [r["mse_ratio_to_copy"].get(k) for r in seeds], [r["mse_ratio_to_copy"].get(k) for r in default]
+        if None in mine or None in theirs or len(mine) < 2 or len(theirs) < 2:
+            continue
+        if max(mine) < min(theirs):
+            marks.append(f"h{k} better")
+        elif min(mine) > max(theirs):
+            marks.append(f"h{k} worse")
+    return ", ".join(marks) or "-"
+
+
+def table_row(name: str, seeds: list[dict], default: list[dict], failed: list[str]) -> list[str]:
+    if not seeds:
+        return [name, "failed: " + "; ".join(failed).replace("|", "\\|"), *[""] * (len(COLUMNS) - 2)]
+    get = lambda key, k: [r[key][k] for r in seeds if k in r[key]]  # noqa: E731
+    return [name, str(len(seeds)), f"{np.mean([r['steps'] for r in seeds]):,.0f}",
+            *(mean_sd(get("mse_ratio_to_copy", k)) if get("mse_ratio_to_copy", k) else "-" for k in STEPS),
+            *(mean_sd(get("action_gap", k)) if get("action_gap", k) else "-" for k in ("1", "10")),
+            mean_sd(get("sharpness", "100")) if get("sharpness", "100") else "-",
+            "(the default)" if seeds is default else beyond_noise(seeds, default)]
+
+
+def test_noise(rows: list[dict]) -> str:
+    """How far the two halves of the test windows disagree about the ratios, the largest over the seeds."""
+    halves = [r["ratio_halves"] for r in rows if r.get("ratio_halves")]
+    if not halves:
+        return "-"
+    return ", ".join(f"h={k} {max(abs(a[k] - b[k]) for a, b in halves if k in a):.3f}" for k in STEPS if k in halves[0][0])
 
 
 def markdown(results: dict) -> str:
@@ -222,16 +291,21 @@ def markdown(results: dict) -> str:
     parts = []
     for game, entry in results["games"].items():
         budget, test = entry["budget"], entry["test"]
-        rows = entry["variants"]
-        names = [n for n in VARIANTS if n in rows] + [n for n in rows if n not in VARIANTS]
-        lines = [f"| {' | '.join(COLUMNS)} |", "| --- |" + " ---: |" * (len(COLUMNS) - 1)]
-        lines += [f"| {' | '.join(table_row(n, rows[n]))} |" for n in names]
+        variants = entry["variants"]
+        names = [n for n in VARIANTS if n in variants] + [n for n in variants if n not in VARIANTS]
+        rows = rows_of({n: variants[n] for n in names})
+        default = rows.get(next(iter(VARIANTS)), [])
+        failed = {n: [f"seed {s}: {r['error']}" for s, r in variants[n]["seeds"].items() if "error" in r] for n in names}
+        lines = [f"| {' | '.join(COLUMNS)} |", "| --- |" + " ---: |" * (len(COLUMNS) - 2) + " --- |"]
+        lines += [f"| {' | '.join(table_row(n, seeds, default, failed.get(n, [])))} |" for n, seeds in rows.items()]
         copy = ", ".join(f"h={k} {v:.3g}" for k, v in (entry["copy_last_mse"] or {}).items())
         parts.append(
-            f"### {game}\n\nBudget {results['budget']}: {budget['minutes']:g} min per variant (max {budget['max_steps']:,} steps), "
+            f"### {game}\n\nBudget {results['budget']}: {budget['minutes']:g} min per variant and seed (max {budget['max_steps']:,} steps), "
             f"{budget['dataset_steps']:,}-step dataset (seed {results['seed']}); {test['windows']} test windows of {test['horizon']} "
-            f"steps from {plural(test['episodes'], 'fresh episode')} (seed {test['seed']}).\n\n" + "\n".join(lines)
-            + f"\n\nCopy-last MSE on the same windows: {copy or '-'}\n"
+            f"steps from {plural(test['episodes'], 'fresh episode')} (seed {test['seed']}). Mean ± standard deviation over the "
+            f"training seeds.\n\n" + "\n".join(lines)
+            + f"\n\nCopy-last MSE on the same windows: {copy or '-'}. The two halves of the test windows disagree about the "
+            f"default's ratio by at most: {test_noise(default)}.\n"
         )
     return "\n".join(parts)
 
@@ -244,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", required=True, choices=list(BUDGETS), help="games, dataset size, minutes and test set")
     p.add_argument("--games", default=None, help="comma list (default: the budget's)")
     p.add_argument("--variants", default=None, help=f"comma list of {', '.join(VARIANTS)} (default all)")
-    p.add_argument("--minutes", type=float, default=None, help="training minutes per variant (default: the budget's)")
+    p.add_argument("--seeds", default="0", help="comma list of training seeds, each variant trained once per seed (default 0)")
+    p.add_argument("--minutes", type=float, default=None, help="training minutes per variant and seed (default: the budget's)")
     p.add_argument("--out_dir", default=str(ROOT / "runs" / "bench_quality"), help="datasets, runs and results (default runs/bench_quality)")
     p.add_argument("--seed", type=int, default=0, help="seed of the datasets; the test episodes use seed + 1000 (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
@@ -252,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     budget = BUDGETS[args.budget]
     games = [resolve_game(g) for g in (args.games.split(",") if args.games else budget.games)]
     variants = pick(args.variants, list(VARIANTS), "variant")
+    try:
+        seeds = sorted({int(s) for s in args.seeds.split(",") if s.strip()})
+    except ValueError:
+        raise UserError(f"--seeds must be a comma list of integers, e.g. 0,1,2, got '{args.seeds}'") from None
+    if not seeds:
+        raise UserError("--seeds is empty; give a comma list such as 0,1,2")
     minutes = budget.minutes if args.minutes is None else args.minutes
     if minutes <= 0:
         raise UserError(f"--minutes must be > 0, got {minutes}")
@@ -260,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--device {args.device}: CUDA is not available here; use --device cpu")
     out_dir = Path(args.out_dir).resolve()
     results = load_results(out_dir / "results.json", args.budget, args.seed)
-    configs = {(g, v): variant_config(budget, v, out_dir / "data" / g, out_dir, minutes, device) for g in games for v in variants}
+    configs = {(g, v, s): variant_config(budget, v, out_dir / "data" / g, out_dir, minutes, device, s)
+               for g in games for v in variants for s in seeds}
     out_dir.mkdir(parents=True, exist_ok=True)
 
     for game in games:
@@ -268,27 +350,34 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for game in games:
         windows, test_info = held_out_windows(out_dir / "data" / game, budget, args.seed + EVAL_SEED_OFFSET)
-        for i, variant in enumerate(variants, 1):
-            print(f"[{game} {i}/{len(variants)}] {variant}: {VARIANTS[variant][0]}; training for {minutes:g} min on {device}", flush=True)
+        runs = [(v, s) for s in seeds for v in variants]  # every variant at a seed before the next seed: early rows compare
+        for i, (variant, seed) in enumerate(runs, 1):
+            print(f"[{game} {i}/{len(runs)}] {variant}, seed {seed}: {VARIANTS[variant][0]}; training for {minutes:g} min on {device}",
+                  flush=True)
+            feedbacks = OTHER_FEEDBACK if variant == next(iter(VARIANTS)) else ()
             try:
-                row, copy_last = run_variant(configs[game, variant], windows, test_info, device)
+                row, copy_last = run_variant(configs[game, variant, seed], windows, test_info, device, feedbacks)
             except UserError as e:  # e.g. a diverged loss: the other variants still run
                 row, copy_last, failed = {"error": str(e)}, None, failed + 1
-                print(f"[{game}] {variant} failed: {e}", flush=True)
+                print(f"[{game}] {variant}, seed {seed} failed: {e}", flush=True)
             old = results["games"].get(game, {})
+            if old and old["test"].get("window_episode") != test_info["window_episode"]:
+                old = {}  # results of another test set (an older version of this benchmark) are not comparable
             entry = results["games"][game] = {
                 "budget": {"dataset_steps": budget.dataset_steps, "minutes": minutes, "max_steps": budget.max_steps},
                 "test": {k: v for k, v in test_info.items() if k != "env"},
                 "copy_last_mse": copy_last or old.get("copy_last_mse"),  # the same for every variant: the same windows
                 "variants": old.get("variants", {}),
             }
-            entry["variants"][variant] = {"description": VARIANTS[variant][0], "overrides": VARIANTS[variant][1], **row,
-                                          "minutes_budget": minutes, "device": str(device), "finished": datetime.now().isoformat(timespec="seconds")}
+            done = entry["variants"].setdefault(variant, {"seeds": {}})
+            done.update(description=VARIANTS[variant][0], overrides=VARIANTS[variant][1])
+            done["seeds"][str(seed)] = {**row, "minutes_budget": minutes, "device": str(device),
+                                        "finished": datetime.now().isoformat(timespec="seconds")}
             save_results(out_dir, results)
             if "error" not in row:
                 ratios = ", ".join(f"h={k} {v:.3f}" for k, v in row["mse_ratio_to_copy"].items())
-                print(f"[{game}] {variant}: {row['steps']:,} steps in {row['train_minutes']:.1f} min; MSE / copy-last {ratios}; "
-                      f"saved to {out_dir / 'results.json'}", flush=True)
+                print(f"[{game}] {variant}, seed {seed}: {row['steps']:,} steps in {row['train_minutes']:.1f} min; MSE / copy-last "
+                      f"{ratios}; saved to {out_dir / 'results.json'}", flush=True)
     print(f"\n{markdown(results)}\nresults: {out_dir / 'results.json'}, {out_dir / 'results.md'}", flush=True)
     return 1 if failed else 0
 

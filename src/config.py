@@ -58,6 +58,10 @@ class TrainConfig:
     changed_pixel_weight: float = 0.0  # extra loss on the pixels that differ from the last input frame; 0 = off
     rollout_steps: list[int] = field(default_factory=lambda: [1])  # unroll length of each curriculum stage
     rollout_stage_ends: list[float] = field(default_factory=list)  # budget fraction where each stage but the last ends
+    pushforward: float = 0.0  # the largest share of samples whose context holds the model's own predictions, made
+    # without gradients (the pushforward trick); 0 = off
+    pushforward_steps: int = 1  # predictions made (and fed back) without gradients before the trained step
+    pushforward_start: float = 0.5  # budget fraction where the share starts to ramp up from 0 (to `pushforward` at the end)
     warmup_steps: int = 100  # linear warm-up, then cosine decay to min_lr_ratio * lr at max_steps
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
@@ -106,7 +110,11 @@ class Config:
             (m.action_embed_dim >= 1, "model.action_embed_dim", f"must be >= 1, got {m.action_embed_dim}"),
             (m.hidden_dim >= 1, "model.hidden_dim", f"must be >= 1, got {m.hidden_dim}"),
             (m.context_noise >= 0, "model.context_noise", f"must be >= 0, got {m.context_noise}"),
-            (m.feedback in FEEDBACK, "model.feedback", f"must be {' or '.join(FEEDBACK)}, got {m.feedback!r}"),
+            (m.feedback in FEEDBACK, "model.feedback", f"must be {', '.join(FEEDBACK[:-1])} or {FEEDBACK[-1]}, got {m.feedback!r}"),
+            (2 <= m.palette_size <= 256, "model.palette_size", f"must be in [2, 256], got {m.palette_size}"),
+            (m.palette is None or (len(m.palette) >= 2 and all(isinstance(v, int) and 0 <= v <= 255 for v in m.palette)
+                                   and list(m.palette) == sorted(set(m.palette))), "model.palette",
+             f"must be null or at least two increasing grey levels in [0, 255], got {m.palette}"),
             (o.name in ("adamw", "adam"), "optimizer.name", f"must be adamw or adam, got {o.name!r}"),
             (o.lr > 0, "optimizer.lr", f"must be > 0, got {o.lr}"),
             (o.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {o.weight_decay}"),
@@ -124,6 +132,9 @@ class Config:
              f"got {t.rollout_stage_ends}"),
             (all(0 < e < 1 for e in t.rollout_stage_ends) and sorted(set(t.rollout_stage_ends)) == list(t.rollout_stage_ends),
              "train.rollout_stage_ends", f"must increase strictly inside (0, 1), got {t.rollout_stage_ends}"),
+            (0 <= t.pushforward <= 1, "train.pushforward", f"must be in [0, 1], got {t.pushforward}"),
+            (t.pushforward_steps >= 1, "train.pushforward_steps", f"must be >= 1, got {t.pushforward_steps}"),
+            (0 <= t.pushforward_start < 1, "train.pushforward_start", f"must be in [0, 1), got {t.pushforward_start}"),
             (t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}"),
             (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}"),
             (t.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {t.grad_clip}"),

@@ -26,7 +26,7 @@ from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings, resolve_game
 from src.envs.game import Steps, play_episodes
 from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint
-from src.models.rollout import DEFAULT_FEEDBACK, FEEDBACK, rollout
+from src.models.rollout import FEEDBACK, Feedback, rollout
 from src.utils.device import choose_device
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.frames import frames_to_float
@@ -95,7 +95,7 @@ def per_step_errors(prediction: torch.Tensor, truth: torch.Tensor) -> dict[str, 
 
 
 def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.device, seed: int,
-             feedback: str = DEFAULT_FEEDBACK) -> dict[str, dict[str, np.ndarray]]:
+             feedback: Feedback = Feedback("uint8")) -> dict[str, dict[str, np.ndarray]]:
     """Per-case, per-step errors of the model, the copy-last-frame baseline and the model with shuffled actions.
 
     Returns {method: {metric: (N, K)}} for every metric of STEP_METRICS; the pure computation, no I/O.
@@ -141,7 +141,7 @@ def headline(curves: dict[str, dict[str, list[float]]], horizon: int) -> tuple[d
 
 
 def write_outputs(out: Path, summary: dict, curves: dict, model: nn.Module, windows: Windows, videos: int, device: torch.device,
-                  feedback: str = DEFAULT_FEEDBACK) -> dict[str, Path]:
+                  feedback: Feedback = Feedback("uint8")) -> dict[str, Path]:
     """summary.json, metrics.csv, a plot per metric and rollout videos; returns the main paths."""
     atomic_write_json(out / "summary.json", summary)
     horizon = len(curves["mse"]["model"])
@@ -173,13 +173,22 @@ def write_outputs(out: Path, summary: dict, curves: dict, model: nn.Module, wind
 # ------------------------------------------------------------------------------------------ the whole evaluation
 
 
+def checkpoint_feedback(state: dict[str, Any], kind: str | None = None) -> Feedback:
+    """How the checkpoint's rollouts feed predictions back: its model.feedback, or `kind` (--feedback) instead."""
+    saved = model_config(state)
+    if kind == "palette" and not saved.palette:
+        raise UserError("--feedback palette: the checkpoint has no palette (it was trained before palette feedback existed); "
+                        "use --feedback uint8 or float")
+    return Feedback(kind or saved.feedback, tuple(saved.palette) if saved.palette else None)
+
+
 def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, starts_per_episode: int = 16, horizon: int = 50,
                         seed: int | None = None, data_dir: str | Path | None = None, out_dir: str | Path = "runs",
                         device: str | None = None, batch_size: int = 64, videos: int = 4,
                         wandb_mode: str = "disabled", feedback: str | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint open loop and write <out_dir>/<YYYYmmdd-HHMMSS>_<game>_eval/. `seed` defaults to the
     training data's seed + 1; `data_dir` takes the windows from a recorded dataset instead of fresh episodes;
-    `feedback` (uint8 or float) overrides the checkpoint's model.feedback.
+    `feedback` (palette, uint8 or float) overrides the checkpoint's model.feedback.
     Returns the summary (as in summary.json) with "out_dir" and "paths" added. Bad input raises UserError."""
     for name, value in (("episodes", episodes), ("starts_per_episode", starts_per_episode), ("horizon", horizon),
                         ("batch_size", batch_size)):
@@ -198,7 +207,7 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, st
     check_wandb(wandb_cfg)
     torch_device = choose_device(device)
     model = model_from_checkpoint(state).to(torch_device)
-    feedback = feedback or model_config(state).feedback
+    feedback = checkpoint_feedback(state, feedback)
     seed = seed if seed is not None else trained_on.get("seed", 0) + 1
 
     start = time.perf_counter()
@@ -220,14 +229,14 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, st
     ratio, gap = headline(curves, horizon)
     summary = {"game": game_name, "checkpoint": str(checkpoint), "checkpoint_step": state["step"], "source": source,
                "horizon": horizon, "episodes": episodes if not data_dir else None, "starts": len(windows.actions),
-               "seed": seed, "feedback": feedback, **curves, "mse_ratio_to_copy": ratio, "action_gap": gap,
+               "seed": seed, "feedback": feedback.kind, "palette": feedback.palette, **curves, "mse_ratio_to_copy": ratio, "action_gap": gap,
                "seconds": round(time.perf_counter() - start, 2)}
     paths = write_outputs(out, summary, curves, model, windows, videos, torch_device, feedback)
 
     settings = {"checkpoint": str(checkpoint), "game": game, "episodes": episodes, "starts_per_episode": starts_per_episode,
                 "horizon": horizon, "seed": seed, "data_dir": data_dir and str(data_dir), "out_dir": str(out_dir),
                 "device": device, "batch_size": batch_size, "videos": videos, "wandb_mode": wandb_mode,
-                "feedback": feedback}
+                "feedback": feedback.kind}
     logger = make_logger(wandb_cfg, out, out.name, {"eval": settings, "checkpoint_config": state["config"]})
     logger.log({f"eval/mse_ratio_to_copy_h{k}": v for k, v in ratio.items()} | {f"eval/action_gap_h{k}": v for k, v in gap.items()}, step=0)
     for key, path in paths.items():
@@ -254,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--videos", type=int, default=4, help="rollouts written as MP4 and GIF (default 4)")
     p.add_argument("--wandb_mode", choices=("online", "offline", "disabled"), default="disabled")
     p.add_argument("--feedback", choices=FEEDBACK, default=None,
-                   help="how predictions re-enter the context: uint8 (rounded to grey levels) or float (default: the checkpoint's)")
+                   help="how predictions re-enter the context: palette (the checkpoint's grey levels), uint8 (any grey level) "
+                        "or float (default: the checkpoint's)")
     result = evaluate_checkpoint(**vars(p.parse_args(argv)))
     ratios = ", ".join(f"h={k}: {v:.3f}" for k, v in result["mse_ratio_to_copy"].items())
     gaps = ", ".join(f"h={k}: {v:.3f}" for k, v in result["action_gap"].items())

@@ -19,6 +19,7 @@ from pathlib import Path
 from src.dataset.recorder import Recorder
 from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint
+from src.models.rollout import Feedback
 from src.playing.dream import Dream
 from src.playing.keys import parse_keys
 from src.playing.window import run_headless, run_window
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--data_dir holds {dataset.game} data, the checkpoint is for {trained_on['game']}")
     recorder = Recorder(Path(args.record), trained_on, args.seed) if args.record else None
     actions = parse_keys(args.keys, trained_on["action_meanings"]) if args.headless else []
-    dream = Dream(model, trained_on, device, args.seed, dataset, recorder, model_config(state).feedback)
+    dream = Dream(model, trained_on, device, args.seed, dataset, recorder, Feedback.of(model_config(state)))
 
     if args.headless:
         dream.recording = recorder is not None

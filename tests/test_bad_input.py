@@ -163,6 +163,11 @@ CASES = {
                                        evaluate("--checkpoint", "{tmp}/bad.pt"),
                                        "the checkpoint's model cannot be built by this version of the code (model.name 'unet_v9' is not a model",
                                        setup=lambda c: edit_checkpoint(c, lambda s: s["config"]["model"].update(name="unet_v9"))),
+    "checkpoint-no-palette": Case("eval --feedback palette with a checkpoint made before palettes", "eval",
+                                  evaluate("--checkpoint", "{tmp}/bad.pt", "--feedback", "palette"),
+                                  "--feedback palette: the checkpoint has no palette (it was trained before palette feedback existed); "
+                                  "use --feedback uint8 or float",
+                                  setup=lambda c: edit_checkpoint(c, lambda s: [s["config"]["model"].pop(k) for k in ("feedback", "palette")])),
     "resume-weights-mismatch": Case("resume from a checkpoint whose weights were altered", "train", train("train.resume={run}", "train.max_steps=9"),
                                     "the checkpoint's weights do not fit its model 'unet_film' (size mismatch for head.conv.weight",
                                     setup=lambda c: edit_checkpoint_in_place(c.checkpoint)),

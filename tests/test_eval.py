@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from src.dataset.shards import ShardedDataset
 from src.eval import Windows, evaluate, evaluate_checkpoint, headline, summarise, windows_from_dataset, write_outputs
-from src.models.rollout import rollout
+from src.models.rollout import Feedback, rollout
 from src.models.world_model import ModelConfig, build_model
 from src.utils.metrics import STEP_METRICS, StepMetric
 from tests.conftest import error_line, run
@@ -31,8 +31,8 @@ def test_horizon_one_is_one_forward_pass() -> None:
     context, actions = torch.rand(3, 4, 84, 84), torch.tensor([[0], [3], [5]])
     with torch.no_grad():
         expected = model(context, actions[:, 0]).clamp(0, 1)
-    assert torch.equal(rollout(model, context, actions, "float"), expected)
-    two = rollout(model, context, torch.tensor([[0, 1], [3, 2], [5, 5]]), "float")
+    assert torch.equal(rollout(model, context, actions, Feedback("float")), expected)
+    two = rollout(model, context, torch.tensor([[0, 1], [3, 2], [5, 5]]), Feedback("float"))
     with torch.no_grad():
         second = model(torch.cat([context[:, 1:], expected], 1), torch.tensor([1, 2, 5])).clamp(0, 1)
     assert torch.equal(two[:, :1], expected) and torch.equal(two[:, 1:], second)  # its own prediction fed back

@@ -17,6 +17,7 @@ from src.config import Config, ConfigError, ModelConfig, TrainConfig, load_confi
 from src.dataset.offline_dataset import Batch, WindowDataset, split_episodes
 from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import read_checkpoint
+from src.models.rollout import Feedback
 from src.models.world_model import build_model
 from src.training.data import fixed_val_batches, open_data
 from src.training.loop import train
@@ -154,7 +155,7 @@ def test_unrolled_loss_feeds_predictions_back() -> None:
     frames, targets = torch.rand(2, 4, 84, 84), torch.rand(2, 3, 84, 84)
     batch = Batch(frames, torch.tensor([[1, 2, 3], [4, 5, 0]]), targets)
     t = TrainConfig(loss="mse")
-    loss, metrics, predicted = unrolled_loss(model, batch, 3, t, "float")
+    loss, metrics, predicted = unrolled_loss(model, batch, 3, t, Feedback("float"))
     context, expected = frames, []
     for j in range(3):
         expected.append(model(context, batch.actions[:, j]))
@@ -164,12 +165,12 @@ def test_unrolled_loss_feeds_predictions_back() -> None:
     assert loss.item() == pytest.approx(torch.nn.functional.mse_loss(expected, targets).item(), rel=1e-5)
     teacher = torch.cat([model(torch.cat([frames, targets], 1)[:, j : j + 4], batch.actions[:, j]) for j in range(3)], 1)
     assert not torch.allclose(predicted[:, 1:], teacher[:, 1:])  # feeding the truth back gives other predictions
-    one_step, _, _ = unrolled_loss(model, batch, 1, t, "float")
+    one_step, _, _ = unrolled_loss(model, batch, 1, t, Feedback("float"))
     assert one_step.item() == pytest.approx(torch.nn.functional.mse_loss(expected[:, :1], targets[:, :1]).item(), rel=1e-5)
 
     first_output = {}
     model.head.register_forward_hook(lambda m, i, o: first_output.setdefault("out", o))
-    _, _, predicted = unrolled_loss(model, batch, 2, t, "float")
+    _, _, predicted = unrolled_loss(model, batch, 2, t, Feedback("float"))
     (grad,) = torch.autograd.grad(predicted[:, 1].sum(), first_output["out"])
     assert grad.abs().sum() > 0, "the second prediction does not depend on the first"
 

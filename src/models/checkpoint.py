@@ -61,8 +61,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def model_config(state: dict[str, Any]) -> ModelConfig:
-    """The checkpoint's `model` section, this version's defaults for what it does not name (e.g. `feedback`)."""
-    return ModelConfig(**state["config"]["model"])
+    """The checkpoint's `model` section, this version's defaults for what it does not name. A checkpoint saved before
+    palette feedback existed names no feedback or uint8, and has no palette: it feeds back uint8."""
+    saved = dict(state["config"]["model"])
+    saved.setdefault("feedback", "uint8")
+    return ModelConfig(**saved)
 
 
 def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:

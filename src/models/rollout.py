@@ -2,35 +2,65 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-FEEDBACK = ("uint8", "float")  # how a prediction re-enters the context (model.feedback)
-DEFAULT_FEEDBACK = "uint8"  # measured against float: README, "Evaluation"
+FEEDBACK = ("palette", "uint8", "float")  # how a prediction re-enters the context (model.feedback)
+DEFAULT_FEEDBACK = "palette"  # measured against uint8 and float: README, "Evaluation"
 
 
-def feed_back(frame: Tensor, feedback: str) -> Tensor:
-    """A predicted frame as it re-enters the context: clamped to [0, 1] and, with "uint8", rounded to the 256 grey
-    levels that real frames have (as DIAMOND does at every step), so that errors below half a level cannot pile
-    up. The rounding passes the gradient straight through (an unroll trained with back-propagation still learns)."""
-    frame = frame.clamp(0, 1)
-    if feedback == "uint8":
-        frame = frame + ((frame * 255).round() / 255 - frame).detach()
-    return frame
+@dataclass(frozen=True)
+class Feedback:
+    """How a predicted frame re-enters the context, as model.feedback and model.palette say:
+
+        float    clamped to [0, 1]
+        uint8    clamped and rounded to the 256 grey levels that real frames have (as DIAMOND does at every step),
+                 so that errors below half a level cannot pile up
+        palette  clamped and moved to the nearest of the palette's grey levels (the commonest levels of the training
+                 frames), so that errors below half the gap between two levels of the game cannot pile up
+
+    Rounding passes the gradient straight through: an unroll trained with back-propagation still learns.
+    """
+
+    kind: str = DEFAULT_FEEDBACK
+    palette: tuple[int, ...] | None = None  # grey levels 0-255, increasing; needed by "palette"
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEEDBACK:
+            raise ValueError(f"feedback must be one of {', '.join(FEEDBACK)}, got {self.kind!r}")
+        if self.kind == "palette" and not self.palette:
+            raise ValueError("palette feedback needs the palette's grey levels")
+
+    @classmethod
+    def of(cls, model_cfg) -> Feedback:  # noqa: ANN001 (a ModelConfig: models.world_model imports this module)
+        palette = getattr(model_cfg, "palette", None)
+        return cls(model_cfg.feedback, tuple(int(v) for v in palette) if palette else None)
+
+    def __call__(self, frame: Tensor) -> Tensor:
+        frame = frame.clamp(0, 1)
+        if self.kind == "uint8":
+            return frame + ((frame * 255).round() / 255 - frame).detach()
+        if self.kind == "palette":
+            levels = torch.tensor(self.palette, device=frame.device, dtype=frame.dtype) / 255  # (K,)
+            nearest = levels[torch.bucketize(frame.detach(), (levels[1:] + levels[:-1]) / 2)]
+            return frame + (nearest - frame).detach()
+        return frame
 
 
-def unroll(model: nn.Module, context: Tensor, actions: Tensor, feedback: str = DEFAULT_FEEDBACK,
+def unroll(model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedback = Feedback("uint8"),
            noise_level: Tensor | None = None) -> Tensor:
     """context: (B, T, H, W) float in [0, 1], oldest first; actions: (B, K) int64; noise_level: (B,) the level of
     the noise put on the context in training (told to the model at every step), None for a clean context.
-    Returns the K raw predictions (B, K, H, W); each re-enters the context through `feed_back`. Keeps gradients:
+    Returns the K raw predictions (B, K, H, W); each re-enters the context through `feedback`. Keeps gradients:
     training unrolls with it, evaluation through `rollout`."""
     frames, predictions = context, []
     told = {} if noise_level is None else {"noise_level": noise_level}
     for k in range(actions.shape[1]):
         next_frame = model(frames, actions[:, k], **told)  # (B, 1, H, W)
         predictions.append(next_frame)
-        frames = torch.cat([frames[:, 1:], feed_back(next_frame, feedback)], dim=1)  # (B, T, H, W)
+        frames = torch.cat([frames[:, 1:], feedback(next_frame)], dim=1)  # (B, T, H, W)
     return torch.cat(predictions, dim=1)  # (B, K, H, W)
 
 
@@ -42,6 +72,6 @@ def corrupt(context: Tensor, max_level: float) -> tuple[Tensor, Tensor]:
 
 
 @torch.inference_mode()
-def rollout(model: nn.Module, context: Tensor, actions: Tensor, feedback: str = DEFAULT_FEEDBACK) -> Tensor:
+def rollout(model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedback = Feedback("uint8")) -> Tensor:
     """`unroll` without gradients; the K predicted frames (B, K, H, W) as they were fed back (what is scored)."""
-    return feed_back(unroll(model, context, actions, feedback), feedback)
+    return feedback(unroll(model, context, actions, feedback))

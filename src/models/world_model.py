@@ -38,7 +38,10 @@ class ModelConfig:
     blocks_per_level: int = 1  # residual blocks at each level of the encoder and the decoder
     action_embed_dim: int = 64  # size of the learned action embedding that conditions every level
     hidden_dim: int = 1024  # oh2015 only: width of the fully connected code and of the action-multiplied factors
-    feedback: str = DEFAULT_FEEDBACK  # how a prediction re-enters the context in rollouts: uint8 (rounded) or float
+    feedback: str = DEFAULT_FEEDBACK  # how a prediction re-enters the context in rollouts: palette, uint8 or float
+    palette_size: int = 16  # palette feedback: how many grey levels the palette has
+    palette: list[int] | None = None  # palette feedback: its grey levels (0-255, increasing); null: training fills in
+    # the palette_size commonest levels of the training frames, and checkpoints keep them
     context_noise: float = 0.0  # U-Nets: in training, Gaussian noise of a level drawn in [0, this] on the context
     # frames, the level given to the model beside the action (0: off; at test time the level is 0)
 

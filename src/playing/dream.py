@@ -12,7 +12,7 @@ from src.dataset.recorder import Recorder
 from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings
 from src.envs.game import Game
-from src.models.rollout import DEFAULT_FEEDBACK, feed_back
+from src.models.rollout import Feedback
 from src.utils.frames import frames_to_float
 from src.utils.images import gray_panel, side_by_side, text_band
 from src.utils.video import pad_to_even
@@ -37,7 +37,7 @@ class Dream:
     seed: int
     dataset: ShardedDataset | None = None
     recorder: Recorder | None = None
-    feedback: str = DEFAULT_FEEDBACK  # how a prediction re-enters the context (the checkpoint's model.feedback)
+    feedback: Feedback = Feedback("uint8")  # how a prediction re-enters the context (the checkpoint's model.feedback)
     context: torch.Tensor = field(init=False)  # (1, T, H, W) float, the model's last frames
     steps: int = field(init=False, default=0)
     starts: int = field(init=False, default=0)
@@ -66,7 +66,7 @@ class Dream:
 
     @torch.inference_mode()
     def step(self, action: int) -> None:
-        predicted = feed_back(self.model(self.context, torch.tensor([action], device=self.device)), self.feedback)  # (1, 1, H, W)
+        predicted = self.feedback(self.model(self.context, torch.tensor([action], device=self.device)))  # (1, 1, H, W)
         self.context = torch.cat([self.context[:, 1:], predicted], dim=1)
         self.steps += 1
         if self.game is not None:

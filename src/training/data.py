@@ -108,3 +108,17 @@ def rollout_starts(dataset: ShardedDataset, val_rows: np.ndarray, cfg: Config) -
         return starts
     picks = np.linspace(0, len(starts) - 1, num=min(cfg.train.val_rollout_videos, len(starts))).round().astype(int)
     return starts[picks]
+
+
+PALETTE_SAMPLES = 1000  # training frames counted for the palette, spread evenly over the training rows
+
+
+def frame_palette(dataset: ShardedDataset, rows: np.ndarray, size: int) -> tuple[list[int], float]:
+    """The `size` commonest grey levels of the training frames (each sampled row's next frame), increasing, and the
+    share of the sampled pixels that they cover: model.palette for palette feedback."""
+    counts = np.zeros(256, dtype=np.int64)
+    for i in np.linspace(0, len(rows) - 1, num=min(PALETTE_SAMPLES, len(rows))).round().astype(int):
+        pos, local = dataset.locate(int(rows[i]))
+        counts += np.bincount(np.asarray(dataset.array(pos, "next_obs")[local, -1]).ravel(), minlength=256)
+    levels = np.sort(np.argsort(-counts, kind="stable")[:size])
+    return levels.tolist(), float(counts[levels].sum() / counts.sum())

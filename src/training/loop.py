@@ -19,12 +19,13 @@ from src.config import Config, ConfigError, to_dict, to_yaml
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import checkpoint_contents, load_weights, read_checkpoint
+from src.models.rollout import Feedback
 from src.models.world_model import build_model
-from src.training.data import fixed_val_batches, open_data, rollout_starts, starts_within, train_batches
+from src.training.data import fixed_val_batches, frame_palette, open_data, rollout_starts, starts_within, train_batches
 from src.training.fast_path import FastPath, make_optimizer, prepare_model
 from src.training.outputs import QuietOutputs, RunOutputs, check_run_space, create_run_dir
 from src.training.resume import check_resumable, find_checkpoint
-from src.training.schedule import budget_used, lr_factor, rollout_length
+from src.training.schedule import budget_used, lr_factor, pushforward_share, rollout_length
 from src.training.step import rollout_videos, train_step, validate
 from src.utils import distributed
 from src.utils.device import choose_device
@@ -60,6 +61,8 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
     if cfg.train.resume is not None:
         checkpoint = find_checkpoint(cfg.train.resume, cfg.experiment.runs_dir)
         state = resumed if resumed is not None else read_checkpoint(checkpoint)
+        if cfg.model.palette is None:  # not given: the run's own
+            cfg.model.palette = state["config"]["model"].get("palette")
         check_resumable(state, cfg, dataset, checkpoint)
         cfg.train.resume = str(checkpoint)  # what `auto` or a run folder meant, for the log and the saved config
 
@@ -69,13 +72,18 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
     device = choose_device(cpu=cfg.train.cpu, local_rank=ranks.local)
     fast = FastPath.choose(cfg, device)
     settings = dataset.manifest.env
+    if cfg.model.feedback == "palette" and cfg.model.palette is None:  # a resumed run keeps its checkpoint's
+        cfg.model.palette, coverage = frame_palette(dataset, train_rows, cfg.model.palette_size)
+        if ranks.main:
+            print(f"palette feedback: the {len(cfg.model.palette)} commonest grey levels cover {coverage:.2%} of the training "
+                  "frames' pixels", flush=True)
     model = build_model(cfg.model, dataset.num_actions, settings.context_frames, settings.screen_size).to(device)
     forward = prepare_model(model, fast, ranks)
     optimizer = make_optimizer(model, cfg, device)
     params = sum(p.numel() for p in model.parameters())
     if ranks.main:
         check_run_space(cfg.experiment.runs_dir, 3 * 4 * params)  # float32 weights and two Adam moments
-    longest = max(cfg.train.rollout_steps)
+    longest = max(cfg.train.rollout_steps) + (cfg.train.pushforward_steps if cfg.train.pushforward > 0 else 0)
     starts = starts_within(dataset, train_rows, longest)
     if len(starts) < cfg.train.batch_size:
         raise ConfigError(f"train.rollout_steps: only {len(starts)} training windows of {longest} steps, fewer than "
@@ -151,6 +159,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
         set_rng_state(state["rng"])  # last: building the model and the loaders drew from the RNGs
 
     t = cfg.train
+    feedback = Feedback.of(cfg.model)
     step = state["step"] if state else 0
     elapsed = state["elapsed_s"] if state else 0.0
     start = time.perf_counter() - elapsed  # a resumed run's clock goes on from its checkpoint
@@ -161,11 +170,11 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
     try:
         while step < t.max_steps:
             used = budget_used(step, elapsed, t)
-            k = rollout_length(used, t)
+            k, share = rollout_length(used, t), pushforward_share(used, t)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
             batch = next(s.batches).to(device, non_blocking=True)
-            tensors, predicted = train_step(s.forward, optimizer, batch, k, t, s.fast, cfg.model.feedback, cfg.model.context_noise)
+            tensors, predicted = train_step(s.forward, optimizer, batch, k, t, s.fast, feedback, cfg.model.context_noise, share)
             logging = (step + 1) % t.log_every == 0 or (step + 1) % t.val_every_steps == 0 or step + 1 == t.max_steps
             # Reading a value waits for the GPU, so there the check runs when the metrics are read anyway: a NaN
             # can spoil the weights for a few steps, but no checkpoint is written from them (validation checks too).
@@ -191,7 +200,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                 window_start, window_samples = now, 0
                 strip = prediction_strip(batch.frames[0].cpu().numpy(), predicted[0, 0].detach().cpu().numpy(),
                                          batch.targets[0, 0].cpu().numpy())
-                outputs.log_train_row(step, {**metrics, "lr": optimizer.param_groups[0]["lr"], "rollout_steps": k,
+                outputs.log_train_row(step, {**metrics, "lr": optimizer.param_groups[0]["lr"], "rollout_steps": k, "pushforward": share,
                                              "samples_per_s": rate, "elapsed_s": elapsed}, strip)
                 remaining = (t.max_steps - step) * t.batch_size * ranks.world / max(rate, 1e-9)
                 if t.max_minutes is not None:
@@ -209,7 +218,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                     f"ratio {last_val['val/ratio_to_copy']:.3f}")
                 if len(s.video_starts) and (validations % t.val_rollout_every == 0 or last_step):
                     outputs.log_videos(step, rollout_videos(model, s.dataset, s.video_starts, t.val_rollout_horizon, device,
-                                                        run_dir / "videos" / f"rollout_step_{step:06d}", cfg.model.feedback))
+                                                        run_dir / "videos" / f"rollout_step_{step:06d}", feedback))
                 if not math.isfinite(last_val["val/mse"]):
                     raise UserError(f"training diverged: the validation MSE is {last_val['val/mse']} at step {step}; the last "
                                     f"good checkpoint is {last_saved}: continue from it with a lower learning rate, "

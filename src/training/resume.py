@@ -10,7 +10,8 @@ from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import read_checkpoint
 
 # A resumed run keeps these: they define its weights' shapes, its data split and its data order.
-RESUME_FIXED = ("model.", "train.seed", "train.batch_size", "train.rollout_steps", "data.val_ratio")
+# (train.pushforward and pushforward_steps set the length of the training windows, as train.rollout_steps does.)
+RESUME_FIXED = ("model.", "train.seed", "train.batch_size", "train.rollout_steps", "train.pushforward", "data.val_ratio")
 
 
 def find_checkpoint(resume: str, runs_dir: str) -> Path:

@@ -27,6 +27,14 @@ def lr_factor(step: int, used: float, t: TrainConfig) -> float:
     return warmup * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * used)))
 
 
+def pushforward_share(used: float, t: TrainConfig) -> float:
+    """The share of samples trained on a context of the model's own predictions at `used` of the budget: 0 until
+    train.pushforward_start, then rising linearly to train.pushforward at the end of the budget."""
+    if t.pushforward <= 0 or used < t.pushforward_start:
+        return 0.0
+    return t.pushforward * (used - t.pushforward_start) / (1 - t.pushforward_start)
+
+
 def rollout_length(used: float, t: TrainConfig) -> int:
     """The unroll length of the curriculum stage at `used` of the budget (train.rollout_steps, rollout_stage_ends)."""
     return t.rollout_steps[bisect.bisect_right(t.rollout_stage_ends, used)]

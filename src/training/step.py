@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from src.config import Config, TrainConfig
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
-from src.models.rollout import DEFAULT_FEEDBACK, corrupt, rollout, unroll
+from src.models.rollout import Feedback, corrupt, rollout, unroll
 from src.training.fast_path import FastPath
 from src.utils import distributed
 from src.utils.distributed import Ranks
@@ -21,7 +21,20 @@ from src.utils.metrics import frame_loss, mse_per_sample
 from src.utils.video import write_rollout_videos
 
 
-def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: str = DEFAULT_FEEDBACK,
+def pushed_forward(model: nn.Module, batch: Batch, n: int, share: float, feedback: Feedback) -> Batch:
+    """The pushforward trick: the batch moved n steps on, where for a random `share` of the samples the n newest
+    context frames are the model's own predictions, made and fed back without gradients (the others get the true
+    frames). The model learns to correct the errors it makes, and no gradient flows into the steps that made them."""
+    frames = torch.cat([batch.frames, batch.targets[:, :n]], dim=1)[:, -batch.frames.shape[1]:]  # true, n steps on
+    chosen = (torch.rand(len(batch), device=frames.device) < share).nonzero().squeeze(1)
+    if len(chosen):
+        with torch.no_grad():
+            imagined = feedback(unroll(model, batch.frames[chosen], batch.actions[chosen, :n], feedback))  # (C, n, H, W)
+        frames = frames.index_copy(0, chosen, torch.cat([batch.frames[chosen], imagined], dim=1)[:, -frames.shape[1]:])
+    return Batch(frames, batch.actions[:, n:], batch.targets[:, n:])
+
+
+def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: Feedback = Feedback("uint8"),
                   context_noise: float = 0.0) -> tuple[Tensor, dict[str, float], Tensor]:
     """The loss of k predictions in a row, each made from the model's own previous ones (Oh et al. 2015), with
     gradients through the whole unroll; k=1 is plain one-step training. With context_noise > 0 the context is first
@@ -36,12 +49,17 @@ def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedba
 
 
 def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, k: int, t: TrainConfig,
-               fast: FastPath, feedback: str = DEFAULT_FEEDBACK, context_noise: float = 0.0) -> tuple[dict[str, Tensor], Tensor]:
-    """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped. Returns
-    (metrics as 0-d tensors, predictions); the caller checks the metrics, then calls optimizer.step()."""
-    if fast.channels_last:
-        batch = Batch(batch.frames.contiguous(memory_format=torch.channels_last), batch.actions, batch.targets)
+               fast: FastPath, feedback: Feedback = Feedback("uint8"), context_noise: float = 0.0,
+               pushforward: float = 0.0) -> tuple[dict[str, Tensor], Tensor]:
+    """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped; with
+    pushforward > 0, that share of the samples first moved on t.pushforward_steps steps by the model itself
+    (`pushed_forward`). Returns (metrics as 0-d tensors, predictions); the caller checks the metrics, then calls
+    optimizer.step()."""
     with torch.autocast(fast.device.type, dtype=fast.autocast or torch.float32, enabled=fast.autocast is not None):
+        if pushforward > 0:
+            batch = pushed_forward(forward, batch, t.pushforward_steps, pushforward, feedback)
+        if fast.channels_last:
+            batch = Batch(batch.frames.contiguous(memory_format=torch.channels_last), batch.actions, batch.targets)
         loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback, context_noise)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -72,7 +90,7 @@ def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.
 
 
 def rollout_videos(model: nn.Module, dataset: ShardedDataset, starts: np.ndarray, horizon: int, device: torch.device, out: Path,
-                   feedback: str = DEFAULT_FEEDBACK) -> list[Path]:
+                   feedback: Feedback = Feedback("uint8")) -> list[Path]:
     """Open-loop rollouts from held-out windows, written as MP4: ground truth | prediction | error."""
     windows = [dataset.steps(int(s), horizon) for s in starts]
     context = frames_to_float(torch.from_numpy(np.stack([w.obs[0] for w in windows]))).to(device)  # (V, T, H, W)
