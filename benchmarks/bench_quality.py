@@ -101,6 +101,7 @@ VARIANTS = {
     "unet_film_k3": ("unet_film, multi-step curriculum 1 -> 3", ["train.rollout_steps=[1,3]", "train.rollout_stage_ends=[0.5]"]),
     "unet_film_k5": ("unet_film, Oh et al.'s curriculum 1 -> 3 -> 5", ["train.rollout_steps=[1,3,5]", "train.rollout_stage_ends=[0.4,0.7]"]),
     "unet_film_changed": ("unet_film, loss weighted 10x on changed pixels", ["train.changed_pixel_weight=10"]),
+    "unet_film_worst": ("unet_film, plus the mean loss of each frame's worst 1% of pixels", ["train.worst_pixel_weight=1"]),
 }
 # The default variant's checkpoints are also scored with these feedbacks (no training: the same weights).
 OTHER_FEEDBACK = ("uint8", "float")

@@ -56,6 +56,8 @@ class TrainConfig:
     loss: str = "huber"  # huber or mse, per pixel on frames in [0, 1]
     huber_delta: float = 1.0  # where the Huber loss turns from quadratic to linear
     changed_pixel_weight: float = 0.0  # extra loss on the pixels that differ from the last input frame; 0 = off
+    worst_pixel_weight: float = 0.0  # extra loss: this times the mean loss of each frame's worst pixels; 0 = off
+    worst_pixel_share: float = 0.01  # ... the share of each frame's pixels that counts as its worst
     rollout_steps: list[int] = field(default_factory=lambda: [1])  # unroll length of each curriculum stage
     rollout_stage_ends: list[float] = field(default_factory=list)  # budget fraction where each stage but the last ends
     pushforward: float = 0.0  # the largest share of samples whose context holds the model's own predictions, made
@@ -125,6 +127,8 @@ class Config:
             (t.loss in ("huber", "mse"), "train.loss", f"must be huber or mse, got {t.loss!r}"),
             (t.huber_delta > 0, "train.huber_delta", f"must be > 0, got {t.huber_delta}"),
             (t.changed_pixel_weight >= 0, "train.changed_pixel_weight", f"must be >= 0, got {t.changed_pixel_weight}"),
+            (t.worst_pixel_weight >= 0, "train.worst_pixel_weight", f"must be >= 0, got {t.worst_pixel_weight}"),
+            (0 < t.worst_pixel_share <= 1, "train.worst_pixel_share", f"must be in (0, 1], got {t.worst_pixel_share}"),
             (len(t.rollout_steps) >= 1 and min(t.rollout_steps) >= 1, "train.rollout_steps",
              f"must be a non-empty list of unroll lengths >= 1, got {t.rollout_steps}"),
             (len(t.rollout_stage_ends) == len(t.rollout_steps) - 1, "train.rollout_stage_ends",

@@ -182,3 +182,20 @@ def test_sharpness_tells_blur_from_noise() -> None:
     grainy = (truth + 0.05 * torch.randn(1, 84, 84, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     assert sharpness(truth, truth).item() == 1.0
     assert sharpness(blurred, truth).item() < 0.9 and sharpness(grainy, truth).item() > 2
+
+
+def test_worst_pixel_weight_adds_the_worst_pixels_loss_and_is_bounded():
+    """Catches a term that is not the worst pixels' (e.g. all pixels, or the best), or weighted other than by w."""
+    target = torch.zeros(1, 1, 10, 10)
+    one_miss = target.clone()
+    one_miss[0, 0, 4, 4] = 1.0  # one pixel of 100 wrong: the worst 1%
+    spread = torch.full_like(target, 0.1)  # the same squared error in total, spread over every pixel
+    for prediction, plain in ((one_miss, 1 / 100), (spread, 0.01)):
+        base, _ = frame_loss(prediction, target, "mse")
+        with_worst, _ = frame_loss(prediction, target, "mse", worst_weight=2.0, worst_share=0.01)
+        assert base.item() == pytest.approx(plain)
+        worst = 1.0 if prediction is one_miss else 0.01  # the mean loss of the worst pixel
+        assert with_worst.item() == pytest.approx(plain + 2.0 * worst)
+    large = torch.rand(2, 3, 8, 8)
+    bounded, _ = frame_loss(large, torch.zeros_like(large), "mse", worst_weight=2.0, worst_share=1.0)
+    assert bounded.item() == pytest.approx(3 * frame_loss(large, torch.zeros_like(large), "mse")[0].item())  # share 1: the whole frame, 1 + w times

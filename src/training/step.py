@@ -44,7 +44,8 @@ def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedba
     context, levels = corrupt(batch.frames, context_noise) if context_noise > 0 else (batch.frames, None)
     predicted, targets = unroll(model, context, batch.actions[:, :k], feedback, levels).float(), batch.targets[:, :k]  # (B, k, H, W)
     previous = torch.cat([batch.frames[:, -1:], targets[:, :-1]], dim=1)  # the true frame before each target
-    loss, metrics = frame_loss(predicted, targets, t.loss, t.huber_delta, previous, t.changed_pixel_weight)
+    loss, metrics = frame_loss(predicted, targets, t.loss, t.huber_delta, previous, t.changed_pixel_weight,
+                               t.worst_pixel_weight, t.worst_pixel_share)
     return loss, metrics, predicted
 
 
