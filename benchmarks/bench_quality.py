@@ -94,6 +94,8 @@ VARIANTS = {
     "unet_film": ("the default U-Net with FiLM action conditioning, one-step training, palette feedback", []),
     "unet_film_pf1": ("unet_film, pushforward: up to half the samples on one step of its own, from half the budget",
                       ["train.pushforward=0.5", "train.pushforward_steps=1"]),
+    "unet_film_palette_out": ("unet_film with a per-pixel classification over the 16 palette levels (cross-entropy)",
+                              ["model.output=palette"]),
     "unet_film_pf3": ("unet_film, pushforward: up to half the samples on three steps of its own, from half the budget",
                       ["train.pushforward=0.5", "train.pushforward_steps=3"]),
     "oh2015": ("Oh et al. 2015 action-conditional transformation, the paper's conv widths", ["model.name=oh2015", "model.channels=[64,128,128,128]"]),

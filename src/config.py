@@ -113,6 +113,7 @@ class Config:
             (m.hidden_dim >= 1, "model.hidden_dim", f"must be >= 1, got {m.hidden_dim}"),
             (m.context_noise >= 0, "model.context_noise", f"must be >= 0, got {m.context_noise}"),
             (m.feedback in FEEDBACK, "model.feedback", f"must be {', '.join(FEEDBACK[:-1])} or {FEEDBACK[-1]}, got {m.feedback!r}"),
+            (m.output in ("residual", "palette"), "model.output", f"must be residual or palette, got {m.output!r}"),
             (2 <= m.palette_size <= 256, "model.palette_size", f"must be in [2, 256], got {m.palette_size}"),
             (m.palette is None or (len(m.palette) >= 2 and all(isinstance(v, int) and 0 <= v <= 255 for v in m.palette)
                                    and list(m.palette) == sorted(set(m.palette))), "model.palette",

@@ -51,3 +51,16 @@ def test_bad_names_exit_2(tmp_path: Path) -> None:
     assert "unknown game 'Pongg'" in error_line(run([*BENCH, "--budget", "tiny", "--games", "Pongg", "--out_dir", str(tmp_path)]))
     assert "--budget: invalid choice" in error_line(run([*BENCH, "--budget", "huge", "--out_dir", str(tmp_path)]))
     assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_only_differences_beyond_the_seed_spread_are_called() -> None:
+    """Catches a table that calls a difference real when the seeds of the two rows overlap."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_quality import beyond_noise
+
+    row = lambda h1, h50: {"mse_ratio_to_copy": {"1": h1, "50": h50}}  # noqa: E731
+    default = [row(0.14, 1.00), row(0.15, 1.10), row(0.16, 1.05)]
+    better_at_50 = [row(0.13, 0.80), row(0.15, 0.85), row(0.17, 0.90)]  # h1 overlaps, h50 lies below every default seed
+    assert beyond_noise(better_at_50, default) == "h50 better"
+    assert beyond_noise([row(0.20, 1.2), row(0.21, 1.3)], default) == "h1 worse, h50 worse"
+    assert beyond_noise([row(0.10, 0.5)], default) == "-"  # one seed has no spread: nothing is called

@@ -3,6 +3,7 @@ game's palette (palette), in every rollout; and context corruption."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,19 @@ def test_pushforward_share_picks_samples_and_the_rest_get_true_frames() -> None:
     t = TrainConfig(pushforward=0.6, pushforward_start=0.5)
     assert [pushforward_share(u, t) for u in (0.0, 0.49, 0.5, 0.75, 1.0)] == [0.0, 0.0, 0.0, pytest.approx(0.3), pytest.approx(0.6)]
     assert pushforward_share(1.0, TrainConfig()) == 0.0  # off by default
+
+
+def test_palette_output_trains_saves_and_evaluates(small_dataset: Path, tmp_path: Path) -> None:
+    """Catches a palette-output model that the training loop, the checkpoint or evaluation cannot handle."""
+    from src.eval import evaluate_checkpoint
+    from src.training.loop import train
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(small_dataset, tmp_path, "model.output=palette", "train.max_steps=4", "train.val_every_steps=4",
+                      "train.log_every=2", "train.pushforward=0.5", "train.pushforward_start=0.25")
+    result = train(cfg)
+    assert math.isfinite(result["val/mse"]) and result["step"] == 4
+    summary = evaluate_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt", "Pong", episodes=1, starts_per_episode=2,
+                                  horizon=3, videos=0, out_dir=tmp_path)
+    assert list(summary["palette"]) == cfg.model.palette
+    assert all(math.isfinite(v) for v in summary["mse_ratio_to_copy"].values())

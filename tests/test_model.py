@@ -177,3 +177,41 @@ def test_unknown_model_name_raises_config_error() -> None:
     assert "unet_film" in MODELS
     with pytest.raises(ConfigError, match=r"model\.name 'unet_flim' is not a model\. Did you mean 'unet_film'\?"):
         build_model(ModelConfig(name="unet_flim"), NUM_ACTIONS)
+
+
+# ------------------------------------------------------------------------------------------ palette output
+
+
+PALETTE_OUTPUT = ModelConfig(channels=[8, 16], action_embed_dim=8, output="palette", palette=[0, 128, 255])
+
+
+@pytest.mark.parametrize("name", ["unet_film", "unet_diamond"])
+def test_palette_output_starts_as_the_last_frame_and_learns_where_the_square_goes(name: str) -> None:
+    """Catches a palette head that does not copy at first, cannot learn with its cross-entropy, predicts anything but
+    palette levels, or ignores the action."""
+    from src.training.step import palette_loss
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**{**vars(PALETTE_OUTPUT), "name": name}), NUM_ACTIONS)
+    frames, actions, targets = moving_square_batch()
+    assert torch.equal(model(frames, actions), frames[:, -1:])  # the square frames are on the palette
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        _, scores = model(frames, actions, logits=True)
+        loss, _ = palette_loss(scores[:, None], targets, (0, 128, 255))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = model(frames, actions)
+        wrong_action = model(frames, (actions + 1) % NUM_ACTIONS)
+    assert set(torch.unique(predicted).mul(255).round().tolist()) <= {0, 128, 255}
+    assert (predicted != targets).float().mean() < 0.002  # under 0.2% of the pixels wrong (the square is 0.5%)
+    assert (wrong_action != targets).float().mean() > 0.004  # another action puts the square elsewhere
+
+
+def test_palette_output_needs_a_palette_and_a_unet() -> None:
+    with pytest.raises(ConfigError, match="model.output=palette needs model.palette"):
+        build_model(ModelConfig(channels=[8, 16], output="palette"), NUM_ACTIONS)
+    with pytest.raises(ConfigError, match="oh2015 predicts a residual only"):
+        build_model(ModelConfig(name="oh2015", channels=[8, 16], output="palette", palette=[0, 255]), NUM_ACTIONS)

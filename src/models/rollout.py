@@ -50,18 +50,25 @@ class Feedback:
 
 
 def unroll(model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedback = Feedback("uint8"),
-           noise_level: Tensor | None = None) -> Tensor:
+           noise_level: Tensor | None = None, logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """context: (B, T, H, W) float in [0, 1], oldest first; actions: (B, K) int64; noise_level: (B,) the level of
     the noise put on the context in training (told to the model at every step), None for a clean context.
     Returns the K raw predictions (B, K, H, W); each re-enters the context through `feedback`. Keeps gradients:
-    training unrolls with it, evaluation through `rollout`."""
-    frames, predictions = context, []
-    told = {} if noise_level is None else {"noise_level": noise_level}
+    training unrolls with it, evaluation through `rollout`. With logits=True (model.output=palette), also the
+    logits of every step (B, K, L, H, W) for L palette levels."""
+    frames, predictions, scores = context, [], []
+    told = {"noise_level": noise_level} if noise_level is not None else {}
+    if logits:
+        told["logits"] = True
     for k in range(actions.shape[1]):
-        next_frame = model(frames, actions[:, k], **told)  # (B, 1, H, W)
+        next_frame = model(frames, actions[:, k], **told)  # (B, 1, H, W), or (that, (B, L, H, W))
+        if logits:
+            next_frame, step_scores = next_frame
+            scores.append(step_scores)
         predictions.append(next_frame)
         frames = torch.cat([frames[:, 1:], feedback(next_frame)], dim=1)  # (B, T, H, W)
-    return torch.cat(predictions, dim=1)  # (B, K, H, W)
+    predicted = torch.cat(predictions, dim=1)  # (B, K, H, W)
+    return (predicted, torch.stack(scores, dim=1)) if logits else predicted
 
 
 def corrupt(context: Tensor, max_level: float) -> tuple[Tensor, Tensor]:

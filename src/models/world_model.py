@@ -40,8 +40,10 @@ class ModelConfig:
     hidden_dim: int = 1024  # oh2015 only: width of the fully connected code and of the action-multiplied factors
     feedback: str = DEFAULT_FEEDBACK  # how a prediction re-enters the context in rollouts: palette, uint8 or float
     palette_size: int = 16  # palette feedback: how many grey levels the palette has
-    palette: list[int] | None = None  # palette feedback: its grey levels (0-255, increasing); null: training fills in
-    # the palette_size commonest levels of the training frames, and checkpoints keep them
+    palette: list[int] | None = None  # palette feedback or output: its grey levels (0-255, increasing); null: training
+    # fills in the palette_size commonest levels of the training frames, and checkpoints keep them
+    output: str = "residual"  # U-Nets: residual (the last frame plus a regressed change) or palette (per pixel, a
+    # classification over the palette's levels; the prediction is the most likely level, as SimPLe's 256-way softmax)
     context_noise: float = 0.0  # U-Nets: in training, Gaussian noise of a level drawn in [0, this] on the context
     # frames, the level given to the model beside the action (0: off; at test time the level is 0)
 
@@ -98,10 +100,50 @@ class ResidualHead(nn.Module):
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
-    def forward(self, x: Tensor, last_frame: Tensor) -> Tensor:
-        """x: (B, C, H/2, W/2); last_frame: (B, 1, H, W) -> (B, 1, H, W)."""
+    def forward(self, x: Tensor, last_frame: Tensor, logits: bool = False) -> Tensor:
+        """x: (B, C, H/2, W/2); last_frame: (B, 1, H, W) -> (B, 1, H, W). (No logits: a regression.)"""
+        assert not logits, "a residual head has no logits; model.output=palette has"
         delta = self.conv(F.silu(self.norm(x)))  # (B, 4, H/2, W/2)
         return last_frame + F.pixel_shuffle(delta, PATCH)
+
+
+class PaletteHead(nn.Module):
+    """Features over 2x2-pixel patches -> per pixel, logits over the palette's K grey levels; the prediction is the
+    most likely level, an exact grey level of the game (a static background cannot drift by small amounts).
+
+    The level nearest to the last frame's pixel gets `stay` (a learned scalar, 5 at first) added to its logit and
+    the conv starts at zero: an untrained model copies the last frame, as the residual head does.
+    """
+
+    def __init__(self, channels: int, palette: list[int]) -> None:
+        super().__init__()
+        self.register_buffer("levels", torch.tensor(palette, dtype=torch.float32) / 255)  # (K,)
+        self.norm = nn.GroupNorm(group_count(channels), channels)
+        self.conv = nn.Conv2d(channels, len(palette) * PATCH**2, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        self.stay = nn.Parameter(torch.tensor(5.0))
+
+    def nearest(self, frame: Tensor) -> Tensor:
+        """(B, 1, H, W) in [0, 1] -> (B, H, W) int64, the index of the nearest palette level."""
+        return torch.bucketize(frame[:, 0].detach().float().contiguous(), (self.levels[1:] + self.levels[:-1]) / 2)
+
+    def forward(self, x: Tensor, last_frame: Tensor, logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """x: (B, C, H/2, W/2); last_frame: (B, 1, H, W) -> the next frame (B, 1, H, W), the most likely levels; with
+        logits=True, (that frame, the logits (B, K, H, W))."""
+        scores = F.pixel_shuffle(self.conv(F.silu(self.norm(x))), PATCH)  # (B, K, H, W)
+        scores = scores + self.stay * F.one_hot(self.nearest(last_frame), len(self.levels)).permute(0, 3, 1, 2).to(scores.dtype)
+        frame = self.levels[scores.argmax(1, keepdim=True)].to(last_frame.dtype)  # (B, 1, H, W)
+        return (frame, scores) if logits else frame
+
+
+def output_head(cfg: ModelConfig, channels: int) -> nn.Module:
+    """The U-Nets' last layer as model.output says: ResidualHead or PaletteHead."""
+    if cfg.output == "palette":
+        if not cfg.palette:
+            raise ConfigError("model.output=palette needs model.palette: the grey levels (training fills them in from the data)")
+        return PaletteHead(channels, cfg.palette)
+    return ResidualHead(channels)
 
 
 class EncoderLevel(nn.Module):
@@ -155,13 +197,15 @@ class UNetFiLM(nn.Module):
         self.decoder = nn.ModuleList(
             DecoderLevel(widths[i + 1], widths[i], n, d) for i in reversed(range(len(widths) - 1))
         )
-        self.head = ResidualHead(widths[0])
+        self.head = output_head(cfg, widths[0])
 
-    def forward(self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None) -> Tensor:
+    def forward(self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None, logits: bool = False) -> Tensor:
         """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64; noise_level: (B,) float, the
         level of the noise on `frames` (None: clean, as at test time).
 
-        Returns the next frame (B, 1, H, W) as frames[:, -1:] + delta, not clamped: the loss sees the raw value.
+        Returns the next frame (B, 1, H, W) as frames[:, -1:] + delta, not clamped: the loss sees the raw value;
+        with model.output=palette, the most likely palette level of each pixel (and with logits=True, also the
+        logits (B, K, H, W) that training's loss needs).
         """
         assert frames.dim() == 4 and frames.size(1) == self.context_frames, frames.shape
         cond = condition(actions, self.action_embedding, self.noise_embedding, noise_level)  # (B, D)
@@ -173,7 +217,7 @@ class UNetFiLM(nn.Module):
             skips.append(x)
         for level, skip in zip(self.decoder, reversed(skips[:-1])):
             x = level(x, skip, cond)  # (B, C_i, H / 2^(i+1), W / 2^(i+1))
-        return self.head(x, frames[:, -1:])  # (B, 1, H, W)
+        return self.head(x, frames[:, -1:], logits)  # (B, 1, H, W)
 
 
 class UNetDiamond(nn.Module):
@@ -205,11 +249,11 @@ class UNetDiamond(nn.Module):
         self.upsamples = nn.ModuleList(Upsample(widths[i], widths[i]) for i in reversed(range(len(widths) - 1)))
         self.middle = nn.ModuleList([ResBlock(widths[-1], widths[-1], d), ResBlock(widths[-1], widths[-1], d)])
         self.attention = SelfAttention(widths[-1])
-        self.head = ResidualHead(widths[0])
+        self.head = output_head(cfg, widths[0])
 
-    def forward(self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None) -> Tensor:
-        """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64; noise_level as in UNetFiLM
-        -> (B, 1, H, W), not clamped."""
+    def forward(self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None, logits: bool = False) -> Tensor:
+        """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64; noise_level and logits as in
+        UNetFiLM -> (B, 1, H, W), not clamped."""
         assert frames.dim() == 4 and frames.size(1) == self.context_frames, frames.shape
         cond = condition(actions, self.action_embedding, self.noise_embedding, noise_level)  # (B, D)
         x = self.stem(F.pixel_unshuffle(frames, PATCH))  # (B, C_0, H/2, W/2)
@@ -226,7 +270,7 @@ class UNetDiamond(nn.Module):
                 x = self.upsamples[i - 1](x, skips[-1].shape[-2:])  # (B, C, h_i, w_i)
             for block in blocks:
                 x = block(torch.cat([x, skips.pop()], dim=1), cond)
-        return self.head(x, frames[:, -1:])  # (B, 1, H, W)
+        return self.head(x, frames[:, -1:], logits)  # (B, 1, H, W)
 
 
 OH2015_KERNELS = (8, 6, 6, 4)  # the paper's filter sizes, all stride 2; levels past the fourth use 4
@@ -246,6 +290,8 @@ class ActionConditionalTransformation(nn.Module):
         super().__init__()
         if cfg.context_noise > 0:
             raise ConfigError("model.context_noise: oh2015 has no path to tell it the noise level; use unet_film or unet_diamond")
+        if cfg.output != "residual":
+            raise ConfigError("model.output: oh2015 predicts a residual only; use unet_film or unet_diamond for palette output")
         widths, hidden = list(cfg.channels), cfg.hidden_dim
         kernels = [OH2015_KERNELS[min(i, len(OH2015_KERNELS) - 1)] for i in range(len(widths))]
         self.context_frames = context_frames

@@ -72,10 +72,10 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
     device = choose_device(cpu=cfg.train.cpu, local_rank=ranks.local)
     fast = FastPath.choose(cfg, device)
     settings = dataset.manifest.env
-    if cfg.model.feedback == "palette" and cfg.model.palette is None:  # a resumed run keeps its checkpoint's
+    if "palette" in (cfg.model.feedback, cfg.model.output) and cfg.model.palette is None:  # a resumed run keeps its own
         cfg.model.palette, coverage = frame_palette(dataset, train_rows, cfg.model.palette_size)
         if ranks.main:
-            print(f"palette feedback: the {len(cfg.model.palette)} commonest grey levels cover {coverage:.2%} of the training "
+            print(f"palette: the {len(cfg.model.palette)} commonest grey levels cover {coverage:.2%} of the training "
                   "frames' pixels", flush=True)
     model = build_model(cfg.model, dataset.num_actions, settings.context_frames, settings.screen_size).to(device)
     forward = prepare_model(model, fast, ranks)
@@ -160,6 +160,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
 
     t = cfg.train
     feedback = Feedback.of(cfg.model)
+    output_palette = tuple(cfg.model.palette) if cfg.model.output == "palette" else None
     step = state["step"] if state else 0
     elapsed = state["elapsed_s"] if state else 0.0
     start = time.perf_counter() - elapsed  # a resumed run's clock goes on from its checkpoint
@@ -174,7 +175,8 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
             batch = next(s.batches).to(device, non_blocking=True)
-            tensors, predicted = train_step(s.forward, optimizer, batch, k, t, s.fast, feedback, cfg.model.context_noise, share)
+            tensors, predicted = train_step(s.forward, optimizer, batch, k, t, s.fast, feedback, cfg.model.context_noise, share,
+                                            output_palette)
             logging = (step + 1) % t.log_every == 0 or (step + 1) % t.val_every_steps == 0 or step + 1 == t.max_steps
             # Reading a value waits for the GPU, so there the check runs when the metrics are read anyway: a NaN
             # can spoil the weights for a few steps, but no checkpoint is written from them (validation checks too).

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.config import Config, TrainConfig
@@ -34,15 +35,29 @@ def pushed_forward(model: nn.Module, batch: Batch, n: int, share: float, feedbac
     return Batch(frames, batch.actions[:, n:], batch.targets[:, n:])
 
 
+def palette_loss(scores: Tensor, targets: Tensor, palette: tuple[int, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Cross-entropy of the logits (B, K, L, H, W) against each target pixel's nearest palette level (B, K, H, W)."""
+    levels = torch.tensor(palette, device=targets.device, dtype=torch.float32) / 255
+    classes = torch.bucketize(targets.float().contiguous(), (levels[1:] + levels[:-1]) / 2)  # (B, K, H, W)
+    loss = F.cross_entropy(scores.flatten(0, 1).float(), classes.flatten(0, 1))
+    return loss, {"loss": loss.detach()}
+
+
 def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: Feedback = Feedback("uint8"),
-                  context_noise: float = 0.0) -> tuple[Tensor, dict[str, float], Tensor]:
+                  context_noise: float = 0.0, output_palette: tuple[int, ...] | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
     """The loss of k predictions in a row, each made from the model's own previous ones (Oh et al. 2015), with
     gradients through the whole unroll; k=1 is plain one-step training. With context_noise > 0 the context is first
     corrupted (rollout.corrupt) and its level told to the model: training only, validation and rollouts see clean
-    frames. Returns (loss, metrics, predictions (B, k, H, W)).
+    frames. With output_palette (model.output=palette), the loss is the cross-entropy of the model's logits over
+    those levels (`palette_loss`). Returns (loss, metrics, predictions (B, k, H, W)).
     """
     context, levels = corrupt(batch.frames, context_noise) if context_noise > 0 else (batch.frames, None)
-    predicted, targets = unroll(model, context, batch.actions[:, :k], feedback, levels).float(), batch.targets[:, :k]  # (B, k, H, W)
+    targets = batch.targets[:, :k]  # (B, k, H, W)
+    if output_palette is not None:
+        predicted, scores = unroll(model, context, batch.actions[:, :k], feedback, levels, logits=True)
+        loss, metrics = palette_loss(scores, targets, output_palette)
+        return loss, {**metrics, "mse": (predicted.detach().float() - targets).pow(2).mean()}, predicted
+    predicted = unroll(model, context, batch.actions[:, :k], feedback, levels).float()  # (B, k, H, W)
     previous = torch.cat([batch.frames[:, -1:], targets[:, :-1]], dim=1)  # the true frame before each target
     loss, metrics = frame_loss(predicted, targets, t.loss, t.huber_delta, previous, t.changed_pixel_weight,
                                t.worst_pixel_weight, t.worst_pixel_share)
@@ -51,7 +66,7 @@ def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedba
 
 def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, k: int, t: TrainConfig,
                fast: FastPath, feedback: Feedback = Feedback("uint8"), context_noise: float = 0.0,
-               pushforward: float = 0.0) -> tuple[dict[str, Tensor], Tensor]:
+               pushforward: float = 0.0, output_palette: tuple[int, ...] | None = None) -> tuple[dict[str, Tensor], Tensor]:
     """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped; with
     pushforward > 0, that share of the samples first moved on t.pushforward_steps steps by the model itself
     (`pushed_forward`). Returns (metrics as 0-d tensors, predictions); the caller checks the metrics, then calls
@@ -61,7 +76,7 @@ def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batc
             batch = pushed_forward(forward, batch, t.pushforward_steps, pushforward, feedback)
         if fast.channels_last:
             batch = Batch(batch.frames.contiguous(memory_format=torch.channels_last), batch.actions, batch.targets)
-        loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback, context_noise)
+        loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback, context_noise, output_palette)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     metrics["grad_norm"] = nn.utils.clip_grad_norm_(forward.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
