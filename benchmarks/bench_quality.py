@@ -105,7 +105,7 @@ VARIANTS = {
     "unet_film_changed": ("unet_film, loss weighted 10x on changed pixels", ["train.changed_pixel_weight=10"]),
     "unet_film_worst": ("unet_film, plus the mean loss of each frame's worst 1% of pixels", ["train.worst_pixel_weight=1"]),
 }
-# The default variant's checkpoints are also scored with these feedbacks (no training: the same weights).
+# The default variant's checkpoints of the first seed run are also scored with these feedbacks (the same weights).
 OTHER_FEEDBACK = ("uint8", "float")
 
 
@@ -247,8 +247,8 @@ def rows_of(variants: dict) -> dict[str, list[dict]]:
     for name, entry in variants.items():
         seeds = [r for r in entry["seeds"].values() if "error" not in r]
         rows[name] = seeds
-        for kind in (seeds[0].get("other_feedback") or {}) if seeds else {}:
-            rows[f"{name}, {kind} feedback"] = [{**r, **r["other_feedback"][kind]} for r in seeds]
+        for kind in dict.fromkeys(k for r in seeds for k in r.get("other_feedback") or {}):  # in order, once each
+            rows[f"{name}, {kind} feedback"] = [{**r, **r["other_feedback"][kind]} for r in seeds if kind in r.get("other_feedback", {})]
     return rows
 
 
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, (variant, seed) in enumerate(runs, 1):
             print(f"[{game} {i}/{len(runs)}] {variant}, seed {seed}: {VARIANTS[variant][0]}; training for {minutes:g} min on {device}",
                   flush=True)
-            feedbacks = OTHER_FEEDBACK if variant == next(iter(VARIANTS)) else ()
+            feedbacks = OTHER_FEEDBACK if variant == next(iter(VARIANTS)) and seed == seeds[0] else ()
             try:
                 row, copy_last = run_variant(configs[game, variant, seed], windows, test_info, device, feedbacks)
             except UserError as e:  # e.g. a diverged loss: the other variants still run
