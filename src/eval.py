@@ -229,7 +229,7 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, st
     ratio, gap = headline(curves, horizon)
     summary = {"game": game_name, "checkpoint": str(checkpoint), "checkpoint_step": state["step"], "source": source,
                "horizon": horizon, "episodes": episodes if not data_dir else None, "starts": len(windows.actions),
-               "seed": seed, "feedback": feedback.kind, "palette": feedback.palette, **curves, "mse_ratio_to_copy": ratio,
+               "seed": seed, "feedback": feedback.kind, "palette": list(feedback.palette or ()) or None, **curves, "mse_ratio_to_copy": ratio,
                "action_gap": gap,
                "seconds": round(time.perf_counter() - start, 2)}
     paths = write_outputs(out, summary, curves, model, windows, videos, torch_device, feedback)

@@ -186,7 +186,7 @@ def test_training_fills_in_the_palette_and_evaluation_uses_the_checkpoints(short
     assert saved["feedback"] == "palette" and len(saved["palette"]) == cfg.model.palette_size == 16
     summary = evaluate_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt", "Pong", episodes=1, starts_per_episode=2,
                                   horizon=3, videos=0, out_dir=tmp_path)
-    assert summary["feedback"] == "palette" and list(summary["palette"]) == saved["palette"]
+    assert summary["feedback"] == "palette" and summary["palette"] == saved["palette"]
 
     old = {**state, "config": {**state["config"], "model": {k: v for k, v in saved.items() if k not in ("feedback", "palette")}}}
     assert checkpoint_feedback(old) == Feedback("uint8")  # saved before feedback existed: uint8, as evaluated since
@@ -270,5 +270,5 @@ def test_palette_output_trains_saves_and_evaluates(small_dataset: Path, tmp_path
     assert math.isfinite(result["val/mse"]) and result["step"] == 4
     summary = evaluate_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt", "Pong", episodes=1, starts_per_episode=2,
                                   horizon=3, videos=0, out_dir=tmp_path)
-    assert list(summary["palette"]) == cfg.model.palette
+    assert summary["palette"] == cfg.model.palette
     assert all(math.isfinite(v) for v in summary["mse_ratio_to_copy"].values())
