@@ -43,7 +43,7 @@ def one_step(fast: FastPath, batch: Batch) -> tuple[dict[str, float], dict[str, 
     torch.nn.init.normal_(model.head.conv.weight, std=0.05)  # away from copy-last: real gradients everywhere
     forward = prepare_model(model, fast)
     optimizer = make_optimizer(model, Config(), fast.device)
-    metrics, _ = train_step(forward, optimizer, batch, 1, Config().train, fast)
+    metrics, _, _ = train_step(forward, optimizer, batch, 1, Config().train, fast)
     return {k: v.item() for k, v in metrics.items()}, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 

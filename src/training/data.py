@@ -115,7 +115,7 @@ PALETTE_SAMPLES = 1000  # training frames counted for the palette, spread evenly
 
 def frame_palette(dataset: ShardedDataset, rows: np.ndarray, size: int) -> tuple[list[int], float]:
     """The `size` commonest grey levels of the training frames (each sampled row's next frame), increasing, and the
-    share of the sampled pixels that they cover: model.palette for palette feedback."""
+    share of the sampled pixels that they cover: model.palette, for palette feedback or output."""
     counts = np.zeros(256, dtype=np.int64)
     for i in np.linspace(0, len(rows) - 1, num=min(PALETTE_SAMPLES, len(rows))).round().astype(int):
         pos, local = dataset.locate(int(rows[i]))

@@ -86,7 +86,8 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
     longest = max(cfg.train.rollout_steps) + (cfg.train.pushforward_steps if cfg.train.pushforward > 0 else 0)
     starts = starts_within(dataset, train_rows, longest)
     if len(starts) < cfg.train.batch_size:
-        raise ConfigError(f"train.rollout_steps: only {len(starts)} training windows of {longest} steps, fewer than "
+        raise ConfigError(f"train.rollout_steps: only {len(starts)} training windows of {longest} steps (the longest unroll, "
+                          "plus train.pushforward_steps when pushforward is on), fewer than "
                           f"train.batch_size {cfg.train.batch_size}; shorten the unroll or record longer episodes")
     step, best_mse = 0, math.inf
     if state is not None:
@@ -175,7 +176,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
             batch = next(s.batches).to(device, non_blocking=True)
-            tensors, predicted = train_step(s.forward, optimizer, batch, k, t, s.fast, feedback, cfg.model.context_noise, share,
+            tensors, predicted, batch = train_step(s.forward, optimizer, batch, k, t, s.fast, feedback, cfg.model.context_noise, share,
                                             output_palette)
             logging = (step + 1) % t.log_every == 0 or (step + 1) % t.val_every_steps == 0 or step + 1 == t.max_steps
             # Reading a value waits for the GPU, so there the check runs when the metrics are read anyway: a NaN

@@ -66,11 +66,11 @@ def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedba
 
 def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, k: int, t: TrainConfig,
                fast: FastPath, feedback: Feedback = Feedback("uint8"), context_noise: float = 0.0,
-               pushforward: float = 0.0, output_palette: tuple[int, ...] | None = None) -> tuple[dict[str, Tensor], Tensor]:
+               pushforward: float = 0.0, output_palette: tuple[int, ...] | None = None) -> tuple[dict[str, Tensor], Tensor, Batch]:
     """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped; with
     pushforward > 0, that share of the samples first moved on t.pushforward_steps steps by the model itself
-    (`pushed_forward`). Returns (metrics as 0-d tensors, predictions); the caller checks the metrics, then calls
-    optimizer.step()."""
+    (`pushed_forward`). Returns (metrics as 0-d tensors, predictions, the batch they predict: moved on by
+    pushforward); the caller checks the metrics, then calls optimizer.step()."""
     with torch.autocast(fast.device.type, dtype=fast.autocast or torch.float32, enabled=fast.autocast is not None):
         if pushforward > 0:
             batch = pushed_forward(forward, batch, t.pushforward_steps, pushforward, feedback)
@@ -80,7 +80,7 @@ def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batc
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     metrics["grad_norm"] = nn.utils.clip_grad_norm_(forward.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
-    return metrics, predicted
+    return metrics, predicted, batch
 
 
 @torch.no_grad()
