@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,7 @@ def checkpoint_feedback(state: dict[str, Any], kind: str | None = None) -> Feedb
     if kind == "palette" and not saved.palette:
         raise UserError("--feedback palette: the checkpoint has no palette (it was trained before palette feedback existed); "
                         "use --feedback uint8 or float")
-    return Feedback(kind or saved.feedback, tuple(saved.palette) if saved.palette else None)
+    return Feedback.of(replace(saved, feedback=kind or saved.feedback))
 
 
 def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, starts_per_episode: int = 16, horizon: int = 50,

@@ -11,6 +11,12 @@ FEEDBACK = ("palette", "uint8", "float")  # how a prediction re-enters the conte
 DEFAULT_FEEDBACK = "palette"  # measured against uint8 and float: README, "Evaluation"
 
 
+def nearest_level(frames: Tensor, levels: Tensor) -> Tensor:
+    """The index of the nearest of `levels` (K,) increasing, in [0, 1], for every pixel of `frames`: int64, the
+    shape of `frames`. No gradient: palette feedback, the palette head and its loss share it."""
+    return torch.bucketize(frames.detach().to(levels.dtype).contiguous(), (levels[1:] + levels[:-1]) / 2)
+
+
 @dataclass(frozen=True)
 class Feedback:
     """How a predicted frame re-enters the context, as model.feedback and model.palette say:
@@ -35,8 +41,7 @@ class Feedback:
 
     @classmethod
     def of(cls, model_cfg) -> Feedback:  # noqa: ANN001 (a ModelConfig: models.world_model imports this module)
-        palette = getattr(model_cfg, "palette", None)
-        return cls(model_cfg.feedback, tuple(int(v) for v in palette) if palette else None)
+        return cls(model_cfg.feedback, tuple(int(v) for v in model_cfg.palette) if model_cfg.palette else None)
 
     def __call__(self, frame: Tensor) -> Tensor:
         frame = frame.clamp(0, 1)
@@ -44,8 +49,7 @@ class Feedback:
             return frame + ((frame * 255).round() / 255 - frame).detach()
         if self.kind == "palette":
             levels = torch.tensor(self.palette, device=frame.device, dtype=frame.dtype) / 255  # (K,)
-            nearest = levels[torch.bucketize(frame.detach(), (levels[1:] + levels[:-1]) / 2)]
-            return frame + (nearest - frame).detach()
+            return frame + (levels[nearest_level(frame, levels)] - frame).detach()
         return frame
 
 

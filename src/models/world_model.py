@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.models.blocks import Downsample, ResBlock, ResStack, SelfAttention, Upsample, group_count
-from src.models.rollout import DEFAULT_FEEDBACK
+from src.models.rollout import DEFAULT_FEEDBACK, nearest_level
 from src.utils.errors import ConfigError
 
 
@@ -124,15 +124,11 @@ class PaletteHead(nn.Module):
         nn.init.zeros_(self.conv.bias)
         self.stay = nn.Parameter(torch.tensor(5.0))
 
-    def nearest(self, frame: Tensor) -> Tensor:
-        """(B, 1, H, W) in [0, 1] -> (B, H, W) int64, the index of the nearest palette level."""
-        return torch.bucketize(frame[:, 0].detach().float().contiguous(), (self.levels[1:] + self.levels[:-1]) / 2)
-
     def forward(self, x: Tensor, last_frame: Tensor, logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """x: (B, C, H/2, W/2); last_frame: (B, 1, H, W) -> the next frame (B, 1, H, W), the most likely levels; with
         logits=True, (that frame, the logits (B, K, H, W))."""
         scores = F.pixel_shuffle(self.conv(F.silu(self.norm(x))), PATCH)  # (B, K, H, W)
-        scores = scores + self.stay * F.one_hot(self.nearest(last_frame), len(self.levels)).permute(0, 3, 1, 2).to(scores.dtype)
+        scores = scores + self.stay * F.one_hot(nearest_level(last_frame[:, 0], self.levels), len(self.levels)).permute(0, 3, 1, 2).to(scores.dtype)
         frame = self.levels[scores.argmax(1, keepdim=True)].to(last_frame.dtype)  # (B, 1, H, W)
         return (frame, scores) if logits else frame
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from src.config import Config, TrainConfig
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
-from src.models.rollout import Feedback, corrupt, rollout, unroll
+from src.models.rollout import Feedback, corrupt, nearest_level, rollout, unroll
 from src.training.fast_path import FastPath
 from src.utils import distributed
 from src.utils.distributed import Ranks
@@ -38,7 +38,7 @@ def pushed_forward(model: nn.Module, batch: Batch, n: int, share: float, feedbac
 def palette_loss(scores: Tensor, targets: Tensor, palette: tuple[int, ...]) -> tuple[Tensor, dict[str, Tensor]]:
     """Cross-entropy of the logits (B, K, L, H, W) against each target pixel's nearest palette level (B, K, H, W)."""
     levels = torch.tensor(palette, device=targets.device, dtype=torch.float32) / 255
-    classes = torch.bucketize(targets.float().contiguous(), (levels[1:] + levels[:-1]) / 2)  # (B, K, H, W)
+    classes = nearest_level(targets, levels)  # (B, K, H, W)
     loss = F.cross_entropy(scores.flatten(0, 1).float(), classes.flatten(0, 1))
     return loss, {"loss": loss.detach()}
 
