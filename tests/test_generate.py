@@ -96,6 +96,15 @@ def test_second_generation_on_a_locked_dir_is_refused(dataset_copy: Path) -> Non
     assert manifest(dataset_copy)["totals"]["steps"] == SMALL["steps"]
 
 
+def test_resume_clears_a_manifest_write_that_a_kill_cut_short(dataset_copy: Path) -> None:
+    """Catches a resume that refuses the temporary manifest a SIGKILL left mid-write (a flaky kill-then-resume)."""
+    leftover = dataset_copy / ".manifest.9932.tmp.json"  # the name utils.io.replaced_atomically gives it
+    leftover.write_text("{")
+    result = generate(dataset_copy, "--resume", steps=1350)
+    assert result.returncode == 0, result.stderr
+    assert not leftover.exists() and len(ShardedDataset(dataset_copy, verify="full")) == 1350
+
+
 def test_resume_adds_exactly_the_missing_steps(dataset_copy: Path) -> None:
     """Catches a resume that rewrites finished shards or over/under-shoots the requested total."""
     before = checksums(dataset_copy)

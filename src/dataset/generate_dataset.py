@@ -154,10 +154,13 @@ def previous_manifest(root: Path, args: dict, given: set[str]) -> Manifest | Non
     return manifest
 
 
+MANIFEST_TMP = re.compile(rf"\.{re.escape(Path(MANIFEST).stem)}\.\d+\.tmp{re.escape(Path(MANIFEST).suffix)}")  # io.replaced_atomically's
+
+
 def is_dataset_file(name: str) -> bool:
-    return name in (MANIFEST, LOCK_FILE) or bool(SHARD_FILE.fullmatch(name)) or name.startswith(TMP_PREFIX) or (
-        name.startswith(f".{MANIFEST}.") and name.endswith(".tmp")
-    )
+    """A file a generation writes: the manifest, the lock, a shard, or a temporary file of either that a kill left."""
+    return name in (MANIFEST, LOCK_FILE) or bool(SHARD_FILE.fullmatch(name)) or name.startswith(TMP_PREFIX) or bool(
+        MANIFEST_TMP.fullmatch(name))
 
 
 def check_disk(root: Path, needed: int) -> None:
