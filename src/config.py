@@ -19,8 +19,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from src.models.rollout import FEEDBACK
-from src.models.world_model import ModelConfig, check_model_name
+from src.models.world_model import ModelConfig, check_model_config
 from src.utils.errors import ConfigError
 from src.utils.logging import WandbConfig
 
@@ -107,17 +106,6 @@ class Config:
             (d.num_workers > 0 or d.prefetch_factor is None, "data.prefetch_factor", "must be null when data.num_workers is 0"),
             (d.num_workers > 0 or not d.persistent_workers, "data.persistent_workers", "needs data.num_workers > 0"),
             (d.prefetch_factor is None or d.prefetch_factor >= 1, "data.prefetch_factor", f"must be >= 1, got {d.prefetch_factor}"),
-            (len(m.channels) >= 1 and min(m.channels) >= 1, "model.channels", f"must be a non-empty list of positive ints, got {m.channels}"),
-            (m.blocks_per_level >= 1, "model.blocks_per_level", f"must be >= 1, got {m.blocks_per_level}"),
-            (m.action_embed_dim >= 1, "model.action_embed_dim", f"must be >= 1, got {m.action_embed_dim}"),
-            (m.hidden_dim >= 1, "model.hidden_dim", f"must be >= 1, got {m.hidden_dim}"),
-            (m.context_noise >= 0, "model.context_noise", f"must be >= 0, got {m.context_noise}"),
-            (m.feedback in FEEDBACK, "model.feedback", f"must be {', '.join(FEEDBACK[:-1])} or {FEEDBACK[-1]}, got {m.feedback!r}"),
-            (m.output in ("residual", "palette"), "model.output", f"must be residual or palette, got {m.output!r}"),
-            (2 <= m.palette_size <= 256, "model.palette_size", f"must be in [2, 256], got {m.palette_size}"),
-            (m.palette is None or (len(m.palette) >= 2 and all(isinstance(v, int) and 0 <= v <= 255 for v in m.palette)
-                                   and list(m.palette) == sorted(set(m.palette))), "model.palette",
-             f"must be null or at least two increasing grey levels in [0, 255], got {m.palette}"),
             (o.name in ("adamw", "adam"), "optimizer.name", f"must be adamw or adam, got {o.name!r}"),
             (o.lr > 0, "optimizer.lr", f"must be > 0, got {o.lr}"),
             (o.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {o.weight_decay}"),
@@ -157,7 +145,7 @@ class Config:
         for ok, key, problem in checks:
             if not ok:
                 raise ConfigError(f"{key} {problem}")
-        check_model_name(m.name)
+        check_model_config(m)
 
 
 def load_config(path: str | Path = "config.yaml", overrides: list[str] | None = None) -> Config:

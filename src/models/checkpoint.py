@@ -20,15 +20,22 @@ What a checkpoint holds (`checkpoint_contents` writes exactly these keys):
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from src.models.world_model import ModelConfig, build_model
+from src.envs.atari import EnvSettings
+from src.models.world_model import ModelConfig, build_model, check_model_config
 from src.utils.checkpoint import load_checkpoint
 from src.utils.errors import UserError
+from src.utils.seed import rng_state_problem
 
 REQUIRED = ("model", "config", "dataset", "step")
 
@@ -41,8 +48,9 @@ def checkpoint_contents(model: nn.Module, optimizer: torch.optim.Optimizer, step
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """load_checkpoint (safe: tensors and plain containers only), then a check that it is one of ours; a checkpoint
-    of the first layout (its dataset under "env", the settings under "env"."env") is upgraded in memory."""
+    """load_checkpoint (safe: tensors and plain containers only), then every field it holds checked (a checkpoint
+    is a file that may have been altered, and its config steers what is built); a checkpoint of the first layout
+    (its dataset under "env", the settings under "env"."env") is upgraded in memory."""
     state = load_checkpoint(path)
     if isinstance(state, dict) and "env" in state and "dataset" not in state and isinstance(state["env"], dict):
         dataset = dict(state.pop("env"))
@@ -57,26 +65,125 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     for key, value in nested.items():
         if not isinstance(value, dict):
             raise UserError(f"'{path}' is not a checkpoint of this project ({key} is missing or not a mapping)")
+    problem = checkpoint_problem(state)
+    if problem:
+        raise UserError(f"checkpoint '{path}': {problem}; the checkpoint was altered or is corrupt: restore it or train a new one")
+    model_config(state)  # a model this version cannot build: its own message
     return state
 
 
+MAX_STEP = 2**40  # optimizer steps; far beyond any run, far below what breaks arithmetic
+MAX_ACTIONS = 18  # ALE's full action set
+GAME = re.compile(r"[A-Za-z0-9]{1,64}")  # an ALE game name: run folders are named after it
+WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # W&B resumes the run of this id, under a folder named after it
+
+
+def checkpoint_problem(state: dict[str, Any]) -> str | None:
+    """The first field of a checkpoint (read_checkpoint's dict, REQUIRED keys present) of the wrong type or range,
+    or None. What eval, play and a resume read from it is checked here, before anything is built from it."""
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not (isinstance(state["model"], dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items())):
+        return "model must map parameter names to tensors"
+    if not (isinstance(state["step"], int) and not isinstance(state["step"], bool) and 0 <= state["step"] <= MAX_STEP):
+        return f"step must be an integer in [0, {MAX_STEP}], got {repr(state['step'])[:80]}"
+    if not (number(state.get("elapsed_s", 0.0)) and state.get("elapsed_s", 0.0) >= 0):
+        return f"elapsed_s must be a number of seconds >= 0, got {repr(state.get('elapsed_s'))[:80]}"
+    found = interpolation(state["config"], "config")
+    if found:
+        return f"{found} is not a plain value (an interpolation or a key that is not a string): a saved config holds only values"
+    dataset = state["dataset"]
+    meanings = dataset.get("action_meanings")
+    if not (isinstance(dataset.get("game"), str) and GAME.fullmatch(dataset["game"])):
+        return f"dataset.game must be an ALE game name, got {repr(dataset.get('game'))[:80]}"
+    if not (isinstance(dataset.get("num_actions"), int) and 1 <= dataset["num_actions"] <= MAX_ACTIONS):
+        return f"dataset.num_actions must be an integer in [1, {MAX_ACTIONS}], got {repr(dataset.get('num_actions'))[:80]}"
+    if not (isinstance(meanings, list) and len(meanings) == dataset["num_actions"] and all(isinstance(m, str) for m in meanings)):
+        return f"dataset.action_meanings must be {dataset['num_actions']} action names, got {repr(meanings)[:80]}"
+    problem = env_settings_problem(dataset["env_settings"])
+    if problem:
+        return f"dataset.env_settings: {problem}"
+    if dataset["env_settings"].get("game", dataset["game"]) != dataset["game"]:
+        return f"dataset.env_settings.game {dataset['env_settings']['game']!r} differs from dataset.game {dataset['game']!r}"
+    if not number(state.get("best_mse", 0.0)) and state.get("best_mse") != math.inf:
+        return f"best_mse must be a number, got {repr(state.get('best_mse'))[:80]}"
+    val = state.get("val", {})
+    if not (isinstance(val, dict) and all(isinstance(k, str) and (number(v) or v in (math.inf, -math.inf)) for k, v in val.items())):
+        return "val must map metric names to numbers"
+    wandb_id = state.get("wandb_id")
+    if not (wandb_id is None or (isinstance(wandb_id, str) and WANDB_ID.fullmatch(wandb_id))):
+        return f"wandb_id must be null or a W&B run id (letters, digits, _ and -), got {repr(wandb_id)[:80]}"
+    if "rng" in state:
+        return rng_state_problem(state["rng"])
+    return None
+
+
+def interpolation(value: object, key: str) -> str | None:
+    """The key of the first string in `value` that OmegaConf would evaluate (${...}), or of a non-string key.
+    A checkpoint's config is merged into the run's config on resume: `${oc.env:SECRET}` there would be resolved,
+    printed and logged."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = f"{key}.{k!r}" if not isinstance(k, str) else interpolation(v, f"{key}.{k}")
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = interpolation(v, f"{key}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, str) and "${" in value:
+        return key
+    return None
+
+
+SCREEN_SIZES, CONTEXT_FRAMES = (8, 1024), (1, 64)  # sizes a checkpoint's model may be built for
+
+
+def env_settings_problem(settings: dict) -> str | None:
+    """What is wrong with a saved EnvSettings dict, or None."""
+    known = {f.name: f for f in dataclasses.fields(EnvSettings)}
+    unknown = sorted(set(settings) - set(known) - {"env_id"})
+    if unknown:
+        return f"unknown setting {unknown[0]!r}"
+    for name, f in known.items():
+        value = settings.get(name, f.default)
+        kind = {"int": int, "float": (int, float), "bool": bool, "str": str}[str(f.type)]
+        if value is dataclasses.MISSING or not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{name} must be of type {f.type}, got {repr(value)[:80]}"
+    for name, (low, high) in (("screen_size", SCREEN_SIZES), ("context_frames", CONTEXT_FRAMES)):
+        if not low <= settings.get(name, known[name].default) <= high:
+            return f"{name} must be in [{low}, {high}], got {settings[name]}"
+    try:
+        EnvSettings.from_dict(settings).check()
+    except UserError as e:
+        return str(e)
+    return None
+
+
 def model_config(state: dict[str, Any]) -> ModelConfig:
-    """The checkpoint's `model` section, this version's defaults for what it does not name. A checkpoint saved before
-    palette feedback existed names no feedback or uint8, and has no palette: it feeds back uint8."""
+    """The checkpoint's `model` section, typed and checked like config.yaml's, this version's defaults for what it
+    does not name. A checkpoint saved before palette feedback existed names no feedback or uint8, and has no palette:
+    it feeds back uint8."""
     saved = dict(state["config"]["model"])
     saved.setdefault("feedback", "uint8")
-    return ModelConfig(**saved)
+    try:
+        model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.create(saved)))
+        check_model_config(model)
+    except (UserError, OmegaConfBaseException, ValueError, TypeError) as e:  # a name, key or value this version does not know
+        detail = " ".join(str(e).split())[:200]
+        raise UserError(f"the checkpoint's model cannot be built by this version of the code ({detail}); "
+                        "evaluate it with the version that trained it") from None
+    return model
 
 
 def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
     """The model a checkpoint describes, weights loaded, rebuilt from its saved config."""
     dataset = state["dataset"]
-    try:
-        model = build_model(model_config(state), dataset["num_actions"],
-                            dataset["env_settings"]["context_frames"], dataset["env_settings"]["screen_size"])
-    except (UserError, TypeError, KeyError) as e:  # a model name, setting or env key this version does not know
-        raise UserError(f"the checkpoint's model cannot be built by this version of the code ({e}); "
-                        "evaluate it with the version that trained it") from None
+    settings = EnvSettings.from_dict(dataset["env_settings"])
+    model = build_model(model_config(state), dataset["num_actions"], settings.context_frames, settings.screen_size)
     load_weights(model, state)
     return model
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.models.blocks import Downsample, ResBlock, ResStack, SelfAttention, Upsample, group_count
-from src.models.rollout import DEFAULT_FEEDBACK, nearest_level
+from src.models.rollout import DEFAULT_FEEDBACK, FEEDBACK, nearest_level
 from src.utils.errors import ConfigError
 
 
@@ -335,6 +335,35 @@ MODELS: dict[str, type[nn.Module]] = {
     "unet_diamond": UNetDiamond,
     "oh2015": ActionConditionalTransformation,
 }
+
+
+# Upper bounds of the sizes: far above any model that trains here, far below one whose weights would not fit in memory
+# (a checkpoint's config is checked too, and a size of 10**13 must be refused, not allocated).
+MAX_WIDTH, MAX_LEVELS, MAX_BLOCKS = 4096, 8, 16
+
+
+def check_model_config(m: ModelConfig) -> None:
+    """Raise ConfigError naming the first `model.` setting that is out of range; the same checks for config.yaml,
+    the command line and a checkpoint's saved config."""
+    ints = lambda values: all(isinstance(v, int) and not isinstance(v, bool) for v in values)  # noqa: E731
+    checks = [
+        (ints(m.channels) and 1 <= len(m.channels) <= MAX_LEVELS and all(1 <= c <= MAX_WIDTH for c in m.channels), "model.channels",
+         f"must be 1 to {MAX_LEVELS} widths in [1, {MAX_WIDTH}], got {m.channels}"),
+        (1 <= m.blocks_per_level <= MAX_BLOCKS, "model.blocks_per_level", f"must be in [1, {MAX_BLOCKS}], got {m.blocks_per_level}"),
+        (1 <= m.action_embed_dim <= MAX_WIDTH, "model.action_embed_dim", f"must be in [1, {MAX_WIDTH}], got {m.action_embed_dim}"),
+        (1 <= m.hidden_dim <= 16 * MAX_WIDTH, "model.hidden_dim", f"must be in [1, {16 * MAX_WIDTH}], got {m.hidden_dim}"),
+        (0 <= m.context_noise <= 1, "model.context_noise", f"must be in [0, 1], got {m.context_noise}"),
+        (m.feedback in FEEDBACK, "model.feedback", f"must be {', '.join(FEEDBACK[:-1])} or {FEEDBACK[-1]}, got {m.feedback!r}"),
+        (m.output in ("residual", "palette"), "model.output", f"must be residual or palette, got {m.output!r}"),
+        (2 <= m.palette_size <= 256, "model.palette_size", f"must be in [2, 256], got {m.palette_size}"),
+        (m.palette is None or (2 <= len(m.palette) <= 256 and ints(m.palette) and all(0 <= v <= 255 for v in m.palette)
+                               and list(m.palette) == sorted(set(m.palette))), "model.palette",
+         f"must be null or at least two increasing grey levels in [0, 255], got {m.palette}"),
+    ]
+    for ok, key, problem in checks:
+        if not ok:
+            raise ConfigError(f"{key} {problem}")
+    check_model_name(m.name)
 
 
 def check_model_name(name: str) -> None:
