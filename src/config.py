@@ -37,6 +37,8 @@ class DataConfig:
     prefetch_factor: Optional[int] = None  # batches each worker loads ahead; must be null when num_workers is 0
     persistent_workers: bool = False  # keep workers alive between epochs (needs num_workers > 0)
     pin_memory: Optional[bool] = None  # page-locked host memory for faster copies to the GPU; null: on with CUDA
+    allow_grown: bool = False  # on train.resume: go on when the dataset has grown since the checkpoint (the added
+    # episodes train; validation keeps the checkpoint's episodes); any other change to the dataset is refused
 
 
 @dataclass

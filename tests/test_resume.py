@@ -21,7 +21,7 @@ from src.config import ConfigError
 from src.models.checkpoint import read_checkpoint
 from src.training.data import SampleStream
 from src.training.loop import train
-from src.training.outputs import create_run_dir, trim_csv
+from src.training.outputs import CsvLog, create_run_dir
 from src.utils.errors import UserError
 from tests.conftest import ROOT, TINY, run, tiny_config
 
@@ -56,13 +56,20 @@ def test_sample_stream_is_a_function_of_the_position() -> None:
     assert [i for _, i in zip(range(10), SampleStream(10, seed=4))] != stream[:10]
 
 
-def test_trim_csv_drops_later_and_torn_rows(tmp_path: Path) -> None:
+def test_a_resumed_csv_replaces_the_later_rows_only_as_it_logs_them_again(tmp_path: Path) -> None:
+    """The killed run logged steps 15 and 20 after its checkpoint at 10 and was killed writing 25: those rows stay
+    until the resumed run logs the same steps, so a kill of the resumed run at any moment loses no row."""
     path = tmp_path / "metrics.csv"
-    path.write_text("step,loss\n5,0.1\n10,0.2\n15,0.3\n20,0.")  # killed in the middle of writing step 20
-    trim_csv(path, 15)
-    assert path.read_text() == "step,loss\n5,0.1\n10,0.2\n15,0.3\n"
-    trim_csv(path, 10)
-    assert path.read_text() == "step,loss\n5,0.1\n10,0.2\n"
+    path.write_bytes(b"step,loss\r\n5,0.1\r\n10,0.2\r\n15,0.3\r\n20,0.4\r\n25,0.")
+    before = path.read_bytes()
+    log = CsvLog(path, ["step", "loss"], resumed_at=10)
+    assert path.read_bytes() == before  # opening removes nothing
+    log.write({"step": 15, "loss": 0.35})
+    assert [(r["step"], r["loss"]) for r in rows(path)] == [("5", "0.1"), ("10", "0.2"), ("15", "0.35"), ("20", "0.4")]
+    log.write({"step": 20, "loss": 0.45})
+    log.write({"step": 25, "loss": 0.55})  # past the killed run's rows: appended
+    log.close()
+    assert [(r["step"], r["loss"]) for r in rows(path)] == [("5", "0.1"), ("10", "0.2"), ("15", "0.35"), ("20", "0.45"), ("25", "0.55")]
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # rewritten in place, no temporary left
 
 

@@ -4,7 +4,9 @@ validation batches and the starts of the validation rollout videos.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from typing import Iterator
 
 import numpy as np
@@ -19,8 +21,10 @@ from src.utils.distributed import Ranks
 from src.utils.errors import UserError
 
 
-def open_data(cfg: Config) -> tuple[ShardedDataset, np.ndarray, np.ndarray]:
-    """The validated dataset and its train/val rows; every disagreement with the config is a ConfigError."""
+def open_data(cfg: Config, trained_on: dict | None = None) -> tuple[ShardedDataset, np.ndarray, np.ndarray]:
+    """The validated dataset and its train/val rows; every disagreement with the config is a ConfigError. A resumed
+    run passes its checkpoint's "dataset" (`trained_on`): the dataset must be that one (or, with data.allow_grown,
+    that one with episodes added), and the split is the checkpoint's."""
     try:
         dataset = ShardedDataset(cfg.data.dir, verify=cfg.data.verify)
     except UserError as e:
@@ -28,13 +32,67 @@ def open_data(cfg: Config) -> tuple[ShardedDataset, np.ndarray, np.ndarray]:
     if cfg.data.game is not None and resolve_game(cfg.data.game) != dataset.game:
         raise ConfigError(f"data.game is {cfg.data.game} but the dataset in {cfg.data.dir} is {dataset.game}; "
                           f"point data.dir at a {resolve_game(cfg.data.game)} dataset or leave data.game null")
-    try:
-        train_rows, val_rows = split_episodes(dataset.column("episode"), cfg.data.val_ratio, cfg.train.seed)
-    except ValueError as e:
-        raise ConfigError(f"data.dir: {e}") from None
+    episodes = dataset.column("episode")
+    if trained_on is not None:
+        check_same_data(trained_on, dataset, cfg.data.allow_grown)
+    if trained_on is not None and "val_episodes" in trained_on:
+        # The first split_rows rows are the dataset the split was made on (a grown one appends shards). Its episodes
+        # keep their side; added rows train, except those of a validation episode, which stay out of both sets, so
+        # that validation (and best.pt's score) is measured on the same samples as before.
+        before = np.arange(len(episodes)) < trained_on.get("split_rows", trained_on["train_rows"] + trained_on["val_rows"])
+        is_val = np.isin(episodes, np.asarray(trained_on["val_episodes"], dtype=np.int64))
+        train_rows, val_rows = np.flatnonzero(~is_val), np.flatnonzero(is_val & before)
+    else:
+        try:
+            train_rows, val_rows = split_episodes(episodes, cfg.data.val_ratio, cfg.train.seed)
+        except ValueError as e:
+            raise ConfigError(f"data.dir: {e}") from None
     if cfg.train.batch_size > len(train_rows):
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than the training set ({len(train_rows)} samples)")
     return dataset, train_rows, val_rows
+
+
+def shard_digest(shard: dict) -> str:
+    """One shard, recognised by its files' checksums (from the manifest)."""
+    return hashlib.sha256(json.dumps({f: shard["files"][f]["xxh3_128"] for f in sorted(shard["files"])}).encode()).hexdigest()[:32]
+
+
+def data_identity(dataset: ShardedDataset, val_rows: np.ndarray) -> dict:
+    """What a checkpoint records to recognise its dataset and split on resume: a fingerprint of the env settings and
+    every shard's checksums, each shard's digest (a grown dataset keeps the old ones) and the validation episodes."""
+    shards = [shard_digest(s) for s in dataset.shards]
+    settings = dataset.manifest.env.to_dict()
+    fingerprint = hashlib.sha256(json.dumps({"env": settings, "shards": shards}, sort_keys=True).encode()).hexdigest()[:32]
+    val_episodes = np.unique(dataset.column("episode")[val_rows]).tolist()
+    return {"fingerprint": fingerprint, "shards": shards, "val_episodes": val_episodes}
+
+
+def check_same_data(trained_on: dict, dataset: ShardedDataset, allow_grown: bool) -> None:
+    """ConfigError unless `dataset` is the one a checkpoint was trained on (`trained_on`, its "dataset"): the same
+    game and env settings, and the same shards (or, with allow_grown, those shards and more)."""
+    where = f"set data.dir to the run's dataset ({trained_on.get('dir')})"
+    if trained_on["game"] != dataset.game:
+        raise ConfigError(f"train.resume: the checkpoint was trained on {trained_on['game']} but {dataset.root} holds {dataset.game}; {where}")
+    saved, now = trained_on["env_settings"], dataset.manifest.env.to_dict()
+    for key in sorted(set(saved) | set(now)):
+        if saved.get(key) != now.get(key):
+            raise ConfigError(f"train.resume: {dataset.root} was recorded with {key}={now.get(key)}, the checkpoint's dataset with "
+                              f"{key}={saved.get(key)}; {where}")
+    if "shards" not in trained_on:  # a checkpoint from before fingerprints: its row count is what it recorded
+        if trained_on["train_rows"] + trained_on["val_rows"] != len(dataset):
+            raise ConfigError(f"train.resume: {dataset.root} holds {len(dataset):,} transitions, the checkpoint's dataset held "
+                              f"{trained_on['train_rows'] + trained_on['val_rows']:,}; {where}")
+        return
+    identity = data_identity(dataset, np.zeros(0, dtype=np.int64))
+    old, new = trained_on["shards"], identity["shards"]
+    if identity["fingerprint"] == trained_on["fingerprint"]:
+        return
+    if new[:len(old)] != old:
+        raise ConfigError(f"train.resume: {dataset.root} is not the dataset the checkpoint was trained on (its shards differ); {where}")
+    if not allow_grown:
+        raise ConfigError(f"train.resume: {dataset.root} has grown since the checkpoint ({len(old)} shards then, {len(new)} now); "
+                          "set data.allow_grown=true to train on the added episodes (validation keeps the checkpoint's), "
+                          "or start a new run")
 
 
 def starts_within(dataset: ShardedDataset, rows: np.ndarray, k: int) -> np.ndarray:

@@ -21,9 +21,9 @@ from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import checkpoint_contents, load_weights, read_checkpoint
 from src.models.rollout import Feedback
 from src.models.world_model import build_model
-from src.training.data import fixed_val_batches, frame_palette, open_data, rollout_starts, starts_within, train_batches
+from src.training.data import data_identity, fixed_val_batches, frame_palette, open_data, rollout_starts, starts_within, train_batches
 from src.training.fast_path import FastPath, make_optimizer, prepare_model
-from src.training.outputs import QuietOutputs, RunOutputs, check_run_space, create_run_dir
+from src.training.outputs import QuietOutputs, RunOutputs, branch_run_dir, check_run_space, create_run_dir
 from src.training.resume import check_resumable, find_checkpoint
 from src.training.schedule import budget_used, lr_factor, pushforward_share, rollout_length
 from src.training.step import rollout_videos, train_step, validate
@@ -56,15 +56,15 @@ def train(cfg: Config, resumed: dict | None = None) -> dict[str, Any]:
 def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[str, Any]:
     """Set up the data, the model and the run folder (rank 0's), then run the loop."""
     check_wandb(cfg.experiment.wandb)
-    dataset, train_rows, val_rows = open_data(cfg)
     checkpoint, state = None, None
     if cfg.train.resume is not None:
         checkpoint = find_checkpoint(cfg.train.resume, cfg.experiment.runs_dir)
         state = resumed if resumed is not None else read_checkpoint(checkpoint)
         if cfg.model.palette is None:  # not given: the run's own
             cfg.model.palette = state["config"]["model"].get("palette")
-        check_resumable(state, cfg, dataset, checkpoint)
+        check_resumable(state, cfg, checkpoint, ranks.world)
         cfg.train.resume = str(checkpoint)  # what `auto` or a run folder meant, for the log and the saved config
+    dataset, train_rows, val_rows = open_data(cfg, state["dataset"] if state else None)
 
     seed_everything(cfg.train.seed)
     if cfg.train.threads is not None:
@@ -92,12 +92,15 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
     step, best_mse = 0, math.inf
     if state is not None:
         load_weights(model, state)
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer(optimizer, state, cfg)
         step, best_mse = state["step"], state.get("best_mse", math.inf)
     dataset_info = {"dir": str(dataset.root), "game": dataset.game, "num_actions": dataset.num_actions,
                     "action_meanings": dataset.manifest.action_meanings, "env_settings": settings.to_dict(),
                     "seed": dataset.manifest.seed, "train_rows": len(train_rows), "val_rows": len(val_rows),
                     "processes": ranks.world, "global_batch": cfg.train.batch_size * ranks.world}
+    dataset_info |= {**data_identity(dataset, val_rows), "split_rows": len(dataset)}
+    if state is not None and "val_episodes" in state["dataset"]:  # the split is the checkpoint's, on the rows it was made on
+        dataset_info.update({k: state["dataset"][k] for k in ("val_episodes", "split_rows") if k in state["dataset"]})
     videos = cfg.train.val_rollout_enabled and ranks.main
     session = Session(cfg, model, forward, optimizer, fast, dataset, dataset_info,
                       batches=train_batches(dataset, starts, longest, cfg, step, fast.pin_memory, ranks),
@@ -106,8 +109,15 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
                       state=state, ranks=ranks)
 
     if ranks.main:
-        run_dir = checkpoint.parent.parent if checkpoint else create_run_dir(cfg, dataset.game)
-        outputs = RunOutputs(run_dir, step if checkpoint else None, best_mse)
+        run_dir, resumed_at = run_folder(cfg, dataset.game, checkpoint, state)
+        if checkpoint is not None and resumed_at is None:
+            session.state = {**state, "wandb_id": None}  # a branch is a run of its own, in W&B too
+            if not (run_dir / "checkpoints" / "best.pt").exists():
+                best_mse = math.inf  # its best.pt is the first it validates
+        outputs = RunOutputs(run_dir, resumed_at, best_mse)
+        if checkpoint is not None and resumed_at is None:
+            print(f"{checkpoint.name} (step {step}) is older than {run_dir_of(checkpoint) / 'checkpoints' / 'last.pt'}: "
+                  f"continuing in a new run folder {run_dir} (parent.json names its parent, which is left as it is)", flush=True)
     run_dir = distributed.from_main(run_dir if ranks.main else None, ranks)
     if not ranks.main:
         outputs = QuietOutputs(run_dir)  # no videos (none are started) and no checkpoints (rank 0 saves them)
@@ -115,6 +125,46 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
         return train_loop(session, outputs)
     finally:
         outputs.close()
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict, cfg: Config) -> None:
+    """The checkpoint's optimizer state (Adam's moments, step counts) under the config's hyperparameters: load_state_dict
+    would bring back the checkpoint's betas and weight decay, and an override of them on resume would be ignored."""
+    wanted = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise UserError(f"the checkpoint's optimizer state does not fit the model ({' '.join(str(e).split())[:160]}); "
+                        "the checkpoint was altered or made by another version") from None
+    for group, hyper in zip(optimizer.param_groups, wanted):
+        group.update(hyper)
+    before = state["config"].get("optimizer", {})
+    changed = [f"{k} {before.get(k)} -> {v}" for k, v in to_dict(cfg)["optimizer"].items() if k != "lr" and before.get(k, v) != v]
+    if changed:
+        print(f"optimizer: {', '.join(changed)} (from the command line; Adam's moments are kept)", flush=True)
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    return checkpoint.parent.parent
+
+
+def run_folder(cfg: Config, game: str, checkpoint: Path | None, state: dict | None) -> tuple[Path, int | None]:
+    """Where this run writes, and the step it continues its CSVs from: a new run folder; for a resume from the run's
+    newest checkpoint, the run's own folder; for a resume from an older one (best.pt behind last.pt), a new folder
+    branched from it, so that nothing the run wrote after that checkpoint is lost."""
+    if checkpoint is None:
+        return create_run_dir(cfg, game), None
+    parent, step = run_dir_of(checkpoint), state["step"]
+    last = parent / "checkpoints" / "last.pt"
+    if checkpoint.resolve() == last.resolve():
+        return parent, step
+    try:
+        newest = read_checkpoint(last)["step"]
+    except UserError:  # missing or damaged: nothing newer is known, and nothing in the parent is touched
+        newest = None
+    if newest == step:
+        return parent, step
+    return branch_run_dir(cfg, game, parent, checkpoint, state, newest), None
 
 
 @dataclass

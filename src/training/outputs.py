@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import numpy as np
 from src.config import Config, ConfigError
 from src.utils.checkpoint import save_checkpoint
 from src.utils.images import save_png
-from src.utils.io import atomic_write_bytes, check_free_space, create_timestamped_dir, hold_lock
+from src.utils.io import atomic_write_bytes, atomic_write_json, check_free_space, create_timestamped_dir, hold_lock, replaced_atomically
 from src.utils.logging import NullLogger
 
 
@@ -32,44 +34,90 @@ def check_run_space(runs_dir: str, checkpoint_bytes: int) -> None:
                      "free some space or choose another experiment.runs_dir", ConfigError)
 
 
-def trim_csv(path: Path, last_step: int) -> None:
-    """Keep the header and the complete rows up to `last_step`: the rows after the checkpoint are logged again."""
+def read_csv_rows(path: Path, last_step: int) -> tuple[str, list[str], list[str]]:
+    """(header, the complete rows up to `last_step`, the complete rows after it) of a run's CSV; a row that a kill
+    cut short is neither."""
     if not path.is_file():
-        return
-    header, *rows = path.read_text().splitlines(keepends=True) or [""]
+        return "", [], []
+    header, *rows = path.read_bytes().decode(errors="replace").splitlines(keepends=True) or [""]
     fields = header.count(",")
+    complete = [r for r in rows if r.endswith("\n") and r.count(",") == fields and r.split(",", 1)[0].isdigit()]
+    return header, [r for r in complete if row_step(r) <= last_step], [r for r in complete if row_step(r) > last_step]
 
-    def kept(row: str) -> bool:
-        step = row.split(",", 1)[0]
-        return row.endswith("\n") and row.count(",") == fields and step.isdigit() and int(step) <= last_step
 
-    atomic_write_bytes(path, (header + "".join(filter(kept, rows))).encode())
+def row_step(row: str) -> int:
+    return int(row.split(",", 1)[0])
 
 
 class CsvLog:
-    """Rows appended to a CSV file with a fixed header, flushed at every row."""
+    """Rows appended to a CSV file with a fixed header, flushed at every row.
 
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        self.columns = columns
+    Continuing a run at step `resumed_at`, the file may hold rows that the killed process logged after its
+    checkpoint, and a row it cut short. They are not deleted up front: until the resumed run has logged past
+    them, each new row rewrites the file atomically with the rows it replaces (the same steps, logged again)
+    left out, so a kill at any moment loses no row.
+    """
+
+    def __init__(self, path: Path, columns: list[str], resumed_at: int | None = None) -> None:
+        self.path, self.columns = path, columns
+        self.rewrite: tuple[str, list[str]] | None = None  # (the file's text so far, the later rows still to replace)
+        if resumed_at is not None and path.is_file():
+            header, kept, later = read_csv_rows(path, resumed_at)
+            if later or path.stat().st_size != len((header + "".join(kept)).encode()):
+                self.rewrite = (header + "".join(kept), later)
         self.file = open(path, "a", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=columns, extrasaction="ignore")
         if self.file.tell() == 0:
-            self.writer.writeheader()
+            self.file.write(self.line(dict(zip(columns, columns))))
+            self.file.flush()
+
+    def line(self, row: dict[str, Any]) -> str:
+        text = io.StringIO()
+        csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore").writerow(
+            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        return text.getvalue()
 
     def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        self.file.flush()
+        if self.rewrite is None:
+            self.file.write(self.line(row))
+            self.file.flush()
+            return
+        done, later = self.rewrite
+        done += self.line(row)
+        later = [r for r in later if row_step(r) > row["step"]]
+        atomic_write_bytes(self.path, (done + "".join(later)).encode())
+        self.file.close()
+        self.file = open(self.path, "a", newline="")
+        self.rewrite = (done, later) if later else None
 
     def close(self) -> None:
         self.file.close()
+
+
+def branch_run_dir(cfg: Config, game: str, parent: Path, checkpoint: Path, state: dict, newest: int | None) -> Path:
+    """A new run folder for a run continued from an older checkpoint of `parent` than its newest (`newest`, the
+    step of its last.pt; `state`, the checkpoint's contents): the parent is left as it is. The new folder starts with
+    the parent's CSV rows up to the checkpoint's step, parent.json, which names where it branched off, and the
+    checkpoint as its best.pt when it holds the best weights at its step (as best.pt does)."""
+    run_dir, step = create_run_dir(cfg, game), state["step"]
+    for name in ("metrics.csv", "val_metrics.csv"):
+        header, kept, _ = read_csv_rows(parent / name, step)
+        if header:
+            atomic_write_bytes(run_dir / name, (header + "".join(kept)).encode())
+    if state.get("val", {}).get("val/mse") == state.get("best_mse"):  # the best weights at that step: the branch's best.pt so far
+        with replaced_atomically(run_dir / "checkpoints" / "best.pt") as tmp:
+            shutil.copyfile(checkpoint, tmp)
+    atomic_write_json(run_dir / "parent.json", {"run": str(parent.resolve()), "checkpoint": str(checkpoint.resolve()), "step": step,
+                                               "parent_last_step": newest})
+    return run_dir
 
 
 class RunOutputs:
     """Everything a run writes besides resolved_config.yaml: CSVs, strips, videos, checkpoints, the logger.
 
     It holds run_dir/.lock from the start, so that a run folder never has two writers (a resume of a run that
-    is still going is refused). A resumed run (`resumed_at` its checkpoint's step) first drops what the killed
-    process wrote after that checkpoint: CSV rows, and temporary files of writes it did not finish.
+    is still going is refused). A resumed run (`resumed_at` its checkpoint's step) replaces the CSV rows that the
+    killed process logged after that checkpoint as it logs the same steps again (CsvLog), and removes the
+    temporary files of writes the killed process did not finish.
     """
 
     def __init__(self, run_dir: Path, resumed_at: int | None = None, best_mse: float = math.inf) -> None:
@@ -77,15 +125,14 @@ class RunOutputs:
         self.lock = hold_lock(run_dir / ".lock", "train.resume: another training (pid {pid}) is writing to '{folder}'; "
                               "wait for it to end or stop it", "cannot write to the run folder '{folder}' ({error}); fix its permissions",
                               ConfigError)
-        if resumed_at is not None:
-            for name in ("metrics.csv", "val_metrics.csv"):
-                trim_csv(run_dir / name, resumed_at)
+        if resumed_at is not None:  # temporary files of writes the killed process did not finish
             for folder in (run_dir, *(run_dir / sub for sub in ("checkpoints", "images", "videos"))):
                 for tmp in folder.glob(".*.tmp*"):
                     tmp.unlink()
         self.train_csv = CsvLog(run_dir / "metrics.csv",
-                                ["step", "loss", "mse", "lr", "grad_norm", "rollout_steps", "samples_per_s", "elapsed_s"])
-        self.val_csv = CsvLog(run_dir / "val_metrics.csv", ["step", "loss", "mse", "copy_last_mse", "ratio_to_copy", "elapsed_s"])
+                                ["step", "loss", "mse", "lr", "grad_norm", "rollout_steps", "samples_per_s", "elapsed_s"], resumed_at)
+        self.val_csv = CsvLog(run_dir / "val_metrics.csv", ["step", "loss", "mse", "copy_last_mse", "ratio_to_copy", "elapsed_s"],
+                              resumed_at)
 
     def log_train_row(self, step: int, row: dict[str, float], strip: np.ndarray) -> None:
         self.train_csv.write({"step": step, **row})

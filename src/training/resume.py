@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from src.config import Config, ConfigError, config_from_dict, load_config, to_dict
-from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import read_checkpoint
 
 # A resumed run keeps these: they define its weights' shapes, its data split and its data order.
@@ -53,16 +52,18 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resumable(state: dict, cfg: Config, dataset: ShardedDataset, checkpoint: Path) -> None:
-    """ConfigError unless `cfg` and `dataset` can continue the run saved in `state`."""
+def check_resumable(state: dict, cfg: Config, checkpoint: Path, world: int = 1) -> None:
+    """ConfigError unless `cfg`, with `world` processes, can continue the run saved in `state` (its dataset is
+    checked where it is opened: training.data.check_same_data)."""
     saved, now = flatten(state["config"]), flatten(to_dict(cfg))
     for key in sorted(saved):
         if key.startswith(RESUME_FIXED) and key in now and saved[key] != now[key]:
             raise ConfigError(f"train.resume: {key} is {saved[key]} in {checkpoint} but {now[key]} now; a resumed run keeps "
                               "its model, seed, batch size, unroll lengths and split (start a new run to change them)")
-    if state["dataset"]["game"] != dataset.game:
-        raise ConfigError(f"train.resume: the checkpoint was trained on {state['dataset']['game']} but {dataset.root} holds "
-                          f"{dataset.game}; set data.dir to its dataset ({state['dataset']['dir']})")
+    processes = state["dataset"].get("processes", 1)
+    if processes != world:
+        raise ConfigError(f"train.resume: {checkpoint} was trained by {processes} process(es), this is {world}; a resumed run keeps "
+                          f"its global batch and data order: resume it with {processes} (torchrun --nproc_per_node {processes})")
     if state["step"] >= cfg.train.max_steps:
         raise ConfigError(f"train.resume: {checkpoint} is at step {state['step']}, train.max_steps is {cfg.train.max_steps}; "
                           "raise train.max_steps to train on")
