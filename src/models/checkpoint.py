@@ -75,6 +75,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 MAX_STEP = 2**40  # optimizer steps; far beyond any run, far below what breaks arithmetic
 MAX_ACTIONS = 18  # ALE's full action set
 GAME = re.compile(r"[A-Za-z0-9]{1,64}")  # an ALE game name: run folders are named after it
+HEX32 = re.compile(r"[0-9a-f]{32}")
 WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # W&B resumes the run of this id, under a folder named after it
 
 
@@ -105,6 +106,16 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
     problem = env_settings_problem(dataset["env_settings"])
     if problem:
         return f"dataset.env_settings: {problem}"
+    hexes = lambda v: isinstance(v, list) and all(isinstance(x, str) and HEX32.fullmatch(x) for x in v)  # noqa: E731
+    for key, ok, expected in (
+        ("train_rows", lambda v: is_count(v), "a count"), ("val_rows", lambda v: is_count(v), "a count"),
+        ("split_rows", lambda v: is_count(v), "a count"), ("processes", lambda v: is_count(v) and v >= 1, "a count >= 1"),
+        ("fingerprint", lambda v: isinstance(v, str) and HEX32.fullmatch(v), "32 hex digits"),
+        ("shards", hexes, "a list of shard digests (32 hex digits)"),
+        ("val_episodes", lambda v: isinstance(v, list) and all(is_count(e) for e in v), "a list of episode ids"),
+    ):
+        if key in dataset and not ok(dataset[key]):
+            return f"dataset.{key} must be {expected}, got {repr(dataset[key])[:80]}"
     if dataset["env_settings"].get("game", dataset["game"]) != dataset["game"]:
         return f"dataset.env_settings.game {dataset['env_settings']['game']!r} differs from dataset.game {dataset['game']!r}"
     if not number(state.get("best_mse", 0.0)) and state.get("best_mse") != math.inf:
@@ -118,6 +129,10 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
     if "rng" in state:
         return rng_state_problem(state["rng"])
     return None
+
+
+def is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62
 
 
 def interpolation(value: object, key: str) -> str | None:
