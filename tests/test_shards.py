@@ -101,13 +101,13 @@ def test_writer_round_trip_is_byte_equal(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rows = 150  # > the writer's 64-row chunk
     data = {field: (rng.random((rows, *shape)) * 200).astype(dtype) for field, (dtype, shape) in SPEC.items()}
+    data["action"] = rng.integers(6, size=rows)  # Pong's 6 actions: the reader checks them against num_actions
     writer = ShardWriter(tmp_path, "t", rows, context_frames=4, screen_size=84)
     for i in range(rows):
         writer.append(**{field: data[field][i] for field in SPEC})
     entry = writer.finish()
     promote_shard(tmp_path, "t", 0, list(SPEC))
-    manifest = Manifest(game="Pong", env=EnvSettings("Pong"), num_actions=6, action_meanings=[], seed=0, policy="random",
-                        shard_size=rows, fields={}, versions={}, created="", target_steps=rows)
+    manifest = Manifest.create(EnvSettings("Pong"), seed=0, policy="random", shard_size=rows, target=rows)
     manifest.add_shard(entry, session=0)
     manifest.write(tmp_path)
     loaded = ShardedDataset(tmp_path, verify="full")

@@ -11,13 +11,25 @@ from __future__ import annotations
 import re
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from tqdm import tqdm
 
 from src.dataset.collect import record
-from src.dataset.manifest import MANIFEST, Manifest, bytes_per_row
-from src.dataset.shards import LOCK_FILE, SHARD_FILE, TMP_PREFIX, promote_shard, shard_path
+from src.dataset.manifest import (
+    HUMAN,
+    MANIFEST,
+    MAX_NUM_ENVS,
+    MAX_PART,
+    MAX_SEED,
+    MAX_SHARD_ROWS,
+    MAX_STEPS,
+    Manifest,
+    bytes_per_row,
+    package_versions,
+)
+from src.dataset.shards import LOCK_FILE, READERS_FILE, SHARD_FILE, TMP_PREFIX, lock_readers, promote_shard, shard_path
 from src.envs.atari import EnvSettings, available_cores, available_games, resolve_game
 from src.envs.policies import POLICIES
 from src.utils.errors import ArgumentParser, UserError, run_cli
@@ -62,7 +74,7 @@ def parse_args(argv: list[str] | None) -> tuple[dict, set[str]]:
         if args[key] is None:
             args[key] = value
     if args["num_envs"] is None:
-        args["num_envs"] = 2 * available_cores()  # half emulate while half are recorded; 4 was fastest on 2 cores
+        args["num_envs"] = min(2 * available_cores(), MAX_NUM_ENVS)  # half emulate while half are recorded; 4 was fastest on 2 cores
     return args, given
 
 
@@ -81,31 +93,46 @@ def main(argv: list[str] | None = None) -> int:
     if manifest is None and "steps" not in given:
         raise UserError("--steps is required (total transitions to record, e.g. --steps 300000)")
     settings = manifest.env if manifest else new_settings(args)
-    done_steps = manifest.steps if manifest else 0
     target = args["steps"] if "steps" in given else manifest.target_steps
-    if target < done_steps:
-        raise UserError(f"--steps {target} is less than the {done_steps} steps already in '{root}'")
-    check_disk(root, (target - done_steps) * bytes_per_row(settings.context_frames, settings.screen_size))
+    check_target(root, target, manifest)
+    check_disk(root, (target - (manifest.steps if manifest else 0)) * bytes_per_row(settings.context_frames, settings.screen_size))
+    # A new dataset's manifest opens the game: the emulator has taken the settings before anything is deleted.
+    new = None if manifest else Manifest.create(settings, args["seed"], args["policy"], args["shard_size"], target, args["part"])
 
-    with DirectoryLock(root):
-        if manifest is not None:
-            manifest = Manifest.read(root)  # again, now that no other generation can change it
+    with ExitStack() as held:
+        if args["overwrite"]:
+            held.enter_context(ReadersExcluded(root))  # first: a refusal leaves even the lock file as it was
+        held.enter_context(DirectoryLock(root))
+        manifest = look_again(root, args, given, manifest)
+        check_target(root, target, manifest)
         clean(root, manifest)
-        if manifest is None:
-            manifest = Manifest.create(settings, args["seed"], args["policy"], args["shard_size"], target, args["part"])
+        manifest = manifest or new
         manifest.target_steps = target
         return generate(root, manifest, args["num_envs"])
 
 
+LIMITS = {"steps": (1, MAX_STEPS), "shard_size": (1, MAX_SHARD_ROWS), "num_envs": (1, MAX_NUM_ENVS), "seed": (0, MAX_SEED)}
+
+
 def check_numbers(args: dict) -> None:
-    for key in ("steps", "shard_size", "num_envs"):
-        if args[key] is not None and args[key] < 1:
-            raise UserError(f"--{key} must be >= 1, got {args[key]}")
+    """Every number in range, before anything is read or written (the manifest's own limits: manifest.py)."""
+    for key, (low, high) in LIMITS.items():
+        if args[key] is not None and args[key] < low:
+            raise UserError(f"--{key} must be >= {low}, got {args[key]}")
+        if args[key] is not None and args[key] > high:
+            raise UserError(f"--{key} must be <= {high}, got {args[key]}")
     if args["part"] is not None:
-        match = re.fullmatch(r"(\d+)/(\d+)", args["part"])
+        match = re.fullmatch(r"([0-9]{1,9})/([0-9]{1,9})", args["part"])
         if not match or not 1 <= int(match[1]) <= int(match[2]):
             raise UserError(f"--part must be K/N with 1 <= K <= N, e.g. 2/4, got '{args['part']}'")
+        if int(match[2]) > MAX_PART:
+            raise UserError(f"--part: at most {MAX_PART} parts (each part's episode ids take a range of their own), got '{args['part']}'")
         args["part"] = [int(match[1]), int(match[2])]
+
+
+def check_target(root: Path, target: int, manifest: Manifest | None) -> None:
+    if manifest is not None and target < manifest.steps:
+        raise UserError(f"--steps {target} is less than the {manifest.steps} steps already in '{root}'")
 
 
 def new_settings(args: dict) -> EnvSettings:
@@ -123,11 +150,12 @@ def new_settings(args: dict) -> EnvSettings:
     return settings
 
 
-def previous_manifest(root: Path, args: dict, given: set[str]) -> Manifest | None:
-    """Decide what to do with an existing out_dir; returns the manifest to continue, or None to start anew."""
+def previous_manifest(root: Path, args: dict, given: set[str], ours: tuple[str, ...] = ()) -> Manifest | None:
+    """Decide what to do with an existing out_dir; returns the manifest to continue, or None to start anew.
+    `ours`: names that do not make out_dir non-empty (the lock files this generation made itself)."""
     if root.exists() and not root.is_dir():
         raise UserError(f"--out_dir '{root}' is a file, not a directory; choose another path")
-    entries = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    entries = sorted(p.name for p in root.iterdir() if p.name not in ours) if root.is_dir() else []
     foreign = [name for name in entries if not is_dataset_file(name)]
     if not entries:
         return None
@@ -145,6 +173,7 @@ def previous_manifest(root: Path, args: dict, given: set[str]) -> Manifest | Non
             raise UserError(f"'{root}' has shard files but no {MANIFEST}: cannot resume; use --overwrite to start anew")
         return None  # killed before its first manifest: nothing to keep
     manifest = Manifest.read(root)
+    check_continuable(root, manifest)
     stored = {**manifest.env.to_dict(), "seed": manifest.seed, "policy": manifest.policy, "shard_size": manifest.shard_size,
               "part": manifest.part}
     for key in sorted(given & set(stored)):
@@ -154,12 +183,32 @@ def previous_manifest(root: Path, args: dict, given: set[str]) -> Manifest | Non
     return manifest
 
 
+def check_continuable(root: Path, manifest: Manifest) -> None:
+    """A dataset --resume can add to: recorded by a policy (not by hand), with the emulator that runs now."""
+    if manifest.policy == HUMAN:
+        raise UserError(f"'{root}' is a game recorded by hand in src.play (policy {HUMAN}): a policy cannot continue it; "
+                        "record more with src.play --record, or choose another --out_dir")
+    recorded, running = manifest.versions.get("ale-py"), package_versions("ale-py").get("ale-py")
+    if recorded is not None and recorded != running:
+        raise UserError(f"'{root}' was recorded with ale-py {recorded}, this is ale-py {running}: frames of two emulator "
+                        f"versions would mix; resume it with ale-py {recorded}, or record a new dataset")
+
+
+def look_again(root: Path, args: dict, given: set[str], manifest: Manifest | None) -> Manifest | None:
+    """previous_manifest again, under the lock: another generation may have written to out_dir since the first look
+    (it would then be refused as not empty, not deleted as the old dataset)."""
+    again = previous_manifest(root, args, given, ours=(LOCK_FILE, READERS_FILE))
+    if (again is None) != (manifest is None):
+        raise UserError(f"another generation wrote to '{root}' meanwhile; run the command again")
+    return again
+
+
 MANIFEST_TMP = re.compile(rf"\.{re.escape(Path(MANIFEST).stem)}\.\d+\.tmp{re.escape(Path(MANIFEST).suffix)}")  # io.replaced_atomically's
 
 
 def is_dataset_file(name: str) -> bool:
-    """A file a generation writes: the manifest, the lock, a shard, or a temporary file of either that a kill left."""
-    return name in (MANIFEST, LOCK_FILE) or bool(SHARD_FILE.fullmatch(name)) or name.startswith(TMP_PREFIX) or bool(
+    """A file a generation writes: the manifest, the locks, a shard, or a temporary file of either that a kill left."""
+    return name in (MANIFEST, LOCK_FILE, READERS_FILE) or bool(SHARD_FILE.fullmatch(name)) or name.startswith(TMP_PREFIX) or bool(
         MANIFEST_TMP.fullmatch(name))
 
 
@@ -188,6 +237,27 @@ class DirectoryLock:
         self.file.close()  # releases the lock; the file itself stays
 
 
+class ReadersExcluded:
+    """For --overwrite: holds the exclusive lock on out_dir's reader file (shards.lock_readers) while the old dataset
+    is deleted and the new one recorded, so that nothing reads a dataset as it is replaced."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.file = root, None
+
+    def __enter__(self) -> ReadersExcluded:
+        if self.root.is_dir():
+            try:
+                self.file = lock_readers(self.root, exclusive=True)
+            except BlockingIOError:
+                raise UserError(f"a training, evaluation or play is reading '{self.root}'; wait for it to end, "
+                                "or choose another --out_dir") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
 def clean(root: Path, manifest: Manifest | None) -> None:
     """Remove what `manifest` does not list (a killed run's temporary files and unlisted shards); with no
     manifest, the whole old dataset."""
@@ -197,7 +267,7 @@ def clean(root: Path, manifest: Manifest | None) -> None:
     else:
         (root / MANIFEST).unlink(missing_ok=True)  # first, so that no manifest ever names a deleted shard
     for path in root.iterdir():
-        if path.name not in (MANIFEST, LOCK_FILE) and is_dataset_file(path.name) and path.name not in listed:
+        if path.name not in (MANIFEST, LOCK_FILE, READERS_FILE) and is_dataset_file(path.name) and path.name not in listed:
             path.unlink()
 
 

@@ -9,10 +9,12 @@ A shard is renamed into place and listed in the manifest only after all its file
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import re
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import xxhash
@@ -22,6 +24,7 @@ from src.envs.game import Steps
 from src.utils.io import checksum_file
 
 LOCK_FILE = ".lock"
+READERS_FILE = ".readers"  # every reader holds a shared flock on it; generate_dataset --overwrite an exclusive one
 TMP_PREFIX = ".tmp_"
 SHARD_FILE = re.compile(r"shard_(\d{5,})_(\w+)\.npy")
 
@@ -49,7 +52,7 @@ class ShardWriter:
         self.root, self.tag, self.capacity, self.rows = Path(root), tag, int(rows), 0
         self.specs = field_specs(context_frames, screen_size)
         self.chunk = {f: np.empty((min(chunk_rows, rows), *shape), dtype) for f, (dtype, shape) in self.specs.items()}
-        self.files = {f: open(tmp_shard_path(root, tag, f), "wb") for f in self.specs}
+        self.files = {f: create_new(tmp_shard_path(root, tag, f)) for f in self.specs}
         self.hashes = {f: xxhash.xxh3_128() for f in self.specs}
         self.filled = 0  # rows in the current chunk
         self.episodes: set[int] = set()
@@ -101,6 +104,13 @@ class ShardWriter:
         return {"rows": self.rows, "episodes": sorted(self.episodes), "dones": self.dones, "files": files}
 
 
+def create_new(path: Path) -> IO[bytes]:
+    """Open `path` for writing as a new file of our own: a stale one (from a killed run) is removed first, and a link
+    planted under the predictable name is neither followed nor written through (O_EXCL | O_NOFOLLOW)."""
+    path.unlink(missing_ok=True)  # removes a link itself, never its target
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644), "wb")
+
+
 def promote_shard(root: str | os.PathLike, tag: str, index: int, fields: list[str]) -> None:
     """Rename a finished shard's temporary files to their final names (the manifest lists it next)."""
     for field in fields:
@@ -108,6 +118,28 @@ def promote_shard(root: str | os.PathLike, tag: str, index: int, fields: list[st
 
 
 # ---------------------------------------------------------------------------------------------- reading
+
+
+def lock_readers(root: str | os.PathLike, exclusive: bool) -> IO[bytes] | None:
+    """A flock on root/.readers (created if missing): shared for a reader, kept while it reads; exclusive for
+    generate_dataset --overwrite, which must not delete a dataset that a training, evaluation or play reads.
+
+    Returns the open file (closing it releases the lock), None where the file cannot be opened (a read-only
+    dataset: nothing can overwrite it either), or BlockingIOError when the other kind of holder has it. flock
+    belongs to the open file, so forked DataLoader workers share their parent's lock.
+    """
+    try:
+        fd = os.open(Path(root) / READERS_FILE, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return None
+    file = os.fdopen(fd, "rb")
+    try:
+        fcntl.flock(file, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.close()
+        raise
+    return file
+
 
 
 def valid_starts(done: np.ndarray, k: int) -> np.ndarray:
@@ -129,15 +161,25 @@ class ShardedDataset:
     """Random access to the transitions of a dataset directory, through lazily opened memory maps.
 
     verify: "full" checks every file's size, header and xxh3-128 checksum against the manifest (about
-    1 s per 10 GB from the page cache); "quick" skips the checksums; "none" trusts the manifest.
+    1 s per 10 GB from the page cache), and the small columns against it (actions in range, episodes, dones);
+    "quick" skips the checksums; "none" trusts the manifest.
+
+    While open (until `close`), it holds a shared lock on root/.readers, so that generate_dataset --overwrite
+    refuses to delete the dataset under it.
     """
 
     def __init__(self, root: str | os.PathLike, verify: str = "full") -> None:
         assert verify in ("full", "quick", "none"), verify
         self.root = Path(root)
+        self._readers: IO[bytes] | None = None
         if not self.root.is_dir():
             raise DatasetError(f"dataset directory '{root}' does not exist; generate one with src.dataset.generate_dataset")
-        self.manifest = Manifest.read(self.root)
+        Manifest.read(self.root)  # a dataset: only then is its reader file made
+        try:
+            self._readers = lock_readers(self.root, exclusive=False)
+        except BlockingIOError:
+            raise DatasetError(f"'{root}' is being replaced (generate_dataset --overwrite); wait for it to finish") from None
+        self.manifest = Manifest.read(self.root)  # again, under the lock: the one that no --overwrite can delete now
         self.shards = self.manifest.shards
         if not self.shards:
             raise DatasetError(f"{self.root}: the dataset has no complete shard yet; finish it with --resume")
@@ -151,7 +193,24 @@ class ShardedDataset:
         self._maps: dict[tuple[int, str], np.ndarray] = {}
         self._pid = os.getpid()
 
+    def close(self) -> None:
+        """Release the reader lock (the memory maps close with their arrays)."""
+        if self._readers is not None:
+            self._readers.close()
+            self._readers = None
+
+    def __enter__(self) -> ShardedDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        """For DataLoader workers started by spawn: they read without a lock of their own (the parent holds one)."""
+        return {**self.__dict__, "_readers": None, "_maps": {}}
+
     def _check_shard(self, shard: dict, checksums: bool) -> None:
+        arrays = {}
         for field, (dtype, shape) in self.specs.items():
             path = shard_path(self.root, shard["index"], field)
             expected = shard["files"][field]
@@ -168,6 +227,25 @@ class ShardedDataset:
                 raise DatasetError(f"{path}: {array.dtype} {array.shape}, expected {dtype} {(shard['rows'], *shape)}")
             if checksums and checksum_file(path) != expected["xxh3_128"]:
                 raise DatasetError(f"{path}: checksum differs from the manifest (altered or corrupt); restore or regenerate it")
+            arrays[field] = array
+        self._check_columns(shard, arrays)
+
+    def _check_columns(self, shard: dict, arrays: dict[str, np.ndarray]) -> None:
+        """The small columns against the manifest (8 bytes a row, read in a blink): an action outside the game's
+        num_actions would pass every size and checksum check and only fail deep inside training."""
+        def path(field: str) -> Path:
+            return shard_path(self.root, shard["index"], field)
+
+        action, episode, done = np.asarray(arrays["action"]), np.asarray(arrays["episode"]), np.asarray(arrays["done"])
+        if action.min() < 0 or action.max() >= self.manifest.num_actions:
+            raise DatasetError(f"{path('action')}: actions {action.min()}..{action.max()}, the manifest says the game has "
+                               f"{self.manifest.num_actions}; the manifest is corrupt: regenerate the dataset")
+        if np.unique(episode).tolist() != shard["episodes"]:
+            raise DatasetError(f"{path('episode')}: its episodes differ from the manifest's list for shard {shard['index']}; "
+                               "the manifest is corrupt: regenerate the dataset")
+        if int(done.sum()) != shard["dones"]:
+            raise DatasetError(f"{path('done')}: {int(done.sum())} episode ends, the manifest says {shard['dones']}; "
+                               "the manifest is corrupt: regenerate the dataset")
 
     # -- metadata
     @property

@@ -20,6 +20,13 @@ import gymnasium as gym
 
 from src.utils.errors import UserError
 
+MAX_ACTIONS = 18  # the full ALE action set
+MAX_FRAME_SKIP = 64
+MAX_NOOP = 10_000
+MAX_EPISODE_STEPS = 10_000_000  # x MAX_FRAME_SKIP stays below 2**31 emulator frames (ALE's C int)
+MAX_SCREEN_SIZE = 1024
+MAX_CONTEXT_FRAMES = 64
+
 
 @dataclass(frozen=True)
 class EnvSettings:
@@ -52,15 +59,16 @@ class EnvSettings:
         return cls(**{k: v for k, v in d.items() if k != "env_id"})
 
     def check(self) -> None:
-        """Raise UserError naming the first setting that is out of range."""
-        if self.frame_skip < 1:
-            raise UserError(f"frame_skip must be >= 1, got {self.frame_skip}")
-        if self.noop_max < 0:
-            raise UserError(f"noop_max must be >= 0, got {self.noop_max}")
+        """Raise UserError naming the first setting that is out of range. The upper bounds keep what the
+        emulator is given inside its C ints (max_frames) and what a shard allocates per row reasonable."""
+        ranges = (("frame_skip", 1, MAX_FRAME_SKIP), ("noop_max", 0, MAX_NOOP), ("max_episode_steps", 1, MAX_EPISODE_STEPS),
+                  ("screen_size", 1, MAX_SCREEN_SIZE), ("context_frames", 1, MAX_CONTEXT_FRAMES))
+        for name, low, high in ranges:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise UserError(f"{name} must be in [{low}, {high}], got {value}" if value >= low else f"{name} must be >= {low}, got {value}")
         if not 0.0 <= self.repeat_action_probability <= 1.0:
             raise UserError(f"repeat_action_probability must be in [0, 1], got {self.repeat_action_probability}")
-        if self.max_episode_steps < 1:
-            raise UserError(f"max_episode_steps must be >= 1, got {self.max_episode_steps}")
 
 
 def _register() -> None:
