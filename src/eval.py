@@ -182,6 +182,31 @@ def checkpoint_feedback(state: dict[str, Any], kind: str | None = None) -> Feedb
     return Feedback.of(replace(saved, feedback=kind or saved.feedback))
 
 
+# The settings that decide what follows a frame and an action; noop_max and max_episode_steps only pick where episodes
+# start and end.
+DYNAMICS = ("frame_skip", "repeat_action_probability", "screen_size", "context_frames", "full_action_space", "terminal_on_life_loss")
+
+
+def check_same_frames(dataset: ShardedDataset, trained_on: dict[str, Any]) -> None:
+    """UserError unless `dataset` was recorded with the settings of the checkpoint's training data (`trained_on`): a
+    model scored on frames of another frame skip or sticky-action rate would be scored on a game it never saw."""
+    recorded, trained = dataset.manifest.env.to_dict(), EnvSettings.from_dict(trained_on["env_settings"]).to_dict()
+    for key in DYNAMICS:
+        if recorded[key] != trained[key]:
+            raise UserError(f"--data_dir was recorded with {key}={recorded[key]}, the checkpoint's training data with "
+                            f"{key}={trained[key]}; evaluate on data recorded with the same settings, or on fresh episodes "
+                            "(no --data_dir)")
+
+
+def saved_wandb(state: dict[str, Any], mode: str) -> WandbConfig:
+    """The W&B project and entity of the checkpoint's run (this version's defaults where it names none)."""
+    saved = state["config"].get("experiment", {})
+    saved = saved.get("wandb", {}) if isinstance(saved, dict) else {}
+    default = WandbConfig()
+    text = lambda key: saved.get(key) if isinstance(saved, dict) and isinstance(saved.get(key), str) else getattr(default, key)  # noqa: E731
+    return WandbConfig(mode=mode, project=text("project"), entity=text("entity"))
+
+
 def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, starts_per_episode: int = 16, horizon: int = 50,
                         seed: int | None = None, data_dir: str | Path | None = None, out_dir: str | Path = "runs",
                         device: str | None = None, batch_size: int = 64, videos: int = 4,
@@ -190,20 +215,20 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, st
     training data's seed + 1; `data_dir` takes the windows from a recorded dataset instead of fresh episodes;
     `feedback` (palette, uint8 or float) overrides the checkpoint's model.feedback.
     Returns the summary (as in summary.json) with "out_dir" and "paths" added. Bad input raises UserError."""
-    for name, value in (("episodes", episodes), ("starts_per_episode", starts_per_episode), ("horizon", horizon),
-                        ("batch_size", batch_size)):
-        if value < 1:
-            raise UserError(f"--{name} must be >= 1, got {value}")
-    if videos < 0:
-        raise UserError(f"--videos must be >= 0, got {videos}")
+    for name, value, low, high in (("episodes", episodes, 1, 10_000), ("starts_per_episode", starts_per_episode, 1, 100_000),
+                                   ("horizon", horizon, 1, 100_000), ("batch_size", batch_size, 1, 65_536), ("videos", videos, 0, 1_000),
+                                   ("seed", seed, 0, 2**31 - 1)):
+        if value is not None and value < low:
+            raise UserError(f"--{name} must be >= {low}, got {value}")
+        if value is not None and value > high:
+            raise UserError(f"--{name} must be <= {high:,}, got {value:,}")
 
     state = read_checkpoint(checkpoint)
     trained_on = state["dataset"]
     game_name = resolve_game(game)
     if game_name != trained_on["game"]:
         raise UserError(f"--game {game} differs from the checkpoint's game {trained_on['game']}; evaluate it on {trained_on['game']}")
-    wandb_cfg = WandbConfig(mode=wandb_mode, project=state["config"]["experiment"]["wandb"]["project"],
-                            entity=state["config"]["experiment"]["wandb"]["entity"])
+    wandb_cfg = saved_wandb(state, wandb_mode)
     check_wandb(wandb_cfg)
     torch_device = choose_device(device)
     model = model_from_checkpoint(state).to(torch_device)
@@ -215,6 +240,7 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, st
         dataset = ShardedDataset(data_dir)
         if dataset.game != game_name:
             raise UserError(f"--data_dir holds {dataset.game} data, the checkpoint is for {game_name}")
+        check_same_frames(dataset, trained_on)
         windows = windows_from_dataset(dataset, horizon, episodes * starts_per_episode)
         source = str(dataset.root)
     else:

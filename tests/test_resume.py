@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import random
 import shutil
@@ -18,10 +19,12 @@ import pytest
 import torch
 
 from src.config import ConfigError
+from src.dataset.manifest import Manifest
 from src.models.checkpoint import read_checkpoint
 from src.training.data import SampleStream
 from src.training.loop import train
 from src.training.outputs import CsvLog, create_run_dir
+from src.training.resume import check_resumable
 from src.utils.errors import UserError
 from tests.conftest import ROOT, TINY, run, tiny_config
 
@@ -185,3 +188,88 @@ def test_offline_wandb_run_continues_under_the_same_id(small_dataset: Path, tmp_
     assert first_id and read_checkpoint(run_dir / "checkpoints" / "last.pt")["wandb_id"] == first_id
     offline_runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2 and all(f"-{first_id}" in name for name in offline_runs)  # W&B adds -1 within a second
+
+
+BASE = [*TINY, "train.log_every=2", "train.val_every_steps=2", "train.val_rollout_enabled=false"]
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_from_an_older_best_pt_branches_and_leaves_the_run_as_it_is(small_dataset: Path, tmp_path: Path) -> None:
+    run_dir = Path(train(tiny_config(small_dataset, tmp_path, *BASE, "train.max_steps=2"))["run_dir"])
+    older = (run_dir / "checkpoints" / "best.pt").read_bytes()  # step 2
+    train(tiny_config(small_dataset, tmp_path, *BASE, "train.max_steps=4", f"train.resume={run_dir}"))
+    (run_dir / "checkpoints" / "best.pt").write_bytes(older)  # as when step 4 validated worse than step 2
+    before = files(run_dir)
+
+    result = train(tiny_config(small_dataset, tmp_path, *BASE, "train.max_steps=6", f"train.resume={run_dir / 'checkpoints' / 'best.pt'}"))
+    branch = Path(result["run_dir"])
+    assert branch != run_dir and files(run_dir) == before  # nothing of the run is changed: its later steps are kept
+    assert json.loads((branch / "parent.json").read_text()) == {
+        "run": str(run_dir.resolve()), "checkpoint": str((run_dir / "checkpoints" / "best.pt").resolve()), "step": 2, "parent_last_step": 4}
+    assert [r["step"] for r in rows(branch / "metrics.csv")] == ["2", "4", "6"]  # the parent's step 2, then its own
+    assert [r["step"] for r in rows(branch / "val_metrics.csv")] == ["2", "4", "6"]
+    assert rows(branch / "metrics.csv")[0] == rows(run_dir / "metrics.csv")[0]
+    assert read_checkpoint(branch / "checkpoints" / "last.pt")["step"] == 6
+    assert (branch / "checkpoints" / "best.pt").is_file()
+
+
+def test_resume_from_best_pt_at_the_same_step_as_last_pt_continues_in_place(short_run, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(short_run[1]["run_dir"], run_dir)
+    assert read_checkpoint(run_dir / "checkpoints" / "best.pt")["step"] == read_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 6
+    result = train(tiny_config(short_run[0].data.dir, tmp_path, *BASE, "train.max_steps=8", f"train.resume={run_dir / 'checkpoints' / 'best.pt'}"))
+    assert result["run_dir"] == str(run_dir) and not (tmp_path / "runs").exists()
+
+
+def shrunk_copy(small_dataset: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the small dataset whose manifest lists all but its last two shards (as before a generation went on),
+    and the full manifest's text."""
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    full = (data / "manifest.json").read_text()
+    manifest = Manifest.read(data)
+    manifest.shards = manifest.shards[:-2]
+    manifest.target_steps = manifest.steps
+    manifest.write(data)
+    return data, full
+
+
+def test_resume_refuses_a_grown_dataset_unless_allowed_and_then_keeps_the_split(small_dataset: Path, tmp_path: Path) -> None:
+    data, full = shrunk_copy(small_dataset, tmp_path)
+    run_dir = Path(train(tiny_config(data, tmp_path, *BASE, "train.max_steps=2"))["run_dir"])
+    before = read_checkpoint(run_dir / "checkpoints" / "last.pt")["dataset"]
+    (data / "manifest.json").write_text(full)  # generate_dataset --resume --steps more: two shards added
+    shards = len(json.loads(full)["shards"])
+    with pytest.raises(ConfigError, match=rf"has grown since the checkpoint \({shards - 2} shards then, {shards} now\); set data.allow_grown=true"):
+        train(tiny_config(data, tmp_path, *BASE, "train.max_steps=4", f"train.resume={run_dir}"))
+
+    train(tiny_config(data, tmp_path, *BASE, "train.max_steps=4", f"train.resume={run_dir}", "data.allow_grown=true"))
+    after = read_checkpoint(run_dir / "checkpoints" / "last.pt")["dataset"]
+    assert after["val_episodes"] == before["val_episodes"] and after["val_rows"] == before["val_rows"]  # validation as before
+    assert after["train_rows"] > before["train_rows"] and after["shards"][:-2] == before["shards"] and len(after["shards"]) == shards
+    assert [r["step"] for r in rows(run_dir / "val_metrics.csv")] == ["2", "4"]
+    # The grown dataset is now the run's own: the next resume needs no key.
+    assert train(tiny_config(data, tmp_path, *BASE, "train.max_steps=6", f"train.resume={run_dir}"))["step"] == 6
+
+
+def test_optimizer_overrides_apply_on_resume(short_run, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(short_run[1]["run_dir"], run_dir)
+    train(tiny_config(short_run[0].data.dir, tmp_path, *BASE, "train.max_steps=8", f"train.resume={run_dir}", "optimizer.name=adam",
+                      "optimizer.weight_decay=0.5", "optimizer.betas=[0.8,0.95]"))
+    group = read_checkpoint(run_dir / "checkpoints" / "last.pt")["optimizer"]["param_groups"][0]
+    assert group["weight_decay"] == 0.5 and tuple(group["betas"]) == (0.8, 0.95)
+    assert not group.get("decoupled_weight_decay", False)  # Adam's L2 penalty, not AdamW's decoupled decay
+    assert "optimizer: name adamw -> adam, weight_decay 0.01 -> 0.5, betas [0.9, 0.999] -> [0.8, 0.95]" in capsys.readouterr().out
+
+
+def test_resume_with_another_process_count_is_refused(short_run) -> None:
+    cfg, result = short_run
+    state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
+    cfg = tiny_config(cfg.data.dir, Path(result["run_dir"]), "train.max_steps=8")
+    cfg.model.palette = state["config"]["model"]["palette"]  # as train() takes the run's own
+    with pytest.raises(ConfigError, match=r"was trained by 1 process\(es\), this is 2; .* \(torchrun --nproc_per_node 1\)"):
+        check_resumable(state, cfg, Path("last.pt"), world=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from datetime import datetime
@@ -67,6 +68,8 @@ def create_timestamped_dir(parent: str | os.PathLike, suffix: str, subdirs: tupl
     mkdir without exist_ok is the claim, so two processes never share a folder. `option` names the
     setting that chose `parent`, for the error message.
     """
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", suffix) or suffix.startswith("."):  # from a game name or a config: never a path
+        raise UserError(f"{option}: a folder cannot be named after {suffix!r}; use letters, digits, _ . and - only")
     stem = f"{datetime.now():%Y%m%d-%H%M%S}_{suffix}"
     for attempt in range(1, 1000):
         path = Path(parent) / (stem if attempt == 1 else f"{stem}-{attempt}")
