@@ -27,6 +27,7 @@ from src.utils.io import try_lock
 from tests.conftest import ROOT, TINY
 
 DOC = ROOT / "docs" / "errors.md"
+SECRET = "s3cret-value"
 
 
 @dataclass
@@ -60,10 +61,14 @@ class Payload:
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
-def edit_checkpoint_in_place(path: Path) -> None:
-    """The run's own last.pt, its output layer's weights replaced by a tensor of another shape."""
+def edit_checkpoint_in_place(path: Path, change: Callable[[dict], None] | None = None) -> None:
+    """The run's own last.pt with `change` made to it; by default its output layer's weights replaced by a tensor of
+    another shape."""
     state = torch.load(path, weights_only=True)
-    state["model"]["head.conv.weight"] = torch.zeros(1, 1, 1, 1)
+    if change is None:
+        state["model"]["head.conv.weight"] = torch.zeros(1, 1, 1, 1)
+    else:
+        change(state)
     torch.save(state, path)
 
 
@@ -96,6 +101,8 @@ CASES = {
     "wrong-type": Case("config value of the wrong type", "train", train("train.batch_size=abc"),
                        "train.batch_size: Value 'abc' of type 'str' could not be converted to Integer"),
     "out-of-range": Case("config value out of range", "train", train("optimizer.lr=-1"), "optimizer.lr must be > 0, got -1.0"),
+    "run-name-path": Case("experiment.name that is a path", "train", train("experiment.name=../../escape"),
+                          "experiment.name must be a plain name (letters, digits, _ . -, at most 64) or null"),
     "keys-disagree": Case("config values that disagree", "train", train("data.prefetch_factor=2"),
                           "data.prefetch_factor must be null when data.num_workers is 0"),
     "unknown-model": Case("unknown model variant", "train", train("model.name=unet"), "model.name 'unet' is not a model. Did you mean 'unet_film'?"),
@@ -179,6 +186,30 @@ CASES = {
                             "is at step 6, train.max_steps is 6; raise train.max_steps to train on"),
     "resume-running": Case("resume a run that is still training", "train", train("train.resume={run}", "train.max_steps=9"),
                            "train.resume: another training (pid", setup=lambda c: c.hold.append(try_lock(c.run / ".lock")[0])),
+    "resume-other-settings": Case("resume on a dataset recorded with other settings", "train",
+                                  train("train.resume={run}", "train.max_steps=9", "data.dir={copy}"),
+                                  "train.resume: {copy} was recorded with frame_skip=2, the checkpoint's dataset with frame_skip=4; "
+                                  "set data.dir to the run's dataset",
+                                  setup=lambda c: edit_manifest(c.copy, lambda m: m["env"].update(frame_skip=2))),
+    "resume-other-dataset": Case("resume on another dataset of the same settings", "train",
+                                 train("train.resume={run}", "train.max_steps=9", "data.dir={copy}"),
+                                 "train.resume: {copy} is not the dataset the checkpoint was trained on (its shards differ)",
+                                 setup=lambda c: edit_manifest(c.copy, lambda m: m.update(shards=m["shards"][:-1]))),
+    "checkpoint-interpolation": Case("checkpoint whose config holds an interpolation (${oc.env:...})", "train",
+                                     train("train.resume={run}", "train.max_steps=9"),
+                                     "config.experiment.name is not a plain value (an interpolation or a key that is not a string)",
+                                     setup=lambda c: edit_checkpoint_in_place(
+                                         c.checkpoint, lambda s: s["config"]["experiment"].update(name="${oc.env:AWM_TEST_SECRET}"))),
+    "checkpoint-out-of-range": Case("checkpoint with a model size out of range", "eval", evaluate("--checkpoint", "{tmp}/bad.pt"),
+                                    "the checkpoint's model cannot be built by this version of the code (model.channels must be 1 to 8 "
+                                    "widths in [1, 4096], got [-8, 16])",
+                                    setup=lambda c: edit_checkpoint(c, lambda s: s["config"]["model"].update(channels=[-8, 16]))),
+    "checkpoint-huge-number": Case("checkpoint with a number no dataset has", "eval", evaluate("--checkpoint", "{tmp}/bad.pt"),
+                                   "dataset.num_actions must be an integer in [1, 18], got 10000000000000",
+                                   setup=lambda c: edit_checkpoint(c, lambda s: s["dataset"].update(num_actions=10**13))),
+    "eval-dataset-other-settings": Case("eval --data_dir recorded with other settings", "eval", evaluate("--data_dir", "{copy}"),
+                                        "--data_dir was recorded with frame_skip=2, the checkpoint's training data with frame_skip=4",
+                                        setup=lambda c: edit_manifest(c.copy, lambda m: m["env"].update(frame_skip=2))),
     # outputs
     "runs-dir-unwritable": Case("experiment.runs_dir cannot be created", "train", train("experiment.runs_dir={tmp}/file/runs"),
                                 "experiment.runs_dir: cannot create '{tmp}/file/runs/",
@@ -209,6 +240,7 @@ CASES = {
                               "both hold episode 0; record each machine's part with --part K/N"),
     "max-steps-out-of-range": Case("train.max_steps out of range", "train", train("train.max_steps=0"), "train.max_steps must be >= 1, got 0"),
     "horizon-out-of-range": Case("--horizon out of range", "eval", evaluate("--horizon", "0"), "--horizon must be >= 1, got 0"),
+    "eval-seed-out-of-range": Case("eval --seed out of range", "eval", evaluate("--seed", "-1"), "--seed must be >= 0, got -1"),
     "play-unknown-key": Case("play --keys with an unknown key", "play", lambda c: ["--checkpoint", str(c.checkpoint), "--headless",
                                                                             "--keys", "RIHGT*3", "--video", str(c.tmp / "play.mp4")],
                              "--keys: unknown key 'RIHGT' in 'RIHGT*3'; use UP, DOWN, LEFT, RIGHT, FIRE, NOOP or an action of this game"),
@@ -251,6 +283,7 @@ def run_command(command: str, argv: list[str]) -> tuple[int, str]:
 @pytest.fixture
 def context(small_dataset: Path, short_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
     monkeypatch.delenv("AWM_DEBUG", raising=False)
+    monkeypatch.setenv("AWM_TEST_SECRET", SECRET)  # an interpolation in a file must never bring it out
     run = tmp_path / "run"
     shutil.copytree(short_run[1]["run_dir"], run)
     copy = tmp_path / "pong"
@@ -277,6 +310,7 @@ def test_bad_input_gives_one_line_exit_2_and_keeps_every_file(name: str, context
     print(f"\n| `{name}` | {case.what} | {case.command} | {lines[0]} |")  # pytest -s: the rows of docs/errors.md
     assert snapshot(context.tmp, context.data) == before  # nothing created, changed or deleted
     assert not (context.tmp / "pwned").exists()  # no payload ran
+    assert SECRET not in err
 
 
 def test_the_table_lists_every_case() -> None:
