@@ -9,11 +9,21 @@ space (FIRE), combined as the game's action meanings name them (UPRIGHTFIRE...).
 game runs beside the dream with the same actions: Tab shows both (real | dream), and R records the real game's
 steps into a dataset of src.dataset.generate_dataset's format (--record DIR), to be trained on.
 Keys: arrows/space act, N new start, P pause, Tab real | dream, R record on/off, Esc quits.
+
+--record DIR writes as it goes (a shard every 256 rows and at the end of every stretch), holds a lock on DIR, and
+continues the recording already in DIR (a play recording of the same game and settings: a new session, episode ids
+after the recorded ones), so that a session stopped by Ctrl-C, SIGTERM or a kill is taken up by running the same
+command again; a DIR holding anything else is refused. Ctrl-C or SIGTERM stops between two steps: the rows recorded
+and (headless) the video so far are written, and a line says what was played and recorded (exit code 130 or 143).
+A kill (SIGKILL) loses at most the last 255 rows and the video.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from argparse import Namespace
+from contextlib import nullcontext
 from pathlib import Path
 
 from src.dataset.recorder import Recorder
@@ -22,65 +32,104 @@ from src.models.checkpoint import model_config, model_from_checkpoint, read_chec
 from src.models.rollout import Feedback
 from src.playing.dream import Dream
 from src.playing.keys import parse_keys
-from src.playing.window import run_headless, run_window
+from src.playing.window import INTERRUPTS, run_headless, run_window
 from src.utils.device import choose_device
 from src.utils.errors import ArgumentParser, UserError, run_cli
-from src.utils.video import write_video
+from src.utils.video import GIF_MAX_FRAMES, VideoWriter
+
+MAX_SCALE = 16  # 1344x1344 pixels a panel
+MAX_FPS = 240.0
+MAX_SEED = 2**31 - 1  # the emulator's seed is a C int
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> Namespace:
     p = ArgumentParser(prog="python -m src.play", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a .pt file written by src.train")
     p.add_argument("--data_dir", default=None, help="start from frames of this dataset instead of a fresh episode")
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh episodes and of the random start steps (default 0)")
-    p.add_argument("--fps", type=float, default=15.0, help="frames per second of the window (default 15)")
-    p.add_argument("--scale", type=int, default=6, help="upscale factor of the 84x84 frames (default 6)")
-    p.add_argument("--record", default=None, help="a new directory: R (or all of --headless) records the real game there")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--fps", type=float, default=15.0, help=f"frames per second of the window and the video (default 15, at most {MAX_FPS:g})")
+    p.add_argument("--scale", type=int, default=6, help=f"upscale factor of the 84x84 frames (default 6, at most {MAX_SCALE})")
+    p.add_argument("--record", default=None, help="R (or all of --headless) records the real game into this directory: "
+                                                  "a new one, or a recording of the same game to continue")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--headless", action="store_true", help="no window: play --keys and write --video")
     p.add_argument("--keys", default=None, help="with --headless: e.g. RIGHT*30,LEFT*30,UP+FIRE*5")
     p.add_argument("--video", default=None, help="with --headless: the .mp4 or .gif to write")
     p.add_argument("--side_by_side", action="store_true", help="with --headless: real | dream in the video")
     args = p.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args: Namespace) -> None:
+    """Every flag on its own and with the others, before the checkpoint is read."""
     if args.headless and not (args.keys and args.video):
         raise UserError("--headless needs --keys (e.g. RIGHT*30,LEFT*30) and --video (e.g. out.mp4)")
     if args.video and Path(args.video).suffix not in (".mp4", ".gif"):
         raise UserError(f"--video must end in .mp4 or .gif, got '{args.video}'")
-    if args.fps <= 0 or args.scale < 1:
-        raise UserError(f"--fps must be > 0 and --scale >= 1, got {args.fps} and {args.scale}")
+    if args.video and not Path(args.video).absolute().parent.is_dir():
+        raise UserError(f"--video: the folder of '{args.video}' does not exist; create it or choose another path")
+    if not 0 < args.fps <= MAX_FPS:
+        raise UserError(f"--fps must be in (0, {MAX_FPS:g}], got {args.fps:g}")
+    if not 1 <= args.scale <= MAX_SCALE:
+        raise UserError(f"--scale must be in [1, {MAX_SCALE}], got {args.scale}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
     if args.record and args.data_dir:
         raise UserError("--record records the real game, which runs only from a fresh episode: drop --data_dir")
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     state = read_checkpoint(args.checkpoint)
     trained_on = state["dataset"]
-    device = choose_device(args.device)
-    model = model_from_checkpoint(state).to(device).eval()
+    device = choose_device(args.device)  # a wrong --device is one line here, before any folder is made
+    actions = parse_keys(args.keys, trained_on["action_meanings"]) if args.headless else []
+    if args.video and Path(args.video).suffix == ".gif" and len(actions) > GIF_MAX_FRAMES:
+        raise UserError(f"--video: a .gif holds at most {GIF_MAX_FRAMES} frames, --keys plays {len(actions)} steps; "
+                        "write an .mp4")
     dataset = None
     if args.data_dir:
         dataset = ShardedDataset(args.data_dir, verify="quick")
         if dataset.game != trained_on["game"]:
             raise UserError(f"--data_dir holds {dataset.game} data, the checkpoint is for {trained_on['game']}")
-    recorder = Recorder(Path(args.record), trained_on, args.seed) if args.record else None
-    actions = parse_keys(args.keys, trained_on["action_meanings"]) if args.headless else []
-    dream = Dream(model, trained_on, device, args.seed, dataset, recorder, Feedback.of(model_config(state)))
-
-    if args.headless:
-        dream.recording = recorder is not None
-        frames, rate = run_headless(dream, actions, args.scale, args.side_by_side)
-        if recorder is not None:
-            recorder.cut()
-        path = write_video(args.video, frames, fps=round(args.fps))
-        print(f"played {len(actions)} steps headless at {rate:.1f} steps/s -> {path}"
-              + (f"; recorded {recorder.manifest.target_steps} real steps in {args.record}" if recorder else ""), flush=True)
-        return 0
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and os.environ.get("SDL_VIDEODRIVER") != "dummy":
+    if not args.headless and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                                  or os.environ.get("SDL_VIDEODRIVER") == "dummy"):
         raise UserError("no display to open a window on; run on a desktop, or use --headless --keys ... --video out.mp4")
+
+    with INTERRUPTS.installed(), (Recorder(Path(args.record), trained_on, args.seed) if args.record else nullcontext()) as recorder:
+        if recorder is not None and recorder.continued:
+            print(f"continuing the recording in {args.record} ({recorder.manifest.steps} steps so far)", flush=True)
+        model = model_from_checkpoint(state).to(device).eval()
+        dream = Dream(model, trained_on, device, args.seed, dataset, recorder, Feedback.of(model_config(state)))
+        dream.recording = args.headless and recorder is not None  # headless: the whole sequence is recorded
+        try:
+            line = play_headless(dream, actions, args) if args.headless else play_window(dream, args)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM between two steps of the window: what was played is kept
+            line = f"played {dream.played} steps"
+        if recorder is not None:
+            recorder.cut()  # the rows since the last shard
+            line += f"; {recorder.summary()}"
+    print(("interrupted: " if INTERRUPTS.signal else "") + line, flush=True)
+    return INTERRUPTS.exit_code if INTERRUPTS.signal else 0
+
+
+def play_headless(dream: Dream, actions: list[int], args: Namespace) -> str:
+    """Play `actions`, each frame streamed into --video as it is made. After a Ctrl-C or SIGTERM the video so far is
+    finished and kept (it ends where play stopped, one frame per step played)."""
+    start = time.perf_counter()
+    with VideoWriter(args.video, args.fps) as video:
+        try:
+            run_headless(dream, actions, args.scale, args.side_by_side, video.append)
+        except KeyboardInterrupt:
+            pass
+    rate = dream.played / max(time.perf_counter() - start, 1e-9)
+    return f"played {dream.played} steps headless at {rate:.1f} steps/s -> {video.written or 'no video (no step played)'}"
+
+
+def play_window(dream: Dream, args: Namespace) -> str:
     result = run_window(dream, args.fps, args.scale)
-    if recorder is not None and dream.recording:
-        recorder.cut()
-    print(f"{result['frames']} frames at {result['fps']:.1f} fps" + (f"; recorded {recorder.manifest.target_steps} "
-                                                                     f"real steps in {args.record}" if recorder else ""))
-    return 0
+    return f"{result['frames']} frames at {result['fps']:.1f} fps"
 
 
 if __name__ == "__main__":

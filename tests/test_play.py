@@ -26,6 +26,10 @@ FULL = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOW
         "LEFTFIRE", "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE"]
 
 
+def ignore(frame: np.ndarray) -> None:
+    """A run_headless `show` that drops the frames."""
+
+
 def test_keys_map_to_the_games_action_names() -> None:
     assert action_for(set(), PONG) == 0
     assert action_for({"RIGHT"}, PONG) == 2 and action_for({"LEFT", "FIRE"}, PONG) == 5
@@ -96,16 +100,18 @@ def test_recording_keeps_each_stretch_in_its_own_shard(lively_checkpoint: Path, 
     recorder = Recorder(tmp_path / "rec", state["dataset"], seed=0)
     dream = Dream(model_from_checkpoint(state).eval(), state["dataset"], torch.device("cpu"), 0, recorder=recorder)
     dream.toggle_recording()
-    run_headless(dream, [2] * 7, scale=1, both=False)
+    run_headless(dream, [2] * 7, scale=1, both=False, show=ignore)
     dream.toggle_recording()  # off: the stretch becomes a shard
-    run_headless(dream, [3] * 5, scale=1, both=False)  # not recorded
+    run_headless(dream, [3] * 5, scale=1, both=False, show=ignore)  # not recorded
     dream.toggle_recording()
-    run_headless(dream, [1] * 4, scale=1, both=False)
+    run_headless(dream, [1] * 4, scale=1, both=False, show=ignore)
+    dream.new_start()  # N while recording: the stretch ends there too (a shard holds consecutive steps)
+    run_headless(dream, [2] * 3, scale=1, both=False, show=ignore)
     recorder.cut()
+    recorder.close()
     data = ShardedDataset(tmp_path / "rec", verify="full")
-    assert [s["rows"] for s in data.shards] == [7, 4] and data.column("action").tolist() == [2] * 7 + [1] * 4
-    with pytest.raises(UserError, match="is not empty"):
-        Recorder(tmp_path / "rec", state["dataset"], seed=0)
+    assert [s["rows"] for s in data.shards] == [7, 4, 3] and data.column("action").tolist() == [2] * 7 + [1] * 4 + [2] * 3
+    check_consecutive(tmp_path / "rec")
 
 
 def test_window_opens_and_renders_under_the_dummy_driver(lively_checkpoint: Path, tmp_path: Path,
@@ -124,6 +130,7 @@ def test_window_opens_and_renders_under_the_dummy_driver(lively_checkpoint: Path
     result = run_window(dream, fps=200, scale=2, max_frames=12)
     assert result["frames"] == 12 and dream.steps == 12 and dream.recording
     recorder.cut()
+    recorder.close()
     assert ShardedDataset(tmp_path / "rec").column("action").tolist() == [2] * 12  # RIGHT was held throughout
     assert not pygame.display.get_init()  # the window closed
 
@@ -136,7 +143,8 @@ def test_start_from_a_dataset(lively_checkpoint: Path, small_dataset: Path) -> N
                   dataset=ShardedDataset(small_dataset, verify="none"))
     first = dream.context.clone()
     assert first.shape == (1, 4, 84, 84) and first.max() > 0 and dream.real_obs is None
-    frames, _ = run_headless(dream, [2] * 3, scale=2, both=True)
-    assert dream.steps == 3 and frames.shape[0] == 3
+    frames: list[np.ndarray] = []
+    run_headless(dream, [2] * 3, scale=2, both=True, show=frames.append)
+    assert dream.steps == 3 and len(frames) == 3
     dream.new_start()
     assert dream.steps == 0 and not torch.equal(dream.context, first)  # another recorded start

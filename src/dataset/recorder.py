@@ -1,37 +1,89 @@
-"""Steps of a game played by hand (src.play's real game) recorded into a dataset of generate_dataset's format."""
+"""Steps of a game played by hand (src.play's real game) recorded into a dataset of generate_dataset's format.
+
+    with Recorder(Path("data/my_play"), checkpoint["dataset"], seed=0) as recorder:   # checks, locks, continues
+        recorder.add(transition, episode)   # a shard is written every SHARD_ROWS rows
+        recorder.cut()                      # the end of a stretch (or of the session): the rest as a shard
+
+A kill loses at most the last SHARD_ROWS - 1 rows: every shard is written under a temporary name, renamed into place
+and then listed in the manifest, which is rewritten atomically. A directory that holds a play recording of the same
+game and settings is continued: a new session, episode ids after the recorded ones.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import IO
 
-from src.dataset.manifest import Manifest
-from src.dataset.shards import ShardWriter, promote_shard
+from src.dataset.manifest import MANIFEST, Manifest, package_versions
+from src.dataset.shards import LOCK_FILE, SHARD_FILE, TMP_PREFIX, ShardedDataset, ShardWriter, promote_shard, shard_path
 from src.envs.atari import EnvSettings
 from src.envs.game import Transition
 from src.utils.errors import UserError
+from src.utils.io import hold_lock
+
+SHARD_ROWS = 256  # rows of a shard cut while recording goes on: at most this many (9 MB) wait in memory, or die in a kill
+MANIFEST_TMP = re.compile(r"\.manifest\.\d+\.tmp\.json")  # the name src.utils.io.replaced_atomically gives it
+POLICY = "human"  # the policy a play recording names in its manifest
+READERS_FILE = ".readers"  # the readers' lock file (src.dataset.shards) that a training on the recording leaves
 
 
 class Recorder:
-    """The real game's steps, into a dataset of generate_dataset's format: one shard per recorded stretch
-    (rows of a shard are consecutive steps), listed in the manifest once complete."""
+    """The real game's steps, into a dataset of generate_dataset's format. Rows of a shard are consecutive steps:
+    a shard is cut every SHARD_ROWS rows and at the end of every recorded stretch (`cut`), and listed once complete.
+    Holds an flock on <root>/.lock from creation to `close`, so that no other play or generation writes there."""
 
     def __init__(self, root: Path, dataset_info: dict, seed: int) -> None:
-        if root.exists() and any(root.iterdir()):
-            raise UserError(f"--record '{root}' is not empty; choose a new directory for the recording")
+        self.root, self.settings = root, EnvSettings.from_dict(dataset_info["env_settings"])
+        recording_to_continue(root, self.settings)  # every check before the first file is touched
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"--record: cannot create '{root}' ({e.strerror}); choose a writable directory") from None
-        self.root, self.settings = root, EnvSettings.from_dict(dataset_info["env_settings"])
-        self.manifest = Manifest.create(self.settings, seed, policy="human", shard_size=0, target=0)
-        self.manifest.add_session(num_envs=1, started=self.manifest.created)
+        self.lock: IO[str] | None = hold_lock(
+            root / LOCK_FILE, "another process (pid {pid}) is writing to '{folder}'; wait for it to end or choose another "
+            "--record directory", "--record: cannot write to '{folder}' ({error}); choose a writable directory")
+        try:
+            self._open(seed)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, seed: int) -> None:
+        """Under the lock: check again (another play may have begun here since), clear what a kill left, and list
+        this session in the manifest."""
+        manifest = recording_to_continue(self.root, self.settings)
+        if manifest is not None and manifest.shards:
+            ShardedDataset(self.root, verify="quick")  # the listed shards are there, whole (sizes and headers)
+        clear_leftovers(self.root, manifest)
+        self.manifest = manifest or Manifest.create(self.settings, seed, policy=POLICY, shard_size=SHARD_ROWS, target=0)
+        self.first_episode = max((e for s in self.manifest.shards for e in s["episodes"]), default=-1) + 1
+        self.continued = manifest is not None
+        self.session = self.manifest.add_session(num_envs=1)
+        self.manifest.write(self.root)
         self.rows: list[tuple] = []
+        self.recorded = 0  # rows written by this session
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the lock (rows not yet cut stay unwritten: `cut` first)."""
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
     def add(self, step: Transition, episode: int) -> None:
-        self.rows.append((step.obs, step.action, step.next_obs[-1:], step.done, step.reward, episode))
+        """One step of the real game's episode `episode` (the session's count: ids follow the recorded ones)."""
+        self.rows.append((step.obs, step.action, step.next_obs[-1:], step.done, step.reward, self.first_episode + episode))
+        if len(self.rows) == SHARD_ROWS:
+            self.cut()
 
     def cut(self) -> int:
-        """Write the stretch recorded so far as a shard and list it; returns its rows."""
+        """Write the rows recorded since the last cut as a shard and list it; returns its rows."""
         n = len(self.rows)
         if n:
             index = self.manifest.next_shard
@@ -40,8 +92,60 @@ class Recorder:
                 writer.append(*row)
             entry = writer.finish()  # fsynced, then renamed into place, then listed
             promote_shard(self.root, f"play{index}", index, list(self.manifest.fields))
-            self.manifest.add_shard(entry, session=0)
+            self.manifest.add_shard(entry, session=self.session)
             self.manifest.target_steps = self.manifest.steps
             self.manifest.write(self.root)
             self.rows = []
+            self.recorded += n
         return n
+
+    def summary(self) -> str:
+        """What this session recorded and what the directory now holds, for the console."""
+        episodes = len({e for s in self.manifest.shards for e in s["episodes"]})
+        return (f"recorded {self.recorded} real steps in {self.root} (it holds {self.manifest.steps} steps of {episodes} "
+                f"episodes in {len(self.manifest.shards)} shards, {len(self.manifest.sessions)} sessions)")
+
+
+def is_recording_file(name: str) -> bool:
+    """A file a recording (or a generation) writes: the manifest, the lock, a shard, or a temporary file of either."""
+    return name in (MANIFEST, LOCK_FILE, READERS_FILE) or bool(SHARD_FILE.fullmatch(name) or MANIFEST_TMP.fullmatch(name)) \
+        or name.startswith(TMP_PREFIX)
+
+
+def recording_to_continue(root: Path, settings: EnvSettings) -> Manifest | None:
+    """The manifest of the play recording in `root` to continue, None to start one (no directory, or nothing but a
+    lock and temporary files), or one line (UserError) when `root` holds anything else. Only reads."""
+    new_dir = "choose a new directory for the recording"
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--record '{root}' is a file, not a directory; {new_dir}")
+    names = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    foreign = [name for name in names if not is_recording_file(name)]
+    if foreign:
+        raise UserError(f"--record '{root}' is not empty; {new_dir} ('{foreign[0]}' is not a file of a dataset)")
+    if MANIFEST not in names:
+        if any(SHARD_FILE.fullmatch(name) for name in names):
+            raise UserError(f"--record '{root}' is not empty; {new_dir} (it holds shards but no {MANIFEST})")
+        return None
+    manifest = Manifest.read(root)
+    if manifest.policy != POLICY:
+        raise UserError(f"--record '{root}' is not empty; {new_dir} (it holds a dataset of policy '{manifest.policy}', "
+                        "not a play recording to continue)")
+    if manifest.env != settings:
+        ours, theirs = settings.to_dict(), manifest.env.to_dict()
+        key = next(k for k in ours if ours[k] != theirs.get(k))
+        raise UserError(f"--record '{root}' holds a play recording with {key} {theirs.get(key)}, the checkpoint's game "
+                        f"has {ours[key]}; {new_dir}, or continue a recording of this checkpoint's game and settings")
+    recorded, running = manifest.versions.get("ale-py"), package_versions("ale-py").get("ale-py")
+    if recorded is not None and recorded != running:
+        raise UserError(f"--record '{root}' was recorded with ale-py {recorded}, this is ale-py {running}: frames of two "
+                        f"emulator versions would mix; {new_dir}")
+    return manifest
+
+
+def clear_leftovers(root: Path, manifest: Manifest | None) -> None:
+    """Remove what a killed session left that `manifest` does not list: temporary shard and manifest files, and a
+    shard renamed into place but not yet listed (its rows are lost with the kill)."""
+    listed = {shard_path(root, s["index"], f).name for s in manifest.shards for f in s["files"]} if manifest else set()
+    for path in root.iterdir():
+        if path.name not in (MANIFEST, LOCK_FILE, READERS_FILE) and is_recording_file(path.name) and path.name not in listed:
+            path.unlink()

@@ -39,7 +39,8 @@ class Dream:
     recorder: Recorder | None = None
     feedback: Feedback = Feedback("uint8")  # how a prediction re-enters the context (the checkpoint's model.feedback)
     context: torch.Tensor = field(init=False)  # (1, T, H, W) float, the model's last frames
-    steps: int = field(init=False, default=0)
+    steps: int = field(init=False, default=0)  # since the last start
+    played: int = field(init=False, default=0)  # in all
     starts: int = field(init=False, default=0)
     episode: int = field(init=False, default=0)
     recording: bool = field(init=False, default=False)
@@ -51,7 +52,10 @@ class Dream:
         self.new_start()
 
     def new_start(self) -> None:
-        """A new real start: a fresh episode (seed + starts) played a few random steps in, or a recorded frame."""
+        """A new real start: a fresh episode (seed + starts) played a few random steps in, or a recorded frame. A stretch
+        being recorded is cut first: rows of a shard are consecutive steps of one episode."""
+        if self.recorder is not None and self.recording:
+            self.recorder.cut()
         if self.dataset is not None:
             starts = self.dataset.window_starts(1)
             obs = self.dataset.steps(int(starts[self.rng.integers(len(starts))])).obs[0]
@@ -69,13 +73,12 @@ class Dream:
         predicted = self.feedback(self.model(self.context, torch.tensor([action], device=self.device)))  # (1, 1, H, W)
         self.context = torch.cat([self.context[:, 1:], predicted], dim=1)
         self.steps += 1
+        self.played += 1
         if self.game is not None:
             real = self.game.step(action)
             if self.recorder is not None and self.recording:
                 self.recorder.add(real, self.episode)
             if real.done:  # the real episode ended: both start again
-                if self.recorder is not None and self.recording:
-                    self.recorder.cut()
                 self.new_start()
 
     @property

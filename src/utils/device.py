@@ -4,10 +4,35 @@ from __future__ import annotations
 
 import torch
 
+from src.utils.errors import UserError
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what a --device may name; the models run on nothing else
+
 
 def choose_device(requested: str | None = None, cpu: bool = False, local_rank: int = 0) -> torch.device:
-    """`requested` (cpu, cuda, cuda:1 ...) if given; else this process's GPU when CUDA is available and `cpu` is
-    false (under torchrun, GPU `local_rank`), else the CPU."""
+    """`requested` (cpu, cuda, cuda:1 ...) if given, checked against this machine; else this process's GPU when CUDA
+    is available and `cpu` is false (under torchrun, GPU `local_rank`), else the CPU."""
     if requested:
-        return torch.device(requested)
+        return checked_device(requested)
     return torch.device("cuda", local_rank) if torch.cuda.is_available() and not cpu else torch.device("cpu")
+
+
+def checked_device(requested: str) -> torch.device:
+    """torch.device(requested), or one line (UserError) when it is no device or not on this machine: called before
+    any output folder is made, so that a wrong --device never fails after the work (or a folder) has begun."""
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise UserError(f"--device {requested}: not a device; use cpu, cuda, cuda:N (the N-th GPU) or mps")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise UserError(f"--device {requested}: this machine has {count} CUDA device{'s' if count > 1 else ''} "
+                            f"(cuda:0 to cuda:{count - 1}); use one of them or --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {requested}: MPS (Apple GPU) is not available on this machine; use --device cpu")
+    return device
