@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
+from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from src.dataset import generate_dataset
 from src.dataset.generate_dataset import split
-from src.dataset.shards import ShardedDataset
+from src.dataset.manifest import DatasetError
+from src.dataset.shards import ShardedDataset, ShardWriter, lock_readers, tmp_shard_path
+from src.utils.errors import run_cli
 from tests.conftest import GENERATE, INSPECT, ROOT, SMALL, check_consecutive, error_line, generate, run
+from tests.test_merge import record_by_hand
 
 
 def manifest(root: Path) -> dict:
@@ -173,7 +182,127 @@ def test_sigkill_then_resume_gives_exactly_the_requested_steps(tmp_path: Path, t
     assert result.returncode == 0, result.stderr
     data = ShardedDataset(out, verify="full")
     assert len(data) == steps and manifest(out)["complete"]
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("shard_")) == [".lock", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("shard_")) == [".lock", ".readers", "manifest.json"]
     assert len(list(out.glob("shard_*.npy"))) == 6 * len(data.shards)
     check_consecutive(out)
     assert error_line(run([*INSPECT, str(tmp_path / "nowhere")]))  # and the reader still refuses nonsense
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Every file of a dataset, byte for byte."""
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
+
+
+def main_in_process(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """generate_dataset as `python -m` runs it, in this process: exit code and stderr."""
+    monkeypatch.delenv("AWM_DEBUG", raising=False)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
+        run_cli(generate_dataset.main, argv)
+    return exit_.value.code, err.getvalue()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--seed", str(2**63)], "--seed must be <= 9223372036854775807"),
+    (["--max_episode_steps", str(10**30)], "--max_episode_steps must be in [1, 10000000], got 1000000000000000000000000000000"),
+    (["--max_episode_steps", str(2**63)], "--max_episode_steps must be in [1, 10000000]"),
+    (["--frame_skip", "1000"], "--frame_skip must be in [1, 64], got 1000"),
+    (["--noop_max", str(10**9)], "--noop_max must be in [0, 10000]"),
+    (["--repeat_action_probability", "nan"], "--repeat_action_probability must be in [0, 1], got nan"),
+    (["--part", "8388608/8388608"], "--part: at most 4096 parts"),
+    (["--part", "1/" + "9" * 5000], "--part must be K/N with 1 <= K <= N"),
+    (["--num_envs", "100000"], "--num_envs must be <= 1024, got 100000"),
+    (["--shard_size", str(10**7)], "--shard_size must be <= 1000000"),
+    (["--steps", str(2**40)], "--steps must be <= 1099511627775"),
+    (["--game", "../../x"], "unknown game '../../x'"),
+])
+def test_overwrite_checks_everything_before_deleting(dataset_copy: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                                     expected: str) -> None:
+    """Catches --overwrite deleting the dataset and only then finding an argument it cannot use (a traceback, data lost)."""
+    before = files(dataset_copy)
+    code, err = main_in_process(["--out_dir", str(dataset_copy), "--overwrite", "--steps", "100", *args], monkeypatch)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+    assert files(dataset_copy) == before
+
+
+def test_overwrite_refuses_a_dataset_that_is_being_read(dataset_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches --overwrite deleting the shards under a training that reads them."""
+    reader = ShardedDataset(dataset_copy, verify="none")  # as a training (or its DataLoader workers) holds it
+    before = files(dataset_copy)
+    code, err = main_in_process(["--out_dir", str(dataset_copy), "--overwrite", "--steps", "100"], monkeypatch)
+    assert code == 2 and err == f"error: a training, evaluation or play is reading '{dataset_copy}'; wait for it to end, or choose another --out_dir\n"
+    assert files(dataset_copy) == before  # the .lock too: refused before it was taken
+    second = ShardedDataset(dataset_copy, verify="none")  # readers share
+    reader.close()
+    assert "is reading" in error_line(generate(dataset_copy, "--overwrite", steps=100))
+    second.close()
+    with lock_readers(dataset_copy, exclusive=True):  # as --overwrite holds it while it records
+        with pytest.raises(DatasetError, match="is being replaced"):
+            ShardedDataset(dataset_copy, verify="none")
+    result = generate(dataset_copy, "--overwrite", steps=100, num_envs=1, shard_size=100)
+    assert result.returncode == 0, result.stderr
+    assert len(ShardedDataset(dataset_copy, verify="full")) == 100
+
+
+def test_a_recording_by_hand_is_not_resumed(small_dataset: Path, tmp_path: Path) -> None:
+    """Catches --resume of a play recording (policy human) marking it incomplete, then dying with KeyError: 'human'."""
+    recording = record_by_hand(tmp_path / "rec", small_dataset, 0)
+    before = files(recording)
+    line = error_line(generate(recording, "--resume", steps=500))
+    assert "is a game recorded by hand in src.play (policy human): a policy cannot continue it" in line
+    assert files(recording) == before
+
+
+def test_resume_with_another_emulator_version_is_refused(dataset_copy: Path) -> None:
+    manifest = json.loads((dataset_copy / "manifest.json").read_text())
+    manifest["versions"]["ale-py"] = "0.6.0"
+    (dataset_copy / "manifest.json").write_text(json.dumps(manifest))
+    before = files(dataset_copy)
+    line = error_line(generate(dataset_copy, "--resume", steps=1500))
+    assert f"'{dataset_copy}' was recorded with ale-py 0.6.0, this is ale-py {version('ale-py')}: frames of two emulator" in line
+    assert files(dataset_copy) == before
+
+
+def test_a_generation_that_finished_meanwhile_is_not_deleted(small_dataset: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches the emptiness check made only before the lock: a generation into the same fresh --out_dir that
+    finished in between (here, during the disk check) would be deleted as 'the old dataset'."""
+    out = tmp_path / "data"
+
+    def another_generation_meanwhile(root: Path, needed: int) -> None:
+        shutil.copytree(small_dataset, out)
+
+    monkeypatch.setattr(generate_dataset, "check_disk", another_generation_meanwhile)
+    code, err = main_in_process(["--out_dir", str(out), "--steps", "100"], monkeypatch)
+    assert code == 2 and "is not empty" in err and len(err.strip().splitlines()) == 1, err
+    assert {k: v for k, v in files(out).items() if k != ".lock"} == {k: v for k, v in files(small_dataset).items() if k != ".lock"}
+
+
+@pytest.mark.slow
+def test_two_generations_into_one_fresh_directory(tmp_path: Path) -> None:
+    """Catches the loser of two generations racing for one new --out_dir giving a traceback or deleting the winner's
+    shards: one records, the other gets one line."""
+    out = tmp_path / "data"
+    cmd = [*GENERATE, "--out_dir", str(out), "--steps", "300", "--num_envs", "1", "--shard_size", "100"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    (line,) = [err.strip().splitlines() for code, err in results if code == 2][0]
+    assert "another generation (pid" in line or "is not empty" in line or "meanwhile" in line, line
+    assert len(ShardedDataset(out, verify="full")) == 300
+
+
+def test_a_link_planted_as_a_temporary_shard_file_is_not_written_through(tmp_path: Path) -> None:
+    """Catches ShardWriter opening its predictable temporary names with a plain open(), which follows a symlink."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    root = tmp_path / "data"
+    root.mkdir()
+    planted = tmp_shard_path(root, "s0_e0_0", "obs")
+    planted.symlink_to(victim)
+    writer = ShardWriter(root, "s0_e0_0", 1, context_frames=4, screen_size=84)
+    writer.append(np.zeros((4, 84, 84), np.uint8), 0, np.zeros((1, 84, 84), np.uint8), False, 0.0, 0)
+    writer.finish()
+    assert victim.read_text() == "mine"
+    assert not planted.is_symlink() and np.load(planted).shape == (1, 4, 84, 84)

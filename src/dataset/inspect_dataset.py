@@ -19,13 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verify", choices=("full", "quick"), default="full", help="full: also compare xxh3-128 checksums (default)")
     args = p.parse_args(argv)
     start = time.perf_counter()
-    dataset = ShardedDataset(args.data_dir, verify=args.verify)
-    seconds = time.perf_counter() - start
-    actions = np.bincount(dataset.column("action"), minlength=dataset.num_actions) / len(dataset)
-    meanings = dataset.manifest.action_meanings
-    print(dataset.manifest.describe(args.data_dir))
-    print(f"actions   {'  '.join(f'{m} {f:.0%}' for m, f in zip(meanings, actions))}")
-    print(f"verified  {args.verify}: {len(dataset.shards)} shards match the manifest ({seconds:.1f} s)")
+    with ShardedDataset(args.data_dir, verify=args.verify) as dataset:  # validates sizes, headers, checksums, columns
+        seconds = time.perf_counter() - start
+        actions = np.bincount(dataset.column("action"), minlength=dataset.num_actions) / len(dataset)
+        meanings = dataset.manifest.action_meanings
+        print(dataset.manifest.describe(args.data_dir))
+        print(f"actions   {'  '.join(f'{m} {f:.0%}' for m, f in zip(meanings, actions))}")
+        print(f"verified  {args.verify}: {len(dataset.shards)} shards match the manifest ({seconds:.1f} s)")
     return 0
 
 
