@@ -187,6 +187,8 @@ def model_config(state: dict[str, Any]) -> ModelConfig:
     try:
         model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.create(saved)))
         check_model_config(model)
+        if "palette" in (model.feedback, model.output) and model.palette is None:  # training fills it in before saving
+            raise UserError(f"model.{'feedback' if model.feedback == 'palette' else 'output'} is palette but model.palette is null")
     except (UserError, OmegaConfBaseException, ValueError, TypeError) as e:  # a name, key or value this version does not know
         detail = " ".join(str(e).split())[:200]
         raise UserError(f"the checkpoint's model cannot be built by this version of the code ({detail}); "
