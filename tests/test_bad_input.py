@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from src.dataset import generate_dataset, inspect_dataset, merge_datasets
+from src.dataset.shards import ShardedDataset, lock_readers
 from src.utils.errors import run_cli
 from src.utils.io import try_lock
 from tests.conftest import ROOT, TINY
@@ -129,7 +130,8 @@ CASES = {
                                "data.game is Breakout but the dataset in {data} is Pong"),
     "eval-dataset-other-game": Case("eval --data_dir of another game", "eval", evaluate("--data_dir", "{copy}"),
                                     "--data_dir holds Breakout data, the checkpoint is for Pong",
-                                    setup=lambda c: edit_manifest(c.copy, lambda m: m.update(game="Breakout"))),
+                                    setup=lambda c: edit_manifest(c.copy, lambda m: [d.update(game="Breakout", env_id="ALE/Breakout-v5")
+                                                                                     for d in (m, m["env"])])),
     "shard-truncated": Case("truncated shard file", "train", train("data.dir={copy}"), "shard_00001_obs.npy",
                             setup=lambda c: os.truncate(c.copy / "shard_00001_obs.npy", 1000)),
     "shard-altered": Case("altered shard file (same size)", "train", train("data.dir={copy}"),
@@ -143,6 +145,15 @@ CASES = {
     "manifest-env-unknown": Case("manifest whose env has a setting this version does not know", "inspect", lambda c: [str(c.copy)],
                                  "env has a setting this version does not know ('warp_speed')",
                                  setup=lambda c: edit_manifest(c.copy, lambda m: m["env"].update(warp_speed=9))),
+    "manifest-game-path": Case("manifest whose game is a path", "inspect", lambda c: [str(c.copy)],
+                               "env.game must be an ALE game name (letters and digits, e.g. Pong), got 'x/../../../escape'",
+                               setup=lambda c: edit_manifest(c.copy, lambda m: [d.update(game="x/../../../escape") for d in (m, m["env"])])),
+    "manifest-actions-mismatch": Case("manifest num_actions below the actions in the shards", "inspect", lambda c: [str(c.copy)],
+                                      "shard_00000_action.npy: actions 0..5, the manifest says the game has 3",
+                                      setup=lambda c: edit_manifest(c.copy, lambda m: m.update(num_actions=3, action_meanings=m["action_meanings"][:3]))),
+    "dataset-being-replaced": Case("dataset that generate --overwrite is replacing", "train", train("data.dir={copy}"),
+                                   "is being replaced (generate_dataset --overwrite); wait for it to finish",
+                                   setup=lambda c: c.hold.append(lock_readers(c.copy, exclusive=True))),
     "batch-too-large": Case("batch larger than the training set", "train", train("train.batch_size=100000"),
                             "train.batch_size 100000 is larger than the training set"),
     # checkpoints
@@ -223,6 +234,23 @@ CASES = {
     "generate-out-locked": Case("generate into a dataset another generation is writing", "generate",
                                 generate("--out_dir", "{copy}", "--resume", "--steps", "2000"), "another generation (pid",
                                 setup=lambda c: c.hold.append(try_lock(c.copy / ".lock")[0])),
+    "generate-overwrite-read": Case("generate --overwrite of a dataset being read", "generate", generate("--out_dir", "{copy}", "--overwrite"),
+                                    "a training, evaluation or play is reading '{copy}'; wait for it to end, or choose another --out_dir",
+                                    setup=lambda c: c.hold.append(ShardedDataset(c.copy, verify="none"))),
+    "generate-overwrite-bad-seed": Case("generate --overwrite with --seed out of range", "generate",
+                                        generate("--out_dir", "{copy}", "--overwrite", "--seed", "-1"), "--seed must be >= 0, got -1"),
+    "generate-overwrite-bad-env": Case("generate --overwrite with an env setting out of range", "generate",
+                                       generate("--out_dir", "{copy}", "--overwrite", "--max_episode_steps", str(10**30)),
+                                       "--max_episode_steps must be in [1, 10000000], got 1000000000000000000000000000000"),
+    "generate-overwrite-bad-part": Case("generate --overwrite with too many parts", "generate",
+                                        generate("--out_dir", "{copy}", "--overwrite", "--part", "8388608/8388608"),
+                                        "--part: at most 4096 parts (each part's episode ids take a range of their own), got '8388608/8388608'"),
+    "generate-resume-recording": Case("generate --resume of a play recording", "generate", generate("--out_dir", "{copy}", "--resume", "--steps", "2000"),
+                                      "is a game recorded by hand in src.play (policy human): a policy cannot continue it",
+                                      setup=lambda c: edit_manifest(c.copy, lambda m: m.update(policy="human", shard_size=0))),
+    "generate-resume-other-ale": Case("generate --resume under another ale-py version", "generate",
+                                      generate("--out_dir", "{copy}", "--resume", "--steps", "2000"), "was recorded with ale-py 0.6.0, this is ale-py",
+                                      setup=lambda c: edit_manifest(c.copy, lambda m: m["versions"].update({"ale-py": "0.6.0"}))),
     "disk-full-generate": Case("disk too small for the dataset", "generate", generate("--steps", str(10**9)), "not enough disk space"),
     "disk-full-train": Case("disk too small for a run", "train", train(), "experiment.runs_dir: 1.0 MB free at",
                             setup=lambda c: c.monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 10**6))),
@@ -238,6 +266,14 @@ CASES = {
                               "--part must be K/N with 1 <= K <= N, e.g. 2/4, got '3/2'"),
     "merge-overlapping": Case("merging datasets that share episodes", "merge", lambda c: ["--out_dir", str(c.tmp / "merged"), str(c.data), str(c.copy)],
                               "both hold episode 0; record each machine's part with --part K/N"),
+    "merge-other-ale": Case("merging datasets of two ale-py versions", "merge",
+                            lambda c: ["--out_dir", str(c.tmp / "merged"), str(c.data), str(c.copy)], "was recorded with ale-py 0.6.0",
+                            setup=lambda c: edit_manifest(c.copy, lambda m: m["versions"].update({"ale-py": "0.6.0"}))),
+    "merge-same-recording": Case("merging one play recording twice", "merge",
+                                 lambda c: ["--out_dir", str(c.tmp / "merged"), str(c.copy), str(c.tmp / "again")],
+                                 "hold the same recorded steps; merge each recording once",
+                                 setup=lambda c: (edit_manifest(c.copy, lambda m: m.update(policy="human", shard_size=0)),
+                                                  shutil.copytree(c.copy, c.tmp / "again"))),
     "max-steps-out-of-range": Case("train.max_steps out of range", "train", train("train.max_steps=0"), "train.max_steps must be >= 1, got 0"),
     "horizon-out-of-range": Case("--horizon out of range", "eval", evaluate("--horizon", "0"), "--horizon must be >= 1, got 0"),
     "eval-seed-out-of-range": Case("eval --seed out of range", "eval", evaluate("--seed", "-1"), "--seed must be >= 0, got -1"),
