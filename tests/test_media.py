@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from src.utils.images import LABEL_HEIGHT, SEPARATOR, prediction_strip, save_png
-from src.utils.video import VIDEO_LABEL_HEIGHT, rollout_frames, write_video
+from src.utils.video import VIDEO_LABEL_HEIGHT, VideoWriter, rollout_frames, write_video
 
 H, W = 84, 84
 
@@ -98,4 +98,41 @@ def test_write_video_rejects_unknown_suffix(tmp_path):
     """Catches a silently ignored suffix (e.g. writing an mp4 into a file named .avi)."""
     with pytest.raises(ValueError, match="mp4 or .gif"):
         write_video(tmp_path / "rollout.avi", np.zeros((2, 4, 4, 3), dtype=np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_video_writer_streams_and_renames_into_place(tmp_path, suffix):
+    """Catches a streamed video that drops frames, or a half-written one visible under the final name."""
+    frames = rollout_frames(square(0, 0, shape=(7, H, W)), np.random.default_rng(2).random((7, H, W)), scale=1)
+    path = tmp_path / f"stream{suffix}"
+    with VideoWriter(path, fps=15) as video:
+        for frame in frames:
+            video.append(frame)
+        assert not path.exists() and all(p.name.startswith(".stream.") for p in tmp_path.iterdir())  # a temporary name
+    assert video.written == path and video.frames == 7
+    assert iio.imread(path, plugin="FFMPEG" if suffix == ".mp4" else None).shape[:3] == frames.shape[:3]
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_video_writer_leaves_the_old_file_on_an_error_and_writes_nothing_without_frames(tmp_path):
+    """Catches a failed or empty video replacing a good one, and temporary files left behind."""
+    path = tmp_path / "keep.mp4"
+    path.write_bytes(b"the old video")
+    frame = np.zeros((4, 6, 3), dtype=np.uint8)
+    with pytest.raises(RuntimeError, match="boom"), VideoWriter(path) as video:
+        video.append(frame)
+        raise RuntimeError("boom")
+    with VideoWriter(path) as empty:
+        pass
+    assert video.written is None and empty.written is None
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.mp4"] and path.read_bytes() == b"the old video"
+
+
+def test_video_writer_bounds_a_gif(tmp_path, monkeypatch):
+    """Catches a .gif growing without bound in memory (its frames wait for the end)."""
+    monkeypatch.setattr("src.utils.video.GIF_MAX_FRAMES", 3)
+    with pytest.raises(ValueError, match="at most 3 frames"), VideoWriter(tmp_path / "long.gif") as video:
+        for _ in range(4):
+            video.append(np.zeros((4, 4, 3), dtype=np.uint8))
     assert list(tmp_path.iterdir()) == []
