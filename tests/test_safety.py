@@ -142,12 +142,12 @@ def edit_rows(m: dict) -> str:
 
 def edit_index(m: dict) -> str:
     m["shards"][0]["index"] = "../../etc"
-    return "shards[0].index must be a non-negative integer, got '../../etc'"
+    return "shards[0].index must be an integer in [0, 1000000000], got '../../etc'"
 
 
 def edit_bool_index(m: dict) -> str:
     m["shards"][2]["index"] = True
-    return "shards[2].index must be a non-negative integer, got True"
+    return "shards[2].index must be an integer in [0, 1000000000], got True"
 
 
 def edit_duplicate(m: dict) -> str:
@@ -172,7 +172,7 @@ def edit_checksum(m: dict) -> str:
 
 def edit_screen(m: dict) -> str:
     m["env"]["screen_size"] = 0
-    return "env.screen_size must be a positive integer, got 0"
+    return "env.screen_size must be >= 1, got 0"
 
 
 def edit_shards(m: dict) -> str:
@@ -246,3 +246,30 @@ def test_lock_messages_keep_braces_in_paths(tmp_path: Path) -> None:
         first.close()
     with pytest.raises(UserError, match=r"cannot write '.*missing\{x\}' \(No such file or directory\)"):
         hold_lock(tmp_path / "missing{x}" / ".lock", "busy {pid}", "cannot write '{folder}' ({error})")
+
+
+def test_a_link_planted_under_a_temporary_name_is_not_written_through(tmp_path: Path) -> None:
+    """replaced_atomically's temporary names are predictable (.<stem>.<pid>.tmp<suffix>): a link planted there is
+    replaced, and what it points at is left alone."""
+    import os
+
+    from src.utils.io import atomic_write_json
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / f".manifest.{os.getpid()}.tmp.json").symlink_to(victim)
+    atomic_write_json(tmp_path / "manifest.json", {"a": 1})
+    assert victim.read_text() == "keep me" and json.loads((tmp_path / "manifest.json").read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "victim.txt"]
+
+
+def test_a_link_planted_as_a_lock_file_is_refused_and_not_emptied(tmp_path: Path) -> None:
+    from src.utils.errors import UserError
+    from src.utils.io import hold_lock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / ".lock").symlink_to(victim)
+    with pytest.raises(UserError, match="cannot write to '.*' .*symbolic links"):
+        hold_lock(tmp_path / ".lock", "busy {folder}", "cannot write to '{folder}' ({error})")
+    assert victim.read_text() == "keep me"

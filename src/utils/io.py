@@ -25,6 +25,10 @@ def replaced_atomically(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
+        # The name is predictable: a stale file, or a link planted under it, is removed (never written through), and
+        # the file is created here, exclusively, so that the writer opens a plain file of ours.
+        tmp.unlink(missing_ok=True)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
         yield tmp
         os.replace(tmp, path)
     finally:
@@ -92,7 +96,7 @@ def try_lock(path: str | os.PathLike) -> tuple[IO[str] | None, str]:
     process holds it. The kernel releases the lock when its holder dies, however it dies: no stale locks.
     OSError if `path` cannot be opened.
     """
-    f = open(path, "a+")
+    f = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+")  # a link planted as the lock: ELOOP
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
