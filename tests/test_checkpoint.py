@@ -25,7 +25,7 @@ def test_a_checkpoint_holds_what_its_docstring_lists(short_run) -> None:
     _, result = short_run
     state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
     assert set(state) == documented_keys() == {"model", "optimizer", "step", "elapsed_s", "config", "dataset", "val",
-                                                "best_mse", "rng", "wandb_id"}
+                                                "best_mse", "rng", "wandb_id", "versions"}
     assert state["dataset"]["game"] == "Pong" and state["dataset"]["env_settings"]["env_id"] == "ALE/Pong-v5"
 
 

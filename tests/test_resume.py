@@ -273,3 +273,14 @@ def test_resume_with_another_process_count_is_refused(short_run) -> None:
     cfg.model.palette = state["config"]["model"]["palette"]  # as train() takes the run's own
     with pytest.raises(ConfigError, match=r"was trained by 1 process\(es\), this is 2; .* \(torchrun --nproc_per_node 1\)"):
         check_resumable(state, cfg, Path("last.pt"), world=2)
+
+
+def test_a_resume_under_other_package_versions_says_so(short_run, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(short_run[1]["run_dir"], run_dir)
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert set(state["versions"]) == {"torch", "numpy", "atari-world-model"}
+    state["versions"]["torch"] = "1.0.0"
+    torch.save(state, run_dir / "checkpoints" / "last.pt")
+    train(tiny_config(short_run[0].data.dir, tmp_path, *BASE, "train.max_steps=8", f"train.resume={run_dir}"))
+    assert f"note: the checkpoint was computed with other versions (torch 1.0.0 -> {torch.__version__})" in capsys.readouterr().out

@@ -17,7 +17,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from src.envs.atari import MAX_ACTIONS, EnvSettings, action_meanings
 from src.envs.policies import POLICIES
 from src.utils.errors import UserError
 from src.utils.io import atomic_write_json, human_bytes
+from src.utils.versions import package_versions
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -67,16 +67,6 @@ def bytes_per_row(context_frames: int, screen_size: int) -> int:
 def now() -> str:
     """The time of a manifest's entries: UTC, to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def package_versions(*names: str) -> dict[str, str]:
-    found = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
 
 
 @dataclass

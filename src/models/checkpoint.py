@@ -11,11 +11,14 @@ What a checkpoint holds (`checkpoint_contents` writes exactly these keys):
     elapsed_s   seconds of training so far: the clock that a resumed run continues
     config      the run's whole config as a dict; the model is rebuilt from its `model` section
     dataset     what the model was trained on: dir, game, num_actions, action_meanings, env_settings (the game's
-                preprocessing, src.envs.atari.EnvSettings as a dict), seed, train_rows, val_rows, processes, global_batch
+                preprocessing, src.envs.atari.EnvSettings as a dict), seed, train_rows, val_rows, processes, global_batch,
+                and what a resume recognises it by: fingerprint (of the env settings and every shard's checksums), shards
+                (each shard's digest), val_episodes and split_rows (the split, and the rows it was made on)
     val         the validation metrics at `step`
     best_mse    the lowest validation MSE so far (best.pt holds the weights that reached it)
     rng         every RNG's state (src.utils.seed.rng_state)
     wandb_id    the W&B run a resume continues, or None
+    versions    of the packages that computed it (torch, numpy, this project): a resume under others says so
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from src.models.world_model import ModelConfig, build_model, check_model_config
 from src.utils.checkpoint import load_checkpoint
 from src.utils.errors import UserError
 from src.utils.seed import rng_state_problem
+from src.utils.versions import package_versions
 
 REQUIRED = ("model", "config", "dataset", "step")
 
@@ -44,7 +48,18 @@ def checkpoint_contents(model: nn.Module, optimizer: torch.optim.Optimizer, step
                         dataset: dict, val: dict[str, float], best_mse: float, rng: dict, wandb_id: str | None) -> dict[str, Any]:
     """The dict that a checkpoint file holds (see the module's docstring)."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed_s": elapsed_s,
-            "config": config, "dataset": dataset, "val": val, "best_mse": best_mse, "rng": rng, "wandb_id": wandb_id}
+            "config": config, "dataset": dataset, "val": val, "best_mse": best_mse, "rng": rng, "wandb_id": wandb_id,
+            "versions": package_versions(*VERSIONED)}
+
+
+VERSIONED = ("torch", "numpy", "atari-world-model")  # what decides the numbers a resumed run computes
+
+
+def version_changes(state: dict[str, Any]) -> list[str]:
+    """'torch 2.12.0 -> 2.13.0' for each package whose version differs from the checkpoint's (none for a checkpoint that
+    recorded none)."""
+    saved, now = state.get("versions", {}), package_versions(*VERSIONED)
+    return [f"{name} {saved[name]} -> {now.get(name)}" for name in VERSIONED if name in saved and saved[name] != now.get(name)]
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -126,6 +141,9 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
     wandb_id = state.get("wandb_id")
     if not (wandb_id is None or (isinstance(wandb_id, str) and WANDB_ID.fullmatch(wandb_id))):
         return f"wandb_id must be null or a W&B run id (letters, digits, _ and -), got {repr(wandb_id)[:80]}"
+    versions = state.get("versions", {})
+    if not (isinstance(versions, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items())):
+        return "versions must map package names to version strings"
     if "rng" in state:
         return rng_state_problem(state["rng"])
     return None

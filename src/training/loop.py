@@ -18,7 +18,7 @@ from torch import nn
 from src.config import Config, ConfigError, to_dict, to_yaml
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
-from src.models.checkpoint import checkpoint_contents, load_weights, read_checkpoint
+from src.models.checkpoint import checkpoint_contents, load_weights, read_checkpoint, version_changes
 from src.models.rollout import Feedback
 from src.models.world_model import build_model
 from src.training.data import data_identity, fixed_val_batches, frame_palette, open_data, rollout_starts, starts_within, train_batches
@@ -207,6 +207,9 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
         say(f"{ranks.world} processes x train.batch_size {cfg.train.batch_size} = global batch {cfg.train.batch_size * ranks.world}")
     if state is not None:
         say(f"resuming {run_dir} from {Path(cfg.train.resume).name} at step {state['step']}")
+        if version_changes(state):
+            say(f"note: the checkpoint was computed with other versions ({', '.join(version_changes(state))}): the run "
+                "goes on, but not bit for bit as it would have under the old ones")
         set_rng_state(state["rng"])  # last: building the model and the loaders drew from the RNGs
 
     t = cfg.train
