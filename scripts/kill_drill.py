@@ -1,6 +1,20 @@
-"""Kill generation and training with SIGKILL at random moments, resume them, and check what they left.
+"""Kill generation, training and play's recording at random moments, resume them, and check what they left.
 
-    python scripts/kill_drill.py --trials 20          # 20 generation and 20 training kills, about 10 minutes
+    python scripts/kill_drill.py --trials 20          # 20 kills of each section, about 20 minutes
+    python scripts/kill_drill.py --trials 6 --only play
+
+Generation: a kill anywhere (mid-shard, mid-manifest write), then --resume, must give a dataset that passes a
+full checksum check with exactly the requested steps. Training: a kill anywhere after the first checkpoint,
+then train.resume, must end with last.pt and best.pt bit-identical to an uninterrupted run's and the CSVs
+holding each step once with the same values. Play (headless, --record): SIGKILL, SIGINT and SIGTERM in turn at a
+random moment; what the recording holds must pass a full checksum check and be consecutive steps; SIGINT and
+SIGTERM must lose no row (rows = steps played = video frames), SIGKILL fewer than a shard's 256 (counted against the
+frames of the video the kill left under its temporary name); the same command again must continue the recording.
+The same checks as tests/test_generate.py, tests/test_resume.py and tests/test_play.py, more times than CI can
+afford. Prints one line per trial and the totals; exits 1 if any trial failed.
+
+A section is a trial function in SECTIONS: (its work folder, the Shared inputs, an RNG, the trial's number) -> the
+line to print; what several sections need (a dataset, a reference run) is a cached property of Shared.
 
 Generation: a kill anywhere (mid-shard, mid-manifest write), then --resume, must give a dataset that passes a
 full checksum check with exactly the requested steps. Training: a kill anywhere after the first checkpoint,
@@ -16,21 +30,31 @@ import csv
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from functools import cached_property
 from pathlib import Path
+from typing import Callable
+
+import imageio.v3 as iio
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from src.dataset.recorder import SHARD_ROWS  # noqa: E402
 from src.dataset.shards import ShardedDataset  # noqa: E402
-from src.utils.checkpoint import load_checkpoint  # noqa: E402
+from src.models.checkpoint import read_checkpoint  # noqa: E402
+from src.utils.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 
 GENERATE = [sys.executable, "-m", "src.dataset.generate_dataset"]
 TRAIN = [sys.executable, "-m", "src.train"]
+PLAY = [sys.executable, "-m", "src.play"]
+PLAY_STEPS = 3000
 DATA = ["--steps", "3000", "--num_envs", "2", "--shard_size", "250", "--max_episode_steps", "80"]
 RUN = ["model.channels=[8,16]", "model.action_embed_dim=8", "train.batch_size=8", "train.val_batches=2", "train.warmup_steps=2",
        "train.max_steps=60", "train.log_every=5", "train.val_every_steps=5", "train.val_rollout_horizon=5",
@@ -54,7 +78,7 @@ def kill_after(cmd: list[str], ready, delay: float) -> None:
     proc.wait()
 
 
-def generation_trial(tmp: Path, rng: random.Random) -> str:
+def generation_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str:
     out = tmp / "data"
     kill_after([*GENERATE, "--out_dir", str(out), *DATA, "--seed", str(rng.randrange(1000))],
                lambda: (out / "manifest.json").exists(), rng.uniform(0, 1.5))
@@ -79,9 +103,9 @@ def rows(path: Path) -> list[list[str]]:
         return [[r["step"], r["loss"], r["mse"]] for r in csv.DictReader(f)]
 
 
-def training_trial(tmp: Path, data: Path, reference: Path, rng: random.Random) -> str:
-    runs = tmp / "runs"
-    kill_after([*TRAIN, *RUN, f"data.dir={data}", f"experiment.runs_dir={runs}"],
+def training_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str:
+    runs, reference = tmp / "runs", shared.reference
+    kill_after([*TRAIN, *RUN, f"data.dir={shared.data}", f"experiment.runs_dir={runs}"],
                lambda: bool(list(runs.glob("*/checkpoints/last.pt"))), rng.uniform(0, 2.0))
     (run_dir,) = runs.iterdir()
     killed_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
@@ -95,32 +119,150 @@ def training_trial(tmp: Path, data: Path, reference: Path, rng: random.Random) -
     return f"killed after the checkpoint of step {killed_at}; resumed: weights bit-identical, CSVs identical"
 
 
+def play_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str:
+    """SIGKILL, SIGINT, SIGTERM in turn at a random moment of a headless play recording PLAY_STEPS steps."""
+    signum = (signal.SIGKILL, signal.SIGINT, signal.SIGTERM)[trial % 3]
+    record, video = tmp / "rec", tmp / "play.mp4"
+    cmd = [*PLAY, "--checkpoint", str(shared.play_checkpoint), "--headless", "--keys", f"NOOP*{PLAY_STEPS}", "--video", str(video),
+           "--record", str(record), "--scale", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for(lambda: (record / "manifest.json").exists() or proc.poll() is not None, 120)  # recording has begun
+    time.sleep(rng.uniform(0, 20))
+    if signum == signal.SIGKILL:
+        os.killpg(proc.pid, signal.SIGKILL)
+    elif proc.poll() is None:
+        os.kill(proc.pid, signum)
+    out, err = proc.communicate()
+    rows = len(ShardedDataset(record, verify="full")) if listed_shards(record) else 0  # checksums of all that is listed
+    check_consecutive(record)
+    name = signal.Signals(signum).name
+    if signum == signal.SIGKILL:  # ffmpeg, in a process group of its own, finishes the video the kill left
+        frames = video_frames(tmp / f".play.{proc.pid}.tmp.mp4")
+        lost = frames - rows if frames is not None else None
+        assert lost is None or -1 <= lost < SHARD_ROWS, f"{lost} rows lost"  # -1: a step recorded, its frame not yet sent
+        continued = resume_play(cmd, record, rows)
+        return f"{name} after {rows + (lost or 0)} steps: {rows} rows kept, {lost} lost, checksums verified; {continued}"
+    played = re.search(r"played (\d+) steps", out)
+    assert played, f"exit {proc.returncode}: {err.strip()[-300:]}"
+    played_steps = int(played[1])
+    assert proc.returncode in (0, 128 + signum), f"exit {proc.returncode}"
+    lost, frames = played_steps - rows, video_frames(video)
+    assert lost == 0 and frames == played_steps, f"{played_steps} steps played, {rows} rows recorded, {frames} frames"
+    return f"{name} after {played_steps} steps (exit {proc.returncode}): {rows} rows kept, 0 lost, {frames} frames, checksums verified"
+
+
+def wait_for(ready: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def video_frames(path: Path) -> int | None:
+    """Frames of an .mp4 once it can be read (a killed play's ffmpeg may still be finishing it), None if never."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            return int(iio.imread(path, plugin="FFMPEG").shape[0])
+        except Exception:  # noqa: BLE001 - not complete yet
+            time.sleep(0.2)
+    return None
+
+
+def resume_play(cmd: list[str], record: Path, rows: int) -> str:
+    """The killed command again, shorter: it must continue the recording (a new session, later episodes)."""
+    keys = cmd.index("--keys") + 1
+    call([*cmd[:keys], "NOOP*50", *cmd[keys + 1 :]])
+    data = ShardedDataset(record, verify="full")
+    assert len(data) == rows + 50, f"{len(data)} rows after continuing from {rows}"
+    last = [s for s in data.shards if s["session"] == data.shards[-1]["session"]]
+    assert not rows or min(last[0]["episodes"]) > max(e for s in data.shards[: -len(last)] for e in s["episodes"])
+    check_consecutive(record)
+    return f"continued: {len(data)} rows in {len(data.manifest.sessions)} sessions"
+
+
+def check_consecutive(record: Path) -> None:
+    """Each session of a headless recording is one run of consecutive steps, across its shards: row i+1 follows row i
+    (its frames shifted by one, the same episode) unless done[i]."""
+    if not listed_shards(record):
+        return
+    data = ShardedDataset(record, verify="none")
+    for session in sorted({s["session"] for s in data.shards}):
+        pos = [p for p, s in enumerate(data.shards) if s["session"] == session]
+        obs, next_obs, done, episode = (np.concatenate([data.array(p, f) for p in pos]) for f in ("obs", "next_obs", "done", "episode"))
+        go_on = ~done[:-1]
+        assert (episode[1:][go_on] == episode[:-1][go_on]).all(), f"session {session}: an episode id changes without done"
+        assert (obs[1:, :-1][go_on] == obs[:-1, 1:][go_on]).all(), f"session {session}: frame stacks do not shift by one"
+        assert (obs[1:, -1][go_on] == next_obs[:-1, 0][go_on]).all(), f"session {session}: next_obs is not the next frame"
+
+
+class Shared:
+    """What the sections need, made once, on first use: a small dataset, an uninterrupted training run on it, and
+    that run's checkpoint with 27,000-step episodes for play (the dataset's 60-step ones would cut every shard short)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+
+    @cached_property
+    def data(self) -> Path:
+        data = self.tmp / "train_data"
+        call([*GENERATE, "--out_dir", str(data), "--steps", "1200", "--num_envs", "3", "--shard_size", "150",
+              "--max_episode_steps", "60", "--seed", "7"])
+        return data
+
+    @cached_property
+    def reference(self) -> Path:
+        call([*TRAIN, *RUN, f"data.dir={self.data}", f"experiment.runs_dir={self.tmp / 'reference'}"])
+        (reference,) = (self.tmp / "reference").iterdir()
+        return reference
+
+    @cached_property
+    def play_checkpoint(self) -> Path:
+        state = read_checkpoint(self.reference / "checkpoints" / "last.pt")
+        state["dataset"]["env_settings"]["max_episode_steps"] = 27_000
+        save_checkpoint(self.tmp / "play.pt", state)
+        return self.tmp / "play.pt"
+
+
+Trial = Callable[[Path, Shared, random.Random, int], str]  # (work folder, shared inputs, RNG, trial number) -> the line
+SECTIONS: dict[str, Trial] = {"generate": generation_trial, "train": training_trial, "play": play_trial}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--trials", type=int, default=10, help="kills of each kind (default 10)")
+    p.add_argument("--trials", type=int, default=10, help="kills of each section (default 10)")
+    p.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS), help="the sections to run (default: all)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rng = random.Random(args.seed)
-    failures = 0
+    failures, figures = 0, []
     with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        data = tmp / "train_data"
-        call([*GENERATE, "--out_dir", str(data), "--steps", "1200", "--num_envs", "3", "--shard_size", "150",
-              "--max_episode_steps", "60", "--seed", "7"])
-        call([*TRAIN, *RUN, f"data.dir={data}", f"experiment.runs_dir={tmp / 'reference'}"])
-        (reference,) = (tmp / "reference").iterdir()
-        for kind, trial in [("generation", generation_trial), ("training", training_trial)]:
+        shared = Shared(Path(tmp_name))
+        for section in args.only:
             for i in range(args.trials):
-                work = tmp / f"{kind}_{i}"
+                work = Path(tmp_name) / f"{section}_{i}"
                 work.mkdir()
                 try:
-                    line = trial(work, rng) if kind == "generation" else trial(work, data, reference, rng)
-                    print(f"{kind} {i + 1}/{args.trials}: ok, {line}", flush=True)
+                    line = SECTIONS[section](work, shared, rng, i)
+                    figures.append(line)
+                    print(f"{section} {i + 1}/{args.trials}: ok, {line}", flush=True)
                 except Exception as e:  # noqa: BLE001 - every failure is counted and shown
                     failures += 1
-                    print(f"{kind} {i + 1}/{args.trials}: FAILED, {e}", flush=True)
-    print(f"{2 * args.trials - failures} of {2 * args.trials} kills survived")
+                    print(f"{section} {i + 1}/{args.trials}: FAILED, {e}", flush=True)
+    total = len(args.only) * args.trials
+    print(f"{total - failures} of {total} kills survived")
+    if "play" in args.only:
+        print(play_totals(figures))
     return 1 if failures else 0
+
+
+def play_totals(lines: list[str]) -> str:
+    """Rows lost over the play trials that passed, by signal."""
+    lost: dict[str, list[int]] = {}
+    for line in lines:
+        match = re.match(r"(SIG\w+) after .*?(-?\d+|None) lost", line)
+        if match and match[2] != "None":
+            lost.setdefault(match[1], []).append(int(match[2]))
+    return "play rows lost: " + ", ".join(f"{name} {sum(v)} in {len(v)} trials (at most {max(v)})" for name, v in sorted(lost.items()))
 
 
 if __name__ == "__main__":
