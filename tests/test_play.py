@@ -28,7 +28,7 @@ from src.envs.game import Transition
 from src.models.checkpoint import model_from_checkpoint, read_checkpoint
 from src.playing.dream import Dream
 from src.playing.keys import MAX_STEPS, action_for, parse_keys
-from src.playing.window import run_headless, run_window
+from src.playing.window import INTERRUPTS, run_headless, run_window
 from src.utils.checkpoint import save_checkpoint
 from src.utils.device import choose_device
 from src.utils.errors import UserError, run_cli
@@ -456,3 +456,31 @@ def test_bad_input_to_play_is_one_line_and_touches_nothing(name: str, short_run,
     assert {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(tmp_path.rglob("*"))} == before
     for lock in c.hold:
         lock.close()
+
+
+def test_sigterm_in_the_window_stops_after_the_whole_step_and_keeps_its_row(lively_checkpoint: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal that lands inside a step waits for the step's end (its row and picture), then the loop stops as a
+    KeyboardInterrupt, after the window is closed; the rows recorded are all there to cut."""
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    monkeypatch.setenv("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    import pygame
+
+    state = read_checkpoint(lively_checkpoint)
+    recorder = Recorder(tmp_path / "rec", state["dataset"], seed=0)
+    dream = Dream(model_from_checkpoint(state).eval(), state["dataset"], torch.device("cpu"), 0, recorder=recorder)
+    dream.toggle_recording()
+    step = dream.step
+
+    def step_then_signal(action: int) -> None:
+        step(action)
+        if dream.played == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # mid-step: its row is recorded, its frame not yet shown
+
+    monkeypatch.setattr(dream, "step", step_then_signal)
+    with INTERRUPTS.installed(), pytest.raises(KeyboardInterrupt):
+        run_window(dream, fps=200, scale=1, max_frames=50)
+    assert dream.played == 5 and INTERRUPTS.exit_code == 143 and not pygame.display.get_init()
+    assert recorder.cut() == 5
+    recorder.close()
+    assert len(ShardedDataset(tmp_path / "rec")) == 5
