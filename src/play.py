@@ -96,12 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.headless and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
                                   or os.environ.get("SDL_VIDEODRIVER") == "dummy"):
         raise UserError("no display to open a window on; run on a desktop, or use --headless --keys ... --video out.mp4")
+    model = model_from_checkpoint(state).to(device).eval()  # weights that do not fit: one line, before --record is made
+    feedback = Feedback.of(model_config(state))
 
     with INTERRUPTS.installed(), (Recorder(Path(args.record), trained_on, args.seed) if args.record else nullcontext()) as recorder:
         if recorder is not None and recorder.continued:
             print(f"continuing the recording in {args.record} ({recorder.manifest.steps} steps so far)", flush=True)
-        model = model_from_checkpoint(state).to(device).eval()
-        dream = Dream(model, trained_on, device, args.seed, dataset, recorder, Feedback.of(model_config(state)))
+        dream = Dream(model, trained_on, device, args.seed, dataset, recorder, feedback)
         dream.recording = args.headless and recorder is not None  # headless: the whole sequence is recorded
         try:
             line = play_headless(dream, actions, args) if args.headless else play_window(dream, args)
