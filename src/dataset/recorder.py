@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from src.dataset.manifest import MANIFEST, Manifest, package_versions
-from src.dataset.shards import LOCK_FILE, SHARD_FILE, TMP_PREFIX, ShardedDataset, ShardWriter, promote_shard, shard_path
+from src.dataset.shards import LOCK_FILE, READERS_FILE, SHARD_FILE, TMP_PREFIX, ShardedDataset, ShardWriter, promote_shard, shard_path
 from src.envs.atari import EnvSettings
 from src.envs.game import Transition
 from src.utils.errors import UserError
@@ -25,7 +25,6 @@ from src.utils.io import hold_lock
 SHARD_ROWS = 256  # rows of a shard cut while recording goes on: at most this many (9 MB) wait in memory, or die in a kill
 MANIFEST_TMP = re.compile(r"\.manifest\.\d+\.tmp\.json")  # the name src.utils.io.replaced_atomically gives it
 POLICY = "human"  # the policy a play recording names in its manifest
-READERS_FILE = ".readers"  # the readers' lock file (src.dataset.shards) that a training on the recording leaves
 
 
 class Recorder:
