@@ -6,7 +6,9 @@
 Generation: a kill anywhere (mid-shard, mid-manifest write), then --resume, must give a dataset that passes a
 full checksum check with exactly the requested steps. Training: a kill anywhere after the first checkpoint,
 then train.resume, must end with last.pt and best.pt bit-identical to an uninterrupted run's and the CSVs
-holding each step once with the same values. Play (headless, --record): SIGKILL, SIGINT and SIGTERM in turn at a
+holding each step once with the same values. Branch: a resume from a best.pt older than the run's last.pt goes to
+a new run folder; killed anywhere after its first checkpoint and resumed, it must end bit-identical to a branch never
+killed, with every CSV row once (0 lost), and the parent run byte for byte as it was. Play (headless, --record): SIGKILL, SIGINT and SIGTERM in turn at a
 random moment; what the recording holds must pass a full checksum check and be consecutive steps; SIGINT and
 SIGTERM must lose no row (rows = steps played = video frames), SIGKILL fewer than a shard's 256 (counted against the
 frames of the video the kill left under its temporary name); the same command again must continue the recording.
@@ -31,6 +33,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +120,37 @@ def training_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) ->
     for name in ("metrics.csv", "val_metrics.csv"):
         assert rows(run_dir / name) == rows(reference / name), f"{name} differs"
     return f"killed after the checkpoint of step {killed_at}; resumed: weights bit-identical, CSVs identical"
+
+
+def branch_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str:
+    """A resume from best.pt (step 30) of a run whose last.pt is at step 60 branches into a new folder; killed at a
+    random moment after its first checkpoint and resumed, the branch must end as one never killed, and the parent
+    must be left byte for byte as it was."""
+    parent, runs = tmp / "parent", tmp / "runs"
+    shutil.copytree(shared.parent, parent)
+    before = folder_bytes(parent)
+    branch_cmd = [*TRAIN, f"train.resume={parent / 'checkpoints' / 'best.pt'}", "train.max_steps=90", f"experiment.runs_dir={runs}"]
+    kill_after(branch_cmd, lambda: bool(list(runs.glob("*/checkpoints/last.pt"))), rng.uniform(0, 2.0))
+    assert folder_bytes(parent) == before, "the parent run was changed"
+    (branch,) = runs.iterdir()
+    killed_at = load_checkpoint(branch / "checkpoints" / "last.pt")["step"]
+    if killed_at < 90:
+        call([*TRAIN, f"train.resume={branch}"])
+    assert folder_bytes(parent) == before, "the parent run was changed"
+    reference = shared.branch_reference
+    for name in ("last.pt", "best.pt"):
+        got, want = (load_checkpoint(d / "checkpoints" / name)["model"] for d in (branch, reference))
+        assert all((got[k] == want[k]).all() for k in want), f"{name} differs"
+    lost = 0
+    for name in ("metrics.csv", "val_metrics.csv"):
+        got, want = rows(branch / name), rows(reference / name)
+        lost += sum(row not in got for row in want)
+        assert got == want, f"{name} differs ({lost} rows lost)"
+    return f"branch killed after the checkpoint of step {killed_at}; resumed: weights bit-identical, 0 rows lost, parent unchanged"
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def play_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str:
@@ -216,6 +250,27 @@ class Shared:
         return reference
 
     @cached_property
+    def parent(self) -> Path:
+        """A run whose best.pt (step 30) is older than its last.pt (step 60): trained to 30, then on to 60, its
+        step-30 checkpoint put back as best.pt (as when no later validation beat it)."""
+        runs = self.tmp / "parent_runs"
+        call([*TRAIN, *RUN, "train.max_steps=30", f"data.dir={self.data}", f"experiment.runs_dir={runs}"])
+        (parent,) = runs.iterdir()
+        older = (parent / "checkpoints" / "last.pt").read_bytes()
+        call([*TRAIN, f"train.resume={parent}", "train.max_steps=60"])
+        (parent / "checkpoints" / "best.pt").write_bytes(older)
+        return parent
+
+    @cached_property
+    def branch_reference(self) -> Path:
+        """The branch from the parent's best.pt to step 90, never killed."""
+        parent, runs = self.tmp / "reference_parent", self.tmp / "reference_branch"
+        shutil.copytree(self.parent, parent)
+        call([*TRAIN, f"train.resume={parent / 'checkpoints' / 'best.pt'}", "train.max_steps=90", f"experiment.runs_dir={runs}"])
+        (branch,) = runs.iterdir()
+        return branch
+
+    @cached_property
     def play_checkpoint(self) -> Path:
         state = read_checkpoint(self.reference / "checkpoints" / "last.pt")
         state["dataset"]["env_settings"]["max_episode_steps"] = 27_000
@@ -224,7 +279,7 @@ class Shared:
 
 
 Trial = Callable[[Path, Shared, random.Random, int], str]  # (work folder, shared inputs, RNG, trial number) -> the line
-SECTIONS: dict[str, Trial] = {"generate": generation_trial, "train": training_trial, "play": play_trial}
+SECTIONS: dict[str, Trial] = {"generate": generation_trial, "train": training_trial, "branch": branch_trial, "play": play_trial}
 
 
 def main() -> int:
