@@ -57,7 +57,7 @@ from src.utils.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 GENERATE = [sys.executable, "-m", "src.dataset.generate_dataset"]
 TRAIN = [sys.executable, "-m", "src.train"]
 PLAY = [sys.executable, "-m", "src.play"]
-PLAY_STEPS = 3000
+PLAY_STEPS = 20_000  # more than a headless play gets through in the 20 s before the signal: it always lands mid-play
 DATA = ["--steps", "3000", "--num_envs", "2", "--shard_size", "250", "--max_episode_steps", "80"]
 RUN = ["model.channels=[8,16]", "model.action_embed_dim=8", "train.batch_size=8", "train.val_batches=2", "train.warmup_steps=2",
        "train.max_steps=60", "train.log_every=5", "train.val_every_steps=5", "train.val_rollout_horizon=5",
@@ -168,6 +168,7 @@ def play_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str
         os.kill(proc.pid, signum)
     out, err = proc.communicate()
     rows = len(ShardedDataset(record, verify="full")) if listed_shards(record) else 0  # checksums of all that is listed
+    assert rows < PLAY_STEPS, "play had finished before the signal; the trial proves nothing"
     check_consecutive(record)
     name = signal.Signals(signum).name
     if signum == signal.SIGKILL:  # ffmpeg, in a process group of its own, finishes the video the kill left
