@@ -306,3 +306,32 @@ def test_a_link_planted_as_a_temporary_shard_file_is_not_written_through(tmp_pat
     writer.finish()
     assert victim.read_text() == "mine"
     assert not planted.is_symlink() and np.load(planted).shape == (1, 4, 84, 84)
+
+
+def test_a_disk_that_fills_up_mid_recording_is_one_line_and_resume_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The free-space check passed, then the disk filled up (another process): one line and exit 2, the complete
+    shards kept, and --resume records the rest once there is room again."""
+    import errno
+
+    out, writes = tmp_path / "data", {"n": 0}
+    real_write = ShardWriter._write
+
+    def write_until_full(self: ShardWriter, field: str, data: bytes) -> None:
+        writes["n"] += 1
+        if writes["n"] > 40:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, field, data)
+
+    monkeypatch.setattr(ShardWriter, "_write", write_until_full)
+    args = ["--out_dir", str(out), "--steps", "600", "--num_envs", "2", "--shard_size", "100", "--max_episode_steps", "60"]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
+        run_cli(generate_dataset.main, args)
+    lines = err.getvalue().strip().splitlines()  # after tqdm's progress bar
+    assert exit_.value.code == 2 and "Traceback" not in err.getvalue() and sum(line.startswith("error:") for line in lines) == 1
+    assert lines[-1].startswith("error: no space left on device; free some space and run the command again")
+    monkeypatch.setattr(ShardWriter, "_write", real_write)
+    assert 0 < len(json.loads((out / "manifest.json").read_text())["shards"]) < 6  # some shards were complete and are kept
+    resumed = generate(out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(ShardedDataset(out, verify="full")) == 600

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from typing import Callable, NoReturn
 
+# A disk that fills up while a command writes (after its checks of free space passed): one line, not a traceback.
+DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 DEBUG_ENV = "AWM_DEBUG"  # set AWM_DEBUG=1 to see the full traceback of a UserError
 
 
@@ -27,13 +30,20 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> NoReturn:
-    """Run an entry point: UserError -> one line on stderr and exit 2; Ctrl-C -> exit 130."""
+    """Run an entry point: UserError or a full disk -> one line on stderr and exit 2; Ctrl-C -> exit 130."""
     try:
         code = main(argv)
     except UserError as e:
         if os.environ.get(DEBUG_ENV):
             raise
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in DISK_FULL or os.environ.get(DEBUG_ENV):
+            raise
+        where = f" writing '{e.filename}'" if e.filename else ""
+        print(f"error: {DISK_FULL[e.errno]}{where}; free some space and run the command again: what it completed is kept "
+              "(a dataset's listed shards, a run's last checkpoint, a recording's listed shards)", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
