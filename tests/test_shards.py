@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xxhash
 
+from src.dataset import inspect_dataset, shards
 from src.dataset.manifest import DatasetError, Manifest
 from src.dataset.shards import ShardedDataset, ShardWriter, promote_shard, shard_path, valid_starts
 from src.envs.atari import EnvSettings
+from src.utils.io import checksum_file, replaced_atomically
 from tests.conftest import INSPECT, SMALL, check_consecutive, error_line, run
 
 SPEC = {  # the arrays of the README's "On disk" (the contract's four, plus reward and episode)
@@ -152,3 +155,172 @@ def test_bad_manifest_and_missing_directory(tmp_path: Path, dataset_copy: Path) 
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no manifest"):
         ShardedDataset(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------------------------------------- the verification record
+
+FILES = 9 * len(SPEC)  # 3 games of 400 steps in shards of 150, 150 and 100 rows
+
+
+@pytest.fixture
+def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files that the reader hashes, in order; every file counts as settled (just copied or not)."""
+    calls: list[str] = []
+
+    def counting(path, *args, **kwargs):
+        calls.append(Path(path).name)
+        return checksum_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(shards, "checksum_file", counting)
+    monkeypatch.setattr(shards, "SETTLED_NS", 0)
+    return calls
+
+
+def test_small_dataset_has_nine_shards(small_dataset: Path) -> None:
+    assert len(Manifest.read(small_dataset).shards) * len(SPEC) == FILES
+
+
+def verified_once(root: Path) -> None:
+    """A full verification of every file, recorded as a command does once its input is good."""
+    data = ShardedDataset(root)
+    assert data.save_verification() and (root / shards.VERIFIED_FILE).is_file()
+
+
+def test_a_second_full_open_hashes_nothing_unchanged(dataset_copy: Path, hashes: list[str]) -> None:
+    """Catches re-hashing every file at every start (~2 s per GB), and a record written by merely opening."""
+    (dataset_copy / shards.VERIFIED_FILE).unlink(missing_ok=True)
+    first = ShardedDataset(dataset_copy)
+    assert len(hashes) == first.hashed == FILES and first.unchanged == 0
+    assert not (dataset_copy / shards.VERIFIED_FILE).exists()  # opening writes nothing: the command saves it
+    assert first.save_verification() and not first.save_verification()  # nothing new the second time
+    hashes.clear()
+    second = ShardedDataset(dataset_copy)
+    assert hashes == [] and second.unchanged == FILES and not second.save_verification()
+    assert f"{FILES} taken from .verified.json" in second.describe_verification()
+    ShardedDataset(dataset_copy, rehash=True)
+    assert len(hashes) == FILES  # rehash ignores the record
+    hashes.clear()
+    ShardedDataset(dataset_copy, verify="quick")
+    assert hashes == []
+
+
+def test_a_same_size_write_with_its_mtime_set_back_is_caught(dataset_copy: Path, hashes: list[str]) -> None:
+    """Catches a record that trusts size and mtime alone: a write in place, its mtime restored with os.utime (as
+    touch -d or rsync -t do), keeps size, mtime and inode; only ctime, which no user call sets, shows it."""
+    verified_once(dataset_copy)
+    path = shard_path(dataset_copy, 2, "obs")
+    before = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(before.st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    hashes.clear()
+    with pytest.raises(DatasetError, match=f"{path}: checksum differs"):
+        ShardedDataset(dataset_copy)
+    assert hashes == [path.name]  # the one changed file, and none of those before it
+    line = error_line(run([*INSPECT, str(dataset_copy)]))
+    assert str(path) in line and "checksum" in line
+
+
+def test_a_truncated_or_replaced_file_is_caught(dataset_copy: Path, hashes: list[str]) -> None:
+    """Catches a record keyed by name alone: a file replaced by another of the same size and mtime (a new inode) is
+    hashed; one restored byte for byte passes; a truncated one fails on its size, before any hash."""
+    verified_once(dataset_copy)
+    path = shard_path(dataset_copy, 5, "reward")
+    good, st = path.read_bytes(), path.stat()
+    replacement = dataset_copy / "replacement"
+    replacement.write_bytes(good[:-4] + b"\x00\x00\x80\x7f")  # the last reward becomes inf
+    os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(replacement, path)
+    hashes.clear()
+    with pytest.raises(DatasetError, match=f"{path}: checksum differs"):
+        ShardedDataset(dataset_copy)
+    assert hashes == [path.name]
+    path.write_bytes(good)  # restored from a backup
+    hashes.clear()
+    assert ShardedDataset(dataset_copy).hashed == 1 and hashes == [path.name]
+    path.write_bytes(good[:-4])
+    with pytest.raises(DatasetError, match=f"{path}: {len(good) - 4} bytes"):
+        ShardedDataset(dataset_copy)
+
+
+def test_a_read_only_dataset_is_hashed_in_full_and_left_as_it_is(dataset_copy: Path, hashes: list[str],
+                                                                 monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    (dataset_copy / shards.VERIFIED_FILE).unlink(missing_ok=True)
+    if os.geteuid() == 0:  # root writes through permission bits: the write fails as it would for anyone else
+        monkeypatch.setattr(shards, "atomic_write_json", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    dataset_copy.chmod(0o555)
+    try:
+        before = sorted(p.name for p in dataset_copy.iterdir())
+        for _ in range(2):
+            hashes.clear()
+            assert inspect_dataset.main([str(dataset_copy)]) == 0
+            assert len(hashes) == FILES and f"checksums of all {FILES} files computed" in capsys.readouterr().out
+        assert sorted(p.name for p in dataset_copy.iterdir()) == before
+    finally:
+        dataset_copy.chmod(0o755)
+
+
+def test_inspect_says_what_it_hashed(dataset_copy: Path, hashes: list[str], capsys: pytest.CaptureFixture) -> None:
+    """The default takes unchanged files from the record and says so; --rehash hashes them all; --rehash --verify
+    quick contradicts itself: one line, exit 2."""
+    (dataset_copy / shards.VERIFIED_FILE).unlink(missing_ok=True)
+    outputs = []
+    for argv in ([], [], ["--rehash"]):
+        assert inspect_dataset.main([str(dataset_copy), *argv]) == 0
+        outputs.append(capsys.readouterr().out.splitlines()[-1])
+    assert f"checksums of all {FILES} files computed" in outputs[0]
+    assert f"checksums of 0 files computed, {FILES} taken from .verified.json" in outputs[1]
+    assert f"checksums of all {FILES} files computed" in outputs[2]
+    assert "--rehash" in error_line(run([*INSPECT, str(dataset_copy), "--rehash", "--verify", "quick"]))
+
+
+def test_rehash_finds_decay_that_the_record_vouches_for(dataset_copy: Path, hashes: list[str]) -> None:
+    """Bytes that change on the disk itself change no timestamp, so the record vouches for them (here: a record
+    rewritten after the damage); --rehash finds them, and removes the record so that the next start does too."""
+    verified_once(dataset_copy)
+    path = shard_path(dataset_copy, 0, "next_obs")
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01
+    path.write_bytes(raw)
+    record = json.loads((dataset_copy / shards.VERIFIED_FILE).read_text())
+    record["files"][path.name] = shards.record_entry(path.stat(), record["files"][path.name]["xxh3_128"])
+    (dataset_copy / shards.VERIFIED_FILE).write_text(json.dumps(record))
+    ShardedDataset(dataset_copy)  # trusted: what the record is for
+    with pytest.raises(DatasetError, match=f"{path}: checksum differs"):
+        ShardedDataset(dataset_copy, rehash=True)
+    assert not (dataset_copy / shards.VERIFIED_FILE).exists()
+    with pytest.raises(DatasetError, match=f"{path}: checksum differs"):
+        ShardedDataset(dataset_copy)
+
+
+@pytest.mark.parametrize("record", ["garbage", "list", "other version", "link", "directory", "fifo"])
+def test_a_record_that_is_not_ours_only_means_hashing(dataset_copy: Path, hashes: list[str], record: str) -> None:
+    """Catches an odd .verified.json giving a traceback, a hang (a pipe, a link to /dev/zero) or skipped hashes."""
+    path = dataset_copy / shards.VERIFIED_FILE
+    path.unlink(missing_ok=True)
+    make = {"garbage": lambda: path.write_bytes(b"\xff{"), "list": lambda: path.write_text("[]"),
+            "other version": lambda: path.write_text(json.dumps({"version": 99, "files": {}})),
+            "link": lambda: path.symlink_to("/dev/zero"), "directory": path.mkdir, "fifo": lambda: os.mkfifo(path)}
+    make[record]()
+    assert ShardedDataset(dataset_copy).hashed == FILES
+
+
+def test_a_file_changed_just_now_is_not_recorded(dataset_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches racy-clean entries: on a filesystem with coarse timestamps a write within the same tick as the
+    recorded one would look unchanged, so files that changed within SETTLED_NS are hashed again next time."""
+    monkeypatch.setattr(shards, "SETTLED_NS", 10**18)  # every file is recent
+    ShardedDataset(dataset_copy).save_verification()
+    assert ShardedDataset(dataset_copy).hashed == FILES
+
+
+def test_the_record_and_its_temporary_file_are_dataset_files(tmp_path: Path) -> None:
+    """The names that generate_dataset and the play recorder must accept as a dataset's own (not the user's)."""
+    with replaced_atomically(tmp_path / shards.VERIFIED_FILE) as tmp:
+        assert shards.is_verification_file(tmp.name)
+    assert shards.is_verification_file(".verified.json")
+    assert not shards.is_verification_file("verified.json") and not shards.is_verification_file(".verified.json.bak")

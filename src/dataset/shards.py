@@ -5,14 +5,18 @@ Layout (README, "On disk"): OUT_DIR/shard_{k:05d}_{field}.npy for each field of 
 OUT_DIR/manifest.json.
 Within a shard, row i+1 is the step after row i of the same episode whenever done[i] is false.
 A shard is renamed into place and listed in the manifest only after all its files are complete.
+OUT_DIR/.verified.json records the files a full verification hashed, so that the next one hashes only what changed.
 """
 
 from __future__ import annotations
 
 import fcntl
 import io
+import json
 import os
 import re
+import stat
+import time
 from pathlib import Path
 from typing import IO
 
@@ -21,12 +25,17 @@ import xxhash
 
 from src.dataset.manifest import DatasetError, Manifest, field_specs
 from src.envs.game import Steps
-from src.utils.io import checksum_file
+from src.utils.io import atomic_write_json, checksum_file
 
 LOCK_FILE = ".lock"
 READERS_FILE = ".readers"  # every reader holds a shared flock on it; generate_dataset --overwrite an exclusive one
 TMP_PREFIX = ".tmp_"
 SHARD_FILE = re.compile(r"shard_(\d{5,})_(\w+)\.npy")
+VERIFIED_FILE = ".verified.json"  # what the last full verification hashed (read_record)
+VERIFIED_TMP = re.compile(r"\.\.verified\.\d+\.tmp\.json")  # its name while io.replaced_atomically writes it
+RECORD_VERSION = 1
+MAX_RECORD_BYTES = 64 << 20  # about 300,000 files' entries: a larger file is not one of ours
+SETTLED_NS = 2_000_000_000  # a file changed this recently may change again within its timestamp's resolution
 
 
 def shard_path(root: str | os.PathLike, index: int, field: str) -> Path:
@@ -141,6 +150,60 @@ def lock_readers(root: str | os.PathLike, exclusive: bool) -> IO[bytes] | None:
     return file
 
 
+# ---------------------------------------------------------------------------------------------- the verification record
+
+
+def is_verification_file(name: str) -> bool:
+    """root/.verified.json, or the temporary file that a kill mid-write left: a dataset's own files, which a
+    generation or a recording must not take for the user's."""
+    return name == VERIFIED_FILE or bool(VERIFIED_TMP.fullmatch(name))
+
+
+def record_entry(st: os.stat_result, checksum: str) -> dict:
+    """What identifies a file's content between two verifications without reading it: a write changes ctime (which
+    no user call can set back, unlike mtime), a replacement the inode, a copy elsewhere the device."""
+    return {"xxh3_128": checksum, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "inode": st.st_ino, "device": st.st_dev}
+
+
+def settled(st: os.stat_result) -> bool:
+    """Whether a file last changed long enough ago that a later write cannot carry the same timestamps: on a
+    filesystem with 1 or 2 s timestamps a write within the same second would look unchanged (git's 'racy clean')."""
+    return time.time_ns() - st.st_ctime_ns > SETTLED_NS
+
+
+def read_record(root: Path) -> dict[str, dict]:
+    """{file name: record_entry} of root/.verified.json; {} when there is none, or it cannot be read or is not one
+    of ours: the record only ever saves work, so anything odd means hashing again, never an error. Opened without
+    following a link or blocking on a pipe planted under its name."""
+    try:
+        fd = os.open(root / VERIFIED_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return {}
+    try:
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_RECORD_BYTES + 1)
+        record = json.loads(data) if len(data) <= MAX_RECORD_BYTES else None
+    except (OSError, ValueError, RecursionError):  # unreadable, not JSON, not UTF-8, an int of 4300+ digits, too deep
+        return {}
+    if not (isinstance(record, dict) and record.get("version") == RECORD_VERSION and isinstance(record.get("files"), dict)):
+        return {}
+    return record["files"]
+
+
+def forget_record(root: Path) -> None:
+    """Remove root/.verified.json where it can be (a read-only dataset has none that is ours to fix)."""
+    try:
+        (root / VERIFIED_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- the reader
+
 
 def valid_starts(done: np.ndarray, k: int) -> np.ndarray:
     """Rows s of one shard where steps s..s+k-1 are consecutive in one episode (no done before the last).
@@ -160,17 +223,23 @@ def valid_starts(done: np.ndarray, k: int) -> np.ndarray:
 class ShardedDataset:
     """Random access to the transitions of a dataset directory, through lazily opened memory maps.
 
-    verify: "full" checks every file's size, header and xxh3-128 checksum against the manifest (about
-    1 s per 10 GB from the page cache), and the small columns against it (actions in range, episodes, dones);
-    "quick" skips the checksums; "none" trusts the manifest.
+    verify: "full" checks every file's size, header and xxh3-128 checksum against the manifest, and the small
+    columns against it (actions in range, episodes, dones); "quick" skips the checksums; "none" trusts the manifest.
+    A full verification hashes only the files that changed since the one recorded in root/.verified.json (same
+    checksum in the manifest, same size, mtime, ctime, inode and device): about 2 s per GB saved at every start.
+    rehash=True hashes every file all the same (to look for decay of the disk itself, which changes no timestamp).
+    `save_verification` writes the record, once the command knows its input is good.
 
     While open (until `close`), it holds a shared lock on root/.readers, so that generate_dataset --overwrite
     refuses to delete the dataset under it.
     """
 
-    def __init__(self, root: str | os.PathLike, verify: str = "full") -> None:
+    def __init__(self, root: str | os.PathLike, verify: str = "full", rehash: bool = False) -> None:
         assert verify in ("full", "quick", "none"), verify
-        self.root = Path(root)
+        self.root, self.verify, self.rehash = Path(root), verify, rehash
+        self.hashed = self.unchanged = 0  # files whose checksum was computed / taken from the record (verify="full")
+        self._recorded: dict[str, dict] = {}  # root/.verified.json as it was read
+        self._record: dict[str, dict] = {}  # what this verification vouches for, for save_verification
         self._readers: IO[bytes] | None = None
         if not self.root.is_dir():
             raise DatasetError(f"dataset directory '{root}' does not exist; generate one with src.dataset.generate_dataset")
@@ -185,6 +254,8 @@ class ShardedDataset:
             raise DatasetError(f"{self.root}: the dataset has no complete shard yet; finish it with --resume")
         env = self.manifest.env
         self.specs = field_specs(env.context_frames, env.screen_size)
+        if verify == "full":
+            self._recorded = read_record(self.root)
         if verify != "none":
             for shard in self.shards:
                 self._check_shard(shard, checksums=verify == "full")
@@ -209,6 +280,30 @@ class ShardedDataset:
         """For DataLoader workers started by spawn: they read without a lock of their own (the parent holds one)."""
         return {**self.__dict__, "_readers": None, "_maps": {}}
 
+    def save_verification(self) -> bool:
+        """Write root/.verified.json (atomically) for the next full verification to skip the files this one hashed.
+
+        Left to the command, to call once every check of its input passed: a refused command writes nothing. Returns
+        False when there is nothing new to record (no rewrite at every start, nor from each torchrun process) or the
+        directory cannot be written (a read-only dataset is then hashed in full at each start, as before)."""
+        if self.verify != "full" or self._record == self._recorded:
+            return False
+        try:
+            atomic_write_json(self.root / VERIFIED_FILE, {"version": RECORD_VERSION, "files": self._record})
+        except OSError:
+            return False
+        self._recorded = self._record
+        return True
+
+    def describe_verification(self) -> str:
+        """What opening checked, for the console: whether checksums were computed or taken from the record."""
+        if self.verify != "full":
+            return {"quick": "sizes and headers (no checksums)", "none": "nothing (trusted the manifest)"}[self.verify]
+        if self.unchanged == 0:
+            return f"checksums of all {self.hashed} files computed"
+        return (f"checksums of {self.hashed} files computed, {self.unchanged} taken from {VERIFIED_FILE} "
+                "(unchanged since a full verification)")
+
     def _check_shard(self, shard: dict, checksums: bool) -> None:
         arrays = {}
         for field, (dtype, shape) in self.specs.items():
@@ -216,19 +311,35 @@ class ShardedDataset:
             expected = shard["files"][field]
             if not path.is_file():
                 raise DatasetError(f"{path}: missing (listed in the manifest); restore it or regenerate the dataset")
-            size = path.stat().st_size
-            if size != expected["bytes"]:
-                raise DatasetError(f"{path}: {size} bytes, the manifest says {expected['bytes']} (truncated or replaced)")
+            st = path.stat()  # before reading: a write that comes after it changes what the record compares
+            if st.st_size != expected["bytes"]:
+                raise DatasetError(f"{path}: {st.st_size} bytes, the manifest says {expected['bytes']} (truncated or replaced)")
             try:
                 array = np.load(path, mmap_mode="r")
             except ValueError as e:
                 raise DatasetError(f"{path}: not a readable .npy file ({e})") from None
             if array.dtype != dtype or array.shape != (shard["rows"], *shape):
                 raise DatasetError(f"{path}: {array.dtype} {array.shape}, expected {dtype} {(shard['rows'], *shape)}")
-            if checksums and checksum_file(path) != expected["xxh3_128"]:
-                raise DatasetError(f"{path}: checksum differs from the manifest (altered or corrupt); restore or regenerate it")
+            if checksums:
+                self._check_checksum(path, st, expected["xxh3_128"])
             arrays[field] = array
         self._check_columns(shard, arrays)
+
+    def _check_checksum(self, path: Path, st: os.stat_result, checksum: str) -> None:
+        """Hash the file unless the record vouches for it as it is now. A mismatch in a file that the record vouches
+        for (decay found by rehash=True) removes the record: the next start must not skip that file."""
+        entry = record_entry(st, checksum)
+        vouched = self._recorded.get(path.name) == entry
+        if vouched and not self.rehash:
+            self.unchanged += 1
+        else:
+            self.hashed += 1
+            if checksum_file(path) != checksum:
+                if vouched:
+                    forget_record(self.root)
+                raise DatasetError(f"{path}: checksum differs from the manifest (altered or corrupt); restore or regenerate it")
+        if settled(st):
+            self._record[path.name] = entry
 
     def _check_columns(self, shard: dict, arrays: dict[str, np.ndarray]) -> None:
         """The small columns against the manifest (8 bytes a row, read in a blink): an action outside the game's
