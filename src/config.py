@@ -29,7 +29,7 @@ __all__ = ["Config", "ConfigError", "DataConfig", "ExperimentConfig", "ModelConf
 
 @dataclass
 class DataConfig:
-    dir: str = "data/demo_pong"  # a dataset written by src.dataset.generate_dataset
+    dir: str = "data/pong"  # a dataset written by src.dataset.generate_dataset (the README's --out_dir data/pong)
     game: Optional[str] = None  # if set, the dataset must be of this game
     val_ratio: float = 0.1  # fraction of whole episodes held out for validation
     verify: str = "full"  # check the dataset at start: full (sizes, headers, checksums) or quick (no checksums)
@@ -153,8 +153,11 @@ class Config:
         check_model_config(m)
 
 
-def load_config(path: str | Path = "config.yaml", overrides: list[str] | None = None) -> Config:
-    """Defaults from the schema, then the YAML file, then `key=value` overrides; validated."""
+def load_config(path: str | Path | None = "config.yaml", overrides: list[str] | None = None) -> Config:
+    """Defaults from the schema, then the YAML file (none when `path` is None: the schema's defaults are
+    config.yaml's), then `key=value` overrides; validated."""
+    if path is None:
+        return merge_config(OmegaConf.create({}), overrides)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found; pass --config PATH or run from the repository root")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -97,3 +99,24 @@ def test_curriculum_stages() -> None:
     t = TrainConfig(rollout_steps=[1, 3, 5], rollout_stage_ends=[0.4, 0.7])
     assert [rollout_length(u, t) for u in (0.0, 0.39, 0.4, 0.69, 0.7, 1.0)] == [1, 1, 3, 3, 5, 5]
     assert rollout_length(0.9, TrainConfig()) == 1
+
+def test_without_a_config_file_the_built_in_defaults_are_config_yamls(tmp_path: Path) -> None:
+    assert to_dict(load_config(None)) == to_dict(load_config(ROOT / "config.yaml"))
+    assert load_config(None, ["train.max_steps=7"]).train.max_steps == 7
+
+
+def test_train_outside_the_repository_uses_the_defaults_and_lists_the_datasets_it_sees(small_dataset: Path, tmp_path: Path) -> None:
+    """From a folder with no config.yaml, the documented `python -m src.train` reads the built-in defaults (data.dir
+    data/pong); the dataset is missing there, and the line names the datasets that are there and the override."""
+    import shutil
+
+    (tmp_path / "data").mkdir()
+    shutil.copytree(small_dataset, tmp_path / "data" / "demo_pong")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("AWM_DEBUG", None)
+    result = subprocess.run([sys.executable, "-m", "src.train"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert error_line(result) == (
+        "error: data.dir: dataset directory 'data/pong' does not exist; datasets here: data/demo_pong (Pong, 1,200 steps); "
+        "train on one with data.dir=data/demo_pong, or record one with python -m src.dataset.generate_dataset --game Pong "
+        "--steps 300000 --out_dir data/pong")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no runs/ folder

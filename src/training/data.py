@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -25,6 +26,8 @@ def open_data(cfg: Config, trained_on: dict | None = None) -> tuple[ShardedDatas
     """The validated dataset and its train/val rows; every disagreement with the config is a ConfigError. A resumed
     run passes its checkpoint's "dataset" (`trained_on`): the dataset must be that one (or, with data.allow_grown,
     that one with episodes added), and the split is the checkpoint's."""
+    if not Path(cfg.data.dir).is_dir():
+        raise ConfigError(f"data.dir: dataset directory '{cfg.data.dir}' does not exist; {datasets_nearby(Path(cfg.data.dir))}")
     try:
         dataset = ShardedDataset(cfg.data.dir, verify=cfg.data.verify)
     except UserError as e:
@@ -50,6 +53,24 @@ def open_data(cfg: Config, trained_on: dict | None = None) -> tuple[ShardedDatas
     if cfg.train.batch_size > len(train_rows):
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than the training set ({len(train_rows)} samples)")
     return dataset, train_rows, val_rows
+
+
+def datasets_nearby(missing: Path, limit: int = 4) -> str:
+    """What to do about a data.dir that does not exist: the datasets beside it (and under ./data) to pick from, or
+    the command that records one there."""
+    found = {}
+    for folder in dict.fromkeys([missing.parent, Path("data")]):
+        for manifest in sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []:
+            try:
+                m = json.loads(manifest.read_text())
+                found[str(manifest.parent)] = f"{m['game']}, {m['totals']['steps']:,} steps"
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    record = f"python -m src.dataset.generate_dataset --game Pong --steps 300000 --out_dir {missing}"
+    if not found:
+        return f"record one with {record}"
+    listed = "; ".join(f"{path} ({what})" for path, what in list(found.items())[:limit])
+    return f"datasets here: {listed}; train on one with data.dir={next(iter(found))}, or record one with {record}"
 
 
 def shard_digest(shard: dict) -> str:

@@ -33,7 +33,7 @@ def find_checkpoint(resume: str, runs_dir: str) -> Path:
     return path
 
 
-def resume_config(config_path: str, overrides: list[str]) -> tuple[Config, dict | None]:
+def resume_config(config_path: str | None, overrides: list[str]) -> tuple[Config, dict | None]:
     """The config of `python -m src.train ... train.resume=X` and the checkpoint it continues: the checkpoint's own
     config with the command line's overrides on top (not config.yaml, which may have changed since), and
     train.resume set to the checkpoint's path. Without train.resume: config.yaml with the overrides, and None."""
