@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rehash", action="store_true", help="with --verify full: hash every file, changed or not")
     args = p.parse_args(argv)
     if args.rehash and args.verify != "full":
-        p.error("--rehash hashes for --verify full; drop --verify quick")
+        p.error("--rehash applies to --verify full (it hashes every file); drop --verify quick")
     start = time.perf_counter()
     with ShardedDataset(args.data_dir, verify=args.verify, rehash=args.rehash) as dataset:  # sizes, headers, checksums, columns
         seconds = time.perf_counter() - start
