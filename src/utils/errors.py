@@ -22,7 +22,12 @@ class ConfigError(UserError):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad flag prints one line (not the whole usage) and exits with code 2."""
+    """argparse, but a bad flag prints one line (not the whole usage) and exits with code 2, and every --long_flag
+    is also accepted as --long-flag."""
+
+    def add_argument(self, *names: str, **kwargs) -> argparse.Action:  # noqa: ANN003
+        dashed = [n.replace("_", "-") for n in names if n.startswith("--") and "_" in n]
+        return super().add_argument(*names, *dashed, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
