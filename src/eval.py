@@ -1,18 +1,22 @@
 """Evaluate a checkpoint: open-loop rollouts against the real game, per step ahead, with baselines.
 
-    python -m src.eval --checkpoint runs/<run>/checkpoints/best.pt --game Pong [--horizon 50] [--episodes 4]
+    python -m src.eval --checkpoint runs/<run> [--horizon 50] [--episodes 4]     # its checkpoints/best.pt
 
 The model is rebuilt from the checkpoint alone. By default it plays fresh episodes in the real game with the
 checkpoint's preprocessing (random policy, a seed other than the training data's); from many start points it
 predicts `horizon` frames open loop, feeding its own predictions back with the true actions. Writes
-<out_dir>/<YYYYmmdd-HHMMSS>_<game>_eval/: summary.json, metrics.csv, plots/*.png, videos/*.mp4 and *.gif.
+<out_dir>/<YYYYmmdd-HHMMSS>_<game>_eval/: summary.json, metrics.csv, plots/*.png, videos/*.mp4 and *.gif, and eval.log
+(what it printed). With W&B, the evaluation is a run of job type "eval" in the training run's project and group.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,17 +25,18 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings, resolve_game
 from src.envs.game import Steps, play_episodes
-from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint
+from src.models.checkpoint import find_checkpoint_file, model_config, model_from_checkpoint, read_checkpoint
 from src.models.rollout import FEEDBACK, Feedback, rollout
 from src.utils.device import choose_device
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.frames import frames_to_float
 from src.utils.io import atomic_write_bytes, atomic_write_json, create_timestamped_dir
-from src.utils.logging import WandbConfig, check_wandb, make_logger
+from src.utils.logging import WANDB_MODES, WandbConfig, check_wandb, make_logger
 from src.utils.metrics import STEP_METRICS
 from src.utils.plots import horizon_plot, save_figure
 from src.utils.video import write_rollout_videos
@@ -95,10 +100,11 @@ def per_step_errors(prediction: torch.Tensor, truth: torch.Tensor) -> dict[str, 
 
 
 def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.device, seed: int,
-             feedback: Feedback = Feedback("uint8")) -> dict[str, dict[str, np.ndarray]]:
+             feedback: Feedback = Feedback("uint8"), progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """Per-case, per-step errors of the model, the copy-last-frame baseline and the model with shuffled actions.
 
-    Returns {method: {metric: (N, K)}} for every metric of STEP_METRICS; the pure computation, no I/O.
+    Returns {method: {metric: (N, K)}} for every metric of STEP_METRICS; the pure computation, no I/O but a progress
+    bar on stderr with `progress` (a long evaluation on a CPU takes minutes).
     """
     n = len(windows.actions)
     order = np.random.default_rng(seed).permutation(n)
@@ -106,6 +112,7 @@ def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.
     shuffled[order] = windows.actions[np.roll(order, -1)]  # each case gets another case's actions, never its own
     results: dict[str, dict[str, list]] = {m: {name: [] for name in STEP_METRICS} for m in METHODS}
     model.eval()
+    bar = tqdm(total=n, unit="rollout", desc="rollouts", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
         context = frames_to_float(torch.from_numpy(windows.context[sl]).to(device))  # (B, T, H, W)
@@ -118,6 +125,8 @@ def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.
         for method, prediction in predictions.items():
             for metric, value in per_step_errors(prediction, truth).items():
                 results[method][metric].append(value.cpu().numpy())
+        bar.update(len(truth))
+    bar.close()
     return {m: {k: np.concatenate(v) for k, v in metrics.items()} for m, metrics in results.items()}
 
 
@@ -198,23 +207,86 @@ def check_same_frames(dataset: ShardedDataset, trained_on: dict[str, Any]) -> No
                             "(no --data_dir)")
 
 
-def saved_wandb(state: dict[str, Any], mode: str) -> WandbConfig:
-    """The W&B project and entity of the checkpoint's run (this version's defaults where it names none)."""
+def saved_wandb(state: dict[str, Any], mode: str, project: str | None = None, entity: str | None = None) -> WandbConfig:
+    """The W&B project, entity and init timeout of the checkpoint's run (this version's defaults where it names none),
+    `project` and `entity` instead when given: an evaluation logs beside the run it scores."""
     saved = state["config"].get("experiment", {})
     saved = saved.get("wandb", {}) if isinstance(saved, dict) else {}
+    saved = saved if isinstance(saved, dict) else {}
     default = WandbConfig()
-    text = lambda key: saved.get(key) if isinstance(saved, dict) and isinstance(saved.get(key), str) else getattr(default, key)  # noqa: E731
-    return WandbConfig(mode=mode, project=text("project"), entity=text("entity"))
+    text = lambda key: saved.get(key) if isinstance(saved.get(key), str) else getattr(default, key)  # noqa: E731
+    timeout = saved.get("init_timeout")
+    if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and 0 < timeout <= 3600):
+        timeout = default.init_timeout  # a checkpoint from before the setting, or one altered
+    return WandbConfig(mode, project or text("project"), entity or text("entity"), float(timeout))
 
 
-def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, starts_per_episode: int = 16, horizon: int = 50,
-                        seed: int | None = None, data_dir: str | Path | None = None, out_dir: str | Path = "runs",
-                        device: str | None = None, batch_size: int = 64, videos: int = 4,
-                        wandb_mode: str = "disabled", feedback: str | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint open loop and write <out_dir>/<YYYYmmdd-HHMMSS>_<game>_eval/. `seed` defaults to the
-    training data's seed + 1; `data_dir` takes the windows from a recorded dataset instead of fresh episodes;
-    `feedback` (palette, uint8 or float) overrides the checkpoint's model.feedback.
+def training_run(checkpoint: Path, state: dict[str, Any]) -> str | None:
+    """The name of the training run a checkpoint comes from: its run folder's name (the W&B run's name and group),
+    or its W&B id when the file lies outside a run folder; None when neither is known."""
+    if checkpoint.parent.name == "checkpoints" and (checkpoint.parent.parent / "resolved_config.yaml").is_file():
+        return checkpoint.parent.parent.name
+    return state.get("wandb_id")
+
+
+class Tee(io.TextIOBase):
+    """stdout that is also written to a log file: held in memory until the file can be opened (the output folder is
+    made after the checks), then appended to it line by line."""
+
+    def __init__(self, stream: io.TextIOBase) -> None:
+        self.stream, self.held, self.file = stream, io.StringIO(), None
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        (self.file or self.held).write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        if self.file is not None:
+            self.file.flush()
+
+    def open(self, path: Path) -> None:
+        self.file = open(path, "a", encoding="utf-8")
+        self.file.write(self.held.getvalue())
+        self.file.flush()
+
+
+@contextlib.contextmanager
+def teed_stdout() -> Iterator[Tee]:
+    """Everything printed inside goes to the console and, once Tee.open is called, to that file too."""
+    tee = Tee(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(tee):
+            yield tee
+    finally:
+        if tee.file is not None:
+            tee.file.close()
+
+
+def evaluate_checkpoint(checkpoint: str | Path, game: str | None = None, episodes: int = 4, starts_per_episode: int = 16,
+                        horizon: int = 50, seed: int | None = None, data_dir: str | Path | None = None,
+                        out_dir: str | Path = "runs", device: str | None = None, batch_size: int = 64, videos: int = 4,
+                        wandb_mode: str = "disabled", feedback: str | None = None, wandb_project: str | None = None,
+                        wandb_entity: str | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint (a .pt file, or a run folder: its best.pt, else its last.pt) open loop and write
+    <out_dir>/<YYYYmmdd-HHMMSS>_<game>_eval/, with what it prints in its eval.log. `game` is a check (the checkpoint
+    knows its game); `seed` defaults to the training data's seed + 1; `data_dir` takes the windows from a recorded dataset
+    instead of fresh episodes; `feedback` (palette, uint8 or float) overrides the checkpoint's model.feedback; W&B logs
+    to the checkpoint's project and entity unless `wandb_project`, `wandb_entity` are given.
     Returns the summary (as in summary.json) with "out_dir" and "paths" added. Bad input raises UserError."""
+    with teed_stdout() as console:
+        result = evaluate_teed(console, find_checkpoint_file(checkpoint), game, episodes, starts_per_episode, horizon, seed,
+                               data_dir, out_dir, device, batch_size, videos, wandb_mode, feedback, wandb_project, wandb_entity)
+        print(report(result), flush=True)
+    return result
+
+
+def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: int, starts_per_episode: int, horizon: int,
+                  seed: int | None, data_dir: str | Path | None, out_dir: str | Path, device: str | None, batch_size: int,
+                  videos: int, wandb_mode: str, feedback_kind: str | None, wandb_project: str | None,
+                  wandb_entity: str | None) -> dict[str, Any]:
+    """evaluate_checkpoint's work, its printed lines going to `console` too (opened on eval.log once the folder exists)."""
     for name, value, low, high in (("episodes", episodes, 1, 10_000), ("starts_per_episode", starts_per_episode, 1, 100_000),
                                    ("horizon", horizon, 1, 100_000), ("batch_size", batch_size, 1, 65_536), ("videos", videos, 0, 1_000),
                                    ("seed", seed, 0, 2**31 - 1)):
@@ -222,17 +294,19 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, st
             raise UserError(f"--{name} must be >= {low}, got {value}")
         if value is not None and value > high:
             raise UserError(f"--{name} must be <= {high:,}, got {value:,}")
+    if wandb_mode not in WANDB_MODES:
+        raise UserError(f"--wandb_mode must be one of {', '.join(WANDB_MODES)}, got {wandb_mode!r}")
 
     state = read_checkpoint(checkpoint)
     trained_on = state["dataset"]
-    game_name = resolve_game(game)
-    if game_name != trained_on["game"]:
-        raise UserError(f"--game {game} differs from the checkpoint's game {trained_on['game']}; evaluate it on {trained_on['game']}")
-    wandb_cfg = saved_wandb(state, wandb_mode)
-    check_wandb(wandb_cfg)
+    game_name = trained_on["game"]
+    if game is not None and resolve_game(game) != game_name:
+        raise UserError(f"--game {game} differs from the checkpoint's game {game_name}; evaluate it on {game_name}")
+    wandb_cfg = saved_wandb(state, wandb_mode, wandb_project, wandb_entity)
+    check_wandb(wandb_cfg, "--wandb_mode")
     torch_device = choose_device(device)
     model = model_from_checkpoint(state).to(torch_device)
-    feedback = checkpoint_feedback(state, feedback)
+    feedback = checkpoint_feedback(state, feedback_kind)
     seed = seed if seed is not None else trained_on.get("seed", 0) + 1
 
     start = time.perf_counter()
@@ -244,13 +318,15 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, st
         windows = windows_from_dataset(dataset, horizon, episodes * starts_per_episode)
         source = str(dataset.root)
     else:
+        print(f"playing {episodes} fresh episode{'s' * (episodes > 1)} of {game_name} (seed {seed})", flush=True)
         played = play_episodes(EnvSettings.from_dict(trained_on["env_settings"]), episodes, seed)
         windows = windows_from_episodes(played, horizon, starts_per_episode)
         source = f"{episodes} fresh episodes, seed {seed}"
     print(f"evaluating {checkpoint} (step {state['step']}) on {len(windows.actions)} rollouts of {horizon} steps "
           f"from {source}", flush=True)
     out = create_timestamped_dir(out_dir, f"{game_name}_eval", ("plots", "videos"), "--out_dir")  # before the work: fail fast
-    errors = evaluate(model, windows, batch_size, torch_device, seed, feedback)
+    console.open(out / "eval.log")
+    errors = evaluate(model, windows, batch_size, torch_device, seed, feedback, progress=True)
     curves = summarise(errors)
     ratio, gap = headline(curves, horizon)
     summary = {"game": game_name, "checkpoint": str(checkpoint), "checkpoint_step": state["step"], "source": source,
@@ -260,11 +336,13 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, st
                "seconds": round(time.perf_counter() - start, 2)}
     paths = write_outputs(out, summary, curves, model, windows, videos, torch_device, feedback)
 
-    settings = {"checkpoint": str(checkpoint), "game": game, "episodes": episodes, "starts_per_episode": starts_per_episode,
+    settings = {"checkpoint": str(checkpoint), "game": game_name, "episodes": episodes, "starts_per_episode": starts_per_episode,
                 "horizon": horizon, "seed": seed, "data_dir": data_dir and str(data_dir), "out_dir": str(out_dir),
                 "device": device, "batch_size": batch_size, "videos": videos, "wandb_mode": wandb_mode,
                 "feedback": feedback.kind}
-    logger = make_logger(wandb_cfg, out, out.name, {"eval": settings, "checkpoint_config": state["config"]})
+    trained = {"run": training_run(checkpoint, state), "wandb_id": state.get("wandb_id"), "step": state["step"]}
+    logger = make_logger(wandb_cfg, out, out.name, {"eval": settings, "trained": trained, "checkpoint_config": state["config"]},
+                         group=trained["run"], job_type="eval", setting="--wandb_mode")
     logger.log({f"eval/mse_ratio_to_copy_h{k}": v for k, v in ratio.items()} | {f"eval/action_gap_h{k}": v for k, v in gap.items()}, step=0)
     for key, path in paths.items():
         if key in STEP_METRICS:
@@ -275,10 +353,21 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str, episodes: int = 4, st
     return {**summary, "out_dir": out, "paths": paths}
 
 
+def report(result: dict[str, Any]) -> str:
+    """The headline numbers and where the files are, as the command ends."""
+    ratios = ", ".join(f"h={k}: {v:.3f}" for k, v in result["mse_ratio_to_copy"].items())
+    gaps = ", ".join(f"h={k}: {v:.3f}" for k, v in result["action_gap"].items())
+    sharp = ", ".join(f"h={k}: {result['sharpness']['model'][int(k) - 1]:.3f}" for k in result["mse_ratio_to_copy"])
+    return (f"model MSE / copy-last MSE  {ratios}\naction gap (shuffled / true)  {gaps}\nsharpness (1 right, < 1 blur, > 1 noise)  {sharp}\n"
+            f"plot   {result['paths']['mse']}\nvideo  {result['paths'].get('video_0_mp4', '-')}\nall    {result['out_dir']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m src.eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a .pt file written by src.train")
-    p.add_argument("--game", required=True, help="the game the checkpoint was trained on (a check), e.g. Pong")
+    p.add_argument("--checkpoint", required=True, help="a run folder written by src.train (its checkpoints/best.pt, else "
+                                                        "last.pt) or a .pt file")
+    p.add_argument("--game", default=None, help="a check: the game the checkpoint was trained on, e.g. Pong (default: the "
+                                                "checkpoint's)")
     p.add_argument("--episodes", type=int, default=4, help="fresh episodes to play (default 4)")
     p.add_argument("--starts_per_episode", type=int, default=16, help="rollout start points per episode, spread evenly (default 16)")
     p.add_argument("--horizon", type=int, default=50, help="steps predicted open loop from each start (default 50)")
@@ -288,16 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--batch_size", type=int, default=64, help="rollouts computed together (default 64)")
     p.add_argument("--videos", type=int, default=4, help="rollouts written as MP4 and GIF (default 4)")
-    p.add_argument("--wandb_mode", choices=("online", "offline", "disabled"), default="disabled")
+    p.add_argument("--wandb_mode", choices=WANDB_MODES, default="auto",
+                   help="auto (default): online when W&B finds a login, else not logged (WANDB_MODE, if set, decides); "
+                        "online, offline (under the eval folder) or disabled")
+    p.add_argument("--wandb_project", default=None, help="W&B project (default: the training run's)")
+    p.add_argument("--wandb_entity", default=None, help="W&B entity (default: the training run's)")
     p.add_argument("--feedback", choices=FEEDBACK, default=None,
                    help="how predictions re-enter the context: palette (the checkpoint's grey levels), uint8 (any grey level) "
                         "or float (default: the checkpoint's)")
-    result = evaluate_checkpoint(**vars(p.parse_args(argv)))
-    ratios = ", ".join(f"h={k}: {v:.3f}" for k, v in result["mse_ratio_to_copy"].items())
-    gaps = ", ".join(f"h={k}: {v:.3f}" for k, v in result["action_gap"].items())
-    sharp = ", ".join(f"h={k}: {result['sharpness']['model'][int(k) - 1]:.3f}" for k in result["mse_ratio_to_copy"])
-    print(f"model MSE / copy-last MSE  {ratios}\naction gap (shuffled / true)  {gaps}\nsharpness (1 right, < 1 blur, > 1 noise)  {sharp}\n"
-          f"plot   {result['paths']['mse']}\nvideo  {result['paths'].get('video_0_mp4', '-')}\nall    {result['out_dir']}", flush=True)
+    evaluate_checkpoint(**vars(p.parse_args(argv)))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Play inside the world model: press keys and watch the model imagine the game's answer.
 
-    python -m src.play --checkpoint runs/<run>/checkpoints/best.pt [--fps 15] [--scale 6] [--seed 0]
+    python -m src.play --checkpoint runs/<run> [--fps 15] [--scale 6] [--seed 0]     # its checkpoints/best.pt
     python -m src.play --checkpoint ... --data_dir data/pong           # start from recorded frames instead
     python -m src.play --checkpoint ... --headless --keys "RIGHT*30,LEFT*30" --video out.mp4 --seed 0
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from src.dataset.recorder import Recorder
 from src.dataset.shards import ShardedDataset
-from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint
+from src.models.checkpoint import find_checkpoint_file, model_config, model_from_checkpoint, read_checkpoint
 from src.models.rollout import Feedback
 from src.playing.dream import Dream
 from src.playing.keys import parse_keys
@@ -44,7 +44,8 @@ MAX_SEED = 2**31 - 1  # the emulator's seed is a C int
 
 def parse_args(argv: list[str] | None) -> Namespace:
     p = ArgumentParser(prog="python -m src.play", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a .pt file written by src.train")
+    p.add_argument("--checkpoint", required=True, help="a run folder written by src.train (its checkpoints/best.pt, else "
+                                                        "last.pt) or a .pt file")
     p.add_argument("--data_dir", default=None, help="start from frames of this dataset instead of a fresh episode")
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh episodes and of the random start steps (default 0)")
     p.add_argument("--fps", type=float, default=15.0, help=f"frames per second of the window and the video (default 15, at most {MAX_FPS:g})")
@@ -81,7 +82,7 @@ def check_args(args: Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    state = read_checkpoint(args.checkpoint)
+    state = read_checkpoint(find_checkpoint_file(args.checkpoint))
     trained_on = state["dataset"]
     device = choose_device(args.device)  # a wrong --device is one line here, before any folder is made
     actions = parse_keys(args.keys, trained_on["action_meanings"]) if args.headless else []

@@ -62,6 +62,24 @@ def version_changes(state: dict[str, Any]) -> list[str]:
     return [f"{name} {saved[name]} -> {now.get(name)}" for name in VERSIONED if name in saved and saved[name] != now.get(name)]
 
 
+CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what a run folder given as a checkpoint stands for, in this order
+
+
+def find_checkpoint_file(path: str | Path, flag: str = "--checkpoint") -> Path:
+    """The checkpoint file that `path` names: a file as it is; a run folder's checkpoints/best.pt (the weights that
+    validated best), or its last.pt when there is no best.pt; the same for the checkpoints/ folder itself. A path
+    that does not exist is returned as it is: read_checkpoint says it is not found."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for folder in (path / "checkpoints", path):
+        for name in CHECKPOINT_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    raise UserError(f"{flag} '{path}' is a folder without checkpoints/best.pt or checkpoints/last.pt; pass a run folder "
+                    "written by src.train (runs/<run>) or a .pt file")
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """load_checkpoint (safe: tensors and plain containers only), then every field it holds checked (a checkpoint
     is a file that may have been altered, and its config steers what is built); a checkpoint of the first layout
