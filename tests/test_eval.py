@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,12 +16,23 @@ from torch import Tensor, nn
 
 from src.dataset.shards import ShardedDataset
 from src.eval import Windows, evaluate, evaluate_checkpoint, headline, summarise, windows_from_dataset, write_outputs
+from src.models.checkpoint import find_checkpoint_file, read_checkpoint
 from src.models.rollout import Feedback, rollout
 from src.models.world_model import ModelConfig, build_model
+from src.utils.checkpoint import save_checkpoint
+from src.utils.errors import UserError
+from src.utils.logging import NO_LOGIN
 from src.utils.metrics import STEP_METRICS, StepMetric
 from tests.conftest import error_line, run
+from tests.test_logging import read_records, silent_server
 
 EVAL = [sys.executable, "-m", "src.eval"]
+
+
+@pytest.fixture(autouse=True)
+def no_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval logs to W&B by default when it finds a login: never from these tests (the W&B tests set their own mode)."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
 
 
 def test_horizon_one_is_one_forward_pass() -> None:
@@ -135,3 +147,91 @@ def test_eval_bad_input_exits_2(short_run, tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(3)}, foreign)
     assert "not a checkpoint of this project" in error_line(run([*EVAL, "--checkpoint", str(foreign), "--game", "Pong"]))
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]
+
+
+# ------------------------------------------------------------------------------------------ run folders, W&B, progress, eval.log
+
+
+def test_a_run_folder_stands_for_its_best_checkpoint_else_its_last(tmp_path: Path) -> None:
+    """Catches a run folder resolved to the wrong file (last.pt over best.pt), or a folder without checkpoints let
+    through to a confusing error."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+    assert find_checkpoint_file(run_dir) == run_dir / "checkpoints" / "last.pt"
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"")
+    assert find_checkpoint_file(run_dir) == run_dir / "checkpoints" / "best.pt"
+    assert find_checkpoint_file(run_dir / "checkpoints") == run_dir / "checkpoints" / "best.pt"
+    assert find_checkpoint_file(run_dir / "checkpoints" / "last.pt") == run_dir / "checkpoints" / "last.pt"  # a file as it is
+    assert find_checkpoint_file(tmp_path / "none.pt") == tmp_path / "none.pt"  # read_checkpoint says 'not found'
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"^--checkpoint '.*empty' is a folder without checkpoints/best.pt or checkpoints/last.pt"):
+        find_checkpoint_file(tmp_path / "empty")
+
+
+def test_eval_of_a_run_folder_without_game_prints_progress_and_keeps_its_log(short_run, tmp_path: Path,
+                                                                             wandb_env: Path, monkeypatch) -> None:
+    """The newcomer's command: `eval --checkpoint runs/<run>`. Catches --game still required, the run folder not
+    taken to its best.pt, no progress on stderr, an eval.log that misses what was printed, and the default W&B mode
+    failing without a login (it says so in one line and logs nothing)."""
+    monkeypatch.delenv("WANDB_MODE")
+    run_dir = Path(short_run[1]["run_dir"])
+    out = run([*EVAL, "--checkpoint", str(run_dir), "--episodes", "1", "--starts_per_episode", "3", "--horizon", "4",
+               "--videos", "0", "--batch_size", "2", "--out_dir", str(tmp_path / "out")])
+    assert out.returncode == 0, out.stderr
+    (eval_dir,) = (tmp_path / "out").iterdir()
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    assert summary["checkpoint"] == str(run_dir / "checkpoints" / "best.pt") and summary["game"] == "Pong"
+    assert "rollouts: 100%" in out.stderr and "3/3" in out.stderr  # the bar over the rollouts, on stderr
+    log = (eval_dir / "eval.log").read_text()
+    assert log == out.stdout  # every printed line, those from before the folder existed included
+    assert NO_LOGIN.format(setting="--wandb_mode") in log.splitlines() and "model MSE / copy-last MSE" in log
+    assert not (eval_dir / "wandb").exists()
+
+
+def test_eval_wandb_run_joins_the_training_runs_project_and_group(short_run, tmp_path: Path, wandb_env: Path) -> None:
+    """Catches an evaluation logged to a project of its own, unlinked to the run it scores, or without its config."""
+    cfg, result = short_run
+    run_dir = Path(result["run_dir"])
+    summary = evaluate_checkpoint(run_dir, episodes=1, starts_per_episode=2, horizon=3, videos=0, out_dir=tmp_path / "a",
+                                  wandb_mode="offline")
+    run = offline_run(summary["out_dir"])
+    assert (run.project, run.run_group, run.job_type) == (cfg.experiment.wandb.project, run_dir.name, "eval")
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert config["checkpoint_config"]["model"]["channels"] == [8, 16] and config["trained"]["run"] == run_dir.name
+    assert config["trained"]["step"] == read_checkpoint(run_dir / "checkpoints" / "best.pt")["step"]
+    other = evaluate_checkpoint(run_dir, episodes=1, starts_per_episode=2, horizon=3, videos=0, out_dir=tmp_path / "b",
+                                wandb_mode="offline", wandb_project="elsewhere", wandb_entity="someone")
+    assert (offline_run(other["out_dir"]).project, offline_run(other["out_dir"]).entity) == ("elsewhere", "someone")
+
+
+def test_eval_with_a_key_but_no_network_logs_offline_within_the_runs_init_timeout(short_run, tmp_path: Path,
+                                                                                   wandb_env: Path, monkeypatch) -> None:
+    """Catches eval hanging at W&B's set-up (a key, WANDB_MODE unset, a server that never answers): it uses the
+    training run's experiment.wandb.init_timeout, then logs offline into its own folder and says so, in eval.log too."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(Path(short_run[1]["run_dir"]), run_dir, ignore=shutil.ignore_patterns("wandb", ".lock", "videos", "images"))
+    state = read_checkpoint(run_dir / "checkpoints" / "best.pt")
+    state["config"]["experiment"]["wandb"]["init_timeout"] = 1.0
+    save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
+    with silent_server(monkeypatch):
+        summary = evaluate_checkpoint(run_dir, "Pong", episodes=1, starts_per_episode=2, horizon=3, videos=0,
+                                      out_dir=tmp_path / "evals", wandb_mode="auto")
+    (sync_dir,) = (summary["out_dir"] / "wandb").glob("offline-run-*")
+    lines = [line for line in (summary["out_dir"] / "eval.log").read_text().splitlines() if line.startswith("W&B:")]
+    assert len(lines) == 1 and lines[0].startswith("W&B: the online run did not start within 1 s") and str(sync_dir) in lines[0]
+
+
+def test_eval_of_a_folder_without_checkpoints_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    line = error_line(run([*EVAL, "--checkpoint", str(tmp_path / "run"), "--out_dir", str(tmp_path / "out")]))
+    assert line == (f"error: --checkpoint '{tmp_path / 'run'}' is a folder without checkpoints/best.pt or checkpoints/last.pt; "
+                    "pass a run folder written by src.train (runs/<run>) or a .pt file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and not any((tmp_path / "run").iterdir())
+
+
+def offline_run(eval_dir: Path):
+    """The RunRecord of the one offline W&B run under eval_dir."""
+    (sync_dir,) = (eval_dir / "wandb").glob("offline-run-*")
+    (record,) = [r.run for r in read_records(next(sync_dir.glob("run-*.wandb"))) if r.WhichOneof("record_type") == "run"]
+    return record

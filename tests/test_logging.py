@@ -9,6 +9,7 @@ at a local socket that never answers (`unreachable_wandb`).
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import re
 import socket
@@ -153,8 +154,8 @@ def history_rows(records: list[wandb_internal_pb2.Record]) -> dict[int, dict]:
 # ------------------------------------------------------------------------------------------ modes: auto and WANDB_MODE
 
 
-@pytest.fixture
-def unreachable_wandb(wandb_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+@contextlib.contextmanager
+def silent_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A well-formed fake key, WANDB_MODE unset, and W&B's server a local socket that accepts connections and never
     answers: an online start hangs as it does behind a dead network, without a packet leaving the machine."""
     server = socket.socket()
@@ -162,9 +163,18 @@ def unreachable_wandb(wandb_env: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     server.listen(64)
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
     monkeypatch.setenv("WANDB_API_KEY", A_KEY)
-    monkeypatch.delenv("WANDB_MODE")
-    yield A_KEY
-    server.close()
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    try:
+        yield
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def unreachable_wandb(wandb_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """W&B credentials, and a W&B server that never answers (silent_server)."""
+    with silent_server(monkeypatch):
+        yield A_KEY
 
 
 def test_auto_without_login_logs_nothing_and_says_so_in_one_line(wandb_env, monkeypatch, tmp_path, capsys):

@@ -484,3 +484,23 @@ def test_sigterm_in_the_window_stops_after_the_whole_step_and_keeps_its_row(live
     assert recorder.cut() == 5
     recorder.close()
     assert len(ShardedDataset(tmp_path / "rec")) == 5
+
+
+def test_play_takes_a_run_folder_for_its_best_checkpoint(short_run, tmp_path: Path) -> None:
+    """Catches --checkpoint refusing the run folder that train printed (`play --checkpoint runs/<run>`), or one line
+    missing for a folder that holds no checkpoint (with nothing written)."""
+    from src import play
+
+    run_dir = Path(short_run[1]["run_dir"])
+    video = tmp_path / "play.mp4"
+    with contextlib.redirect_stdout(io.StringIO()) as out, pytest.raises(SystemExit) as exit_:
+        run_cli(play.main, ["--checkpoint", str(run_dir), "--headless", "--keys", "RIGHT*3", "--video", str(video)])
+    assert exit_.value.code == 0 and "played 3 steps headless" in out.getvalue() and iio.imread(video).shape[0] == 3
+    (tmp_path / "empty").mkdir()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_:
+        run_cli(play.main, ["--checkpoint", str(tmp_path / "empty"), "--headless", "--keys", "RIGHT", "--video", str(tmp_path / "v.mp4")])
+    assert exit_.value.code == 2 and err.getvalue() == (
+        f"error: --checkpoint '{tmp_path / 'empty'}' is a folder without checkpoints/best.pt or checkpoints/last.pt; pass a run "
+        "folder written by src.train (runs/<run>) or a .pt file\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "play.mp4"]
