@@ -29,7 +29,17 @@ from src.dataset.manifest import (
     bytes_per_row,
     package_versions,
 )
-from src.dataset.shards import LOCK_FILE, READERS_FILE, SHARD_FILE, TMP_PREFIX, lock_readers, promote_shard, shard_path
+from src.dataset.shards import (
+    LOCK_FILE,
+    READERS_FILE,
+    SHARD_FILE,
+    TMP_PREFIX,
+    VERIFIED_FILE,
+    is_verification_file,
+    lock_readers,
+    promote_shard,
+    shard_path,
+)
 from src.envs.atari import EnvSettings, available_cores, available_games, resolve_game
 from src.envs.policies import POLICIES
 from src.utils.errors import ArgumentParser, UserError, run_cli
@@ -207,9 +217,10 @@ MANIFEST_TMP = re.compile(rf"\.{re.escape(Path(MANIFEST).stem)}\.\d+\.tmp{re.esc
 
 
 def is_dataset_file(name: str) -> bool:
-    """A file a generation writes: the manifest, the locks, a shard, or a temporary file of either that a kill left."""
+    """A file a generation writes: the manifest, the locks, a shard, or a temporary file of either that a kill left;
+    or the verification record of the readers (.verified.json)."""
     return name in (MANIFEST, LOCK_FILE, READERS_FILE) or bool(SHARD_FILE.fullmatch(name)) or name.startswith(TMP_PREFIX) or bool(
-        MANIFEST_TMP.fullmatch(name))
+        MANIFEST_TMP.fullmatch(name)) or is_verification_file(name)
 
 
 def check_disk(root: Path, needed: int) -> None:
@@ -262,8 +273,8 @@ def clean(root: Path, manifest: Manifest | None) -> None:
     """Remove what `manifest` does not list (a killed run's temporary files and unlisted shards); with no
     manifest, the whole old dataset."""
     listed = set()
-    if manifest is not None:
-        listed = {shard_path(root, s["index"], field).name for s in manifest.shards for field in s["files"]}
+    if manifest is not None:  # the verification record's entries stay true of the listed shards
+        listed = {shard_path(root, s["index"], field).name for s in manifest.shards for field in s["files"]} | {VERIFIED_FILE}
     else:
         (root / MANIFEST).unlink(missing_ok=True)  # first, so that no manifest ever names a deleted shard
     for path in root.iterdir():

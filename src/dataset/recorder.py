@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import IO
 
 from src.dataset.manifest import MANIFEST, Manifest, package_versions
-from src.dataset.shards import LOCK_FILE, READERS_FILE, SHARD_FILE, TMP_PREFIX, ShardedDataset, ShardWriter, promote_shard, shard_path
+from src.dataset.shards import (
+    LOCK_FILE,
+    READERS_FILE,
+    SHARD_FILE,
+    TMP_PREFIX,
+    VERIFIED_FILE,
+    ShardedDataset,
+    ShardWriter,
+    is_verification_file,
+    promote_shard,
+    shard_path,
+)
 from src.envs.atari import EnvSettings
 from src.envs.game import Transition
 from src.utils.errors import UserError
@@ -108,7 +119,7 @@ class Recorder:
 def is_recording_file(name: str) -> bool:
     """A file a recording (or a generation) writes: the manifest, the lock, a shard, or a temporary file of either."""
     return name in (MANIFEST, LOCK_FILE, READERS_FILE) or bool(SHARD_FILE.fullmatch(name) or MANIFEST_TMP.fullmatch(name)) \
-        or name.startswith(TMP_PREFIX)
+        or name.startswith(TMP_PREFIX) or is_verification_file(name)
 
 
 def recording_to_continue(root: Path, settings: EnvSettings) -> Manifest | None:
@@ -144,7 +155,7 @@ def recording_to_continue(root: Path, settings: EnvSettings) -> Manifest | None:
 def clear_leftovers(root: Path, manifest: Manifest | None) -> None:
     """Remove what a killed session left that `manifest` does not list: temporary shard and manifest files, and a
     shard renamed into place but not yet listed (its rows are lost with the kill)."""
-    listed = {shard_path(root, s["index"], f).name for s in manifest.shards for f in s["files"]} if manifest else set()
+    listed = {shard_path(root, s["index"], f).name for s in manifest.shards for f in s["files"]} | {VERIFIED_FILE} if manifest else set()
     for path in root.iterdir():
         if path.name not in (MANIFEST, LOCK_FILE, READERS_FILE) and is_recording_file(path.name) and path.name not in listed:
             path.unlink()

@@ -22,14 +22,15 @@ from src.utils.distributed import Ranks
 from src.utils.errors import UserError
 
 
-def open_data(cfg: Config, trained_on: dict | None = None) -> tuple[ShardedDataset, np.ndarray, np.ndarray]:
+def open_data(cfg: Config, trained_on: dict | None = None, main: bool = True) -> tuple[ShardedDataset, np.ndarray, np.ndarray]:
     """The validated dataset and its train/val rows; every disagreement with the config is a ConfigError. A resumed
     run passes its checkpoint's "dataset" (`trained_on`): the dataset must be that one (or, with data.allow_grown,
-    that one with episodes added), and the split is the checkpoint's."""
+    that one with episodes added), and the split is the checkpoint's. Under torchrun the main process alone hashes
+    the files (data.verify=full); the others check sizes and headers."""
     if not Path(cfg.data.dir).is_dir():
         raise ConfigError(f"data.dir: dataset directory '{cfg.data.dir}' does not exist; {datasets_nearby(Path(cfg.data.dir))}")
     try:
-        dataset = ShardedDataset(cfg.data.dir, verify=cfg.data.verify)
+        dataset = ShardedDataset(cfg.data.dir, verify=cfg.data.verify if main else "quick")
     except UserError as e:
         raise ConfigError(f"data.dir: {e}") from None
     if cfg.data.game is not None and resolve_game(cfg.data.game) != dataset.game:

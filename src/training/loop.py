@@ -5,9 +5,8 @@ logging, validation and checkpoints. `train(cfg)` is what `python -m src.train` 
 from __future__ import annotations
 
 import math
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,7 +22,7 @@ from src.models.rollout import Feedback
 from src.models.world_model import build_model
 from src.training.data import data_identity, fixed_val_batches, frame_palette, open_data, rollout_starts, starts_within, train_batches
 from src.training.fast_path import FastPath, make_optimizer, prepare_model
-from src.training.outputs import QuietOutputs, RunOutputs, branch_run_dir, check_run_space, create_run_dir
+from src.training.outputs import Console, QuietOutputs, RunOutputs, branch_run_dir, check_run_space, create_run_dir
 from src.training.resume import check_resumable, find_checkpoint
 from src.training.schedule import budget_used, lr_factor, pushforward_share, rollout_length
 from src.training.step import rollout_videos, train_step, validate
@@ -56,6 +55,14 @@ def train(cfg: Config, resumed: dict | None = None) -> dict[str, Any]:
 def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[str, Any]:
     """Set up the data, the model and the run folder (rank 0's), then run the loop."""
     check_wandb(cfg.experiment.wandb)
+    console = Console(ranks.main)
+    try:
+        return set_up_and_run(cfg, ranks, console, resumed)
+    finally:
+        console.close()
+
+
+def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | None) -> dict[str, Any]:
     checkpoint, state = None, None
     if cfg.train.resume is not None:
         checkpoint = find_checkpoint(cfg.train.resume, cfg.experiment.runs_dir)
@@ -64,7 +71,7 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
             cfg.model.palette = state["config"]["model"].get("palette")
         check_resumable(state, cfg, checkpoint, ranks.world)
         cfg.train.resume = str(checkpoint)  # what `auto` or a run folder meant, for the log and the saved config
-    dataset, train_rows, val_rows = open_data(cfg, state["dataset"] if state else None)
+    dataset, train_rows, val_rows = open_data(cfg, state["dataset"] if state else None, ranks.main)
 
     seed_everything(cfg.train.seed)
     if cfg.train.threads is not None:
@@ -74,9 +81,8 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
     settings = dataset.manifest.env
     if "palette" in (cfg.model.feedback, cfg.model.output) and cfg.model.palette is None:  # a resumed run keeps its own
         cfg.model.palette, coverage = frame_palette(dataset, train_rows, cfg.model.palette_size)
-        if ranks.main:
-            print(f"palette: the {len(cfg.model.palette)} commonest grey levels cover {coverage:.2%} of the training "
-                  "frames' pixels", flush=True)
+        console.say(f"palette: the {len(cfg.model.palette)} commonest grey levels cover {coverage:.2%} of the training "
+                    "frames' pixels")
     model = build_model(cfg.model, dataset.num_actions, settings.context_frames, settings.screen_size).to(device)
     forward = prepare_model(model, fast, ranks)
     optimizer = make_optimizer(model, cfg, device)
@@ -92,7 +98,7 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
     step, best_mse = 0, math.inf
     if state is not None:
         load_weights(model, state)
-        load_optimizer(optimizer, state, cfg)
+        load_optimizer(optimizer, state, cfg, console)
         step, best_mse = state["step"], state.get("best_mse", math.inf)
     dataset_info = {"dir": str(dataset.root), "game": dataset.game, "num_actions": dataset.num_actions,
                     "action_meanings": dataset.manifest.action_meanings, "env_settings": settings.to_dict(),
@@ -106,7 +112,7 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
                       batches=train_batches(dataset, starts, longest, cfg, step, fast.pin_memory, ranks),
                       val_batches=fixed_val_batches(dataset, val_rows, cfg, ranks),
                       video_starts=rollout_starts(dataset, val_rows, cfg) if videos else np.zeros(0, dtype=np.int64),
-                      state=state, ranks=ranks)
+                      state=state, ranks=ranks, console=console)
 
     if ranks.main:
         run_dir, resumed_at = run_folder(cfg, dataset.game, checkpoint, state)
@@ -116,8 +122,11 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
                 best_mse = math.inf  # its best.pt is the first it validates
         outputs = RunOutputs(run_dir, resumed_at, best_mse)
         if checkpoint is not None and resumed_at is None:
-            print(f"{checkpoint.name} (step {step}) is older than {run_dir_of(checkpoint) / 'checkpoints' / 'last.pt'}: "
-                  f"continuing in a new run folder {run_dir} (parent.json names its parent, which is left as it is)", flush=True)
+            console.say(f"{checkpoint.name} (step {step}) is older than {run_dir_of(checkpoint) / 'checkpoints' / 'last.pt'}: "
+                        f"continuing in a new run folder {run_dir} (parent.json names its parent, which is left as it is)")
+        console.open(run_dir)
+        console.say(f"data {dataset.root} checked: {dataset.describe_verification()}")
+        dataset.save_verification()  # every check passed: the next start skips hashing the files that did not change
     run_dir = distributed.from_main(run_dir if ranks.main else None, ranks)
     if not ranks.main:
         outputs = QuietOutputs(run_dir)  # no videos (none are started) and no checkpoints (rank 0 saves them)
@@ -127,7 +136,7 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
         outputs.close()
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, state: dict, cfg: Config) -> None:
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict, cfg: Config, console: Console) -> None:
     """The checkpoint's optimizer state (Adam's moments, step counts) under the config's hyperparameters: load_state_dict
     would bring back the checkpoint's betas and weight decay, and an override of them on resume would be ignored."""
     wanted = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
@@ -141,7 +150,7 @@ def load_optimizer(optimizer: torch.optim.Optimizer, state: dict, cfg: Config) -
     before = state["config"].get("optimizer", {})
     changed = [f"{k} {before.get(k)} -> {v}" for k, v in to_dict(cfg)["optimizer"].items() if k != "lr" and before.get(k, v) != v]
     if changed:
-        print(f"optimizer: {', '.join(changed)} (from the command line; Adam's moments are kept)", flush=True)
+        console.say(f"optimizer: {', '.join(changed)} (from the command line; Adam's moments are kept)")
 
 
 def run_dir_of(checkpoint: Path) -> Path:
@@ -183,11 +192,10 @@ class Session:
     video_starts: np.ndarray  # rows where the validation rollout videos start
     state: dict | None  # the checkpoint resumed from
     ranks: Ranks = Ranks()
+    console: Console = field(default_factory=Console)  # prints on rank 0, and into train.log
 
-    def say(self, *args: Any, **kwargs: Any) -> None:
-        """print, on rank 0 only."""
-        if self.ranks.main:
-            print(*args, **kwargs, flush=True)
+    def say(self, message: str) -> None:
+        self.console.say(message)
 
 
 def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
@@ -222,6 +230,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
     last_val: dict[str, float] = dict(state["val"]) if state else {}
     validations = step // t.val_every_steps  # so that val_rollout_every keeps its rhythm across a resume
     last_saved = f"{cfg.train.resume} (step {step})" if state else "none yet"
+    bar = s.console.progress(t.max_steps, step)
     try:
         while step < t.max_steps:
             used = budget_used(step, elapsed, t)
@@ -242,6 +251,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                                     f"with a lower learning rate, e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
             optimizer.step()
             step += 1
+            bar.update(1)
             window_samples += len(batch)
             elapsed = time.perf_counter() - start
             if t.max_minutes is not None:  # the schedule and the stop follow rank 0's clock, so every process steps alike
@@ -265,6 +275,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                 unroll = f" | unroll {k}" if max(t.rollout_steps) > 1 else ""
                 say(f"step {step}/{t.max_steps} | loss {metrics['loss']:.3g}{unroll} | val/copy {ratio} | "
                     f"{rate:.0f} samples/s | ETA {format_eta(remaining)}")
+                bar.set_postfix_str(f"loss {metrics['loss']:.3g} | val/copy {ratio} | {rate:.0f} samples/s | ETA {format_eta(remaining)}")
 
             if step % t.val_every_steps == 0 or last_step:
                 last_val = validate(model, s.val_batches, cfg, device, ranks)
@@ -288,8 +299,8 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                 say(f"stopping at step {step}: train.max_minutes={t.max_minutes} reached")
                 break
     except KeyboardInterrupt:
-        print(f"stopped at step {step}; continue from the last checkpoint with: python -m src.train train.resume={run_dir}",
-              file=sys.stderr, flush=True)
+        s.console.say(f"stopped at step {step}; continue from the last checkpoint with: python -m src.train train.resume={run_dir}",
+                      stderr=True)
         raise
 
     say(f"done: {step} steps in {format_eta(time.perf_counter() - start)}; val MSE {last_val['val/mse']:.3g} = "
