@@ -154,6 +154,8 @@ CASES = {
     "dataset-being-replaced": Case("dataset that generate --overwrite is replacing", "train", train("data.dir={copy}"),
                                    "is being replaced (generate_dataset --overwrite); wait for it to finish",
                                    setup=lambda c: c.hold.append(lock_readers(c.copy, exclusive=True))),
+    "inspect-rehash-quick": Case("inspect --rehash with --verify quick", "inspect", lambda c: [str(c.data), "--rehash", "--verify", "quick"],
+                                 "--rehash applies to --verify full (it hashes every file); drop --verify quick"),
     "batch-too-large": Case("batch larger than the training set", "train", train("train.batch_size=100000"),
                             "train.batch_size 100000 is larger than the training set"),
     # checkpoints

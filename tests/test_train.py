@@ -78,6 +78,31 @@ def test_run_folder_has_every_file(short_run: tuple[Config, dict]) -> None:
     assert frames.shape[0] == cfg.train.val_rollout_horizon and frames.shape[1] >= 84 and frames.shape[2] >= 3 * 84
     assert load_config(run_dir / "resolved_config.yaml") == cfg
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
+    log = (run_dir / "train.log").read_text()  # the console's lines, timed: the config, the steps, the validations
+    assert "  max_steps: 6" in log and "step 3/6 | loss" in log and "validation at step 6: mse" in log and f"run {run_dir}" in log
+
+
+def test_a_second_start_skips_hashing_the_unchanged_data(dataset_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """A run records its dataset's passed full verification; the next run hashes no file that did not change."""
+    import os
+    import time
+
+    from src.dataset import shards
+
+    for path in dataset_copy.iterdir():  # as if recorded a while ago: files changed in the last 2 s are never vouched for
+        os.utime(path, (time.time() - 60, time.time() - 60))
+    time.sleep(2.1)  # ctime, which utime cannot set back, must be older than that too
+    hashed = []
+    real = shards.checksum_file
+    monkeypatch.setattr(shards, "checksum_file", lambda path, *a: hashed.append(path) or real(path, *a))
+    base = [*TINY, "train.max_steps=2", "train.val_every_steps=2", "train.val_rollout_enabled=false"]
+    train(tiny_config(dataset_copy, tmp_path, *base))
+    first = len(hashed)
+    assert first > 0 and (dataset_copy / ".verified.json").is_file()
+    train(tiny_config(dataset_copy, tmp_path, *base))
+    assert len(hashed) == first  # the second start hashed nothing
+    assert "checksums of 0 files computed" in capsys.readouterr().out
 
 
 def test_checkpoint_reloads_to_identical_outputs(short_run: tuple[Config, dict]) -> None:
