@@ -22,6 +22,7 @@ from typing import IO
 
 import numpy as np
 import xxhash
+from tqdm import tqdm
 
 from src.dataset.manifest import DatasetError, Manifest, field_specs
 from src.envs.game import Steps
@@ -256,8 +257,8 @@ class ShardedDataset:
         self.specs = field_specs(env.context_frames, env.screen_size)
         if verify == "full":
             self._recorded = read_record(self.root)
-        if verify != "none":
-            for shard in self.shards:
+        if verify != "none":  # a bar on a terminal when checking takes long enough to be seen (tqdm's delay)
+            for shard in tqdm(self.shards, desc=f"checking {self.root.name}", unit="shard", delay=1.0, leave=False, disable=None):
                 self._check_shard(shard, checksums=verify == "full")
         rows = np.array([s["rows"] for s in self.shards], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(rows)])  # global row of each shard's first row
