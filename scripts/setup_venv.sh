@@ -9,7 +9,11 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
     exit 2
 fi
 if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
+    if ! "$PYTHON" -m venv .venv; then
+        rm -rf .venv
+        echo "error: '$PYTHON -m venv' failed; on Debian or Ubuntu install the venv module: sudo apt install python3-venv" >&2
+        exit 2
+    fi
 fi
 # requirements.lock pins every package to the versions CI installs (pyproject.toml keeps the ranges). For torch
 # pip picks the CPU or CUDA build of the pinned version that this machine offers.

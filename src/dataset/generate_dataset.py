@@ -1,4 +1,4 @@
-"""Record Atari transitions with a behaviour policy into a sharded dataset (README, "On disk").
+"""Record Atari transitions with a behaviour policy into a sharded dataset (docs/dataset.md, "On disk").
 
     python -m src.dataset.generate_dataset --game Pong --steps 300000 --out_dir data/pong
 

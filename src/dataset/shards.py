@@ -1,7 +1,7 @@
 """The dataset on disk: .npy shards written crash-safely and a validated memory-mapped reader (the manifest that
 lists them: manifest.py).
 
-Layout (README, "On disk"): OUT_DIR/shard_{k:05d}_{field}.npy for each field of manifest.field_specs, plus
+Layout (docs/dataset.md, "On disk"): OUT_DIR/shard_{k:05d}_{field}.npy for each field of manifest.field_specs, plus
 OUT_DIR/manifest.json.
 Within a shard, row i+1 is the step after row i of the same episode whenever done[i] is false.
 A shard is renamed into place and listed in the manifest only after all its files are complete.

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 FEEDBACK = ("palette", "uint8", "float")  # how a prediction re-enters the context (model.feedback)
-DEFAULT_FEEDBACK = "palette"  # measured against uint8 and float: README, "Evaluation"
+DEFAULT_FEEDBACK = "palette"  # measured against uint8 and float: docs/evaluation.md
 
 
 def nearest_level(frames: Tensor, levels: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ class FastPath:
                           "channels-last" if self.channels_last else "contiguous", "compiled" if self.compile else "eager"])
 
 
-# Measured with benchmarks/bench_train.py (its "channels-last" row): see README, "Speed". The CUDA entry is
+# Measured with benchmarks/bench_train.py (its "channels-last" row): see docs/speed.md. The CUDA entry is
 # PyTorch's advice for convolutions under bf16 autocast, not yet measured here (no GPU was lent).
 CHANNELS_LAST = {"cpu": True, "cuda": True}
 
