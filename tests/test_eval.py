@@ -235,3 +235,11 @@ def offline_run(eval_dir: Path):
     (sync_dir,) = (eval_dir / "wandb").glob("offline-run-*")
     (record,) = [r.run for r in read_records(next(sync_dir.glob("run-*.wandb"))) if r.WhichOneof("record_type") == "run"]
     return record
+
+
+def test_eval_with_a_bad_wandb_mode_in_the_environment_is_one_line(short_run, tmp_path: Path, monkeypatch) -> None:
+    """Catches a WANDB_MODE that wandb would reject (a traceback from wandb.init after the work) let through to the end."""
+    monkeypatch.setenv("WANDB_MODE", "sometimes")
+    line = error_line(run([*EVAL, "--checkpoint", short_run[1]["run_dir"], "--out_dir", str(tmp_path / "out")]))
+    assert line == "error: WANDB_MODE must be online, offline or disabled, got 'sometimes'; fix or unset it"
+    assert not (tmp_path / "out").exists()

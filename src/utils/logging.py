@@ -146,8 +146,9 @@ def start_run(cfg: WandbConfig, mode: str, run_dir: Path, info: RunInfo) -> wand
 
 
 def first_line(error: BaseException) -> str:
+    """The first line of wandb's message (the rest is advice about wandb.init arguments), to go inside one of ours."""
     lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+    return lines[0].rstrip(".") if lines else type(error).__name__
 
 
 def describe_run(run: wandb.Run, mode: str) -> str:
