@@ -144,8 +144,6 @@ class Config:
             (self.experiment.name is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.experiment.name) is not None,
              "experiment.name", f"must be a plain name (letters, digits, _ . -, at most 64) or null: it names the run folder, got "
                                 f"{self.experiment.name!r}"),
-            (self.experiment.wandb.mode in ("online", "offline", "disabled"), "experiment.wandb.mode",
-             f"must be online, offline or disabled, got {self.experiment.wandb.mode!r}"),
         ]
         for ok, key, problem in checks:
             if not ok:

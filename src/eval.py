@@ -319,7 +319,8 @@ def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: in
         source = str(dataset.root)
     else:
         print(f"playing {episodes} fresh episode{'s' * (episodes > 1)} of {game_name} (seed {seed})", flush=True)
-        played = play_episodes(EnvSettings.from_dict(trained_on["env_settings"]), episodes, seed)
+        with tqdm(unit="step", desc="playing", file=sys.stderr, dynamic_ncols=True, leave=False, disable=None) as bar:
+            played = play_episodes(EnvSettings.from_dict(trained_on["env_settings"]), episodes, seed, bar.update)
         windows = windows_from_episodes(played, horizon, starts_per_episode)
         source = f"{episodes} fresh episodes, seed {seed}"
     print(f"evaluating {checkpoint} (step {state['step']}) on {len(windows.actions)} rollouts of {horizon} steps "

@@ -15,6 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 GENERATE = [sys.executable, "-m", "src.dataset.generate_dataset"]
 INSPECT = [sys.executable, "-m", "src.dataset.inspect_dataset"]
 
+# The commands' default W&B mode is auto: online wherever `wandb login` was run. Tests never log online; those that
+# test W&B set their own mode (the wandb_env fixture: offline, and no credentials).
+os.environ["WANDB_MODE"] = "disabled"
+
 # Short episodes (60 steps) so that a few hundred steps cross many episode ends.
 SMALL = {"steps": 1200, "num_envs": 3, "shard_size": 150, "max_episode_steps": 60, "seed": 7}
 

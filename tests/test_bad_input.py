@@ -161,6 +161,10 @@ CASES = {
     # checkpoints
     "checkpoint-missing": Case("checkpoint missing", "eval", evaluate("--checkpoint", "{tmp}/nowhere.pt"),
                                "checkpoint '{tmp}/nowhere.pt' not found"),
+    "checkpoint-folder-empty": Case("--checkpoint a folder that holds no checkpoint", "eval",
+                                    lambda c: ["--checkpoint", str(c.tmp / "empty"), "--out_dir", str(c.tmp / "eval")],
+                                    "--checkpoint '{tmp}/empty' is a folder without checkpoints/best.pt or checkpoints/last.pt",
+                                    setup=lambda c: (c.tmp / "empty").mkdir()),
     "checkpoint-corrupt": Case("checkpoint corrupt (cut short)", "eval", evaluate("--checkpoint", "{tmp}/bad.pt"),
                                "is corrupt or not a PyTorch checkpoint",
                                setup=lambda c: (c.tmp / "bad.pt").write_bytes(c.checkpoint.read_bytes()[:5000])),
@@ -258,6 +262,12 @@ CASES = {
                             setup=lambda c: c.monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 10**6))),
     "wandb-no-login": Case("W&B online without a login", "train", train("experiment.wandb.mode=online"),
                            "experiment.wandb.mode=online needs a W&B login: run `wandb login`", setup=lambda c: c.request.getfixturevalue("wandb_env")),
+    "wandb-mode-env": Case("WANDB_MODE that wandb does not know (mode auto)", "eval", evaluate("--wandb_mode", "auto"),
+                           "WANDB_MODE must be online, offline or disabled, got 'sometimes'; fix or unset it",
+                           setup=lambda c: c.monkeypatch.setenv("WANDB_MODE", "sometimes")),
+    "wandb-bad-key": Case("a malformed W&B key", "eval", evaluate("--wandb_mode", "online"),
+                          "--wandb_mode: the W&B credentials are invalid: WANDB_API_KEY invalid: API key must have 40+ characters",
+                          setup=lambda c: (c.request.getfixturevalue("wandb_env"), c.monkeypatch.setenv("WANDB_API_KEY", "short"))),
     # games, steps, horizons
     "unknown-game": Case("unknown game", "generate", generate("--game", "Pongg"), "unknown game 'Pongg'. Did you mean: Pong?"),
     "eval-unknown-game": Case("eval --game unknown", "eval", evaluate("--game", "Breakot"), "unknown game 'Breakot'. Did you mean: Breakout?"),
@@ -337,8 +347,10 @@ def entry_point(command: str) -> Callable[[list[str] | None], int]:
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
-    """Every file under `roots`: (size, mtime in ns)."""
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for root in roots for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file under `roots`: (size, mtime in ns); not the caches that libraries keep in the fake home of the
+    wandb_env fixture (matplotlib's font list, wandb's debug log), which are the user's, not a command's output."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for root in roots for p in sorted(root.rglob("*"))
+            if p.is_file() and "home" not in p.relative_to(root).parts[:1]}
 
 
 def run_command(command: str, argv: list[str]) -> tuple[int, str]:

@@ -43,7 +43,7 @@ NO_LOGIN = "W&B: no login found (wandb login, or WANDB_API_KEY): not logging to 
 class WandbConfig:
     """The config's `experiment.wandb` section."""
 
-    mode: str = "disabled"  # auto (online after `wandb login`, else off; WANDB_MODE wins), online, offline or disabled
+    mode: str = "auto"  # auto (online after `wandb login`, else off; WANDB_MODE wins), online, offline or disabled
     project: str = "atari-world-model"
     entity: Optional[str] = None
     init_timeout: float = 15.0  # seconds an online run may take to start before it logs offline instead
