@@ -372,6 +372,9 @@ def test_a_device_this_machine_lacks_is_one_line(monkeypatch: pytest.MonkeyPatch
     assert choose_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(UserError, match=re.escape("--device cuda:2: this machine has 2 CUDA devices (cuda:0 to cuda:1)")):
         choose_device("cuda:2")
+    assert choose_device(None, local_rank=1) == torch.device("cuda", 1) and choose_device(None, cpu=True, local_rank=5).type == "cpu"
+    with pytest.raises(UserError, match=re.escape("this is process 2 of this machine (torchrun LOCAL_RANK), but it has 2 CUDA")):
+        choose_device(None, local_rank=2)  # torchrun --nproc_per_node 3 on a machine with 2 GPUs
 
 
 def test_keys_repeat_and_length_are_bounded() -> None:

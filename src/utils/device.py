@@ -14,7 +14,13 @@ def choose_device(requested: str | None = None, cpu: bool = False, local_rank: i
     is available and `cpu` is false (under torchrun, GPU `local_rank`), else the CPU."""
     if requested:
         return checked_device(requested)
-    return torch.device("cuda", local_rank) if torch.cuda.is_available() and not cpu else torch.device("cpu")
+    if not torch.cuda.is_available() or cpu:
+        return torch.device("cpu")
+    if local_rank >= torch.cuda.device_count():  # torchrun --nproc_per_node above the GPUs of this machine
+        raise UserError(f"this is process {local_rank} of this machine (torchrun LOCAL_RANK), but it has "
+                        f"{torch.cuda.device_count()} CUDA device(s); start at most that many processes per machine "
+                        "(torchrun --nproc_per_node), or train.cpu=true")
+    return torch.device("cuda", local_rank)
 
 
 def checked_device(requested: str) -> torch.device:
