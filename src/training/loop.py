@@ -206,7 +206,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
     if ranks.main:
         atomic_write_bytes(run_dir / "resolved_config.yaml", to_yaml(cfg).encode())
         outputs.logger = make_logger(cfg.experiment.wandb, run_dir, run_dir.name, {**to_dict(cfg), "dataset": s.dataset_info},
-                                     run_id=state.get("wandb_id") if state else None)
+                                     run_id=state.get("wandb_id") if state else None, say=s.console.say)
     logger = outputs.logger
     say(f"{to_yaml(cfg)}\nrun {run_dir}\ndata {s.dataset.root}: {s.dataset.game}, {s.dataset_info['train_rows']:,} train / "
         f"{s.dataset_info['val_rows']:,} val transitions")

@@ -26,7 +26,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 import wandb
@@ -103,7 +103,7 @@ class WandbLogger:
     """A W&B run (online or offline) whose files go under run_dir/wandb/. An online run that cannot start within
     cfg.init_timeout seconds continues offline, said in one line."""
 
-    def __init__(self, cfg: WandbConfig, run_dir: Path, info: RunInfo) -> None:
+    def __init__(self, cfg: WandbConfig, run_dir: Path, info: RunInfo, say: Callable[[str], None] = print) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         before = set((run_dir / "wandb").glob("run-*"))
         try:
@@ -120,7 +120,7 @@ class WandbLogger:
             line = (f"W&B: the online run did not start within {cfg.init_timeout:g} s ({first_line(e)[:160]}): logging "
                     f"offline in {sync_dir} instead (upload later: wandb sync {sync_dir})")
         self.run_id = self.run.id
-        print(line, flush=True)
+        say(line)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)
@@ -203,14 +203,16 @@ def check_wandb(cfg: WandbConfig, setting: str = "experiment.wandb.mode") -> Non
 
 
 def make_logger(cfg: WandbConfig, run_dir: Path, run_name: str, config: dict, run_id: str | None = None,
-                group: str | None = None, job_type: str = "train", setting: str = "experiment.wandb.mode") -> Logger:
+                group: str | None = None, job_type: str = "train", setting: str = "experiment.wandb.mode",
+                say: Callable[[str], None] = print) -> Logger:
     """The logger of the mode that resolve_mode picks: NullLogger when disabled, else a WandbLogger writing under
     run_dir/wandb/ (continuing W&B run `run_id` if given). A training run is the group of its own name (`group`
-    None), so that the evaluations of it, which name it as their group, show beside it."""
+    None), so that the evaluations of it, which name it as their group, show beside it. Its one line about W&B goes
+    to `say` (the run's console, which keeps it in the run's log too)."""
     mode, note = resolve_mode(cfg, setting)
     if note:
-        print(note, flush=True)
+        say(note)
     if mode == "disabled":
         return NullLogger()
     info = RunInfo(run_name, config, run_id, group or run_name, job_type)
-    return WandbLogger(WandbConfig(mode, cfg.project, cfg.entity, cfg.init_timeout), run_dir, info)
+    return WandbLogger(WandbConfig(mode, cfg.project, cfg.entity, cfg.init_timeout), run_dir, info, say)
