@@ -27,19 +27,9 @@ from src.dataset.manifest import (
     MAX_STEPS,
     Manifest,
     bytes_per_row,
-    package_versions,
+    emulator_change,
 )
-from src.dataset.shards import (
-    LOCK_FILE,
-    READERS_FILE,
-    SHARD_FILE,
-    TMP_PREFIX,
-    VERIFIED_FILE,
-    is_verification_file,
-    lock_readers,
-    promote_shard,
-    shard_path,
-)
+from src.dataset.shards import LOCK_FILE, READERS_FILE, SHARD_FILE, clear_unlisted, is_dataset_file, lock_readers, promote_shard
 from src.envs.atari import EnvSettings, available_cores, available_games, resolve_game
 from src.envs.policies import POLICIES
 from src.utils.errors import ArgumentParser, UserError, run_cli
@@ -115,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         held.enter_context(DirectoryLock(root))
         manifest = look_again(root, args, given, manifest)
         check_target(root, target, manifest)
-        clean(root, manifest)
+        clear_unlisted(root, manifest)
         manifest = manifest or new
         manifest.target_steps = target
         return generate(root, manifest, args["num_envs"])
@@ -198,10 +188,10 @@ def check_continuable(root: Path, manifest: Manifest) -> None:
     if manifest.policy == HUMAN:
         raise UserError(f"'{root}' is a game recorded by hand in src.play (policy {HUMAN}): a policy cannot continue it; "
                         "record more with src.play --record, or choose another --out_dir")
-    recorded, running = manifest.versions.get("ale-py"), package_versions("ale-py").get("ale-py")
-    if recorded is not None and recorded != running:
-        raise UserError(f"'{root}' was recorded with ale-py {recorded}, this is ale-py {running}: frames of two emulator "
-                        f"versions would mix; resume it with ale-py {recorded}, or record a new dataset")
+    change = emulator_change(manifest)
+    if change:
+        raise UserError(f"'{root}' was recorded with ale-py {change[0]}, this is ale-py {change[1]}: frames of two emulator "
+                        f"versions would mix; resume it with ale-py {change[0]}, or record a new dataset")
 
 
 def look_again(root: Path, args: dict, given: set[str], manifest: Manifest | None) -> Manifest | None:
@@ -211,16 +201,6 @@ def look_again(root: Path, args: dict, given: set[str], manifest: Manifest | Non
     if (again is None) != (manifest is None):
         raise UserError(f"another generation wrote to '{root}' meanwhile; run the command again")
     return again
-
-
-MANIFEST_TMP = re.compile(rf"\.{re.escape(Path(MANIFEST).stem)}\.\d+\.tmp{re.escape(Path(MANIFEST).suffix)}")  # io.replaced_atomically's
-
-
-def is_dataset_file(name: str) -> bool:
-    """A file a generation writes: the manifest, the locks, a shard, or a temporary file of either that a kill left;
-    or the verification record of the readers (.verified.json)."""
-    return name in (MANIFEST, LOCK_FILE, READERS_FILE) or bool(SHARD_FILE.fullmatch(name)) or name.startswith(TMP_PREFIX) or bool(
-        MANIFEST_TMP.fullmatch(name)) or is_verification_file(name)
 
 
 def check_disk(root: Path, needed: int) -> None:
@@ -267,19 +247,6 @@ class ReadersExcluded:
     def __exit__(self, *exc: object) -> None:
         if self.file is not None:
             self.file.close()
-
-
-def clean(root: Path, manifest: Manifest | None) -> None:
-    """Remove what `manifest` does not list (a killed run's temporary files and unlisted shards); with no
-    manifest, the whole old dataset."""
-    listed = set()
-    if manifest is not None:  # the verification record's entries stay true of the listed shards
-        listed = {shard_path(root, s["index"], field).name for s in manifest.shards for field in s["files"]} | {VERIFIED_FILE}
-    else:
-        (root / MANIFEST).unlink(missing_ok=True)  # first, so that no manifest ever names a deleted shard
-    for path in root.iterdir():
-        if path.name not in (MANIFEST, LOCK_FILE, READERS_FILE) and is_dataset_file(path.name) and path.name not in listed:
-            path.unlink()
 
 
 PART_EPISODES = 1 << 40  # episode ids of part K start at K << 40: far more episodes than any part records

@@ -190,6 +190,13 @@ class Manifest:
         )
 
 
+def emulator_change(manifest: Manifest) -> tuple[str, str] | None:
+    """(the ale-py version that recorded the dataset, the one installed) when they differ: frames of two emulator
+    versions must not mix in one dataset. None when they agree or the manifest names none."""
+    recorded, running = manifest.versions.get("ale-py"), package_versions("ale-py").get("ale-py")
+    return (recorded, running) if recorded is not None and recorded != running else None
+
+
 def short(value: object) -> str:
     """repr of a value from a manifest for a one-line message: escaped (no newline) and cut short."""
     try:

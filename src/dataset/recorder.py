@@ -11,31 +11,17 @@ game and settings is continued: a new session, episode ids after the recorded on
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import IO
 
-from src.dataset.manifest import MANIFEST, Manifest, package_versions
-from src.dataset.shards import (
-    LOCK_FILE,
-    READERS_FILE,
-    SHARD_FILE,
-    TMP_PREFIX,
-    VERIFIED_FILE,
-    ShardedDataset,
-    ShardWriter,
-    is_verification_file,
-    promote_shard,
-    shard_path,
-)
+from src.dataset.manifest import HUMAN, MANIFEST, Manifest, emulator_change
+from src.dataset.shards import LOCK_FILE, SHARD_FILE, ShardedDataset, ShardWriter, clear_unlisted, is_dataset_file, promote_shard
 from src.envs.atari import EnvSettings
 from src.envs.game import Transition
 from src.utils.errors import UserError
 from src.utils.io import hold_lock
 
 SHARD_ROWS = 256  # rows of a shard cut while recording goes on: at most this many (9 MB) wait in memory, or die in a kill
-MANIFEST_TMP = re.compile(r"\.manifest\.\d+\.tmp\.json")  # the name src.utils.io.replaced_atomically gives it
-POLICY = "human"  # the policy a play recording names in its manifest
 
 
 class Recorder:
@@ -65,8 +51,8 @@ class Recorder:
         manifest = recording_to_continue(self.root, self.settings)
         if manifest is not None and manifest.shards:
             ShardedDataset(self.root, verify="quick")  # the listed shards are there, whole (sizes and headers)
-        clear_leftovers(self.root, manifest)
-        self.manifest = manifest or Manifest.create(self.settings, seed, policy=POLICY, shard_size=SHARD_ROWS, target=0)
+        clear_unlisted(self.root, manifest)
+        self.manifest = manifest or Manifest.create(self.settings, seed, policy=HUMAN, shard_size=SHARD_ROWS, target=0)
         self.first_episode = max((e for s in self.manifest.shards for e in s["episodes"]), default=-1) + 1
         self.continued = manifest is not None
         self.session = self.manifest.add_session(num_envs=1)
@@ -116,12 +102,6 @@ class Recorder:
                 f"episodes in {len(self.manifest.shards)} shards, {len(self.manifest.sessions)} sessions)")
 
 
-def is_recording_file(name: str) -> bool:
-    """A file a recording (or a generation) writes: the manifest, the lock, a shard, or a temporary file of either."""
-    return name in (MANIFEST, LOCK_FILE, READERS_FILE) or bool(SHARD_FILE.fullmatch(name) or MANIFEST_TMP.fullmatch(name)) \
-        or name.startswith(TMP_PREFIX) or is_verification_file(name)
-
-
 def recording_to_continue(root: Path, settings: EnvSettings) -> Manifest | None:
     """The manifest of the play recording in `root` to continue, None to start one (no directory, or nothing but a
     lock and temporary files), or one line (UserError) when `root` holds anything else. Only reads."""
@@ -129,7 +109,7 @@ def recording_to_continue(root: Path, settings: EnvSettings) -> Manifest | None:
     if root.exists() and not root.is_dir():
         raise UserError(f"--record '{root}' is a file, not a directory; {new_dir}")
     names = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
-    foreign = [name for name in names if not is_recording_file(name)]
+    foreign = [name for name in names if not is_dataset_file(name)]
     if foreign:
         raise UserError(f"--record '{root}' is not empty; {new_dir} ('{foreign[0]}' is not a file of a dataset)")
     if MANIFEST not in names:
@@ -137,7 +117,7 @@ def recording_to_continue(root: Path, settings: EnvSettings) -> Manifest | None:
             raise UserError(f"--record '{root}' is not empty; {new_dir} (it holds shards but no {MANIFEST})")
         return None
     manifest = Manifest.read(root)
-    if manifest.policy != POLICY:
+    if manifest.policy != HUMAN:
         raise UserError(f"--record '{root}' is not empty; {new_dir} (it holds a dataset of policy '{manifest.policy}', "
                         "not a play recording to continue)")
     if manifest.env != settings:
@@ -145,17 +125,8 @@ def recording_to_continue(root: Path, settings: EnvSettings) -> Manifest | None:
         key = next(k for k in ours if ours[k] != theirs.get(k))
         raise UserError(f"--record '{root}' holds a play recording with {key} {theirs.get(key)}, the checkpoint's game "
                         f"has {ours[key]}; {new_dir}, or continue a recording of this checkpoint's game and settings")
-    recorded, running = manifest.versions.get("ale-py"), package_versions("ale-py").get("ale-py")
-    if recorded is not None and recorded != running:
-        raise UserError(f"--record '{root}' was recorded with ale-py {recorded}, this is ale-py {running}: frames of two "
+    change = emulator_change(manifest)
+    if change:
+        raise UserError(f"--record '{root}' was recorded with ale-py {change[0]}, this is ale-py {change[1]}: frames of two "
                         f"emulator versions would mix; {new_dir}")
     return manifest
-
-
-def clear_leftovers(root: Path, manifest: Manifest | None) -> None:
-    """Remove what a killed session left that `manifest` does not list: temporary shard and manifest files, and a
-    shard renamed into place but not yet listed (its rows are lost with the kill)."""
-    listed = {shard_path(root, s["index"], f).name for s in manifest.shards for f in s["files"]} | {VERIFIED_FILE} if manifest else set()
-    for path in root.iterdir():
-        if path.name not in (MANIFEST, LOCK_FILE, READERS_FILE) and is_recording_file(path.name) and path.name not in listed:
-            path.unlink()

@@ -24,7 +24,7 @@ import numpy as np
 import xxhash
 from tqdm import tqdm
 
-from src.dataset.manifest import DatasetError, Manifest, field_specs
+from src.dataset.manifest import MANIFEST, DatasetError, Manifest, field_specs
 from src.envs.game import Steps
 from src.utils.io import atomic_write_json, checksum_file
 
@@ -112,6 +112,30 @@ class ShardWriter:
             files[field] = {"bytes": f.tell(), "xxh3_128": self.hashes[field].hexdigest()}
             f.close()
         return {"rows": self.rows, "episodes": sorted(self.episodes), "dones": self.dones, "files": files}
+
+
+MANIFEST_TMP = re.compile(rf"\.{re.escape(Path(MANIFEST).stem)}\.\d+\.tmp{re.escape(Path(MANIFEST).suffix)}")  # io.replaced_atomically's
+
+
+def is_dataset_file(name: str) -> bool:
+    """A file that a generation or a recording writes: the manifest, the locks, a shard, a temporary file of either
+    that a kill left, or the readers' verification record (.verified.json)."""
+    return name in (MANIFEST, LOCK_FILE, READERS_FILE) or bool(SHARD_FILE.fullmatch(name) or MANIFEST_TMP.fullmatch(name)) \
+        or name.startswith(TMP_PREFIX) or is_verification_file(name)
+
+
+def clear_unlisted(root: Path, manifest: Manifest | None) -> None:
+    """Remove the dataset files of `root` that `manifest` does not list (a killed writer's temporary files and its
+    shards renamed into place but not yet listed); with no manifest, the whole old dataset. The locks stay, and the
+    verification record stays with a manifest (its entries remain true of the listed shards)."""
+    listed = set()
+    if manifest is not None:
+        listed = {shard_path(root, s["index"], field).name for s in manifest.shards for field in s["files"]} | {VERIFIED_FILE}
+    else:
+        (root / MANIFEST).unlink(missing_ok=True)  # first, so that no manifest ever names a deleted shard
+    for path in root.iterdir():
+        if path.name not in (MANIFEST, LOCK_FILE, READERS_FILE) and is_dataset_file(path.name) and path.name not in listed:
+            path.unlink()
 
 
 def create_new(path: Path) -> IO[bytes]:
