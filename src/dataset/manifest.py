@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from src.envs.atari import MAX_ACTIONS, EnvSettings, action_meanings
+from src.envs.atari import MAX_ACTIONS, EnvSettings, action_meanings, settings_problem
 from src.envs.policies import POLICIES
 from src.utils.errors import UserError
 from src.utils.io import atomic_write_json, human_bytes
@@ -40,7 +40,6 @@ MAX_EPISODE = 2**62 - 1  # episode ids are int64; part K starts at K << 40
 MAX_PART = 4096  # parts of a dataset recorded on several machines
 MAX_SEED = 2**63 - 1
 MAX_NUM_ENVS = 1024
-GAME_NAME = re.compile(r"[A-Za-z0-9]{1,64}")  # a canonical ALE name: it becomes part of paths (run folders)
 
 
 class DatasetError(UserError):
@@ -235,8 +234,6 @@ def bad(key: str, expected: str, value: object) -> str:
 
 KEYS = ("version", "game", "env_id", "env", "num_actions", "action_meanings", "seed", "part", "policy", "shard_size", "fields",
         "versions", "created", "target_steps", "sessions", "shards", "totals", "complete")  # Manifest.to_dict's
-ENV_TYPES = {"game": str, "frame_skip": int, "noop_max": int, "repeat_action_probability": float, "max_episode_steps": int,
-             "screen_size": int, "context_frames": int, "full_action_space": bool, "terminal_on_life_loss": bool}
 SESSION_KEYS = {"started": (True, is_str), "steps_before": (True, lambda v: is_int(v, 0, MAX_STEPS)),
                 "num_envs": (True, lambda v: is_int(v, 1, MAX_NUM_ENVS)), "seconds": (False, lambda v: is_number(v) and 0 <= v < 1e12),
                 "from": (False, is_str)}  # key: (required, check); "from" names the part of a merged dataset
@@ -266,26 +263,13 @@ def manifest_problem(manifest: dict) -> str | None:
 
 
 def env_problem(manifest: dict) -> str | None:
-    """`env`: exactly the settings of EnvSettings, each of its type and in EnvSettings.check's range."""
+    """`env`: exactly the settings of EnvSettings, each of its type and in EnvSettings.check's range, and its env id."""
     env = manifest["env"]
-    if not isinstance(env, dict):
-        return bad("env", "a mapping", env)
-    unknown = sorted(set(env) - set(ENV_TYPES) - {"env_id"}, key=str)
-    if unknown:
-        return f"env has a setting this version does not know ({short(unknown[0])})"
-    for key, kind in ENV_TYPES.items():
-        value = env.get(key)
-        ok = is_number(value) if kind is float else isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-        if not ok:
-            return bad(f"env.{key}", f"a {kind.__name__}", value)
-    if not GAME_NAME.fullmatch(env["game"]):
-        return bad("env.game", "an ALE game name (letters and digits, e.g. Pong)", env["game"])
+    problem = settings_problem(env, "env")
+    if problem:
+        return problem
     if env.get("env_id") != f"ALE/{env['game']}-v5":
         return bad("env.env_id", f"ALE/{env['game']}-v5", env.get("env_id"))
-    try:
-        EnvSettings.from_dict(env).check()
-    except UserError as e:
-        return f"env.{e}"
     return None
 
 

@@ -71,6 +71,37 @@ class EnvSettings:
             raise UserError(f"repeat_action_probability must be in [0, 1], got {self.repeat_action_probability}")
 
 
+GAME_NAME = re.compile(r"[A-Za-z0-9]{1,64}")  # a canonical ALE name: run folders and env ids are built from it
+SETTING_TYPES = {"game": str, "frame_skip": int, "noop_max": int, "repeat_action_probability": float, "max_episode_steps": int,
+                 "screen_size": int, "context_frames": int, "full_action_space": bool, "terminal_on_life_loss": bool}
+
+
+def settings_problem(d: object, prefix: str) -> str | None:
+    """What is wrong with EnvSettings as a dict read from a file (a manifest's `env`, a checkpoint's `env_settings`,
+    named `prefix` in the message), or None when EnvSettings.from_dict(d) is safe to build and use: exactly the known
+    settings (env_id aside), each of its JSON type (True is no int), the game a plain ALE name, and check()'s ranges."""
+    if not isinstance(d, dict):
+        return f"{prefix} must be a mapping, got {type(d).__name__}"
+    unknown = sorted(set(d) - set(SETTING_TYPES) - {"env_id"}, key=str)
+    if unknown:
+        return f"{prefix} has a setting this version does not know ({str(repr(unknown[0]))[:80]})"
+    for key, kind in SETTING_TYPES.items():
+        value = d.get(key)
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if not ok:
+            return f"{prefix}.{key} must be a {kind.__name__}, got {str(repr(value)).replace(chr(10), ' ')[:80]}"
+    if not GAME_NAME.fullmatch(d["game"]):
+        return f"{prefix}.game must be an ALE game name (letters and digits, e.g. Pong), got {d['game']!r:.80}"
+    try:
+        EnvSettings.from_dict(d).check()
+    except UserError as e:
+        return f"{prefix}.{e}"
+    return None
+
+
 def _register() -> None:
     import ale_py
 

@@ -23,7 +23,6 @@ What a checkpoint holds (`checkpoint_contents` writes exactly these keys):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from pathlib import Path
@@ -34,7 +33,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from src.envs.atari import EnvSettings
+from src.envs.atari import GAME_NAME, MAX_ACTIONS, EnvSettings, settings_problem
 from src.models.world_model import ModelConfig, build_model, check_model_config
 from src.utils.checkpoint import load_checkpoint
 from src.utils.errors import UserError
@@ -106,8 +105,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 MAX_STEP = 2**40  # optimizer steps; far beyond any run, far below what breaks arithmetic
-MAX_ACTIONS = 18  # ALE's full action set
-GAME = re.compile(r"[A-Za-z0-9]{1,64}")  # an ALE game name: run folders are named after it
 HEX32 = re.compile(r"[0-9a-f]{32}")
 WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # W&B resumes the run of this id, under a folder named after it
 
@@ -130,7 +127,7 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
         return f"{found} is not a plain value (an interpolation or a key that is not a string): a saved config holds only values"
     dataset = state["dataset"]
     meanings = dataset.get("action_meanings")
-    if not (isinstance(dataset.get("game"), str) and GAME.fullmatch(dataset["game"])):
+    if not (isinstance(dataset.get("game"), str) and GAME_NAME.fullmatch(dataset["game"])):
         return f"dataset.game must be an ALE game name, got {repr(dataset.get('game'))[:80]}"
     if not (isinstance(dataset.get("num_actions"), int) and 1 <= dataset["num_actions"] <= MAX_ACTIONS):
         return f"dataset.num_actions must be an integer in [1, {MAX_ACTIONS}], got {repr(dataset.get('num_actions'))[:80]}"
@@ -138,7 +135,7 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
         return f"dataset.action_meanings must be {dataset['num_actions']} action names, got {repr(meanings)[:80]}"
     problem = env_settings_problem(dataset["env_settings"])
     if problem:
-        return f"dataset.env_settings: {problem}"
+        return f"dataset.{problem}"
     hexes = lambda v: isinstance(v, list) and all(isinstance(x, str) and HEX32.fullmatch(x) for x in v)  # noqa: E731
     for key, ok, expected in (
         ("train_rows", lambda v: is_count(v), "a count"), ("val_rows", lambda v: is_count(v), "a count"),
@@ -190,28 +187,15 @@ def interpolation(value: object, key: str) -> str | None:
     return None
 
 
-SCREEN_SIZES, CONTEXT_FRAMES = (8, 1024), (1, 64)  # sizes a checkpoint's model may be built for
+MIN_SCREEN_SIZE = 8  # the smallest frame the models' down-sampling takes
 
 
 def env_settings_problem(settings: dict) -> str | None:
-    """What is wrong with a saved EnvSettings dict, or None."""
-    known = {f.name: f for f in dataclasses.fields(EnvSettings)}
-    unknown = sorted(set(settings) - set(known) - {"env_id"})
-    if unknown:
-        return f"unknown setting {unknown[0]!r}"
-    for name, f in known.items():
-        value = settings.get(name, f.default)
-        kind = {"int": int, "float": (int, float), "bool": bool, "str": str}[str(f.type)]
-        if value is dataclasses.MISSING or not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            return f"{name} must be of type {f.type}, got {repr(value)[:80]}"
-    for name, (low, high) in (("screen_size", SCREEN_SIZES), ("context_frames", CONTEXT_FRAMES)):
-        if not low <= settings.get(name, known[name].default) <= high:
-            return f"{name} must be in [{low}, {high}], got {settings[name]}"
-    try:
-        EnvSettings.from_dict(settings).check()
-    except UserError as e:
-        return str(e)
-    return None
+    """What is wrong with a saved EnvSettings dict (the envs' own checks, and a frame the models can be built for)."""
+    problem = settings_problem(settings, "env_settings")
+    if problem is None and settings["screen_size"] < MIN_SCREEN_SIZE:
+        problem = f"env_settings.screen_size must be >= {MIN_SCREEN_SIZE} for a model, got {settings['screen_size']}"
+    return problem
 
 
 def model_config(state: dict[str, Any]) -> ModelConfig:
