@@ -11,12 +11,10 @@ predicts `horizon` frames open loop, feeding its own predictions back with the t
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from src.envs.atari import EnvSettings, resolve_game
 from src.envs.game import Steps, play_episodes
 from src.models.checkpoint import find_checkpoint_file, model_config, model_from_checkpoint, read_checkpoint
 from src.models.rollout import FEEDBACK, Feedback, rollout
+from src.utils.console import Tee, teed_stdout
 from src.utils.device import choose_device
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.frames import frames_to_float
@@ -227,41 +226,6 @@ def training_run(checkpoint: Path, state: dict[str, Any]) -> str | None:
     if checkpoint.parent.name == "checkpoints" and (checkpoint.parent.parent / "resolved_config.yaml").is_file():
         return checkpoint.parent.parent.name
     return state.get("wandb_id")
-
-
-class Tee(io.TextIOBase):
-    """stdout that is also written to a log file: held in memory until the file can be opened (the output folder is
-    made after the checks), then appended to it line by line."""
-
-    def __init__(self, stream: io.TextIOBase) -> None:
-        self.stream, self.held, self.file = stream, io.StringIO(), None
-
-    def write(self, text: str) -> int:
-        self.stream.write(text)
-        (self.file or self.held).write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-        if self.file is not None:
-            self.file.flush()
-
-    def open(self, path: Path) -> None:
-        self.file = open(path, "a", encoding="utf-8")
-        self.file.write(self.held.getvalue())
-        self.file.flush()
-
-
-@contextlib.contextmanager
-def teed_stdout() -> Iterator[Tee]:
-    """Everything printed inside goes to the console and, once Tee.open is called, to that file too."""
-    tee = Tee(sys.stdout)
-    try:
-        with contextlib.redirect_stdout(tee):
-            yield tee
-    finally:
-        if tee.file is not None:
-            tee.file.close()
 
 
 def evaluate_checkpoint(checkpoint: str | Path, game: str | None = None, episodes: int = 4, starts_per_episode: int = 16,

@@ -79,14 +79,19 @@ def shard_digest(shard: dict) -> str:
     return hashlib.sha256(json.dumps({f: shard["files"][f]["xxh3_128"] for f in sorted(shard["files"])}).encode()).hexdigest()[:32]
 
 
-def data_identity(dataset: ShardedDataset, val_rows: np.ndarray) -> dict:
-    """What a checkpoint records to recognise its dataset and split on resume: a fingerprint of the env settings and
-    every shard's checksums, each shard's digest (a grown dataset keeps the old ones) and the validation episodes."""
+def fingerprint(dataset: ShardedDataset) -> dict:
+    """A dataset recognised from its manifest alone: a fingerprint of the env settings and every shard's checksums, and
+    each shard's digest (a grown dataset keeps the old ones, first)."""
     shards = [shard_digest(s) for s in dataset.shards]
     settings = dataset.manifest.env.to_dict()
-    fingerprint = hashlib.sha256(json.dumps({"env": settings, "shards": shards}, sort_keys=True).encode()).hexdigest()[:32]
-    val_episodes = np.unique(dataset.column("episode")[val_rows]).tolist()
-    return {"fingerprint": fingerprint, "shards": shards, "val_episodes": val_episodes}
+    return {"fingerprint": hashlib.sha256(json.dumps({"env": settings, "shards": shards}, sort_keys=True).encode()).hexdigest()[:32],
+            "shards": shards}
+
+
+def data_identity(dataset: ShardedDataset, val_rows: np.ndarray) -> dict:
+    """What a checkpoint records to recognise its dataset and split on resume: the fingerprint and the validation
+    episodes."""
+    return {**fingerprint(dataset), "val_episodes": np.unique(dataset.column("episode")[val_rows]).tolist()}
 
 
 def check_same_data(trained_on: dict, dataset: ShardedDataset, allow_grown: bool) -> None:
@@ -105,7 +110,7 @@ def check_same_data(trained_on: dict, dataset: ShardedDataset, allow_grown: bool
             raise ConfigError(f"train.resume: {dataset.root} holds {len(dataset):,} transitions, the checkpoint's dataset held "
                               f"{trained_on['train_rows'] + trained_on['val_rows']:,}; {where}")
         return
-    identity = data_identity(dataset, np.zeros(0, dtype=np.int64))
+    identity = fingerprint(dataset)
     old, new = trained_on["shards"], identity["shards"]
     if identity["fingerprint"] == trained_on["fingerprint"]:
         return

@@ -27,6 +27,7 @@ from src.training.resume import check_resumable, find_checkpoint
 from src.training.schedule import budget_used, lr_factor, pushforward_share, rollout_length
 from src.training.step import rollout_videos, train_step, validate
 from src.utils import distributed
+from src.utils.console import teed_stdout
 from src.utils.device import choose_device
 from src.utils.distributed import Ranks
 from src.utils.errors import UserError
@@ -57,7 +58,10 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
     check_wandb(cfg.experiment.wandb)
     console = Console(ranks.main)
     try:
-        return set_up_and_run(cfg, ranks, console, resumed)
+        if not ranks.main:
+            return set_up_and_run(cfg, ranks, console, resumed)
+        with teed_stdout() as console.tee:  # what rank 0 prints also goes to train.log
+            return set_up_and_run(cfg, ranks, console, resumed)
     finally:
         console.close()
 
@@ -116,14 +120,13 @@ def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | 
 
     if ranks.main:
         run_dir, resumed_at = run_folder(cfg, dataset.game, checkpoint, state)
-        if checkpoint is not None and resumed_at is None:
-            session.state = {**state, "wandb_id": None}  # a branch is a run of its own, in W&B too
+        if checkpoint is not None and resumed_at is None:  # a branch
+            console.say(f"{checkpoint.name} (step {step}) is older than {run_dir_of(checkpoint) / 'checkpoints' / 'last.pt'}: "
+                        f"continuing in a new run folder {run_dir} (parent.json names its parent, which is left as it is)")
+            session.state = {**state, "wandb_id": None}  # a run of its own, in W&B too
             if not (run_dir / "checkpoints" / "best.pt").exists():
                 best_mse = math.inf  # its best.pt is the first it validates
         outputs = RunOutputs(run_dir, resumed_at, best_mse)
-        if checkpoint is not None and resumed_at is None:
-            console.say(f"{checkpoint.name} (step {step}) is older than {run_dir_of(checkpoint) / 'checkpoints' / 'last.pt'}: "
-                        f"continuing in a new run folder {run_dir} (parent.json names its parent, which is left as it is)")
         console.open(run_dir)
         console.say(f"data {dataset.root} checked: {dataset.describe_verification()}")
         dataset.save_verification()  # every check passed: the next start skips hashing the files that did not change
@@ -215,9 +218,10 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
         say(f"{ranks.world} processes x train.batch_size {cfg.train.batch_size} = global batch {cfg.train.batch_size * ranks.world}")
     if state is not None:
         say(f"resuming {run_dir} from {Path(cfg.train.resume).name} at step {state['step']}")
-        if version_changes(state):
-            say(f"note: the checkpoint was computed with other versions ({', '.join(version_changes(state))}): the run "
-                "goes on, but not bit for bit as it would have under the old ones")
+        changes = version_changes(state)
+        if changes:
+            say(f"note: the checkpoint was computed with other versions ({', '.join(changes)}): the run goes on, but not bit "
+                "for bit as it would have under the old ones")
         set_rng_state(state["rng"])  # last: building the model and the loaders drew from the RNGs
 
     t = cfg.train

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
-import logging.handlers
 import math
 import shutil
 import sys
@@ -17,37 +15,30 @@ from tqdm import tqdm
 
 from src.config import Config, ConfigError
 from src.utils.checkpoint import save_checkpoint
+from src.utils.console import Tee
 from src.utils.images import save_png
 from src.utils.io import atomic_write_bytes, atomic_write_json, check_free_space, create_timestamped_dir, hold_lock, replaced_atomically
 from src.utils.logging import NullLogger
 
 
 class Console:
-    """What a run says (rank 0 only): printed above the progress bar (drawn only on a terminal), and written with the
-    time to train.log in the run folder once it exists (what was said before goes in first)."""
+    """What a run says (rank 0 only): printed above the progress bar (drawn only on a terminal), and kept in
+    train.log in the run folder once it exists (what was said before goes in first: src.utils.console's Tee)."""
 
     def __init__(self, main: bool = True) -> None:
         self.main, self.bar = main, None
-        self.log = logging.getLogger(f"{__name__}.{id(self)}")  # one logger per run: runs in one process stay apart
-        self.log.propagate, self.log.level = False, logging.INFO
-        self.early = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
-        self.log.addHandler(self.early)
+        self.tee: Tee | None = None  # stdout teed into train.log (run_teed)
 
     def say(self, message: str, stderr: bool = False) -> None:
         if self.main:
             stream = sys.stderr if stderr else sys.stdout
             tqdm.write(message, file=stream)
             stream.flush()
-            self.log.info(message)
 
     def open(self, run_dir: Path) -> None:
-        """Start run_dir/train.log (appended to by a resumed run) with what was said so far."""
-        file = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
-        file.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        self.early.setTarget(file)
-        self.early.close()  # flushes into the file
-        self.log.removeHandler(self.early)
-        self.log.addHandler(file)
+        """Start run_dir/train.log (appended to by a resumed run) with what was printed so far."""
+        if self.tee is not None:
+            self.tee.open(run_dir / "train.log")
 
     def progress(self, total: int, done: int) -> tqdm:
         """The steps' progress bar, on stderr; none when stderr is not a terminal (logs, CI) or off rank 0."""
@@ -57,9 +48,6 @@ class Console:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        for handler in list(self.log.handlers):
-            handler.close()
-            self.log.removeHandler(handler)
 
 
 def create_run_dir(cfg: Config, game: str) -> Path:
