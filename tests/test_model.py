@@ -140,7 +140,8 @@ def test_zero_init_head_still_learns(name: str) -> None:
             assert zero_init & with_grad, "no gradient to the zero-initialised output layer at the first step"
         optimizer.step()
     tables = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Embedding)}
-    assert set(dict(model.named_parameters())) - tables - with_grad == set(), "layers without gradient at the third step"
+    frame_layers = {n for n in dict(model.named_parameters()) if not n.startswith("events.")}  # the event head: its own loss
+    assert frame_layers - tables - with_grad == set(), "layers without gradient at the third step"
 
 
 def test_overfits_one_batch(overfit: Overfit) -> None:

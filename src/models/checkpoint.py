@@ -201,9 +201,10 @@ def env_settings_problem(settings: dict) -> str | None:
 def model_config(state: dict[str, Any]) -> ModelConfig:
     """The checkpoint's `model` section, typed and checked like config.yaml's, this version's defaults for what it
     does not name. A checkpoint saved before palette feedback existed names no feedback or uint8, and has no palette:
-    it feeds back uint8."""
+    it feeds back uint8; one saved before the event head predicts frames only."""
     saved = dict(state["config"]["model"])
     saved.setdefault("feedback", "uint8")
+    saved.setdefault("events", False)  # saved before the event head: frames only
     try:
         model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.create(saved)))
         check_model_config(model)

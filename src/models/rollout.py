@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from src.models.events import has_events, predicted_events
+
 FEEDBACK = ("palette", "uint8", "float")  # how a prediction re-enters the context (model.feedback)
 DEFAULT_FEEDBACK = "palette"  # measured against uint8 and float: docs/evaluation.md
 
@@ -86,3 +88,29 @@ def corrupt(context: Tensor, max_level: float) -> tuple[Tensor, Tensor]:
 def rollout(model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedback = Feedback("uint8")) -> Tensor:
     """`unroll` without gradients; the K predicted frames (B, K, H, W) as they were fed back (what is scored)."""
     return feedback(unroll(model, context, actions, feedback))
+
+
+@dataclass
+class Imagined:
+    """K imagined steps: the frames as fed back, and what the event head made of each step (None without one)."""
+
+    frames: Tensor  # (B, K, H, W) float in [0, 1]
+    rewards: Tensor | None  # (B, K) float: the predicted reward sign, -1, 0 or +1
+    end_probs: Tensor | None  # (B, K) float: the probability that the episode ends at that step
+
+
+@torch.inference_mode()
+def imagine(model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedback = Feedback("uint8")) -> Imagined:
+    """`rollout` that also asks the model's event head (model.events, if it has one) about every step: from the
+    context before the step, the step's fed-back frame and its action. context: (B, T, H, W); actions: (B, K)."""
+    frames, predicted, rewards, ends = context, [], [], []
+    for k in range(actions.shape[1]):
+        next_frame = feedback(model(frames, actions[:, k]))  # (B, 1, H, W)
+        if has_events(model):
+            reward, end = predicted_events(*model.events(frames, next_frame, actions[:, k]))
+            rewards.append(reward)
+            ends.append(end)
+        predicted.append(next_frame)
+        frames = torch.cat([frames[:, 1:], next_frame], dim=1)
+    stack = lambda xs: torch.stack(xs, dim=1) if xs else None  # noqa: E731
+    return Imagined(torch.cat(predicted, dim=1), stack(rewards), stack(ends))

@@ -2,6 +2,7 @@
 
     model = build_model(cfg.model, num_actions=6)
     next_frame = model(frames, actions)   # (B, 4, 84, 84), (B,) -> (B, 1, 84, 84)
+    reward_logits, end_logits = model.events(frames, next_frame, actions)   # (B, 3), (B,): src/models/events.py
 
 Every variant has the same constructor (cfg, num_actions, context_frames, frame_size) and the same forward, and
 predicts the next frame as the last input frame plus a residual whose last layer starts at zero, so that an
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.models.blocks import Downsample, ResBlock, ResStack, SelfAttention, Upsample, group_count
+from src.models.events import EventHead
 from src.models.rollout import DEFAULT_FEEDBACK, FEEDBACK, nearest_level
 from src.utils.errors import ConfigError
 
@@ -46,6 +48,8 @@ class ModelConfig:
     # classification over the palette's levels; the prediction is the most likely level, as SimPLe's 256-way softmax)
     context_noise: float = 0.0  # U-Nets: in training, Gaussian noise of a level drawn in [0, this] on the context
     # frames, the level given to the model beside the action (0: off; at test time the level is 0)
+    events: bool = True  # also predict each step's reward sign and whether the episode ends (model.events, a small
+    # network of its own beside every variant: src/models/events.py); false: frames only, as checkpoints from before it
 
 PATCH = 2  # space-to-depth factor: 84x84 frames become 42x42 maps of 2x2-pixel patches, losslessly
 
@@ -375,6 +379,9 @@ def check_model_name(name: str) -> None:
 
 
 def build_model(cfg: ModelConfig, num_actions: int, context_frames: int = 4, frame_size: int = 84) -> nn.Module:
-    """The model named by `cfg.name`; an unknown name raises ConfigError with a did-you-mean."""
+    """The model named by `cfg.name`, with its event head as `model.events` (None when cfg.events is false); an
+    unknown name raises ConfigError with a did-you-mean."""
     check_model_name(cfg.name)
-    return MODELS[cfg.name](cfg, num_actions, context_frames, frame_size)
+    model = MODELS[cfg.name](cfg, num_actions, context_frames, frame_size)
+    model.events = EventHead(num_actions, context_frames, frame_size) if cfg.events else None
+    return model
