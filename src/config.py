@@ -65,6 +65,9 @@ class TrainConfig:
     # without gradients (the pushforward trick); 0 = off
     pushforward_steps: int = 1  # predictions made (and fed back) without gradients before the trained step
     pushforward_start: float = 0.5  # budget fraction where the share starts to ramp up from 0 (to `pushforward` at the end)
+    reward_loss_weight: float = 1.0  # the event head's reward-sign cross-entropy, beside the frame loss (model.events)
+    end_loss_weight: float = 1.0  # ... and its end-of-episode binary cross-entropy
+    event_balance: float = 0.5  # rare rewards and ends weigh (common rate / their rate) ** this: 0 plain, 1 balanced
     warmup_steps: int = 100  # linear warm-up, then cosine decay to min_lr_ratio * lr at max_steps
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
@@ -130,6 +133,9 @@ class Config:
             (0 <= t.pushforward <= 1, "train.pushforward", f"must be in [0, 1], got {t.pushforward}"),
             (t.pushforward_steps >= 1, "train.pushforward_steps", f"must be >= 1, got {t.pushforward_steps}"),
             (0 <= t.pushforward_start < 1, "train.pushforward_start", f"must be in [0, 1), got {t.pushforward_start}"),
+            (0 <= t.reward_loss_weight <= 1000, "train.reward_loss_weight", f"must be in [0, 1000], got {t.reward_loss_weight}"),
+            (0 <= t.end_loss_weight <= 1000, "train.end_loss_weight", f"must be in [0, 1000], got {t.end_loss_weight}"),
+            (0 <= t.event_balance <= 1, "train.event_balance", f"must be in [0, 1], got {t.event_balance}"),
             (t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}"),
             (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}"),
             (t.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {t.grad_clip}"),

@@ -22,23 +22,32 @@ class Batch:
     frames: Tensor  # (B, T, H, W): the context, uint8 from the loader, float in [0, 1] after .to()
     actions: Tensor  # (B, K) int64
     targets: Tensor  # (B, K, H, W): the frame after each action, same dtype as frames
+    rewards: Tensor | None = None  # (B, K) float32: the reward of each step
+    dones: Tensor | None = None  # (B, K) bool: whether the episode ends at each step
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """Move to `device` and normalise: uint8 crosses to the GPU, 4x smaller than float."""
-        move = lambda x: x.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(frames_to_float(move(self.frames)), move(self.actions), frames_to_float(move(self.targets)))
+        move = lambda x: x if x is None else x.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(frames_to_float(move(self.frames)), move(self.actions), frames_to_float(move(self.targets)),
+                     move(self.rewards), move(self.dones))
 
     def pin_memory(self) -> Batch:
         """Page-locked copies, which the DataLoader's pin_memory=True calls: then .to(cuda, non_blocking=True) overlaps."""
-        return Batch(self.frames.pin_memory(), self.actions.pin_memory(), self.targets.pin_memory())
+        pin = lambda x: x if x is None else x.pin_memory()  # noqa: E731
+        return Batch(*(pin(x) for x in (self.frames, self.actions, self.targets, self.rewards, self.dones)))
+
+    def steps_from(self, n: int) -> Batch:
+        """The per-step fields from step n on (the context left as it is)."""
+        cut = lambda x: x if x is None else x[:, n:]  # noqa: E731
+        return Batch(self.frames, self.actions[:, n:], self.targets[:, n:], cut(self.rewards), cut(self.dones))
 
     def __len__(self) -> int:
         return len(self.actions)
 
 
-def collate(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Batch:
-    frames, actions, targets = (torch.from_numpy(np.stack(x)) for x in zip(*samples))
-    return Batch(frames, actions, targets)
+def collate(samples: list[tuple[np.ndarray, ...]]) -> Batch:
+    """WindowDataset's samples -> one Batch."""
+    return Batch(*(torch.from_numpy(np.stack(x)) for x in zip(*samples)))
 
 
 def split_episodes(episodes: np.ndarray, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,8 +76,10 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.starts)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(context (T, H, W) uint8, actions (k,) int64, targets (k, H, W) uint8), copied out of the memory maps."""
+    def __getitem__(self, i: int) -> tuple[np.ndarray, ...]:
+        """(context (T, H, W) uint8, actions (k,) int64, targets (k, H, W) uint8, rewards (k,) float32, dones (k,)
+        bool), copied out of the memory maps."""
         pos, row = self.data.locate(int(self.starts[i]))
         array, window = self.data.array, slice(row, row + self.k)
-        return np.array(array(pos, "obs")[row]), np.array(array(pos, "action")[window]), np.array(array(pos, "next_obs")[window, 0])
+        return (np.array(array(pos, "obs")[row]), np.array(array(pos, "action")[window]), np.array(array(pos, "next_obs")[window, 0]),
+                np.array(array(pos, "reward")[window], dtype=np.float32), np.array(array(pos, "done")[window], dtype=bool))

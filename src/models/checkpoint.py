@@ -151,8 +151,8 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
     if not number(state.get("best_mse", 0.0)) and state.get("best_mse") != math.inf:
         return f"best_mse must be a number, got {repr(state.get('best_mse'))[:80]}"
     val = state.get("val", {})
-    if not (isinstance(val, dict) and all(isinstance(k, str) and (number(v) or v in (math.inf, -math.inf)) for k, v in val.items())):
-        return "val must map metric names to numbers"
+    if not (isinstance(val, dict) and all(isinstance(k, str) and (number(v) or (isinstance(v, float) and not math.isfinite(v))) for k, v in val.items())):
+        return "val must map metric names to numbers"  # NaN is one: an event rate with nothing to count
     wandb_id = state.get("wandb_id")
     if not (wandb_id is None or (isinstance(wandb_id, str) and WANDB_ID.fullmatch(wandb_id))):
         return f"wandb_id must be null or a W&B run id (letters, digits, _ and -), got {repr(wandb_id)[:80]}"

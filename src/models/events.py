@@ -14,6 +14,7 @@ layer starts at the data's rates (`prior`) and the losses weight the rare classe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,3 +111,40 @@ def predicted_events(reward_logits: Tensor, end_logits: Tensor) -> tuple[Tensor,
 def has_events(model: nn.Module) -> bool:
     """Whether the model has an event head (model.events); checkpoints from before it predict frames only."""
     return getattr(model, "events", None) is not None
+
+
+@dataclass
+class EventCounts:
+    """Predicted against real events, tallied over steps, and the rates they give (validation and evaluation)."""
+
+    reward_steps: float = 0  # steps with a non-zero real reward
+    reward_right: float = 0  # ... whose sign was predicted
+    quiet_steps: float = 0  # steps without a reward
+    false_rewards: float = 0  # ... where one was predicted
+    real_ends: float = 0  # steps where the episode ends
+    predicted_ends: float = 0  # steps where the head says it ends
+    true_ends: float = 0  # both
+
+    def add(self, rewards: Tensor, ends: Tensor, real_rewards: Tensor, real_ends: Tensor) -> None:
+        """rewards: predicted signs; ends: predicted ends (bool); real_rewards: raw; real_ends: bool; all one shape."""
+        real_signs, real_ends, ends = torch.sign(real_rewards.float()), real_ends.bool(), ends.bool()
+        scored = real_signs != 0
+        self.reward_steps += int(scored.sum())
+        self.reward_right += int((scored & (rewards.float() == real_signs)).sum())
+        self.quiet_steps += int((~scored).sum())
+        self.false_rewards += int((~scored & (rewards != 0)).sum())
+        self.real_ends += int(real_ends.sum())
+        self.predicted_ends += int(ends.sum())
+        self.true_ends += int((ends & real_ends).sum())
+
+    def as_tuple(self) -> tuple[float, ...]:
+        return (self.reward_steps, self.reward_right, self.quiet_steps, self.false_rewards, self.real_ends,
+                self.predicted_ends, self.true_ends)
+
+    def rates(self) -> dict[str, float]:
+        """reward_sign_accuracy (on the steps with a real reward), false_reward_rate (on those without), end_precision
+        and end_recall; NaN where there was nothing to count."""
+        rate = lambda a, b: a / b if b else math.nan  # noqa: E731
+        return {"reward_sign_accuracy": rate(self.reward_right, self.reward_steps),
+                "false_reward_rate": rate(self.false_rewards, self.quiet_steps),
+                "end_precision": rate(self.true_ends, self.predicted_ends), "end_recall": rate(self.true_ends, self.real_ends)}

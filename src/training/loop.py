@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.config import Config, ConfigError, to_dict, to_yaml
+from src.config import Config, ConfigError, TrainConfig, to_dict, to_yaml
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import checkpoint_contents, load_weights, read_checkpoint, version_changes
+from src.models.events import REWARD_SIGNS, EventWeights, has_events
 from src.models.rollout import Feedback
 from src.models.world_model import build_model
 from src.training.data import data_identity, fixed_val_batches, frame_palette, open_data, rollout_starts, starts_within, train_batches
@@ -25,7 +26,7 @@ from src.training.fast_path import FastPath, make_optimizer, prepare_model
 from src.training.outputs import Console, QuietOutputs, RunOutputs, branch_run_dir, check_run_space, create_run_dir
 from src.training.resume import check_resumable, find_checkpoint
 from src.training.schedule import budget_used, lr_factor, pushforward_share, rollout_length
-from src.training.step import rollout_videos, train_step, validate
+from src.training.step import EventLoss, rollout_videos, train_step, validate
 from src.utils import distributed
 from src.utils.console import teed_stdout
 from src.utils.device import choose_device
@@ -99,6 +100,7 @@ def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | 
         raise ConfigError(f"train.rollout_steps: only {len(starts)} training windows of {longest} steps (the longest unroll, "
                           "plus train.pushforward_steps when pushforward is on), fewer than "
                           f"train.batch_size {cfg.train.batch_size}; shorten the unroll or record longer episodes")
+    events = event_loss_for(model, dataset, train_rows, cfg.train)
     step, best_mse = 0, math.inf
     if state is not None:
         load_weights(model, state)
@@ -116,7 +118,7 @@ def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | 
                       batches=train_batches(dataset, starts, longest, cfg, step, fast.pin_memory, ranks),
                       val_batches=fixed_val_batches(dataset, val_rows, cfg, ranks),
                       video_starts=rollout_starts(dataset, val_rows, cfg) if videos else np.zeros(0, dtype=np.int64),
-                      state=state, ranks=ranks, console=console)
+                      state=state, ranks=ranks, console=console, events=events)
 
     if ranks.main:
         run_dir, resumed_at = run_folder(cfg, dataset.game, checkpoint, state)
@@ -179,6 +181,27 @@ def run_folder(cfg: Config, game: str, checkpoint: Path | None, state: dict | No
     return branch_run_dir(cfg, game, parent, checkpoint, state, newest), None
 
 
+def event_summary(val: dict[str, float]) -> str:
+    """The validation's event rates for its console line ('' for a model without the event head)."""
+    if "val/reward_sign_accuracy" not in val:
+        return ""
+    return (f"; reward sign right {val['val/reward_sign_accuracy']:.2f}, false rewards {val['val/false_reward_rate']:.3f}, "
+            f"ends found {val['val/end_recall']:.2f}")
+
+
+def event_loss_for(model: nn.Module, dataset: ShardedDataset, train_rows: np.ndarray, t: TrainConfig) -> EventLoss | None:
+    """The event head's loss, its class weights from the training rows' rewards and ends; a fresh head starts at their
+    rates (a resumed one's weights are loaded over it). None for a model without the head (model.events=false)."""
+    if not has_events(model):
+        return None
+    signs = np.sign(dataset.column("reward")[train_rows]).astype(np.int64) + 1
+    reward_counts = np.bincount(signs, minlength=len(REWARD_SIGNS))
+    ends = int(dataset.column("done")[train_rows].sum())
+    model.events.prior(reward_counts / max(len(train_rows), 1), ends / max(len(train_rows), 1))
+    weights = EventWeights.from_counts(reward_counts, ends, len(train_rows), t.event_balance)
+    return EventLoss(model.events, weights, t.reward_loss_weight, t.end_loss_weight)
+
+
 @dataclass
 class Session:
     """What the training loop works with, as train() set it up."""
@@ -196,6 +219,7 @@ class Session:
     state: dict | None  # the checkpoint resumed from
     ranks: Ranks = Ranks()
     console: Console = field(default_factory=Console)  # prints on rank 0, and into train.log
+    events: EventLoss | None = None  # the event head's loss, for a model with one
 
     def say(self, message: str) -> None:
         self.console.say(message)
@@ -243,7 +267,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                 group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
             batch = next(s.batches).to(device, non_blocking=True)
             tensors, predicted, batch = train_step(s.forward, optimizer, batch, k, t, s.fast, feedback, cfg.model.context_noise, share,
-                                            output_palette)
+                                            output_palette, s.events)
             logging = (step + 1) % t.log_every == 0 or (step + 1) % t.val_every_steps == 0 or step + 1 == t.max_steps
             # Reading a value waits for the GPU, so there the check runs when the metrics are read anyway: a NaN
             # can spoil the weights for a few steps, but no checkpoint is written from them (validation checks too).
@@ -286,7 +310,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                 validations += 1
                 outputs.log_validation(step, last_val, elapsed)
                 say(f"validation at step {step}: mse {last_val['val/mse']:.3g}, copy-last {last_val['val/copy_last_mse']:.3g}, "
-                    f"ratio {last_val['val/ratio_to_copy']:.3f}")
+                    f"ratio {last_val['val/ratio_to_copy']:.3f}{event_summary(last_val)}")
                 if len(s.video_starts) and (validations % t.val_rollout_every == 0 or last_step):
                     outputs.log_videos(step, rollout_videos(model, s.dataset, s.video_starts, t.val_rollout_horizon, device,
                                                         run_dir / "videos" / f"rollout_step_{step:06d}", feedback))

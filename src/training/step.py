@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 from src.config import Config, TrainConfig
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
+from src.models.events import EventCounts, EventWeights, event_loss, has_events, predicted_events
 from src.models.rollout import Feedback, corrupt, nearest_level, rollout, unroll
 from src.training.fast_path import FastPath
 from src.utils import distributed
@@ -32,7 +34,7 @@ def pushed_forward(model: nn.Module, batch: Batch, n: int, share: float, feedbac
         with torch.no_grad():
             imagined = feedback(unroll(model, batch.frames[chosen], batch.actions[chosen, :n], feedback))  # (C, n, H, W)
         frames = frames.index_copy(0, chosen, torch.cat([batch.frames[chosen], imagined], dim=1)[:, -frames.shape[1]:])
-    return Batch(frames, batch.actions[:, n:], batch.targets[:, n:])
+    return replace(batch.steps_from(n), frames=frames)
 
 
 def palette_loss(scores: Tensor, targets: Tensor, palette: tuple[int, ...]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -43,8 +45,43 @@ def palette_loss(scores: Tensor, targets: Tensor, palette: tuple[int, ...]) -> t
     return loss, {"loss": loss.detach()}
 
 
+@dataclass(frozen=True)
+class EventLoss:
+    """How training scores the event head (model.events) beside the frames: the rare classes' weights, from the
+    training data's counts, and each loss's weight in the total (train.reward_loss_weight, train.end_loss_weight)."""
+
+    head: nn.Module
+    weights: EventWeights
+    reward_weight: float = 1.0
+    end_weight: float = 1.0
+
+    def __call__(self, batch: Batch, predicted: Tensor, feedback: Feedback) -> tuple[Tensor, dict[str, Tensor]]:
+        """The head asked about every step of the unroll as imagination asks it: the clean context before the step,
+        the step's prediction as fed back (no gradient into the frame model) and its action. batch: clean frames,
+        with rewards and dones; predicted: (B, k, H, W) raw. Returns (the weighted loss, its parts as metrics)."""
+        k, t = predicted.shape[1], batch.frames.shape[1]
+        fed = feedback(predicted.detach().float())  # (B, k, H, W)
+        frames = torch.cat([batch.frames.float(), fed], dim=1)  # (B, T + k, H, W)
+        contexts = torch.stack([frames[:, i : i + t] for i in range(k)], dim=1).flatten(0, 1)  # (B * k, T, H, W)
+        reward_logits, end_logits = self.head(contexts, fed.flatten(0, 1).unsqueeze(1), batch.actions[:, :k].flatten())
+        reward, end = event_loss(reward_logits, end_logits, batch.rewards[:, :k].flatten(), batch.dones[:, :k].flatten(), self.weights)
+        return self.reward_weight * reward + self.end_weight * end, {"reward_loss": reward.detach(), "end_loss": end.detach()}
+
+
 def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: Feedback = Feedback("uint8"),
-                  context_noise: float = 0.0, output_palette: tuple[int, ...] | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
+                  context_noise: float = 0.0, output_palette: tuple[int, ...] | None = None,
+                  events: EventLoss | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
+    """With `events`, the event head's loss on the same steps is added (EventLoss); metrics["loss"] stays the frames'."""
+    loss, metrics, predicted = frames_loss(model, batch, k, t, feedback, context_noise, output_palette)
+    if events is not None:
+        event_total, event_metrics = events(batch, predicted, feedback)
+        loss = loss + event_total
+        metrics = {**metrics, **event_metrics}
+    return loss, metrics, predicted
+
+
+def frames_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: Feedback = Feedback("uint8"),
+                context_noise: float = 0.0, output_palette: tuple[int, ...] | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
     """The loss of k predictions in a row, each made from the model's own previous ones (Oh et al. 2015), with
     gradients through the whole unroll; k=1 is plain one-step training. With context_noise > 0 the context is first
     corrupted (rollout.corrupt) and its level told to the model: training only, validation and rollouts see clean
@@ -66,7 +103,8 @@ def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedba
 
 def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, k: int, t: TrainConfig,
                fast: FastPath, feedback: Feedback = Feedback("uint8"), context_noise: float = 0.0,
-               pushforward: float = 0.0, output_palette: tuple[int, ...] | None = None) -> tuple[dict[str, Tensor], Tensor, Batch]:
+               pushforward: float = 0.0, output_palette: tuple[int, ...] | None = None,
+               events: EventLoss | None = None) -> tuple[dict[str, Tensor], Tensor, Batch]:
     """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped; with
     pushforward > 0, that share of the samples first moved on t.pushforward_steps steps by the model itself
     (`pushed_forward`). Returns (metrics as 0-d tensors, predictions, the batch they predict: moved on by
@@ -75,8 +113,8 @@ def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batc
         if pushforward > 0:
             batch = pushed_forward(forward, batch, t.pushforward_steps, pushforward, feedback)
         if fast.channels_last:
-            batch = Batch(batch.frames.contiguous(memory_format=torch.channels_last), batch.actions, batch.targets)
-        loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback, context_noise, output_palette)
+            batch = replace(batch, frames=batch.frames.contiguous(memory_format=torch.channels_last))
+        loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback, context_noise, output_palette, events)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     metrics["grad_norm"] = nn.utils.clip_grad_norm_(forward.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
@@ -89,7 +127,9 @@ def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.
     the processes' shares under torchrun)."""
     model.eval()
     totals = {"loss": 0.0, "mse": 0.0, "copy_last_mse": 0.0}
+    counts = EventCounts()
     count = 0
+    feedback = Feedback.of(cfg.model)
     for batch in batches:
         b = batch.to(device)
         prediction = model(b.frames, b.actions[:, 0])
@@ -97,11 +137,17 @@ def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.
         totals["loss"] += loss.item() * len(b)
         totals["mse"] += mse_per_sample(prediction, b.targets).sum().item()
         totals["copy_last_mse"] += mse_per_sample(b.frames[:, -1:], b.targets).sum().item()
+        if has_events(model):
+            rewards, end_probs = predicted_events(*model.events(b.frames, feedback(prediction), b.actions[:, 0]))
+            counts.add(rewards, end_probs > 0.5, b.rewards[:, 0], b.dones[:, 0])
         count += len(b)
     model.train()
     *sums, count = distributed.total([*totals.values(), count], ranks)
     metrics = {f"val/{k}": v / count for k, v in zip(totals, sums)}
     metrics["val/ratio_to_copy"] = metrics["val/mse"] / max(metrics["val/copy_last_mse"], 1e-12)
+    if has_events(model):
+        counts = EventCounts(*distributed.total(list(counts.as_tuple()), ranks))
+        metrics |= {f"val/{k}": v for k, v in counts.rates().items()}
     return metrics
 
 
