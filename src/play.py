@@ -9,6 +9,9 @@ space (FIRE), combined as the game's action meanings name them (UPRIGHTFIRE...).
 game runs beside the dream with the same actions: Tab shows both (real | dream), and R records the real game's
 steps into a dataset of src.dataset.generate_dataset's format (--record DIR), to be trained on.
 Keys: arrows/space act, N new start, P pause, Tab real | dream, R record on/off, Esc quits.
+The band under the picture shows the dream's score (the sum of its event head's predicted reward signs since the
+start) and the real game's; when the event head says the episode ends (or the real game's ends), both start anew
+as N does, "dream over: score X" showing for a moment (docs/play.md).
 
 --record DIR writes as it goes (a shard every 256 rows and at the end of every stretch), holds a lock on DIR, and
 continues the recording already in DIR (a play recording of the same game and settings: a new session, episode ids

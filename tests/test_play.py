@@ -26,7 +26,8 @@ from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings
 from src.envs.game import Transition
 from src.models.checkpoint import model_from_checkpoint, read_checkpoint
-from src.playing.dream import Dream
+from src.models.world_model import ModelConfig, build_model
+from src.playing.dream import WARMUP_STEPS, Dream
 from src.playing.keys import MAX_STEPS, action_for, parse_keys
 from src.playing.window import INTERRUPTS, run_headless, run_window
 from src.utils.checkpoint import save_checkpoint
@@ -149,6 +150,95 @@ def test_window_opens_and_renders_under_the_dummy_driver(lively_checkpoint: Path
     assert ShardedDataset(tmp_path / "rec").column("action").tolist() == [2] * 12  # RIGHT was held throughout
     assert not pygame.display.get_init()  # the window closed
 
+
+
+# ---------------------------------------------------------------------------------------------- scores and episode ends
+
+
+def scoring_dream(checkpoint: Path, reward_sign: int, end_logit: float, **kwargs) -> Dream:
+    """A Dream of the checkpoint whose event head always says `reward_sign` and, through `end_logit`, ends or not: its
+    last layer's weights zero, its biases (reward logits in the order -1, 0, +1, then the end logit) set."""
+    state = read_checkpoint(checkpoint)
+    model = model_from_checkpoint(state).eval()
+    with torch.no_grad():
+        model.events.out.weight.zero_()
+        model.events.out.bias.copy_(torch.tensor([-20.0, -20.0, -20.0, end_logit]))
+        model.events.out.bias[reward_sign + 1] = 20.0
+    return Dream(model, state["dataset"], torch.device("cpu"), 0, **kwargs)
+
+
+def real_rewards(dream: Dream, every: int) -> list[float]:
+    """Make the real game pay 1 every `every`-th step (Pong pays rarely in a few steps); the rewards it paid, kept."""
+    paid, step = [], dream.game.step
+
+    def paying(action: int) -> Transition:
+        real = step(action)
+        real.reward = float((len(paid) + 1) % every == 0)
+        paid.append(real.reward)
+        return real
+
+    dream.game.step = paying
+    return paid
+
+
+def test_the_dreams_score_follows_its_reward_head(lively_checkpoint: Path) -> None:
+    dream = scoring_dream(lively_checkpoint, reward_sign=1, end_logit=-20.0)
+    paid = real_rewards(dream, every=3)
+    frames: list[np.ndarray] = []
+    run_headless(dream, [2] * 7, scale=2, both=True, show=frames.append)
+    assert dream.score == 7 and dream.reward == 1 and dream.real_score == sum(paid) == 2 and dream.starts == 1
+    assert dream.end_probability < 1e-8 and dream.score_text() == "dream score 7 (+1)   real score 2"
+    assert len(frames) == 7 and frames[0].shape == frames[-1].shape
+    dream.new_start()  # N: both scores start again
+    assert dream.score == dream.real_score == 0 and dream.score_text() == "dream score 0   real score 0"
+
+    losing = scoring_dream(lively_checkpoint, reward_sign=-1, end_logit=-20.0)
+    run_headless(losing, [3] * 4, scale=1, both=False, show=ignore)
+    assert losing.score == -4 and losing.score_text().startswith("dream score -4 (-1)   real score ")
+
+
+def test_the_dream_ends_when_its_end_head_says_so_and_starts_anew(lively_checkpoint: Path, tmp_path: Path) -> None:
+    """Each step ends the dream's episode: its score shows in the band and both games start anew, as N does; the real
+    steps played are recorded all the same, a stretch (shard) per start."""
+    state = read_checkpoint(lively_checkpoint)
+    recorder = Recorder(tmp_path / "rec", state["dataset"], seed=0)
+    dream = scoring_dream(lively_checkpoint, reward_sign=1, end_logit=20.0, recorder=recorder)
+    dream.toggle_recording()
+    frames: list[np.ndarray] = []
+    run_headless(dream, [2], scale=2, both=True, show=frames.append)
+    assert dream.end_probability == 0 and dream.steps == 0 and dream.starts == 2 and dream.episode == 1  # started anew
+    assert dream.score == 0 and dream.played == 1 and len(frames) == 1
+    assert dream.notice == dream.score_text() == "dream over: score 1   real score 0   new start"
+    run_headless(dream, [3, 2], scale=2, both=True, show=frames.append)
+    assert dream.starts == 4 and dream.played == 3 and dream.score_text() == "dream over: score 1   real score 0   new start"
+    dream.new_start()  # N clears it
+    assert dream.score_text() == "dream score 0   real score 0"
+    recorder.cut()
+    recorder.close()
+    data = ShardedDataset(tmp_path / "rec", verify="full")
+    assert [s["rows"] for s in data.shards] == [1, 1, 1] and data.column("action").tolist() == [2, 3, 2]
+    assert data.column("episode").tolist() == [0, 1, 2]
+    check_consecutive(tmp_path / "rec")
+
+
+def test_a_frames_only_model_plays_without_a_score(lively_checkpoint: Path) -> None:
+    """No event head: no dream score and no dream end; the real game's end (it cuts episodes at 60 steps, the no-op
+    start and the warm-up among them) still starts both anew and shows the real score."""
+    state = read_checkpoint(lively_checkpoint)
+    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8, events=False), state["dataset"]["num_actions"]).eval()
+    dream = Dream(model, state["dataset"], torch.device("cpu"), 0)
+    paid = real_rewards(dream, every=10)
+    texts, frames = [], []
+    while dream.starts == 1 and dream.played < 60:
+        texts.append(dream.score_text())
+        run_headless(dream, [2], scale=1, both=True, show=frames.append)
+    n = dream.played
+    assert dream.starts == 2 and dream.steps == 0 and 10 < n < 60 - 8 and len(frames) == n and dream.score == 0
+    assert texts[1] == "the model predicts no score   real score 0" and texts[-1] == f"the model predicts no score   real score {(n - 1) // 10}"
+    assert dream.score_text() == f"real game over: score {n // 10}   new start" and sum(paid[:n]) == n // 10
+    run_headless(dream, [2] * 30, scale=1, both=True, show=frames.append)  # the notice is gone after NOTICE_STEPS
+    assert len(paid) == n + WARMUP_STEPS + 30  # the new start's warm-up steps do not count
+    assert dream.score_text() == f"the model predicts no score   real score {sum(paid[n + WARMUP_STEPS:]):.0f}"
 
 
 def test_start_from_a_dataset(lively_checkpoint: Path, small_dataset: Path) -> None:
