@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -29,7 +30,8 @@ from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings, resolve_game
 from src.envs.game import Steps, play_episodes
 from src.models.checkpoint import find_checkpoint_file, model_config, model_from_checkpoint, read_checkpoint
-from src.models.rollout import FEEDBACK, Feedback, rollout
+from src.models.events import EventCounts, has_events
+from src.models.rollout import FEEDBACK, Feedback, imagine, rollout
 from src.utils.console import Tee, teed_stdout
 from src.utils.device import choose_device
 from src.utils.errors import ArgumentParser, UserError, run_cli
@@ -43,6 +45,8 @@ from src.utils.video import write_rollout_videos
 METHODS = {"model": "model", "copy_last": "copy last frame", "model_shuffled_actions": "model, shuffled actions"}  # name: label
 HEADLINE_STEPS = (1, 10, 50, 100)  # steps ahead reported in summary.json's ratios
 ACTION_GAP_STEPS = (1, 10)
+EVENT_RATES = ("reward_sign_accuracy", "false_reward_rate", "end_precision", "end_recall")  # EventCounts.rates()
+EVENT_HEADLINE_STEPS = (1, 10)
 
 
 @dataclass
@@ -52,11 +56,12 @@ class Windows:
     context: np.ndarray
     actions: np.ndarray
     truth: np.ndarray
+    rewards: np.ndarray  # (N, K) float32: the real rewards
 
     @classmethod
     def from_steps(cls, windows: list[Steps]) -> Windows:
         return cls(np.stack([w.obs[0] for w in windows]), np.stack([w.action for w in windows]),
-                   np.stack([w.next_obs[:, 0] for w in windows]))
+                   np.stack([w.next_obs[:, 0] for w in windows]), np.stack([w.reward for w in windows]))
 
 
 # ------------------------------------------------------------------------------------------ test cases
@@ -102,22 +107,27 @@ def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.
              feedback: Feedback = Feedback("uint8"), progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """Per-case, per-step errors of the model, the copy-last-frame baseline and the model with shuffled actions.
 
-    Returns {method: {metric: (N, K)}} for every metric of STEP_METRICS; the pure computation, no I/O but a progress
-    bar on stderr with `progress` (a long evaluation on a CPU takes minutes).
+    Returns {method: {metric: (N, K)}} for every metric of STEP_METRICS, and for a model with an event head
+    {"imagined": {"rewards": (N, K)}}, the reward signs it predicted along the rollouts; the pure computation, no I/O
+    but a progress bar on stderr with `progress` (a long evaluation on a CPU takes minutes).
     """
     n = len(windows.actions)
     order = np.random.default_rng(seed).permutation(n)
     shuffled = windows.actions.copy()
     shuffled[order] = windows.actions[np.roll(order, -1)]  # each case gets another case's actions, never its own
     results: dict[str, dict[str, list]] = {m: {name: [] for name in STEP_METRICS} for m in METHODS}
+    imagined_rewards = []
     model.eval()
     bar = tqdm(total=n, unit="rollout", desc="rollouts", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
         context = frames_to_float(torch.from_numpy(windows.context[sl]).to(device))  # (B, T, H, W)
         truth = frames_to_float(torch.from_numpy(windows.truth[sl]).to(device))  # (B, K, H, W)
+        imagined = imagine(model, context, torch.from_numpy(windows.actions[sl]).to(device), feedback)
+        if imagined.rewards is not None:
+            imagined_rewards.append(imagined.rewards.cpu().numpy())
         predictions = {
-            "model": rollout(model, context, torch.from_numpy(windows.actions[sl]).to(device), feedback),
+            "model": imagined.frames,
             "copy_last": context[:, -1:].expand_as(truth),
             "model_shuffled_actions": rollout(model, context, torch.from_numpy(shuffled[sl]).to(device), feedback),
         }
@@ -126,13 +136,92 @@ def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.
                 results[method][metric].append(value.cpu().numpy())
         bar.update(len(truth))
     bar.close()
-    return {m: {k: np.concatenate(v) for k, v in metrics.items()} for m, metrics in results.items()}
+    out = {m: {k: np.concatenate(v) for k, v in metrics.items()} for m, metrics in results.items()}
+    return out | ({"imagined": {"rewards": np.concatenate(imagined_rewards)}} if imagined_rewards else {})
 
 
 def summarise(errors: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list[float]]]:
     """Per step over the cases, as each metric of STEP_METRICS aggregates them: {metric: {method: [K]}}."""
-    return {name: {method: metric.over_cases(errors[method][name]).tolist() for method in errors}
+    return {name: {method: metric.over_cases(errors[method][name]).tolist() for method in METHODS}
             for name, metric in STEP_METRICS.items()}
+
+
+# ------------------------------------------------------------------------------------------ rewards and ends
+
+
+def return_fidelity(imagined: np.ndarray, real: np.ndarray) -> dict[str, float]:
+    """Returns over each rollout's steps, imagined (the predicted reward signs) against real (the real rewards'
+    signs), under the same actions from the same starts. imagined, real: (N, K)."""
+    steps = imagined.shape[1]
+    imagined, real = imagined.sum(1), np.sign(real).sum(1)
+    diff = imagined - real
+    both_vary = imagined.std() > 0 and real.std() > 0
+    return {"rollouts": len(diff), "steps": steps, "real_mean": float(real.mean()),
+            "real_std": float(real.std()), "imagined_mean": float(imagined.mean()), "imagined_std": float(imagined.std()),
+            "difference_mean": float(diff.mean()), "difference_std": float(diff.std()),
+            "difference_abs_mean": float(np.abs(diff).mean()),
+            "correlation": float(np.corrcoef(imagined, real)[0, 1]) if both_vary else None}
+
+
+def event_cases(episodes: list[Steps], horizon: int) -> tuple[Windows, np.ndarray, np.ndarray]:
+    """Open-loop cases that reach every reward and every end of `episodes` at each step ahead 1..horizon: for an
+    event at step i, the cases starting at i - h + 1 for h = 1..horizon (each start once). Cases that run past their
+    episode's end are padded. Returns (the windows, the real ends (N, horizon) bool, which steps are real (N, horizon))."""
+    context, actions, rewards, ends, valid = [], [], [], [], []
+    for ep in episodes:
+        n = len(ep.action)
+        events = np.flatnonzero((ep.reward != 0) | ep.done)
+        starts = np.unique(np.clip((events[:, None] - np.arange(horizon)[None, :]).ravel(), 0, None))
+        for s in starts:
+            length = min(horizon, n - s)
+            pad = lambda x: np.concatenate([x[s : s + length], np.zeros(horizon - length, dtype=x.dtype)])  # noqa: E731
+            context.append(ep.obs[s])
+            actions.append(pad(ep.action))
+            rewards.append(pad(ep.reward))
+            ends.append(pad(ep.done))
+            valid.append(np.arange(horizon) < length)
+    if not context:
+        raise UserError("the evaluation episodes hold no reward and no end; play more --event_episodes")
+    frames = np.zeros((len(context), horizon, *context[0].shape[1:]), dtype=np.uint8)  # truth frames are not scored here
+    return Windows(np.stack(context), np.stack(actions), frames, np.stack(rewards)), np.stack(ends), np.stack(valid)
+
+
+def event_curves(model: nn.Module, episodes: list[Steps], horizon: int, batch_size: int, device: torch.device,
+                 feedback: Feedback) -> dict[str, Any]:
+    """Per step ahead 1..horizon of open-loop rollouts against the real game: the reward sign accuracy on the steps
+    with a real reward, the false-reward rate on those without, the end's precision and recall, and what they were
+    counted on. The rollouts are `event_cases`: every reward and every end of `episodes` at every step ahead."""
+    windows, real_ends, valid = event_cases(episodes, horizon)
+    counts = [EventCounts() for _ in range(horizon)]
+    model.eval()
+    for start in tqdm(range(0, len(windows.actions), batch_size), desc="rewards and ends", unit="batch", file=sys.stderr,
+                      dynamic_ncols=True, leave=False, disable=None):
+        sl = slice(start, start + batch_size)
+        context = frames_to_float(torch.from_numpy(windows.context[sl]).to(device))
+        imagined = imagine(model, context, torch.from_numpy(windows.actions[sl]).to(device), feedback)
+        for h in range(horizon):
+            keep = torch.from_numpy(valid[sl, h])
+            counts[h].add(imagined.rewards[:, h].cpu()[keep], imagined.end_probs[:, h].cpu()[keep] > 0.5,
+                          torch.from_numpy(windows.rewards[sl, h])[keep], torch.from_numpy(real_ends[sl, h])[keep])
+    rates = [c.rates() for c in counts]
+    curves = {key: [None if math.isnan(r[key]) else r[key] for r in rates] for key in EVENT_RATES}  # null: nothing to count
+    return {"horizon": horizon, "episodes": len(episodes), "rollouts": len(windows.actions), **curves,
+            "reward_steps": [int(c.reward_steps) for c in counts], "quiet_steps": [int(c.quiet_steps) for c in counts],
+            "real_ends": [int(c.real_ends) for c in counts], "predicted_ends": [int(c.predicted_ends) for c in counts]}
+
+
+def episodes_from_dataset(dataset: ShardedDataset, count: int) -> list[Steps]:
+    """`count` whole recorded episodes that end in the data (spread over the dataset), as Steps."""
+    done, episode = dataset.column("done"), dataset.column("episode")
+    ends = np.flatnonzero(done)
+    chosen = []
+    for i in spread(len(ends), count):
+        end = int(ends[i])
+        others = np.flatnonzero(episode[: end + 1] != episode[end])
+        first = max(int(ends[i - 1]) + 1 if i > 0 else 0, int(dataset.offsets[dataset.locate(end)[0]]),
+                    int(others[-1]) + 1 if len(others) else 0)  # after the last end, in the end's shard and episode
+        chosen.append(dataset.steps(first, end - first + 1))
+    return chosen
 
 
 def headline(curves: dict[str, dict[str, list[float]]], horizon: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -156,11 +245,19 @@ def write_outputs(out: Path, summary: dict, curves: dict, model: nn.Module, wind
     table = io.StringIO(newline="")  # built in memory, then written atomically like every other output
     columns = [(method, metric) for metric in STEP_METRICS for method in METHODS]
     writer = csv.writer(table)
-    writer.writerow(["step", *(f"{method}_{metric}" for method, metric in columns)])
-    for k in range(horizon):
-        writer.writerow([k + 1, *(f"{curves[metric][method][k]:.6g}" for method, metric in columns)])
+    events = summary.get("events", {})
+    event_columns = [key for key in (*EVENT_RATES, "reward_steps", "real_ends") if events]
+    writer.writerow(["step", *(f"{method}_{metric}" for method, metric in columns), *(f"model_{key}" for key in event_columns)])
+    for k in range(max(horizon, events.get("horizon", 0))):  # each column empty past its own horizon
+        cell = lambda values: f"{values[k]:.6g}" if k < len(values) and values[k] is not None else ""  # noqa: E731
+        writer.writerow([k + 1, *(cell(curves[metric][method]) for method, metric in columns), *(cell(events[key]) for key in event_columns)])
     atomic_write_bytes(out / "metrics.csv", table.getvalue().encode())
     paths = {}
+    if events:
+        figure = horizon_plot({key.replace("_", " "): events[key] for key in EVENT_RATES}, "rate",
+                              f"{summary['game']}: rewards and ends over {events['rollouts']} rollouts from {events['episodes']} episodes")
+        paths["events"] = out / "plots" / "events_vs_horizon.png"
+        save_figure(figure, paths["events"])
     for name, metric in STEP_METRICS.items():
         figure = horizon_plot({METHODS[m]: v for m, v in curves[name].items()}, metric.label,
                               f"{summary['game']}: open-loop {name.upper()} over {summary['starts']} rollouts", log_y=metric.log_y)
@@ -232,16 +329,19 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str | None = None, episode
                         horizon: int = 50, seed: int | None = None, data_dir: str | Path | None = None,
                         out_dir: str | Path = "runs", device: str | None = None, batch_size: int = 64, videos: int = 4,
                         wandb_mode: str = "disabled", feedback: str | None = None, wandb_project: str | None = None,
-                        wandb_entity: str | None = None) -> dict[str, Any]:
+                        wandb_entity: str | None = None, event_episodes: int = 16, event_horizon: int = 10) -> dict[str, Any]:
     """Evaluate a checkpoint (a .pt file, or a run folder: its best.pt, else its last.pt) open loop and write
     <out_dir>/<YYYYmmdd-HHMMSS>_<game>_eval/, with what it prints in its eval.log. `game` is a check (the checkpoint
     knows its game); `seed` defaults to the training data's seed + 1; `data_dir` takes the windows from a recorded dataset
     instead of fresh episodes; `feedback` (palette, uint8 or float) overrides the checkpoint's model.feedback; W&B logs
-    to the checkpoint's project and entity unless `wandb_project`, `wandb_entity` are given.
+    to the checkpoint's project and entity unless `wandb_project`, `wandb_entity` are given. A model with an event head is
+    also scored on the rewards and ends of `event_episodes` episodes (the first `episodes` of them those of the frames),
+    `event_horizon` steps ahead (`event_curves`), and on its imagined returns along the frames' rollouts.
     Returns the summary (as in summary.json) with "out_dir" and "paths" added. Bad input raises UserError."""
     with teed_stdout() as console:
         result = evaluate_teed(console, find_checkpoint_file(checkpoint), game, episodes, starts_per_episode, horizon, seed,
-                               data_dir, out_dir, device, batch_size, videos, wandb_mode, feedback, wandb_project, wandb_entity)
+                               data_dir, out_dir, device, batch_size, videos, wandb_mode, feedback, wandb_project, wandb_entity,
+                               event_episodes, event_horizon)
         print(report(result), flush=True)
     return result
 
@@ -249,11 +349,12 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str | None = None, episode
 def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: int, starts_per_episode: int, horizon: int,
                   seed: int | None, data_dir: str | Path | None, out_dir: str | Path, device: str | None, batch_size: int,
                   videos: int, wandb_mode: str, feedback_kind: str | None, wandb_project: str | None,
-                  wandb_entity: str | None) -> dict[str, Any]:
+                  wandb_entity: str | None, event_episodes: int = 16, event_horizon: int = 10) -> dict[str, Any]:
     """evaluate_checkpoint's work, its printed lines going to `console` too (opened on eval.log once the folder exists)."""
     for name, value, low, high in (("episodes", episodes, 1, 10_000), ("starts_per_episode", starts_per_episode, 1, 100_000),
                                    ("horizon", horizon, 1, 100_000), ("batch_size", batch_size, 1, 65_536), ("videos", videos, 0, 1_000),
-                                   ("seed", seed, 0, 2**31 - 1)):
+                                   ("seed", seed, 0, 2**31 - 1), ("event_episodes", event_episodes, 1, 10_000),
+                                   ("event_horizon", event_horizon, 1, 1_000)):
         if value is not None and value < low:
             raise UserError(f"--{name} must be >= {low}, got {value}")
         if value is not None and value > high:
@@ -281,11 +382,14 @@ def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: in
         check_same_frames(dataset, trained_on)
         windows = windows_from_dataset(dataset, horizon, episodes * starts_per_episode)
         source = str(dataset.root)
+        played = episodes_from_dataset(dataset, event_episodes) if has_events(model) else []
     else:
-        print(f"playing {episodes} fresh episode{'s' * (episodes > 1)} of {game_name} (seed {seed})", flush=True)
+        count = max(episodes, event_episodes) if has_events(model) else episodes
+        print(f"playing {count} fresh episode{'s' * (count > 1)} of {game_name} (seed {seed})", flush=True)
         with tqdm(unit="step", desc="playing", file=sys.stderr, dynamic_ncols=True, leave=False, disable=None) as bar:
-            played = play_episodes(EnvSettings.from_dict(trained_on["env_settings"]), episodes, seed, bar.update)
-        windows = windows_from_episodes(played, horizon, starts_per_episode)
+            played = play_episodes(EnvSettings.from_dict(trained_on["env_settings"]), count, seed, bar.update)
+        windows = windows_from_episodes(played[:episodes], horizon, starts_per_episode)
+        played = played[:event_episodes]
         source = f"{episodes} fresh episodes, seed {seed}"
     print(f"evaluating {checkpoint} (step {state['step']}) on {len(windows.actions)} rollouts of {horizon} steps "
           f"from {source}", flush=True)
@@ -294,23 +398,34 @@ def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: in
     errors = evaluate(model, windows, batch_size, torch_device, seed, feedback, progress=True)
     curves = summarise(errors)
     ratio, gap = headline(curves, horizon)
+    events = {}
+    if has_events(model):
+        events["events"] = event_curves(model, played, event_horizon, batch_size, torch_device, feedback)
+        events["events_at"] = {str(h): {key: events["events"][key][h - 1] for key in EVENT_RATES}
+                               for h in EVENT_HEADLINE_STEPS if h <= event_horizon}
+        events["return_fidelity"] = return_fidelity(errors["imagined"]["rewards"], windows.rewards)
+    else:
+        print("the checkpoint predicts frames only (it has no event head): no reward or end scores", flush=True)
     summary = {"game": game_name, "checkpoint": str(checkpoint), "checkpoint_step": state["step"], "source": source,
                "horizon": horizon, "episodes": episodes if not data_dir else None, "starts": len(windows.actions),
                "seed": seed, "feedback": feedback.kind, "palette": list(feedback.palette or ()) or None, **curves, "mse_ratio_to_copy": ratio,
-               "action_gap": gap,
+               "action_gap": gap, **events,
                "seconds": round(time.perf_counter() - start, 2)}
     paths = write_outputs(out, summary, curves, model, windows, videos, torch_device, feedback)
 
     settings = {"checkpoint": str(checkpoint), "game": game_name, "episodes": episodes, "starts_per_episode": starts_per_episode,
                 "horizon": horizon, "seed": seed, "data_dir": data_dir and str(data_dir), "out_dir": str(out_dir),
                 "device": device, "batch_size": batch_size, "videos": videos, "wandb_mode": wandb_mode,
-                "feedback": feedback.kind}
+                "feedback": feedback.kind, "event_episodes": event_episodes, "event_horizon": event_horizon}
     trained = {"run": training_run(checkpoint, state), "wandb_id": state.get("wandb_id"), "step": state["step"]}
     logger = make_logger(wandb_cfg, out, out.name, {"eval": settings, "trained": trained, "checkpoint_config": state["config"]},
                          group=trained["run"], job_type="eval", setting="--wandb_mode")
-    logger.log({f"eval/mse_ratio_to_copy_h{k}": v for k, v in ratio.items()} | {f"eval/action_gap_h{k}": v for k, v in gap.items()}, step=0)
+    scores = {f"eval/mse_ratio_to_copy_h{k}": v for k, v in ratio.items()} | {f"eval/action_gap_h{k}": v for k, v in gap.items()}
+    scores |= {f"eval/{key}_h{h}": v for h, rates in summary.get("events_at", {}).items() for key, v in rates.items() if v is not None}
+    scores |= {f"eval/return_{key}": v for key, v in summary.get("return_fidelity", {}).items() if isinstance(v, float)}
+    logger.log(scores, step=0)
     for key, path in paths.items():
-        if key in STEP_METRICS:
+        if key in STEP_METRICS or key == "events":
             logger.log_image(f"eval/{key}_vs_horizon", iio.imread(path)[..., :3], step=0)
         elif key.endswith("mp4"):
             logger.log_video(f"eval/{key.removesuffix('_mp4')}", path, step=0)
@@ -323,8 +438,19 @@ def report(result: dict[str, Any]) -> str:
     ratios = ", ".join(f"h={k}: {v:.3f}" for k, v in result["mse_ratio_to_copy"].items())
     gaps = ", ".join(f"h={k}: {v:.3f}" for k, v in result["action_gap"].items())
     sharp = ", ".join(f"h={k}: {result['sharpness']['model'][int(k) - 1]:.3f}" for k in result["mse_ratio_to_copy"])
-    return (f"model MSE / copy-last MSE  {ratios}\naction gap (shuffled / true)  {gaps}\nsharpness (1 right, < 1 blur, > 1 noise)  {sharp}\n"
-            f"plot   {result['paths']['mse']}\nvideo  {result['paths'].get('video_0_mp4', '-')}\nall    {result['out_dir']}")
+    lines = [f"model MSE / copy-last MSE  {ratios}", f"action gap (shuffled / true)  {gaps}",
+             f"sharpness (1 right, < 1 blur, > 1 noise)  {sharp}"]
+    for h, rates in result.get("events_at", {}).items():
+        rate = lambda key, digits=2: "-" if rates[key] is None else f"{rates[key]:.{digits}f}"  # noqa: E731
+        lines.append(f"h={h}: reward sign right {rate('reward_sign_accuracy', 3)}, false rewards {rate('false_reward_rate', 4)}, "
+                     f"ends: precision {rate('end_precision')}, recall {rate('end_recall')}")
+    if "return_fidelity" in result:
+        r = result["return_fidelity"]
+        lines.append(f"return over {r['steps']} steps: real {r['real_mean']:.2f} +- {r['real_std']:.2f}, imagined "
+                     f"{r['imagined_mean']:.2f} +- {r['imagined_std']:.2f}, imagined - real {r['difference_mean']:+.2f} +- "
+                     f"{r['difference_std']:.2f} ({r['rollouts']} rollouts)")
+    lines += [f"plot   {result['paths']['mse']}", f"video  {result['paths'].get('video_0_mp4', '-')}", f"all    {result['out_dir']}"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
                         "online, offline (under the eval folder) or disabled")
     p.add_argument("--wandb_project", default=None, help="W&B project (default: the training run's)")
     p.add_argument("--wandb_entity", default=None, help="W&B entity (default: the training run's)")
+    p.add_argument("--event_episodes", type=int, default=16, help="episodes whose every reward and end is scored, for a model "
+                                                                  "with an event head (default 16)")
+    p.add_argument("--event_horizon", type=int, default=10, help="steps ahead the rewards and ends are scored at (default 10)")
     p.add_argument("--feedback", choices=FEEDBACK, default=None,
                    help="how predictions re-enter the context: palette (the checkpoint's grey levels), uint8 (any grey level) "
                         "or float (default: the checkpoint's)")

@@ -15,7 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from src.dataset.shards import ShardedDataset
-from src.eval import Windows, evaluate, evaluate_checkpoint, headline, summarise, windows_from_dataset, write_outputs
+from src.envs.game import Steps
+from src.eval import (Windows, evaluate, evaluate_checkpoint, event_cases, event_curves, headline, return_fidelity, summarise,
+                      windows_from_dataset, write_outputs)
 from src.models.checkpoint import find_checkpoint_file, read_checkpoint
 from src.models.rollout import Feedback, rollout
 from src.models.world_model import ModelConfig, build_model
@@ -243,3 +245,68 @@ def test_eval_with_a_bad_wandb_mode_in_the_environment_is_one_line(short_run, tm
     line = error_line(run([*EVAL, "--checkpoint", short_run[1]["run_dir"], "--out_dir", str(tmp_path / "out")]))
     assert line == "error: WANDB_MODE must be online, offline or disabled, got 'sometimes'; fix or unset it"
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------ rewards and ends
+
+
+def event_model(reward_sign: float, end_logit: float) -> nn.Module:
+    """A tiny model whose event head always says `reward_sign` and an end logit of `end_logit` (its last layer's
+    weights zeroed, its biases set)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8, feedback="uint8"), 6)
+    with torch.no_grad():
+        model.events.out.weight.zero_()
+        model.events.out.bias.copy_(torch.tensor([-9.0, -9.0, -9.0, end_logit]))
+        model.events.out.bias[int(reward_sign) + 1] = 9.0
+    return model
+
+
+def synthetic_episode(rewards: list[float], seed: int) -> Steps:
+    """An episode of len(rewards) steps of random frames that ends at its last step, with these rewards."""
+    n, rng = len(rewards), np.random.default_rng(seed)
+    return Steps(obs=rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8), action=rng.integers(0, 6, n),
+                 next_obs=rng.integers(0, 256, (n, 1, 84, 84), dtype=np.uint8), done=np.arange(n) == n - 1,
+                 reward=np.array(rewards, dtype=np.float32), episode=np.zeros(n, dtype=np.int64))
+
+
+def test_event_cases_reach_every_reward_and_end_at_every_step_ahead() -> None:
+    """Catches event rollouts that miss an event at some step ahead (a recall measured on nothing) or run past an
+    episode's end: each of the 3 rewards and the end is reached at every step ahead."""
+    rewards = [0.0] * 30
+    rewards[12], rewards[20], rewards[29] = 1.0, -1.0, -1.0  # the last also the end
+    episode = synthetic_episode(rewards, 0)
+    windows, ends, valid = event_cases([episode], horizon=5)
+    assert windows.context.shape[1:] == (4, 84, 84)
+    for h in range(5):
+        assert (ends[:, h] & valid[:, h]).sum() >= 1  # the end, reached h + 1 steps ahead
+        assert (windows.rewards[:, h][valid[:, h]] == 1.0).sum() >= 1 and (windows.rewards[:, h][valid[:, h]] == -1.0).sum() >= 2
+    assert not (ends[:, :-1] & valid[:, :-1] & valid[:, 1:]).any()  # nothing is scored after an end
+
+
+def test_event_curves_count_what_the_head_says() -> None:
+    """Catches rates computed on the wrong steps: a head that always says +1 and always says 'ends' is right on the
+    +1 rewards only, false on every quiet step, and finds every end with the precision of ends among scored steps."""
+    rewards = [0.0] * 25
+    rewards[5], rewards[10] = 1.0, 2.0  # the end (step 24) without a reward
+    episodes = [synthetic_episode(rewards, 1), synthetic_episode(rewards, 2)]
+    curves = event_curves(event_model(+1, 9.0), episodes, 4, 64, torch.device("cpu"), Feedback("uint8"))
+    assert curves["episodes"] == 2 and curves["horizon"] == 4
+    for h in range(4):
+        assert curves["reward_steps"][h] >= 4 and curves["reward_sign_accuracy"][h] == 1.0
+        assert curves["false_reward_rate"][h] == 1.0 and curves["end_recall"][h] == 1.0
+        assert curves["real_ends"][h] == 2
+        assert curves["end_precision"][h] == pytest.approx(2 / curves["predicted_ends"][h])
+    quiet = event_curves(event_model(0, -9.0), episodes, 4, 64, torch.device("cpu"), Feedback("uint8"))
+    assert quiet["false_reward_rate"] == [0.0] * 4 and quiet["reward_sign_accuracy"] == [0.0] * 4
+    assert quiet["end_recall"] == [0.0] * 4 and quiet["end_precision"] == [None] * 4  # no end predicted: nothing to count
+
+
+def test_return_fidelity_compares_imagined_and_real_returns() -> None:
+    """Catches a return computed on raw rewards instead of their signs, or a difference with the wrong sign."""
+    imagined = np.array([[1, 0, -1], [0, 0, 0], [-1, -1, 0]], dtype=np.float32)
+    real = np.array([[2.0, 0, 0], [0, -3.0, 0], [-1, -1, 0]], dtype=np.float32)  # signs' sums: 1, -1, -2
+    r = return_fidelity(imagined, real)
+    assert r["real_mean"] == pytest.approx(-2 / 3) and r["imagined_mean"] == pytest.approx(-2 / 3)
+    assert r["difference_mean"] == pytest.approx(0.0) and r["difference_abs_mean"] == pytest.approx(2 / 3)
+    assert r["rollouts"] == 3 and r["steps"] == 3

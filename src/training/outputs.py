@@ -95,6 +95,7 @@ class CsvLog:
         self.rewrite: tuple[str, list[str]] | None = None  # (the file's text so far, the later rows still to replace)
         if resumed_at is not None and path.is_file():
             header, kept, later = read_csv_rows(path, resumed_at)
+            self.columns = next(csv.reader([header])) or columns  # a run from before a column was added keeps its own
             if later or path.stat().st_size != len((header + "".join(kept)).encode()):
                 self.rewrite = (header + "".join(kept), later)
         self.file = open(path, "a", newline="")
@@ -162,9 +163,11 @@ class RunOutputs:
                 for tmp in folder.glob(".*.tmp*"):
                     tmp.unlink()
         self.train_csv = CsvLog(run_dir / "metrics.csv",
-                                ["step", "loss", "mse", "lr", "grad_norm", "rollout_steps", "samples_per_s", "elapsed_s"], resumed_at)
-        self.val_csv = CsvLog(run_dir / "val_metrics.csv", ["step", "loss", "mse", "copy_last_mse", "ratio_to_copy", "elapsed_s"],
-                              resumed_at)
+                                ["step", "loss", "mse", "lr", "grad_norm", "rollout_steps", "samples_per_s", "elapsed_s",
+                                 "reward_loss", "end_loss"], resumed_at)
+        self.val_csv = CsvLog(run_dir / "val_metrics.csv", ["step", "loss", "mse", "copy_last_mse", "ratio_to_copy", "elapsed_s",
+                                                            "reward_sign_accuracy", "false_reward_rate", "end_precision",
+                                                            "end_recall"], resumed_at)
 
     def log_train_row(self, step: int, row: dict[str, float], strip: np.ndarray) -> None:
         self.train_csv.write({"step": step, **row})
