@@ -1,0 +1,6 @@
+"""Gymnasium environments inside the world model (docs/imagination.md): env.py has WorldModelEnv (one game) and
+WorldModelVectorEnv (B games, one forward pass a step); games.py the stepping and the real starts they share."""
+
+from src.imagination.env import WorldModelEnv, WorldModelVectorEnv
+
+__all__ = ["WorldModelEnv", "WorldModelVectorEnv"]
