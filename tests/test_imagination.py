@@ -3,6 +3,8 @@ ends, truncation, the batched vector env against single envs, checkpoints, and t
 
 from __future__ import annotations
 
+import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from src.models.rollout import Feedback
 from src.models.world_model import ModelConfig, build_model
 from src.utils.checkpoint import save_checkpoint
 from src.utils.errors import UserError
+from tests.conftest import run
 
 PONG = EnvSettings("Pong")
 
@@ -257,3 +260,12 @@ def test_the_planning_example_runs_and_reports_both_policies(checkpoint_run: Pat
         assert r["steps"] == 6 and r["steps_per_s"] > 0 and np.isfinite(r["mean_return"])
     out = capsys.readouterr().out
     assert "random: return" in out and "planner: return" in out
+
+
+@pytest.mark.slow
+def test_the_env_benchmark_prints_a_row_per_batch() -> None:
+    result = run([sys.executable, "benchmarks/bench_env.py", "--batches", "1,2", "--steps", "1", "--rounds", "1"])
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\| (\d+) \| ([\d,.]+) \| ([\d,.]+) \| ([\d,.]+) \| ([\d.]+) \|$", result.stdout, flags=re.M)
+    assert [int(r[0]) for r in rows] == [1, 2]
+    assert all(float(v.replace(",", "")) > 0 for r in rows for v in r[1:])
