@@ -16,8 +16,18 @@ from torch import Tensor, nn
 
 from src.dataset.shards import ShardedDataset
 from src.envs.game import Steps
-from src.eval import (Windows, evaluate, evaluate_checkpoint, event_cases, event_curves, headline, return_fidelity, summarise,
-                      windows_from_dataset, write_outputs)
+from src.eval import (
+    Windows,
+    evaluate,
+    evaluate_checkpoint,
+    event_cases,
+    event_curves,
+    headline,
+    return_fidelity,
+    summarise,
+    windows_from_dataset,
+    write_outputs,
+)
 from src.models.checkpoint import find_checkpoint_file, read_checkpoint
 from src.models.rollout import Feedback, rollout
 from src.models.world_model import ModelConfig, build_model
