@@ -68,6 +68,9 @@ class TrainConfig:
     reward_loss_weight: float = 1.0  # the event head's reward-sign cross-entropy, beside the frame loss (model.events)
     end_loss_weight: float = 1.0  # ... and its end-of-episode binary cross-entropy
     event_balance: float = 0.5  # rare rewards and ends weigh (common rate / their rate) ** this: 0 plain, 1 balanced
+    event_batch_size: int = 32  # more steps per optimizer step for the event head alone, with their real next frames
+    event_share: float = 0.25  # ... this share of them steps with a reward or an end (rare: the head learns from them)
+    event_lr_scale: float = 3.0  # the event head's learning rate over optimizer.lr (same schedule)
     warmup_steps: int = 100  # linear warm-up, then cosine decay to min_lr_ratio * lr at max_steps
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
@@ -136,6 +139,9 @@ class Config:
             (0 <= t.reward_loss_weight <= 1000, "train.reward_loss_weight", f"must be in [0, 1000], got {t.reward_loss_weight}"),
             (0 <= t.end_loss_weight <= 1000, "train.end_loss_weight", f"must be in [0, 1000], got {t.end_loss_weight}"),
             (0 <= t.event_balance <= 1, "train.event_balance", f"must be in [0, 1], got {t.event_balance}"),
+            (0 <= t.event_batch_size <= 65_536, "train.event_batch_size", f"must be in [0, 65536], got {t.event_batch_size}"),
+            (0 <= t.event_share <= 1, "train.event_share", f"must be in [0, 1], got {t.event_share}"),
+            (0 < t.event_lr_scale <= 100, "train.event_lr_scale", f"must be in (0, 100], got {t.event_lr_scale}"),
             (t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}"),
             (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}"),
             (t.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {t.grad_clip}"),

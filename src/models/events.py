@@ -43,7 +43,7 @@ class EventHead(nn.Module):
                  hidden: int = 256, action_dim: int = 32) -> None:
         super().__init__()
         self.context_frames = context_frames
-        widths = [(context_frames + 2) * 4, *channels]
+        widths = [(2 * context_frames + 1) * 4, *channels]
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
         size = (frame_size + 1) // 2
         for _ in channels:
@@ -64,8 +64,9 @@ class EventHead(nn.Module):
 
     def forward(self, context: Tensor, next_frame: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """context: (B, T, H, W) float in [0, 1]; next_frame: (B, 1, H, W), as fed back; actions: (B,) int64."""
-        x = torch.cat([context, next_frame, next_frame - context[:, -1:]], dim=1)  # (B, T + 2, H, W)
-        x = F.pixel_unshuffle(x, 2)  # (B, (T + 2) * 4, H/2, W/2)
+        frames = torch.cat([context, next_frame], dim=1)  # (B, T + 1, H, W)
+        x = torch.cat([frames, frames[:, 1:] - frames[:, :-1]], dim=1)  # (B, 2T + 1, H, W): the frames and what moved
+        x = F.pixel_unshuffle(x, 2)  # (B, (2T + 1) * 4, H/2, W/2)
         for conv in self.convs:
             x = F.silu(conv(x))  # (B, C_i, h_i, w_i)
         x = F.silu(self.fc(torch.cat([x.flatten(1), self.action(actions)], dim=1)))  # (B, hidden)

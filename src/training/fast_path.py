@@ -40,11 +40,17 @@ CHANNELS_LAST = {"cpu": True, "cuda": True}
 
 
 def make_optimizer(model: nn.Module, cfg: Config, device: torch.device | None = None) -> torch.optim.Optimizer:
-    """AdamW or Adam; on CUDA the fused kernels (one launch for all parameters)."""
+    """AdamW or Adam; on CUDA the fused kernels (one launch for all parameters). The frame model's parameters are the
+    first group; the event head's (model.events), when there is one, a second, whose "lr_scale" is
+    train.event_lr_scale (the loop sets each group's learning rate to optimizer.lr x its lr_scale x the schedule)."""
     o = cfg.optimizer
     cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[o.name]
     fused = {"fused": True} if device is not None and device.type == "cuda" else {}
-    return cls(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **fused)
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if not n.startswith("events.")], "lr_scale": 1.0}]
+    if any(n.startswith("events.") for n, _ in named):
+        groups.append({"params": [p for n, p in named if n.startswith("events.")], "lr_scale": cfg.train.event_lr_scale})
+    return cls(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **fused)
 
 
 def prepare_model(model: nn.Module, fast: FastPath, ranks: Ranks = Ranks()) -> nn.Module:

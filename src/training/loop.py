@@ -21,7 +21,16 @@ from src.models.checkpoint import checkpoint_contents, load_weights, read_checkp
 from src.models.events import REWARD_SIGNS, EventWeights, has_events
 from src.models.rollout import Feedback
 from src.models.world_model import build_model
-from src.training.data import data_identity, fixed_val_batches, frame_palette, open_data, rollout_starts, starts_within, train_batches
+from src.training.data import (
+    EventBatches,
+    data_identity,
+    fixed_val_batches,
+    frame_palette,
+    open_data,
+    rollout_starts,
+    starts_within,
+    train_batches,
+)
 from src.training.fast_path import FastPath, make_optimizer, prepare_model
 from src.training.outputs import Console, QuietOutputs, RunOutputs, branch_run_dir, check_run_space, create_run_dir
 from src.training.resume import check_resumable, find_checkpoint
@@ -118,7 +127,9 @@ def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | 
                       batches=train_batches(dataset, starts, longest, cfg, step, fast.pin_memory, ranks),
                       val_batches=fixed_val_batches(dataset, val_rows, cfg, ranks),
                       video_starts=rollout_starts(dataset, val_rows, cfg) if videos else np.zeros(0, dtype=np.int64),
-                      state=state, ranks=ranks, console=console, events=events)
+                      state=state, ranks=ranks, console=console, events=events,
+                      event_batches=EventBatches(dataset, train_rows, cfg.train.event_batch_size, cfg.train.event_share,
+                                                 cfg.train.seed, step, ranks) if events and cfg.train.event_batch_size else None)
 
     if ranks.main:
         run_dir, resumed_at = run_folder(cfg, dataset.game, checkpoint, state)
@@ -220,6 +231,7 @@ class Session:
     ranks: Ranks = Ranks()
     console: Console = field(default_factory=Console)  # prints on rank 0, and into train.log
     events: EventLoss | None = None  # the event head's loss, for a model with one
+    event_batches: Iterator[Batch] | None = None  # steps rich in rewards and ends for it (train.event_batch_size)
 
     def say(self, message: str) -> None:
         self.console.say(message)
@@ -264,10 +276,11 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
             used = budget_used(step, elapsed, t)
             k, share = rollout_length(used, t), pushforward_share(used, t)
             for group in optimizer.param_groups:
-                group["lr"] = cfg.optimizer.lr * lr_factor(step, used, t)
+                group["lr"] = cfg.optimizer.lr * group.get("lr_scale", 1.0) * lr_factor(step, used, t)
             batch = next(s.batches).to(device, non_blocking=True)
+            event_batch = next(s.event_batches).to(device, non_blocking=True) if s.event_batches is not None else None
             tensors, predicted, batch = train_step(s.forward, optimizer, batch, k, t, s.fast, feedback, cfg.model.context_noise, share,
-                                            output_palette, s.events)
+                                            output_palette, s.events, event_batch)
             logging = (step + 1) % t.log_every == 0 or (step + 1) % t.val_every_steps == 0 or step + 1 == t.max_steps
             # Reading a value waits for the GPU, so there the check runs when the metrics are read anyway: a NaN
             # can spoil the weights for a few steps, but no checkpoint is written from them (validation checks too).

@@ -55,26 +55,33 @@ class EventLoss:
     reward_weight: float = 1.0
     end_weight: float = 1.0
 
-    def __call__(self, batch: Batch, predicted: Tensor, feedback: Feedback) -> tuple[Tensor, dict[str, Tensor]]:
-        """The head asked about every step of the unroll as imagination asks it: the clean context before the step,
-        the step's prediction as fed back (no gradient into the frame model) and its action. batch: clean frames,
-        with rewards and dones; predicted: (B, k, H, W) raw. Returns (the weighted loss, its parts as metrics)."""
+    def __call__(self, batch: Batch, predicted: Tensor, feedback: Feedback, events: Batch | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Two parts. The head asked about every step of the unroll as imagination asks it: the clean context before
+        the step, the step's prediction as fed back (no gradient into the frame model) and its action, the rare
+        classes weighted up. And, when given, `events` (EventBatches: steps rich in rewards and ends, one step each),
+        with their real next frames. batch: clean frames, with rewards and dones; predicted: (B, k, H, W) raw.
+        Returns (the weighted loss, its parts as metrics)."""
         k, t = predicted.shape[1], batch.frames.shape[1]
         fed = feedback(predicted.detach().float())  # (B, k, H, W)
         frames = torch.cat([batch.frames.float(), fed], dim=1)  # (B, T + k, H, W)
         contexts = torch.stack([frames[:, i : i + t] for i in range(k)], dim=1).flatten(0, 1)  # (B * k, T, H, W)
         reward_logits, end_logits = self.head(contexts, fed.flatten(0, 1).unsqueeze(1), batch.actions[:, :k].flatten())
         reward, end = event_loss(reward_logits, end_logits, batch.rewards[:, :k].flatten(), batch.dones[:, :k].flatten(), self.weights)
+        if events is not None:
+            rich = event_loss(*self.head(events.frames, events.targets[:, :1], events.actions[:, 0]), events.rewards[:, 0],
+                              events.dones[:, 0])
+            reward, end = reward + rich[0], end + rich[1]
         return self.reward_weight * reward + self.end_weight * end, {"reward_loss": reward.detach(), "end_loss": end.detach()}
 
 
 def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: Feedback = Feedback("uint8"),
                   context_noise: float = 0.0, output_palette: tuple[int, ...] | None = None,
-                  events: EventLoss | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
-    """With `events`, the event head's loss on the same steps is added (EventLoss); metrics["loss"] stays the frames'."""
+                  events: EventLoss | None = None, event_batch: Batch | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
+    """With `events`, the event head's loss on the same steps (and on `event_batch`) is added (EventLoss);
+    metrics["loss"] stays the frames'."""
     loss, metrics, predicted = frames_loss(model, batch, k, t, feedback, context_noise, output_palette)
     if events is not None:
-        event_total, event_metrics = events(batch, predicted, feedback)
+        event_total, event_metrics = events(batch, predicted, feedback, event_batch)
         loss = loss + event_total
         metrics = {**metrics, **event_metrics}
     return loss, metrics, predicted
@@ -104,7 +111,7 @@ def frames_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback
 def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, k: int, t: TrainConfig,
                fast: FastPath, feedback: Feedback = Feedback("uint8"), context_noise: float = 0.0,
                pushforward: float = 0.0, output_palette: tuple[int, ...] | None = None,
-               events: EventLoss | None = None) -> tuple[dict[str, Tensor], Tensor, Batch]:
+               events: EventLoss | None = None, event_batch: Batch | None = None) -> tuple[dict[str, Tensor], Tensor, Batch]:
     """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped; with
     pushforward > 0, that share of the samples first moved on t.pushforward_steps steps by the model itself
     (`pushed_forward`). Returns (metrics as 0-d tensors, predictions, the batch they predict: moved on by
@@ -114,10 +121,14 @@ def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batc
             batch = pushed_forward(forward, batch, t.pushforward_steps, pushforward, feedback)
         if fast.channels_last:
             batch = replace(batch, frames=batch.frames.contiguous(memory_format=torch.channels_last))
-        loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback, context_noise, output_palette, events)
+        loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback, context_noise, output_palette, events,
+                                                 event_batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    metrics["grad_norm"] = nn.utils.clip_grad_norm_(forward.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+    # Each parameter group clipped on its own: the event head's gradient jumps when a rare reward is in the batch, and
+    # must not scale the frame model's step down. grad_norm is the frame model's.
+    norms = [nn.utils.clip_grad_norm_(group["params"], t.grad_clip if t.grad_clip > 0 else math.inf) for group in optimizer.param_groups]
+    metrics["grad_norm"] = norms[0]
     return metrics, predicted, batch
 
 
