@@ -104,7 +104,8 @@ def test_rollouts_and_play_feed_back_palette_levels(small_dataset: Path) -> None
     assert torch.equal(model.contexts[1][:, -1], scored[:, 0])
 
     dataset = ShardedDataset(small_dataset)
-    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), dataset.num_actions)
+    # No event head: an untrained one may end the dream, whose new start is a real (off-palette) frame.
+    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8, events=False), dataset.num_actions)
     nn.init.normal_(model.head.conv.weight, std=0.1)
     info = {"action_meanings": dataset.manifest.action_meanings, "game": "Pong"}
     dream = Dream(model.eval(), info, torch.device("cpu"), seed=0, dataset=dataset, feedback=Feedback("palette", PALETTE))

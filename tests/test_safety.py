@@ -217,7 +217,7 @@ def test_eval_outputs_leave_only_final_files(tmp_path: Path) -> None:
     """Catches metrics.csv (or any eval output) written in place: only the final names may be in the folder."""
     rng = np.random.default_rng(0)
     windows = Windows(rng.integers(0, 256, (3, 4, 84, 84), dtype=np.uint8), rng.integers(0, 6, (3, 5)),
-                      rng.integers(0, 256, (3, 5, 84, 84), dtype=np.uint8))
+                      rng.integers(0, 256, (3, 5, 84, 84), dtype=np.uint8), rng.choice([-1.0, 0.0, 1.0], (3, 5)).astype(np.float32))
     model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), num_actions=6)
     curves = summarise(evaluate(model, windows, batch_size=2, device=torch.device("cpu"), seed=0))
     for sub in ("plots", "videos"):

@@ -39,7 +39,7 @@ def one_step(fast: FastPath, batch: Batch) -> tuple[dict[str, float], dict[str, 
     from src.config import Config
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), 6)
+    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8, events=False), 6)  # the frames' step
     torch.nn.init.normal_(model.head.conv.weight, std=0.05)  # away from copy-last: real gradients everywhere
     forward = prepare_model(model, fast)
     optimizer = make_optimizer(model, Config(), fast.device)

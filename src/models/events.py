@@ -51,16 +51,18 @@ class EventHead(nn.Module):
         self.action = nn.Embedding(num_actions, action_dim)
         self.fc = nn.Linear(channels[-1] * size * size + action_dim, hidden)
         self.out = nn.Linear(hidden, len(REWARD_SIGNS) + 1)
+        with torch.no_grad():
+            self.out.weight.mul_(0.1)  # the outputs start near the prior's rates
+        self.prior(np.array([0.01, 0.98, 0.01]), 0.001)  # until training sets the data's
 
     def prior(self, reward_rates: np.ndarray, end_rate: float) -> None:
         """Start the outputs at the data's rates (reward_rates: (3,) over REWARD_SIGNS, summing to 1; end_rate in
-        (0, 1)), the last layer's weights small: an untrained head predicts no reward and no end, as the data mostly
-        has, instead of a coin flip that would flood the first validations with false rewards."""
+        (0, 1)): an untrained head predicts no reward and no end, as the data mostly has, instead of a coin flip that
+        would flood the first validations with false rewards (and end every imagined game at once)."""
         with torch.no_grad():
             rates = np.clip(np.asarray(reward_rates, dtype=np.float64), 1e-6, 1)
             end = min(max(end_rate, 1e-6), 1 - 1e-6)
             self.out.bias.copy_(torch.tensor([*np.log(rates / rates[ZERO]), np.log(end / (1 - end))], dtype=torch.float32))
-            self.out.weight.mul_(0.1)
 
     def forward(self, context: Tensor, next_frame: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """context: (B, T, H, W) float in [0, 1]; next_frame: (B, 1, H, W), as fed back; actions: (B,) int64."""

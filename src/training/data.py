@@ -43,7 +43,8 @@ def open_data(cfg: Config, trained_on: dict | None = None, main: bool = True) ->
         # The first split_rows rows are the dataset the split was made on (a grown one appends shards). Its episodes
         # keep their side; added rows train, except those of a validation episode, which stay out of both sets, so
         # that validation (and best.pt's score) is measured on the same samples as before.
-        before = np.arange(len(episodes)) < trained_on.get("split_rows", trained_on["train_rows"] + trained_on["val_rows"])
+        split = trained_on["split_rows"] if "split_rows" in trained_on else trained_on.get("train_rows", 0) + trained_on.get("val_rows", 0)
+        before = np.arange(len(episodes)) < split
         is_val = np.isin(episodes, np.asarray(trained_on["val_episodes"], dtype=np.int64))
         train_rows, val_rows = np.flatnonzero(~is_val), np.flatnonzero(is_val & before)
     else:
