@@ -148,7 +148,7 @@ def test_a_mutated_checkpoint_is_one_line_or_works(small_dataset: Path, short_ru
             before = snapshot(small_dataset)
             code, err = run_command(evaluation.main, ["--checkpoint", str(checkpoint), "--game", "Pong", "--data_dir", str(small_dataset),
                                                       "--horizon", "2", "--episodes", "1", "--starts_per_episode", "2", "--videos", "0",
-                                                      "--out_dir", str(out)])
+                                                      "--event_episodes", "2", "--event_horizon", "2", "--out_dir", str(out)])
             check_outcome("checkpoint: eval", code, err)
             assert snapshot(small_dataset) == before
             assert not out.exists() if code == 2 else len(list(out.iterdir())) == 1  # refused: no eval folder at all
