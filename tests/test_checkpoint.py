@@ -49,3 +49,21 @@ def test_a_checkpoint_of_the_first_layout_still_loads_and_evaluates(short_run, t
     assert out.returncode == 0, out.stderr
     (eval_dir,) = (tmp_path / "eval").iterdir()
     assert json.loads((eval_dir / "summary.json").read_text())["checkpoint_step"] == state["step"]
+
+
+def test_a_checkpoint_from_before_the_event_head_loads_as_frames_only(short_run) -> None:
+    """Catches old frames-only checkpoints (no model.events in their config, no events.* weights) failing to load, or
+    loading with an untrained event head that would invent rewards and ends."""
+    from src.models.events import has_events
+
+    _, result = short_run
+    state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
+    new = model_from_checkpoint(state)
+    assert has_events(new)
+    old = {**state, "config": {**state["config"], "model": {k: v for k, v in state["config"]["model"].items() if k != "events"}},
+           "model": {k: v for k, v in state["model"].items() if not k.startswith("events.")}}
+    model = model_from_checkpoint(old)
+    assert not has_events(model)
+    frames, actions = torch.rand(2, 4, 84, 84), torch.tensor([0, 1])
+    with torch.no_grad():
+        assert torch.equal(model(frames, actions), new(frames, actions))  # the same frame model
