@@ -199,10 +199,11 @@ def event_curves(model: nn.Module, episodes: list[Steps], horizon: int, batch_si
         sl = slice(start, start + batch_size)
         context = frames_to_float(torch.from_numpy(windows.context[sl]).to(device))
         imagined = imagine(model, context, torch.from_numpy(windows.actions[sl]).to(device), feedback)
+        rewards, ends = imagined.rewards.cpu(), imagined.end_probs.cpu() > 0.5  # (B, horizon), once per batch
         for h in range(horizon):
             keep = torch.from_numpy(valid[sl, h])
-            counts[h].add(imagined.rewards[:, h].cpu()[keep], imagined.end_probs[:, h].cpu()[keep] > 0.5,
-                          torch.from_numpy(windows.rewards[sl, h])[keep], torch.from_numpy(real_ends[sl, h])[keep])
+            counts[h].add(rewards[keep, h], ends[keep, h], torch.from_numpy(windows.rewards[sl, h])[keep],
+                          torch.from_numpy(real_ends[sl, h])[keep])
     rates = [c.rates() for c in counts]
     curves = {key: [None if math.isnan(r[key]) else r[key] for r in rates] for key in EVENT_RATES}  # null: nothing to count
     return {"horizon": horizon, "episodes": len(episodes), "rollouts": len(windows.actions), **curves,

@@ -18,9 +18,8 @@ from gymnasium.vector import AutoresetMode
 from examples.plan_in_imagination import main as plan_main
 from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings
-from src.envs.game import Game
+from src.envs.game import WARMUP_STEPS, Game
 from src.imagination import WorldModelEnv, WorldModelVectorEnv
-from src.imagination.games import WARMUP_STEPS
 from src.models.checkpoint import read_checkpoint
 from src.models.rollout import Feedback
 from src.models.world_model import ModelConfig, build_model

@@ -24,10 +24,10 @@ import torch
 from src.dataset.recorder import SHARD_ROWS, Recorder
 from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings
-from src.envs.game import Transition
+from src.envs.game import WARMUP_STEPS, Transition
 from src.models.checkpoint import model_from_checkpoint, read_checkpoint
 from src.models.world_model import ModelConfig, build_model
-from src.playing.dream import WARMUP_STEPS, Dream
+from src.playing.dream import Dream
 from src.playing.keys import MAX_STEPS, action_for, parse_keys
 from src.playing.window import INTERRUPTS, run_headless, run_window
 from src.utils.checkpoint import save_checkpoint

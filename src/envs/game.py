@@ -13,6 +13,8 @@ import numpy as np
 from src.envs.atari import EnvSettings, make_env
 from src.envs.policies import RandomPolicy
 
+WARMUP_STEPS = 8  # random steps after a reset in Game.reset_in_motion: a full 4-frame context, the game in motion
+
 
 @dataclass
 class Steps:
@@ -53,6 +55,14 @@ class Game:
     def reset(self, seed: int) -> np.ndarray:
         self.obs, _ = self.env.reset(seed=seed)
         return self.obs
+
+    def reset_in_motion(self, seed: int, rng: np.random.Generator) -> np.ndarray:
+        """reset(seed), then WARMUP_STEPS actions drawn uniformly from `rng`: a start with a full context and the game
+        in motion (play's and the imagination envs' real starts). Returns the stacked frames (T, H, W) uint8."""
+        obs = self.reset(seed)
+        for _ in range(WARMUP_STEPS):
+            obs = self.step(int(rng.integers(self.num_actions))).next_obs
+        return obs
 
     def step(self, action: int) -> Transition:
         next_obs, reward, terminated, truncated, _ = self.env.step(action)

@@ -30,14 +30,13 @@ from src.utils.device import choose_device
 from src.utils.errors import UserError
 from src.utils.frames import frames_to_float
 
-WARMUP_STEPS = 8  # random steps of the real game after its reset: a full context, the game in motion
 NO_EVENTS = ("predicts frames only (no event head: model.events=false, or saved before the head existed), so it cannot "
              "give rewards or episode ends; retrain it with model.events=true")
 
 
 class Starts:
     """Real frame stacks to start imagined games from: a random window of `dataset` if given, else a fresh episode
-    of the real game (`settings`, through src.envs) played WARMUP_STEPS random steps in. Every draw comes from `rng`
+    of the real game (`settings`, through src.envs) played a few random steps in (Game.reset_in_motion). Every draw comes from `rng`
     alone, so a seeded generator gives the same start."""
 
     def __init__(self, dataset: ShardedDataset | None, settings: EnvSettings) -> None:
@@ -51,10 +50,7 @@ class Starts:
             return self.dataset.steps(int(self.rows[rng.integers(len(self.rows))])).obs[0]
         if self.game is None:
             self.game = Game(self.settings)
-        obs = self.game.reset(seed=int(rng.integers(2**31 - 1)))
-        for _ in range(WARMUP_STEPS):
-            obs = self.game.step(int(rng.integers(num_actions))).next_obs
-        return np.array(obs)
+        return np.array(self.game.reset_in_motion(int(rng.integers(2**31 - 1)), rng))
 
     def close(self) -> None:
         if self.game is not None:

@@ -24,7 +24,6 @@ HELP = "arrows/space: act   N: new start   P: pause   Tab: real | dream   R: rec
 BAND = 22  # pixels of each text band under the picture
 
 
-WARMUP_STEPS = 8  # random steps of the real game before play starts: a full 4-frame context, the game in motion
 END_PROBABILITY = 0.5  # the event head's end probability above which the dream episode is over
 NOTICE_STEPS = 30  # steps (2 s at 15 fps) that "dream over: score X" stays in the band after an episode's end
 
@@ -74,10 +73,8 @@ class Dream:
             starts = self.dataset.window_starts(1)
             obs = self.dataset.steps(int(starts[self.rng.integers(len(starts))])).obs[0]
         else:
-            obs = self.game.reset(seed=self.seed + self.starts)
+            obs = self.game.reset_in_motion(self.seed + self.starts, self.rng)
             self.episode = self.starts
-            for _ in range(WARMUP_STEPS):
-                obs = self.game.step(int(self.rng.integers(len(self.meanings)))).next_obs
         self.context = frames_to_float(torch.from_numpy(np.array(obs))[None].to(self.device))
         self.starts += 1
         self.steps = 0
