@@ -52,9 +52,11 @@ from src.envs.atari import EnvSettings, resolve_game  # noqa: E402
 from src.envs.game import play_episodes  # noqa: E402
 from src.eval import Windows, evaluate, headline, spread, summarise, windows_from_episodes  # noqa: E402
 from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint  # noqa: E402
-from src.models.rollout import Feedback  # noqa: E402
+from src.models.diffusion import is_stochastic  # noqa: E402
+from src.models.rollout import Feedback, rollout  # noqa: E402
 from src.training.loop import train  # noqa: E402
 from src.utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
+from src.utils.frames import frames_to_float  # noqa: E402
 from src.utils.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 HORIZON = 100  # steps predicted open loop from each test start
@@ -104,9 +106,14 @@ VARIANTS = {
     "unet_film_k5": ("unet_film, Oh et al.'s curriculum 1 -> 3 -> 5", ["train.rollout_steps=[1,3,5]", "train.rollout_stage_ends=[0.4,0.7]"]),
     "unet_film_changed": ("unet_film, loss weighted 10x on changed pixels", ["train.changed_pixel_weight=10"]),
     "unet_film_worst": ("unet_film, plus the mean loss of each frame's worst 1% of pixels", ["train.worst_pixel_weight=1"]),
+    "edm": ("diffusion (EDM, as DIAMOND): unet_film denoising the change from the last frame, 3 Euler steps", ["model.name=edm"]),
+    "edm_frame": ("edm diffusing the next frame itself, as DIAMOND", ["model.name=edm", "model.diffusion.target=frame"]),
 }
 # The default variant's checkpoints of the first seed run are also scored with these feedbacks (the same weights).
 OTHER_FEEDBACK = ("uint8", "float")
+SAMPLES = 4  # rollouts per test window of a stochastic variant (edm): scored one at a time, and their mean frame
+SAMPLING_STEPS = (1, 3, 10)  # a stochastic variant's imagination speed is measured at each of these denoising steps
+SPEED_STEPS = 20  # imagined steps per speed measurement, on the first EVAL_BATCH_SIZE test windows
 
 
 # ------------------------------------------------------------------------------------------ set-up
@@ -175,19 +182,50 @@ def held_out_windows(data_dir: Path, budget: Budget, seed: int) -> tuple[Windows
 
 
 def score(model: torch.nn.Module, windows: Windows, test_info: dict, device: torch.device, feedback: Feedback) -> tuple[dict, dict]:
-    """The checkpoint's headline figures on the test windows (and on each half of them), and the copy-last MSE."""
-    errors = evaluate(model, windows, EVAL_BATCH_SIZE, device, test_info["seed"], feedback)
+    """The checkpoint's headline figures on the test windows (and on each half of them), and the copy-last MSE. A
+    stochastic model's figures are those of one sample (averaged over SAMPLES), and under "sample_mean" those of the
+    mean frame of the SAMPLES samples."""
+    errors = evaluate(model, windows, EVAL_BATCH_SIZE, device, test_info["seed"], feedback, samples=SAMPLES)
     curves = summarise(errors)
     ratio, gap = headline(curves, HORIZON)
     odd = np.array(test_info["window_episode"]) % 2 == 1
-    halves = [headline(summarise({m: {k: v[part] for k, v in e.items()} for m, e in errors.items()}), HORIZON)[0]
+    halves = [headline(summarise({m: {k: v[part] for k, v in e.items()} for m, e in errors.items() if m in curves["mse"]}), HORIZON)[0]
               for part in (odd, ~odd)]
-    figures = {"feedback": feedback.kind, "mse_ratio_to_copy": ratio, "action_gap": gap,
-               "model_mse": {k: curves["mse"]["model"][int(k) - 1] for k in ratio},
-               "sharpness": {k: curves["sharpness"]["model"][int(k) - 1] for k in ratio},
-               "psnr_h1": curves["psnr"]["model"][0], "ssim_h1": curves["ssim"]["model"][0],
-               "ratio_halves": halves if odd.any() and (~odd).any() else None}
+    at = lambda metric, method="model": {k: curves[metric][method][int(k) - 1] for k in ratio}  # noqa: E731
+    figures = {"feedback": feedback.kind, "mse_ratio_to_copy": ratio, "action_gap": gap, "model_mse": at("mse"),
+               "sharpness": at("sharpness"), "ssim": at("ssim"), "psnr_h1": curves["psnr"]["model"][0],
+               "ssim_h1": curves["ssim"]["model"][0], "ratio_halves": halves if odd.any() and (~odd).any() else None}
+    if "model_mean" in curves["mse"]:
+        figures["sample_mean"] = {"samples": SAMPLES, "mse_ratio_to_copy": headline(curves, HORIZON, "model_mean")[0],
+                                  "action_gap": gap, "model_mse": at("mse", "model_mean"), "sharpness": at("sharpness", "model_mean"),
+                                  "ssim": at("ssim", "model_mean")}
     return figures, {k: curves["mse"]["copy_last"][int(k) - 1] for k in ratio}
+
+
+def imagination_speed(model: torch.nn.Module, windows: Windows, device: torch.device, feedback: Feedback) -> dict[str, float]:
+    """Imagined frames per second (one batch of EVAL_BATCH_SIZE windows, SPEED_STEPS steps, after one warm-up step): one
+    figure for a deterministic model ("-"), one per denoising step count of SAMPLING_STEPS for a stochastic one."""
+    context = frames_to_float(torch.from_numpy(windows.context[:EVAL_BATCH_SIZE]).to(device))
+    actions = torch.from_numpy(windows.actions[:EVAL_BATCH_SIZE, :SPEED_STEPS]).to(device)
+    model.eval()
+    speeds = {}
+    for steps in SAMPLING_STEPS if is_stochastic(model) else (None,):
+        if steps is not None:
+            saved, model.steps = model.steps, steps
+        rollout(model, context, actions[:, :1], feedback)  # warm-up
+        synchronize(device)
+        start = time.perf_counter()
+        rollout(model, context, actions, feedback)
+        synchronize(device)
+        speeds["-" if steps is None else str(steps)] = actions.numel() / (time.perf_counter() - start)
+        if steps is not None:
+            model.steps = saved
+    return speeds
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def run_variant(cfg: Config, windows: Windows, test_info: dict, device: torch.device,
@@ -208,6 +246,7 @@ def run_variant(cfg: Config, windows: Windows, test_info: dict, device: torch.de
         "train_minutes": seconds / 60,
         "samples_per_s": result["step"] * cfg.train.batch_size / seconds,  # set-up and validations included
         **figures,
+        "imagined_frames_per_s": imagination_speed(model, windows, device, Feedback.of(model_config(state))),
         "other_feedback": {kind: score(model, windows, test_info, device, Feedback(kind))[0] for kind in feedbacks},
         "val_ratio_to_copy": result.get("val/ratio_to_copy"),  # one step ahead, on the dataset's val episodes
         "run_dir": result["run_dir"],
@@ -249,6 +288,9 @@ def rows_of(variants: dict) -> dict[str, list[dict]]:
         rows[name] = seeds
         for kind in dict.fromkeys(k for r in seeds for k in r.get("other_feedback") or {}):  # in order, once each
             rows[f"{name}, {kind} feedback"] = [{**r, **r["other_feedback"][kind]} for r in seeds if kind in r.get("other_feedback", {})]
+        means = [{**r, **r["sample_mean"]} for r in seeds if r.get("sample_mean")]
+        if means:
+            rows[f"{name}, mean of {means[0]['samples']} samples"] = means
     return rows
 
 
@@ -281,6 +323,22 @@ def table_row(name: str, seeds: list[dict], default: list[dict], failed: list[st
             "(the default)" if seeds is default else beyond_noise(seeds, default)]
 
 
+SECOND_COLUMNS = ["variant", *(f"ssim h{k}" for k in STEPS), *(f"sharp h{k}" for k in STEPS), "train samples/s",
+                  "imagined frames/s"]
+
+
+def second_row(name: str, seeds: list[dict]) -> list[str]:
+    """SSIM and sharpness at every headline step, training samples/s and imagined frames/s (per denoising step count
+    for a stochastic model: "1: x, 3: y")."""
+    get = lambda key, k: [r[key][k] for r in seeds if k in r.get(key, {})]  # noqa: E731
+    speeds = [r.get("imagined_frames_per_s") or {} for r in seeds]
+    imagined = ", ".join(f"{'' if k == '-' else f'{k}: '}{np.mean([s[k] for s in speeds if k in s]):,.0f}"
+                         for k in dict.fromkeys(k for s in speeds for k in s))
+    return [name, *(mean_sd(get("ssim", k)) if get("ssim", k) else "-" for k in STEPS),
+            *(mean_sd(get("sharpness", k)) if get("sharpness", k) else "-" for k in STEPS),
+            f"{np.mean([r['samples_per_s'] for r in seeds]):,.0f}", imagined or "-"]
+
+
 def test_noise(rows: list[dict]) -> str:
     """How far the two halves of the test windows disagree about the ratios, the largest over the seeds."""
     halves = [r["ratio_halves"] for r in rows if r.get("ratio_halves")]
@@ -301,6 +359,8 @@ def markdown(results: dict) -> str:
         failed = {n: [f"seed {s}: {r['error']}" for s, r in variants[n]["seeds"].items() if "error" in r] for n in names}
         lines = [f"| {' | '.join(COLUMNS)} |", "| --- |" + " ---: |" * (len(COLUMNS) - 2) + " --- |"]
         lines += [f"| {' | '.join(table_row(n, seeds, default, failed.get(n, [])))} |" for n, seeds in rows.items()]
+        second = [f"| {' | '.join(SECOND_COLUMNS)} |", "| --- |" + " ---: |" * (len(SECOND_COLUMNS) - 1)]
+        second += [f"| {' | '.join(second_row(n, seeds))} |" for n, seeds in rows.items() if seeds]
         copy = ", ".join(f"h={k} {v:.3g}" for k, v in (entry["copy_last_mse"] or {}).items())
         parts.append(
             f"### {game}\n\nBudget {results['budget']}: {budget['minutes']:g} min per variant and seed (max {budget['max_steps']:,} steps), "
@@ -308,7 +368,10 @@ def markdown(results: dict) -> str:
             f"steps from {plural(test['episodes'], 'fresh episode')} (seed {test['seed']}). Mean ± standard deviation over the "
             f"training seeds.\n\n" + "\n".join(lines)
             + f"\n\nCopy-last MSE on the same windows: {copy or '-'}. The two halves of the test windows disagree about the "
-            f"default's ratio by at most: {test_noise(default)}.\n"
+            f"default's ratio by at most: {test_noise(default)}.\n\nSSIM and sharpness (the prediction's gradient magnitude "
+            f"over the true frame's: 1 right, < 1 blur, > 1 noise) at each step ahead; training samples/s (set-up and "
+            f"validation included); imagined frames/s on {EVAL_BATCH_SIZE} games at once (a diffusion model: per number "
+            f"of denoising steps).\n\n" + "\n".join(second) + "\n"
         )
     return "\n".join(parts)
 

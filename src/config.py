@@ -19,6 +19,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from src.models.diffusion import DiffusionConfig
 from src.models.world_model import ModelConfig, check_model_config
 from src.utils.errors import ConfigError
 from src.utils.logging import WandbConfig
@@ -133,6 +134,8 @@ class Config:
              f"got {t.rollout_stage_ends}"),
             (all(0 < e < 1 for e in t.rollout_stage_ends) and sorted(set(t.rollout_stage_ends)) == list(t.rollout_stage_ends),
              "train.rollout_stage_ends", f"must increase strictly inside (0, 1), got {t.rollout_stage_ends}"),
+            (m.name != "edm" or list(t.rollout_steps) == [1], "train.rollout_steps",
+             f"must be [1] with model.name=edm (a diffusion model learns one step at a time), got {t.rollout_steps}"),
             (0 <= t.pushforward <= 1, "train.pushforward", f"must be in [0, 1], got {t.pushforward}"),
             (t.pushforward_steps >= 1, "train.pushforward_steps", f"must be >= 1, got {t.pushforward_steps}"),
             (0 <= t.pushforward_start < 1, "train.pushforward_start", f"must be in [0, 1), got {t.pushforward_start}"),
@@ -219,7 +222,8 @@ def check_keys(cfg: Any, schema: type, prefix: str) -> None:
 
 def _dataclass_type(annotation: Any) -> type | None:
     """Field annotations are strings under `from __future__ import annotations`; resolve ours by name."""
-    return {c.__name__: c for c in (DataConfig, ModelConfig, OptimizerConfig, TrainConfig, WandbConfig, ExperimentConfig)}.get(
+    return {c.__name__: c for c in (DataConfig, ModelConfig, DiffusionConfig, OptimizerConfig, TrainConfig, WandbConfig,
+                                             ExperimentConfig)}.get(
         str(annotation)
     )
 

@@ -30,6 +30,7 @@ from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings, resolve_game
 from src.envs.game import Steps, play_episodes
 from src.models.checkpoint import find_checkpoint_file, model_config, model_from_checkpoint, read_checkpoint
+from src.models.diffusion import is_stochastic, seed_sampling
 from src.models.events import EventCounts, has_events
 from src.models.rollout import FEEDBACK, Feedback, imagine, rollout
 from src.utils.console import Tee, teed_stdout
@@ -42,7 +43,8 @@ from src.utils.metrics import STEP_METRICS
 from src.utils.plots import horizon_plot, save_figure
 from src.utils.video import write_rollout_videos
 
-METHODS = {"model": "model", "copy_last": "copy last frame", "model_shuffled_actions": "model, shuffled actions"}  # name: label
+METHODS = {"model": "model", "copy_last": "copy last frame", "model_shuffled_actions": "model, shuffled actions",
+           "model_mean": "model, mean of its samples"}  # name: label; model_mean only for a stochastic model (edm)
 HEADLINE_STEPS = (1, 10, 50, 100)  # steps ahead reported in summary.json's ratios
 ACTION_GAP_STEPS = (1, 10)
 EVENT_RATES = ("reward_sign_accuracy", "false_reward_rate", "end_precision", "end_recall")  # EventCounts.rates()
@@ -104,45 +106,56 @@ def per_step_errors(prediction: torch.Tensor, truth: torch.Tensor) -> dict[str, 
 
 
 def evaluate(model: nn.Module, windows: Windows, batch_size: int, device: torch.device, seed: int,
-             feedback: Feedback = Feedback("uint8"), progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
+             feedback: Feedback = Feedback("uint8"), progress: bool = False, samples: int = 1) -> dict[str, dict[str, np.ndarray]]:
     """Per-case, per-step errors of the model, the copy-last-frame baseline and the model with shuffled actions.
 
+    A stochastic model (edm) rolls out `samples` times from every start, its sampling seeded with `seed`: "model" is
+    then the mean of the metric over the samples (what one sample scores), and with samples > 1 "model_mean" scores
+    the mean frame of the samples (what the MSE rewards); the shuffled actions roll out once.
     Returns {method: {metric: (N, K)}} for every metric of STEP_METRICS, and for a model with an event head
-    {"imagined": {"rewards": (N, K)}}, the reward signs it predicted along the rollouts; the pure computation, no I/O
-    but a progress bar on stderr with `progress` (a long evaluation on a CPU takes minutes).
+    {"imagined": {"rewards": (N, K)}}, the reward signs it predicted along the (first sample's) rollouts; the pure
+    computation, no I/O but a progress bar on stderr with `progress` (a long evaluation on a CPU takes minutes).
     """
     n = len(windows.actions)
     order = np.random.default_rng(seed).permutation(n)
     shuffled = windows.actions.copy()
     shuffled[order] = windows.actions[np.roll(order, -1)]  # each case gets another case's actions, never its own
-    results: dict[str, dict[str, list]] = {m: {name: [] for name in STEP_METRICS} for m in METHODS}
+    samples = samples if is_stochastic(model) else 1
+    methods = [m for m in METHODS if m != "model_mean" or samples > 1]
+    results: dict[str, dict[str, list]] = {m: {name: [] for name in STEP_METRICS} for m in methods}
     imagined_rewards = []
     model.eval()
-    bar = tqdm(total=n, unit="rollout", desc="rollouts", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    seed_sampling(model, seed)
+    bar = tqdm(total=n * samples, unit="rollout", desc="rollouts", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
         context = frames_to_float(torch.from_numpy(windows.context[sl]).to(device))  # (B, T, H, W)
         truth = frames_to_float(torch.from_numpy(windows.truth[sl]).to(device))  # (B, K, H, W)
-        imagined = imagine(model, context, torch.from_numpy(windows.actions[sl]).to(device), feedback)
-        if imagined.rewards is not None:
-            imagined_rewards.append(imagined.rewards.cpu().numpy())
-        predictions = {
-            "model": imagined.frames,
-            "copy_last": context[:, -1:].expand_as(truth),
-            "model_shuffled_actions": rollout(model, context, torch.from_numpy(shuffled[sl]).to(device), feedback),
-        }
-        for method, prediction in predictions.items():
-            for metric, value in per_step_errors(prediction, truth).items():
-                results[method][metric].append(value.cpu().numpy())
-        bar.update(len(truth))
+        actions = torch.from_numpy(windows.actions[sl]).to(device)
+        drawn = []
+        for i in range(samples):
+            imagined = imagine(model, context, actions, feedback)
+            if i == 0 and imagined.rewards is not None:
+                imagined_rewards.append(imagined.rewards.cpu().numpy())
+            drawn.append(imagined.frames)
+            bar.update(len(truth))
+        scored = {"model": [per_step_errors(frames, truth) for frames in drawn],
+                  "copy_last": [per_step_errors(context[:, -1:].expand_as(truth), truth)],
+                  "model_shuffled_actions": [per_step_errors(rollout(model, context, torch.from_numpy(shuffled[sl]).to(device), feedback), truth)]}
+        if samples > 1:
+            scored["model_mean"] = [per_step_errors(torch.stack(drawn).mean(0), truth)]
+        for method, errors in scored.items():
+            for metric in STEP_METRICS:
+                results[method][metric].append(torch.stack([e[metric] for e in errors]).mean(0).cpu().numpy())
     bar.close()
     out = {m: {k: np.concatenate(v) for k, v in metrics.items()} for m, metrics in results.items()}
     return out | ({"imagined": {"rewards": np.concatenate(imagined_rewards)}} if imagined_rewards else {})
 
 
 def summarise(errors: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list[float]]]:
-    """Per step over the cases, as each metric of STEP_METRICS aggregates them: {metric: {method: [K]}}."""
-    return {name: {method: metric.over_cases(errors[method][name]).tolist() for method in METHODS}
+    """Per step over the cases, as each metric of STEP_METRICS aggregates them: {metric: {method: [K]}}, for the
+    methods that `errors` holds."""
+    return {name: {method: metric.over_cases(errors[method][name]).tolist() for method in METHODS if method in errors}
             for name, metric in STEP_METRICS.items()}
 
 
@@ -225,10 +238,11 @@ def episodes_from_dataset(dataset: ShardedDataset, count: int) -> list[Steps]:
     return chosen
 
 
-def headline(curves: dict[str, dict[str, list[float]]], horizon: int) -> tuple[dict[str, float], dict[str, float]]:
-    """(model MSE / copy-last MSE at steps 1, 10, 50; shuffled-action MSE / true-action MSE at steps 1, 10), within the horizon."""
+def headline(curves: dict[str, dict[str, list[float]]], horizon: int, method: str = "model") -> tuple[dict[str, float], dict[str, float]]:
+    """(model MSE / copy-last MSE at steps 1, 10, 50, 100; shuffled-action MSE / true-action MSE at steps 1, 10), within
+    the horizon; `method` model_mean: the ratios of the mean of a stochastic model's samples."""
     mse = curves["mse"]
-    ratio = {str(k): mse["model"][k - 1] / max(mse["copy_last"][k - 1], 1e-12) for k in HEADLINE_STEPS if k <= horizon}
+    ratio = {str(k): mse[method][k - 1] / max(mse["copy_last"][k - 1], 1e-12) for k in HEADLINE_STEPS if k <= horizon}
     gap = {str(k): mse["model_shuffled_actions"][k - 1] / max(mse["model"][k - 1], 1e-12) for k in ACTION_GAP_STEPS if k <= horizon}
     return ratio, gap
 
@@ -244,7 +258,7 @@ def write_outputs(out: Path, summary: dict, curves: dict, model: nn.Module, wind
     atomic_write_json(out / "summary.json", summary)
     horizon = len(curves["mse"]["model"])
     table = io.StringIO(newline="")  # built in memory, then written atomically like every other output
-    columns = [(method, metric) for metric in STEP_METRICS for method in METHODS]
+    columns = [(method, metric) for metric in STEP_METRICS for method in METHODS if method in curves[metric]]
     writer = csv.writer(table)
     events = summary.get("events", {})
     event_columns = [key for key in (*EVENT_RATES, "reward_steps", "real_ends") if events]
@@ -330,19 +344,22 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str | None = None, episode
                         horizon: int = 50, seed: int | None = None, data_dir: str | Path | None = None,
                         out_dir: str | Path = "runs", device: str | None = None, batch_size: int = 64, videos: int = 4,
                         wandb_mode: str = "disabled", feedback: str | None = None, wandb_project: str | None = None,
-                        wandb_entity: str | None = None, event_episodes: int = 16, event_horizon: int = 10) -> dict[str, Any]:
+                        wandb_entity: str | None = None, event_episodes: int = 16, event_horizon: int = 10, samples: int = 4,
+                        sampling_steps: int | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (a .pt file, or a run folder: its best.pt, else its last.pt) open loop and write
     <out_dir>/<YYYYmmdd-HHMMSS>_<game>_eval/, with what it prints in its eval.log. `game` is a check (the checkpoint
     knows its game); `seed` defaults to the training data's seed + 1; `data_dir` takes the windows from a recorded dataset
     instead of fresh episodes; `feedback` (palette, uint8 or float) overrides the checkpoint's model.feedback; W&B logs
     to the checkpoint's project and entity unless `wandb_project`, `wandb_entity` are given. A model with an event head is
     also scored on the rewards and ends of `event_episodes` episodes (the first `episodes` of them those of the frames),
-    `event_horizon` steps ahead (`event_curves`), and on its imagined returns along the frames' rollouts.
+    `event_horizon` steps ahead (`event_curves`), and on its imagined returns along the frames' rollouts. A stochastic
+    model (edm) draws `samples` rollouts per start (`evaluate`), each frame in `sampling_steps` denoising steps (default:
+    the checkpoint's model.diffusion.steps).
     Returns the summary (as in summary.json) with "out_dir" and "paths" added. Bad input raises UserError."""
     with teed_stdout() as console:
         result = evaluate_teed(console, find_checkpoint_file(checkpoint), game, episodes, starts_per_episode, horizon, seed,
                                data_dir, out_dir, device, batch_size, videos, wandb_mode, feedback, wandb_project, wandb_entity,
-                               event_episodes, event_horizon)
+                               event_episodes, event_horizon, samples, sampling_steps)
         print(report(result), flush=True)
     return result
 
@@ -350,12 +367,14 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str | None = None, episode
 def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: int, starts_per_episode: int, horizon: int,
                   seed: int | None, data_dir: str | Path | None, out_dir: str | Path, device: str | None, batch_size: int,
                   videos: int, wandb_mode: str, feedback_kind: str | None, wandb_project: str | None,
-                  wandb_entity: str | None, event_episodes: int = 16, event_horizon: int = 10) -> dict[str, Any]:
+                  wandb_entity: str | None, event_episodes: int = 16, event_horizon: int = 10, samples: int = 4,
+                  sampling_steps: int | None = None) -> dict[str, Any]:
     """evaluate_checkpoint's work, its printed lines going to `console` too (opened on eval.log once the folder exists)."""
     for name, value, low, high in (("episodes", episodes, 1, 10_000), ("starts_per_episode", starts_per_episode, 1, 100_000),
                                    ("horizon", horizon, 1, 100_000), ("batch_size", batch_size, 1, 65_536), ("videos", videos, 0, 1_000),
                                    ("seed", seed, 0, 2**31 - 1), ("event_episodes", event_episodes, 1, 10_000),
-                                   ("event_horizon", event_horizon, 1, 1_000)):
+                                   ("event_horizon", event_horizon, 1, 1_000), ("samples", samples, 1, 1_000),
+                                   ("sampling_steps", sampling_steps, 1, 1_000)):
         if value is not None and value < low:
             raise UserError(f"--{name} must be >= {low}, got {value}")
         if value is not None and value > high:
@@ -372,6 +391,12 @@ def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: in
     check_wandb(wandb_cfg, "--wandb_mode")
     torch_device = choose_device(device)
     model = model_from_checkpoint(state).to(torch_device)
+    if sampling_steps is not None:
+        if not is_stochastic(model):
+            raise UserError(f"--sampling_steps is for a diffusion model (model.name=edm); this checkpoint's model is "
+                            f"{model_config(state).name}, which predicts in one call: leave it out")
+        model.steps = sampling_steps
+    stochastic = {"samples": samples, "sampling_steps": model.steps} if is_stochastic(model) else {}
     feedback = checkpoint_feedback(state, feedback_kind)
     seed = seed if seed is not None else trained_on.get("seed", 0) + 1
 
@@ -396,9 +421,11 @@ def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: in
           f"from {source}", flush=True)
     out = create_timestamped_dir(out_dir, f"{game_name}_eval", ("plots", "videos"), "--out_dir")  # before the work: fail fast
     console.open(out / "eval.log")
-    errors = evaluate(model, windows, batch_size, torch_device, seed, feedback, progress=True)
+    errors = evaluate(model, windows, batch_size, torch_device, seed, feedback, progress=True, samples=samples)
     curves = summarise(errors)
     ratio, gap = headline(curves, horizon)
+    if "model_mean" in errors:
+        stochastic["mean_mse_ratio_to_copy"] = headline(curves, horizon, "model_mean")[0]
     events = {}
     if has_events(model):
         events["events"] = event_curves(model, played, event_horizon, batch_size, torch_device, feedback)
@@ -410,18 +437,19 @@ def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: in
     summary = {"game": game_name, "checkpoint": str(checkpoint), "checkpoint_step": state["step"], "source": source,
                "horizon": horizon, "episodes": episodes if not data_dir else None, "starts": len(windows.actions),
                "seed": seed, "feedback": feedback.kind, "palette": list(feedback.palette or ()) or None, **curves, "mse_ratio_to_copy": ratio,
-               "action_gap": gap, **events,
+               "action_gap": gap, **stochastic, **events,
                "seconds": round(time.perf_counter() - start, 2)}
     paths = write_outputs(out, summary, curves, model, windows, videos, torch_device, feedback)
 
     settings = {"checkpoint": str(checkpoint), "game": game_name, "episodes": episodes, "starts_per_episode": starts_per_episode,
                 "horizon": horizon, "seed": seed, "data_dir": data_dir and str(data_dir), "out_dir": str(out_dir),
                 "device": device, "batch_size": batch_size, "videos": videos, "wandb_mode": wandb_mode,
-                "feedback": feedback.kind, "event_episodes": event_episodes, "event_horizon": event_horizon}
+                "feedback": feedback.kind, "event_episodes": event_episodes, "event_horizon": event_horizon, **stochastic}
     trained = {"run": training_run(checkpoint, state), "wandb_id": state.get("wandb_id"), "step": state["step"]}
     logger = make_logger(wandb_cfg, out, out.name, {"eval": settings, "trained": trained, "checkpoint_config": state["config"]},
                          group=trained["run"], job_type="eval", setting="--wandb_mode")
     scores = {f"eval/mse_ratio_to_copy_h{k}": v for k, v in ratio.items()} | {f"eval/action_gap_h{k}": v for k, v in gap.items()}
+    scores |= {f"eval/mean_mse_ratio_to_copy_h{k}": v for k, v in summary.get("mean_mse_ratio_to_copy", {}).items()}
     scores |= {f"eval/{key}_h{h}": v for h, rates in summary.get("events_at", {}).items() for key, v in rates.items() if v is not None}
     scores |= {f"eval/return_{key}": v for key, v in summary.get("return_fidelity", {}).items() if isinstance(v, float)}
     logger.log(scores, step=0)
@@ -441,6 +469,12 @@ def report(result: dict[str, Any]) -> str:
     sharp = ", ".join(f"h={k}: {result['sharpness']['model'][int(k) - 1]:.3f}" for k in result["mse_ratio_to_copy"])
     lines = [f"model MSE / copy-last MSE  {ratios}", f"action gap (shuffled / true)  {gaps}",
              f"sharpness (1 right, < 1 blur, > 1 noise)  {sharp}"]
+    if "samples" in result:
+        lines[0] += f"  (one sample of {result['sampling_steps']} denoising steps, the mean over {result['samples']})"
+    if "mean_mse_ratio_to_copy" in result:
+        means = ", ".join(f"h={k}: {v:.3f}" for k, v in result["mean_mse_ratio_to_copy"].items())
+        mean_sharp = ", ".join(f"h={k}: {result['sharpness']['model_mean'][int(k) - 1]:.3f}" for k in result["mean_mse_ratio_to_copy"])
+        lines += [f"mean of the {result['samples']} samples: MSE / copy-last MSE  {means}; sharpness  {mean_sharp}"]
     for h, rates in result.get("events_at", {}).items():
         rate = lambda key, digits=2: "-" if rates[key] is None else f"{rates[key]:.{digits}f}"  # noqa: E731
         lines.append(f"h={h}: reward sign right {rate('reward_sign_accuracy', 3)}, false rewards {rate('false_reward_rate', 4)}, "
@@ -477,6 +511,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--event_episodes", type=int, default=16, help="episodes whose every reward and end is scored, for a model "
                                                                   "with an event head (default 16)")
     p.add_argument("--event_horizon", type=int, default=10, help="steps ahead the rewards and ends are scored at (default 10)")
+    p.add_argument("--samples", type=int, default=4, help="a diffusion model's rollouts per start: scored one at a time and "
+                                                          "as their mean frame (default 4)")
+    p.add_argument("--sampling_steps", type=int, default=None, help="a diffusion model's denoising steps per frame (default: "
+                                                                    "the checkpoint's model.diffusion.steps)")
     p.add_argument("--feedback", choices=FEEDBACK, default=None,
                    help="how predictions re-enter the context: palette (the checkpoint's grey levels), uint8 (any grey level) "
                         "or float (default: the checkpoint's)")

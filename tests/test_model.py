@@ -91,7 +91,8 @@ def overfit(request: pytest.FixtureRequest) -> Overfit:
 
 
 def test_every_model_is_tested() -> None:
-    assert set(VARIANTS) == set(MODELS)
+    """The deterministic variants here; edm, trained with its own loss and sampled, in tests/test_diffusion.py."""
+    assert set(VARIANTS) | {"edm"} == set(MODELS)
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

@@ -31,6 +31,7 @@ from torch import nn
 from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings
 from src.imagination.games import CheckpointWorld, ImaginedGames, Starts
+from src.models.diffusion import seed_sampling
 from src.models.rollout import Feedback
 from src.utils.errors import UserError
 
@@ -123,6 +124,8 @@ class WorldModelEnv(_Imagined, gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
+        if seed is not None:
+            seed_sampling(self.games.model, seed)  # a diffusion model's samples: the same game for the same seed
         self._start(np.zeros(1, dtype=np.int64), [self.np_random])
         return self.games.observations()[0], {}
 
@@ -186,6 +189,7 @@ class WorldModelVectorEnv(_Imagined, VectorEnv):
             if len(seeds) != self.num_envs:
                 raise UserError(f"reset needs {self.num_envs} seeds (one per game), got {len(seeds)}")
             self.rngs = [seeding.np_random(s)[0] for s in seeds]
+            seed_sampling(self.games.model, seeds[0])  # a diffusion model's samples: the same games for the same seed
         mask = (options or {}).get("reset_mask", np.ones(self.num_envs, dtype=bool))
         if not (isinstance(mask, np.ndarray) and mask.dtype == np.bool_ and mask.shape == (self.num_envs,)):
             raise UserError(f"options['reset_mask'] must be a ({self.num_envs},) bool array")

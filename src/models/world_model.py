@@ -12,6 +12,8 @@ untrained model copies the last frame (the strongest simple baseline on Atari).
     unet_diamond  the U-Net of DIAMOND (Alonso et al. 2024): a skip from every block, attention in the middle
     oh2015        the action-conditional transformation of Oh et al. 2015: conv encoder, fully connected code
                   multiplied by an action embedding, deconvolution decoder
+    edm           a diffusion model (EDM, as DIAMOND): the unet_film U-Net as a denoiser; a call samples the next
+                  frame in model.diffusion.steps steps (src/models/diffusion.py)
 
 B batch, T context frames, C channels, H/W pixels (84), h/w one level's size, D action embedding size
 """
@@ -19,13 +21,23 @@ B batch, T context frames, C channels, H/W pixels (84), h/w one level's size, D 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.models.blocks import Downsample, ResBlock, ResStack, SelfAttention, Upsample, group_count
+from src.models.diffusion import (
+    DenoiserHead,
+    DiffusionConfig,
+    Preconditioning,
+    SigmaEmbedding,
+    anchor,
+    check_diffusion_config,
+    karras_sigmas,
+    sample_frames,
+)
 from src.models.events import EventHead
 from src.models.rollout import DEFAULT_FEEDBACK, FEEDBACK, nearest_level
 from src.utils.errors import ConfigError
@@ -50,6 +62,7 @@ class ModelConfig:
     # frames, the level given to the model beside the action (0: off; at test time the level is 0)
     events: bool = True  # also predict each step's reward sign and whether the episode ends (model.events, a small
     # network of its own beside every variant: src/models/events.py); false: frames only, as checkpoints from before it
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # edm only: noise levels and sampler
 
 PATCH = 2  # space-to-depth factor: 84x84 frames become 42x42 maps of 2x2-pixel patches, losslessly
 
@@ -184,12 +197,14 @@ class UNetFiLM(nn.Module):
     to the skip's exact size going up. The coarsest encoder level is the bottleneck: the decoder has one level less.
     """
 
-    def __init__(self, cfg: ModelConfig, num_actions: int, context_frames: int = 4, frame_size: int = 84) -> None:
+    def __init__(self, cfg: ModelConfig, num_actions: int, context_frames: int = 4, frame_size: int = 84,
+                 noise_embedding: nn.Module | None = None, head: nn.Module | None = None) -> None:
+        """noise_embedding, head: a level embedding and a last layer other than the config's (edm's denoiser)."""
         super().__init__()
         widths, n, d = list(cfg.channels), cfg.blocks_per_level, cfg.action_embed_dim
         self.context_frames = context_frames
         self.action_embedding = ActionEmbedding(num_actions, d)
-        self.noise_embedding = NoiseLevelEmbedding(d, cfg.context_noise) if cfg.context_noise > 0 else None
+        self.noise_embedding = noise_embedding or (NoiseLevelEmbedding(d, cfg.context_noise) if cfg.context_noise > 0 else None)
         self.stem = nn.Conv2d(context_frames * PATCH**2, widths[0], 3, padding=1)
         self.encoder = nn.ModuleList(
             EncoderLevel(widths[max(i - 1, 0)], widths[i], n, d, downsample=i > 0) for i in range(len(widths))
@@ -197,7 +212,7 @@ class UNetFiLM(nn.Module):
         self.decoder = nn.ModuleList(
             DecoderLevel(widths[i + 1], widths[i], n, d) for i in reversed(range(len(widths) - 1))
         )
-        self.head = output_head(cfg, widths[0])
+        self.head = head or output_head(cfg, widths[0])
 
     def forward(self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None, logits: bool = False) -> Tensor:
         """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64; noise_level: (B,) float, the
@@ -334,10 +349,72 @@ class ActionConditionalTransformation(nn.Module):
         return frames[:, -1:] + x  # (B, 1, H, W)
 
 
+class EDM(nn.Module):
+    """The diffusion world model (model.name=edm): EDM's preconditioned denoiser around the unet_film U-Net, and its
+    sampler. Same constructor and call as the deterministic variants; `stochastic` tells evaluation to draw several
+    samples per start."""
+
+    stochastic = True
+
+    def __init__(self, cfg: ModelConfig, num_actions: int, context_frames: int = 4, frame_size: int = 84) -> None:
+        super().__init__()
+        if cfg.diffusion.sigma_data is None:
+            raise ConfigError("model.diffusion.sigma_data is null: give it, or let training measure it on the data")
+        self.context_frames = context_frames
+        self.diffusion: DiffusionConfig = replace(cfg.diffusion)  # its own: src.eval may change the sampler's settings
+        self.steps = cfg.diffusion.steps  # what a sample costs: src.eval --sampling_steps changes it
+        backbone = replace(cfg, context_noise=0.0, output="residual")
+        self.net = UNetFiLM(backbone, num_actions, context_frames + 1, frame_size,
+                            noise_embedding=SigmaEmbedding(cfg.action_embed_dim), head=DenoiserHead(cfg.channels[0], PATCH))
+        self.sampling_seed = 0
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def seed_sampling(self, seed: int) -> None:
+        """Sampling from here on draws its noise from a generator seeded with `seed` (one per device)."""
+        self.sampling_seed, self._generators = int(seed), {}
+
+    def _noise(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
+        """Unit Gaussian noise (float32) from this device's generator."""
+        generator = self._generators.get(device)
+        if generator is None:
+            generator = self._generators[device] = torch.Generator(device).manual_seed(self.sampling_seed)
+        return torch.randn(shape, generator=generator, device=device)
+
+    def raw(self, frames: Tensor, actions: Tensor, noisy: Tensor, sigma: Tensor) -> Tensor:
+        """The network's output F. frames: (B, T, H, W) in [0, 1]; noisy: (B, 1, H, W) in [-1, 1] space, plus noise
+        of level sigma (B,)."""
+        c = Preconditioning.at(sigma.float(), self.diffusion.sigma_data)
+        context = (2 * frames - 1) / self.diffusion.sigma_data  # (B, T, H, W), unit scale as c_in gives the noisy frame
+        inputs = torch.cat([context, (c.c_in * noisy).to(context.dtype)], dim=1)  # (B, T + 1, H, W)
+        return self.net(inputs, actions, noise_level=c.c_noise)
+
+    def denoise(self, frames: Tensor, actions: Tensor, noisy: Tensor, sigma: Tensor) -> Tensor:
+        """D(noisy; σ): the estimate of the clean next frame in [-1, 1] space, (B, 1, H, W)."""
+        c = Preconditioning.at(sigma.float(), self.diffusion.sigma_data)
+        return c.c_skip * noisy + c.c_out * self.raw(frames, actions, noisy, sigma).float()
+
+    def sample(self, frames: Tensor, actions: Tensor, steps: int | None = None) -> Tensor:
+        """A sample of the next frame, (B, 1, H, W) in [0, 1] (not clamped), in `steps` (self.steps) denoising steps."""
+        d = self.diffusion
+        sigmas = karras_sigmas(steps or self.steps, d.sigma_min, d.sigma_max, d.rho)
+        noise = self._noise((len(frames), 1, *frames.shape[-2:]), frames.device)
+        x = sample_frames(lambda x, sigma: self.denoise(frames, actions, x, sigma), noise, sigmas, d.sampler)
+        return ((x + anchor(frames, d) + 1) / 2).to(frames.dtype)
+
+    def forward(self, frames: Tensor, actions: Tensor, noisy: Tensor | None = None, sigma: Tensor | None = None) -> Tensor:
+        """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64. Without `noisy`, a sampled next
+        frame (B, 1, H, W) in [0, 1]; with `noisy` (B, 1, H, W) and `sigma` (B,), training's call: the raw output F."""
+        assert frames.dim() == 4 and frames.size(1) == self.context_frames, frames.shape
+        if noisy is None:
+            return self.sample(frames, actions)
+        return self.raw(frames, actions, noisy, sigma)
+
+
 MODELS: dict[str, type[nn.Module]] = {
     "unet_film": UNetFiLM,
     "unet_diamond": UNetDiamond,
     "oh2015": ActionConditionalTransformation,
+    "edm": EDM,
 }
 
 
@@ -363,6 +440,11 @@ def check_model_config(m: ModelConfig) -> None:
         (m.palette is None or (2 <= len(m.palette) <= 256 and ints(m.palette) and all(0 <= v <= 255 for v in m.palette)
                                and list(m.palette) == sorted(set(m.palette))), "model.palette",
          f"must be null or at least two increasing grey levels in [0, 255], got {m.palette}"),
+        (m.name != "edm" or m.output == "residual", "model.output",
+         f"must be residual with model.name=edm (the denoiser's output is its own), got {m.output!r}"),
+        (m.name != "edm" or m.context_noise == 0, "model.context_noise",
+         f"must be 0 with model.name=edm (its noise level is the diffusion's), got {m.context_noise}"),
+        *check_diffusion_config(m.diffusion),
     ]
     for ok, key, problem in checks:
         if not ok:

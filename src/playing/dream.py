@@ -12,6 +12,7 @@ from src.dataset.recorder import Recorder
 from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings
 from src.envs.game import Game
+from src.models.diffusion import seed_sampling
 from src.models.events import has_events
 from src.models.rollout import Feedback, imagine
 from src.utils.frames import frames_to_float
@@ -61,6 +62,7 @@ class Dream:
         self.keeps_score = has_events(self.model)  # frames-only models (checkpoints from before the event head) keep none
         self.game = None if self.dataset is not None else Game(EnvSettings.from_dict(self.dataset_info["env_settings"]))
         self.rng = np.random.default_rng(self.seed)
+        seed_sampling(self.model, self.seed)  # a diffusion model's samples: the same dream for the same seed and keys
         self.new_start()
 
     def new_start(self, notice: str = "") -> None:

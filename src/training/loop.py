@@ -24,6 +24,7 @@ from src.models.world_model import build_model
 from src.training.data import (
     EventBatches,
     data_identity,
+    diffusion_sigma_data,
     fixed_val_batches,
     frame_palette,
     open_data,
@@ -83,6 +84,8 @@ def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | 
         state = resumed if resumed is not None else read_checkpoint(checkpoint)
         if cfg.model.palette is None:  # not given: the run's own
             cfg.model.palette = state["config"]["model"].get("palette")
+        if cfg.model.diffusion.sigma_data is None:  # likewise
+            cfg.model.diffusion.sigma_data = state["config"]["model"].get("diffusion", {}).get("sigma_data")
         check_resumable(state, cfg, checkpoint, ranks.world)
         cfg.train.resume = str(checkpoint)  # what `auto` or a run folder meant, for the log and the saved config
     dataset, train_rows, val_rows = open_data(cfg, state["dataset"] if state else None, ranks.main)
@@ -97,6 +100,10 @@ def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | 
         cfg.model.palette, coverage = frame_palette(dataset, train_rows, cfg.model.palette_size)
         console.say(f"palette: the {len(cfg.model.palette)} commonest grey levels cover {coverage:.2%} of the training "
                     "frames' pixels")
+    if cfg.model.name == "edm" and cfg.model.diffusion.sigma_data is None:
+        cfg.model.diffusion.sigma_data = round(diffusion_sigma_data(dataset, train_rows, cfg.model.diffusion.target), 6)
+        console.say(f"diffusion: sigma_data {cfg.model.diffusion.sigma_data:.4g}, the standard deviation of the training frames' "
+                    f"{'change from the last frame' if cfg.model.diffusion.target == 'residual' else 'pixels'} in [-1, 1]")
     model = build_model(cfg.model, dataset.num_actions, settings.context_frames, settings.screen_size).to(device)
     forward = prepare_model(model, fast, ranks)
     optimizer = make_optimizer(model, cfg, device)
@@ -263,6 +270,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
     t = cfg.train
     feedback = Feedback.of(cfg.model)
     output_palette = tuple(cfg.model.palette) if cfg.model.output == "palette" else None
+    diffusion = cfg.model.diffusion if cfg.model.name == "edm" else None
     step = state["step"] if state else 0
     elapsed = state["elapsed_s"] if state else 0.0
     start = time.perf_counter() - elapsed  # a resumed run's clock goes on from its checkpoint
@@ -280,7 +288,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
             batch = next(s.batches).to(device, non_blocking=True)
             event_batch = next(s.event_batches).to(device, non_blocking=True) if s.event_batches is not None else None
             tensors, predicted, batch = train_step(s.forward, optimizer, batch, k, t, s.fast, feedback, cfg.model.context_noise, share,
-                                            output_palette, s.events, event_batch)
+                                            output_palette, s.events, event_batch, diffusion)
             logging = (step + 1) % t.log_every == 0 or (step + 1) % t.val_every_steps == 0 or step + 1 == t.max_steps
             # Reading a value waits for the GPU, so there the check runs when the metrics are read anyway: a NaN
             # can spoil the weights for a few steps, but no checkpoint is written from them (validation checks too).

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from src.config import Config, TrainConfig
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
+from src.models.diffusion import DiffusionConfig, denoising_loss, seed_sampling
 from src.models.events import EventCounts, EventWeights, event_loss, has_events, predicted_events
 from src.models.rollout import Feedback, corrupt, nearest_level, rollout, unroll
 from src.training.fast_path import FastPath
@@ -76,15 +77,29 @@ class EventLoss:
 
 def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: Feedback = Feedback("uint8"),
                   context_noise: float = 0.0, output_palette: tuple[int, ...] | None = None,
-                  events: EventLoss | None = None, event_batch: Batch | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
+                  events: EventLoss | None = None, event_batch: Batch | None = None,
+                  diffusion: DiffusionConfig | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
     """With `events`, the event head's loss on the same steps (and on `event_batch`) is added (EventLoss);
-    metrics["loss"] stays the frames'."""
-    loss, metrics, predicted = frames_loss(model, batch, k, t, feedback, context_noise, output_palette)
+    metrics["loss"] stays the frames'. With `diffusion` (model.name=edm), the frames' loss is EDM's denoising loss on
+    one step (`diffusion_loss`), and the event head sees the real next frames, which a sample resembles more than
+    the denoiser's estimate at a random noise level does."""
+    if diffusion is not None:
+        loss, metrics, predicted = diffusion_loss(model, batch, diffusion)
+    else:
+        loss, metrics, predicted = frames_loss(model, batch, k, t, feedback, context_noise, output_palette)
     if events is not None:
-        event_total, event_metrics = events(batch, predicted, feedback, event_batch)
+        event_total, event_metrics = events(batch, batch.targets[:, :1] if diffusion is not None else predicted, feedback, event_batch)
         loss = loss + event_total
         metrics = {**metrics, **event_metrics}
     return loss, metrics, predicted
+
+
+def diffusion_loss(model: nn.Module, batch: Batch, d: DiffusionConfig) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """EDM's denoising loss on the batch's first step (src/models/diffusion.py); metrics["mse"] is the denoiser's
+    estimate against the true frame, at the drawn noise levels. Returns (loss, metrics, the estimates (B, 1, H, W))."""
+    targets = batch.targets[:, :1]
+    loss, estimate = denoising_loss(model, batch.frames, batch.actions[:, 0], targets, d)
+    return loss, {"loss": loss.detach(), "mse": (estimate - targets.float()).pow(2).mean()}, estimate
 
 
 def frames_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: Feedback = Feedback("uint8"),
@@ -111,7 +126,8 @@ def frames_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback
 def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, k: int, t: TrainConfig,
                fast: FastPath, feedback: Feedback = Feedback("uint8"), context_noise: float = 0.0,
                pushforward: float = 0.0, output_palette: tuple[int, ...] | None = None,
-               events: EventLoss | None = None, event_batch: Batch | None = None) -> tuple[dict[str, Tensor], Tensor, Batch]:
+               events: EventLoss | None = None, event_batch: Batch | None = None,
+               diffusion: DiffusionConfig | None = None) -> tuple[dict[str, Tensor], Tensor, Batch]:
     """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped; with
     pushforward > 0, that share of the samples first moved on t.pushforward_steps steps by the model itself
     (`pushed_forward`). Returns (metrics as 0-d tensors, predictions, the batch they predict: moved on by
@@ -122,7 +138,7 @@ def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batc
         if fast.channels_last:
             batch = replace(batch, frames=batch.frames.contiguous(memory_format=torch.channels_last))
         loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback, context_noise, output_palette, events,
-                                                 event_batch)
+                                                 event_batch, diffusion)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     # Each parameter group clipped on its own: the event head's gradient jumps when a rare reward is in the batch, and
@@ -135,8 +151,10 @@ def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batc
 @torch.no_grad()
 def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.device, ranks: Ranks = Ranks()) -> dict[str, float]:
     """Loss and MSE on the held-out samples, and the copy-last-frame baseline's MSE on the same samples (summed over
-    the processes' shares under torchrun)."""
+    the processes' shares under torchrun). A diffusion model's predictions are samples, the same ones at every
+    validation (its sampling seeded with 0)."""
     model.eval()
+    seed_sampling(model, 0)
     totals = {"loss": 0.0, "mse": 0.0, "copy_last_mse": 0.0}
     counts = EventCounts()
     count = 0
@@ -169,6 +187,7 @@ def rollout_videos(model: nn.Module, dataset: ShardedDataset, starts: np.ndarray
     context = frames_to_float(torch.from_numpy(np.stack([w.obs[0] for w in windows]))).to(device)  # (V, T, H, W)
     actions = torch.from_numpy(np.stack([w.action for w in windows])).to(device)  # (V, K)
     model.eval()
+    seed_sampling(model, 0)
     predicted = rollout(model, context, actions, feedback).cpu().numpy()  # (V, K, H, W)
     model.train()
     truth = np.stack([w.next_obs[:, 0] for w in windows])  # (V, K, H, W) uint8
