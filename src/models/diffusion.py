@@ -7,11 +7,11 @@ regressed, so that where the future is uncertain a rollout shows one sharp futur
 
 The denoiser D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x, c_noise(σ), context, action) is the unet_film U-Net over
 the context frames with the noisy next frame as one more input frame; the noise level enters the FiLM conditioning
-beside the action. Frames are in [-1, 1] inside (σ_data = 0.5, as DIAMOND); a sample comes back in [0, 1], not
-clamped: rollouts clamp and round it as they do every fed-back frame (rollout.Feedback).
+beside the action. Frames are in [-1, 1] inside; what is diffused is the next frame's change from the last context
+frame (or the frame itself, as DIAMOND: model.diffusion.target), σ_data its measured spread. A sample comes back in
+[0, 1], not clamped: rollouts clamp and round it as they do every fed-back frame (rollout.Feedback).
 
-Sampling is Euler (or Heun) over Karras et al.'s σ schedule from model.diffusion.sigma_max to sigma_min (both times
-sigma_data), then 0, in
+Sampling is Euler (or Heun) over Karras et al.'s σ schedule from model.diffusion.sigma_max to sigma_min, then 0, in
 model.diffusion.steps steps (3 by default, as DIAMOND), from noise drawn from the model's own generator: seeded with
 `seed_sampling` (0 at construction), so that a rollout is reproducible and training's random streams are untouched.
 
@@ -42,16 +42,18 @@ class DiffusionConfig:
     # mostly 0, so the model learns only what changes) or frame (the next frame itself, as DIAMOND)
     steps: int = 3  # denoising steps per sampled frame (DIAMOND: 3); src.eval --sampling_steps overrides it
     sampler: str = "euler"  # euler (one network call per step) or heun (two, but the last step's one)
-    # Noise levels are in units of sigma_data, so that they mean the same whatever is diffused: DIAMOND's levels
-    # (sigma_min 0.002, sigma_max 5, log-normal training levels around e^-0.4, for sigma_data 0.5) over its 0.5.
-    sigma_min: float = 0.004  # the sampler's last noise level before 0, times sigma_data
-    sigma_max: float = 10.0  # its first, times sigma_data: a sample starts as Gaussian noise of this level
+    # Noise levels are DIAMOND's, in pixel units of the [-1, 1] space, whatever sigma_data is: what a sample must get
+    # right (a paddle's move, a ball) has the size of pixels, not of the residual's global spread (~0.03 on Pong, mostly
+    # zeros). Levels in units of sigma_data trained almost only where the change shows through the noise, and the model
+    # learned to ignore the action (measured: docs/diffusion.md).
+    sigma_min: float = 2e-3  # the sampler's last noise level before 0
+    sigma_max: float = 5.0  # the sampler's first: the sample starts as Gaussian noise of this level
     rho: float = 7.0  # the schedule's curvature (Karras et al.'s ρ): higher spends more steps at low noise
     sigma_data: Optional[float] = None  # the standard deviation (in [-1, 1] space) of what is diffused, that the
     # preconditioning assumes; null: training measures it on its training frames (checkpoints keep it)
-    train_log_sigma_mean: float = 0.3  # training's noise levels: log(σ / sigma_data) ~ N(this, train_log_sigma_std²)
+    train_log_sigma_mean: float = -0.4  # training's noise levels: log σ ~ N(this, train_log_sigma_std²) (DIAMOND's)
     train_log_sigma_std: float = 1.2
-    train_sigma_max: float = 40.0  # ... clipped to [sigma_min, this] times sigma_data
+    train_sigma_max: float = 20.0  # ... clipped to [sigma_min, this]
 
 
 def check_diffusion_config(d: DiffusionConfig) -> list[tuple[bool, str, str]]:
@@ -158,13 +160,13 @@ def anchor(frames: Tensor, d: DiffusionConfig) -> Tensor | float:
 
 
 def denoising_loss(model: nn.Module, frames: Tensor, actions: Tensor, targets: Tensor, d: DiffusionConfig) -> tuple[Tensor, Tensor]:
-    """EDM's training loss on one step: a noise level per sample, log(σ / sigma_data) ~ N(d.train_log_sigma_mean, std²)
-    clipped to [sigma_min, train_sigma_max], and the network's output F regressed onto (x0 - c_skip x) / c_out: the loss
+    """EDM's training loss on one step: a noise level per sample, log σ ~ N(d.train_log_sigma_mean, std²) clipped to
+    [sigma_min, train_sigma_max], and the network's output F regressed onto (x0 - c_skip x) / c_out: the loss
     λ(σ) ||D(x; σ) - x0||² with EDM's weighting λ = 1 / c_out². `model` is called (it may be the DDP or compiled
     wrapper); targets: (B, 1, H, W) in [0, 1]. Returns (the loss, D's estimate of the targets in [0, 1], detached)."""
     x0 = 2 * targets.float() - 1 - anchor(frames, d)
     log_sigma = torch.randn(len(x0), device=x0.device) * d.train_log_sigma_std + d.train_log_sigma_mean
-    sigma = log_sigma.exp().clamp(d.sigma_min, d.train_sigma_max) * d.sigma_data
+    sigma = log_sigma.exp().clamp(d.sigma_min, d.train_sigma_max)
     noisy = x0 + torch.randn_like(x0) * sigma.view(-1, 1, 1, 1)
     out = model(frames, actions, noisy=noisy, sigma=sigma).float()  # (B, 1, H, W)
     c = Preconditioning.at(sigma, d.sigma_data)

@@ -396,7 +396,7 @@ class EDM(nn.Module):
     def sample(self, frames: Tensor, actions: Tensor, steps: int | None = None) -> Tensor:
         """A sample of the next frame, (B, 1, H, W) in [0, 1] (not clamped), in `steps` (self.steps) denoising steps."""
         d = self.diffusion
-        sigmas = karras_sigmas(steps or self.steps, d.sigma_min * d.sigma_data, d.sigma_max * d.sigma_data, d.rho)
+        sigmas = karras_sigmas(steps or self.steps, d.sigma_min, d.sigma_max, d.rho)
         noise = self._noise((len(frames), 1, *frames.shape[-2:]), frames.device)
         x = sample_frames(lambda x, sigma: self.denoise(frames, actions, x, sigma), noise, sigmas, d.sampler)
         return ((x + anchor(frames, d) + 1) / 2).to(frames.dtype)
