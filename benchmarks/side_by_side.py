@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", required=True, help="comma list of run folders (their checkpoints/last.pt) or .pt files")
     p.add_argument("--steps", default="1,10,50", help=f"comma list of steps ahead to show, at most {HORIZON} (default 1,10,50)")
     p.add_argument("--windows", type=int, default=4, help="test windows shown, one per row (default 4)")
-    p.add_argument("--budget", default="cpu", choices=[b for b in BUDGETS if b != "tiny"], help="whose test set (default cpu)")
+    p.add_argument("--budget", default="cpu", choices=list(BUDGETS), help="whose test set (default cpu)")
     p.add_argument("--out_dir", default=str(ROOT / "runs" / "bench_quality"), help="bench_quality's folder: its data/<game>")
     p.add_argument("--seed", type=int, default=0, help="bench_quality's --seed (default 0); also seeds the sampling")
     p.add_argument("--out", default=None, help="the PNG (default <out_dir>/side_by_side.png)")

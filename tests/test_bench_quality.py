@@ -64,3 +64,27 @@ def test_only_differences_beyond_the_seed_spread_are_called() -> None:
     assert beyond_noise(better_at_50, default) == "h50 better"
     assert beyond_noise([row(0.20, 1.2), row(0.21, 1.3)], default) == "h1 worse, h50 worse"
     assert beyond_noise([row(0.10, 0.5)], default) == "-"  # one seed has no spread: nothing is called
+
+
+@pytest.mark.slow
+def test_tiny_budget_scores_edm_by_sample_and_by_mean_and_shows_frames_side_by_side(tmp_path: Path) -> None:
+    """A stochastic variant's row: one sample's figures, the mean of 4 samples' as a row of its own, SSIM and sharpness
+    at every step, imagined frames/s at 1, 3 and 10 denoising steps; then side_by_side.py draws its frames beside the
+    default's on the same test windows."""
+    out = run([*BENCH, "--budget", "tiny", "--variants", "unet_film,edm", "--out_dir", str(tmp_path)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    variants = json.loads((tmp_path / "results.json").read_text())["games"]["Pong"]["variants"]
+    edm, film = variants["edm"]["seeds"]["0"], variants["unet_film"]["seeds"]["0"]
+    assert set(edm["imagined_frames_per_s"]) == {"1", "3", "10"} and set(film["imagined_frames_per_s"]) == {"-"}
+    assert edm["imagined_frames_per_s"]["1"] > edm["imagined_frames_per_s"]["10"]  # 10 network calls per frame, not 1
+    assert edm["sample_mean"]["samples"] == 4 and set(edm["sample_mean"]["mse_ratio_to_copy"]) == {"1", "10", "50", "100"}
+    assert "sample_mean" not in film and set(edm["ssim"]) == set(edm["sharpness"]) == {"1", "10", "50", "100"}
+    table = (tmp_path / "results.md").read_text()
+    assert "| edm | 1 |" in table and "| edm, mean of 4 samples | 1 |" in table
+    assert "| variant | ssim h1 | ssim h10 | ssim h50 | ssim h100 | sharp h1 |" in table
+
+    picture = tmp_path / "frames.png"
+    shown = run([sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--budget", "tiny", "--out_dir", str(tmp_path),
+                 "--checkpoints", f"{film['run_dir']},{edm['run_dir']}", "--steps", "1,50", "--windows", "2", "--out", str(picture)])
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert "| unet_film |" in shown.stdout and "| edm |" in shown.stdout and picture.stat().st_size > 1000

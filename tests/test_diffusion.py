@@ -266,3 +266,52 @@ def test_imagined_env_with_edm_is_seeded(edm_run: Path) -> None:
         return np.stack(frames)
 
     assert np.array_equal(play(5), play(5))
+
+
+def test_sigma_data_is_the_std_of_what_is_diffused(small_dataset: Path) -> None:
+    """Training's model.diffusion.sigma_data: the standard deviation in [-1, 1] of the next frames (target frame) or of
+    their change from the last context frame (target residual), here over 50 rows (all of them sampled), against
+    numpy's std of the stacked frames; the change is far smaller than the frames (Pong is mostly still)."""
+    from src.dataset.shards import ShardedDataset
+    from src.training.data import diffusion_sigma_data
+
+    data = ShardedDataset(small_dataset)
+    rows = np.arange(50)
+    steps = [data.steps(int(r), 1) for r in rows]
+    nxt = np.stack([s.next_obs[0, -1] for s in steps]).astype(np.float64) * 2 / 255 - 1
+    last = np.stack([s.obs[0, -1] for s in steps]).astype(np.float64) * 2 / 255 - 1
+    assert diffusion_sigma_data(data, rows, "frame") == pytest.approx(nxt.std(), rel=1e-9)
+    assert diffusion_sigma_data(data, rows, "residual") == pytest.approx((nxt - last).std(), rel=1e-9)
+    assert diffusion_sigma_data(data, rows, "residual") < diffusion_sigma_data(data, rows, "frame") / 3
+
+
+def test_resumed_edm_run_keeps_its_sigma_data(edm_run: Path, tmp_path: Path) -> None:
+    """A resumed run takes sigma_data from its checkpoint (the config's null would otherwise be refused as a change)."""
+    import shutil
+
+    from src.training.loop import train
+
+    run_dir = tmp_path / edm_run.name
+    shutil.copytree(edm_run, run_dir)
+    saved = read_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]["model"]["diffusion"]["sigma_data"]
+    assert 0 < saved < 1
+    cfg = tiny_config(Path(read_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]["data"]["dir"]), tmp_path,
+                      "model.name=edm", "train.max_steps=6", "train.log_every=2", "train.val_every_steps=2",
+                      "experiment.wandb.mode=disabled", f"train.resume={run_dir}")
+    result = train(cfg)
+    state = read_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert result["step"] == state["step"] == 6
+    assert state["config"]["model"]["diffusion"]["sigma_data"] == saved
+
+
+def test_play_dreams_with_edm_the_same_for_the_same_seed(edm_run: Path) -> None:
+    """Play's dream with a diffusion model: the same seed and keys give the same dream, another seed (other samples,
+    and another real start) another one."""
+    from tests.test_play import dream_frames
+
+    checkpoint = edm_run / "checkpoints" / "last.pt"
+    first, _ = dream_frames(checkpoint, "RIGHT*4")
+    again, _ = dream_frames(checkpoint, "RIGHT*4")
+    other, _ = dream_frames(checkpoint, "RIGHT*4", seed=1)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
