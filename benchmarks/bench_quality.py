@@ -23,6 +23,10 @@ Columns, per variant: the mean over its seeds, and ± their standard deviation w
   sharp h100  the prediction's mean gradient magnitude over the true frame's at 100 steps (1 right, < 1 blur, > 1 noise)
   vs default  the ratio columns where the variant's seeds and the default's (the table's first row) do not
               overlap at all: a difference larger than the spread between training seeds
+A stochastic variant (edm) rolls out SAMPLES times per window: its row scores one sample (averaged over them), and a row
+"<variant>, mean of N samples" the mean frame of the samples. A second table per game: SSIM and sharpness at each of
+h1, h10, h50, h100, training samples/s, and imagined frames/s on EVAL_BATCH_SIZE games at once (for edm at 1, 3 and 10
+denoising steps).
 The copy-last MSE is printed under each table, with how far the two halves of the test windows (odd and even
 episodes) disagree about the default's ratios: the noise of the test set itself.
 Writes <out_dir>/results.json (merged: re-running a variant's seed replaces it; each is saved as soon as it
