@@ -215,7 +215,7 @@ def imagination_speed(model: torch.nn.Module, windows: Windows, device: torch.de
     speeds = {}
     for steps in SAMPLING_STEPS if is_stochastic(model) else (None,):
         if steps is not None:
-            saved, model.steps = model.steps, steps
+            saved, model.diffusion.steps = model.diffusion.steps, steps
         rollout(model, context, actions[:, :1], feedback)  # warm-up
         synchronize(device)
         start = time.perf_counter()
@@ -223,7 +223,7 @@ def imagination_speed(model: torch.nn.Module, windows: Windows, device: torch.de
         synchronize(device)
         speeds["-" if steps is None else str(steps)] = actions.numel() / (time.perf_counter() - start)
         if steps is not None:
-            model.steps = saved
+            model.diffusion.steps = saved
     return speeds
 
 

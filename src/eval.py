@@ -395,8 +395,8 @@ def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: in
         if not is_stochastic(model):
             raise UserError(f"--sampling_steps is for a diffusion model (model.name=edm); this checkpoint's model is "
                             f"{model_config(state).name}, which predicts in one call: leave it out")
-        model.steps = sampling_steps
-    stochastic = {"samples": samples, "sampling_steps": model.steps} if is_stochastic(model) else {}
+        model.diffusion.steps = sampling_steps
+    stochastic = {"samples": samples, "sampling_steps": model.diffusion.steps} if is_stochastic(model) else {}
     feedback = checkpoint_feedback(state, feedback_kind)
     seed = seed if seed is not None else trained_on.get("seed", 0) + 1
 

@@ -361,8 +361,7 @@ class EDM(nn.Module):
         if cfg.diffusion.sigma_data is None:
             raise ConfigError("model.diffusion.sigma_data is null: give it, or let training measure it on the data")
         self.context_frames = context_frames
-        self.diffusion: DiffusionConfig = replace(cfg.diffusion)  # its own: src.eval may change the sampler's settings
-        self.steps = cfg.diffusion.steps  # what a sample costs: src.eval --sampling_steps changes it
+        self.diffusion: DiffusionConfig = replace(cfg.diffusion)  # its own: src.eval --sampling_steps changes its steps
         backbone = replace(cfg, context_noise=0.0, output="residual")
         self.net = UNetFiLM(backbone, num_actions, context_frames + 1, frame_size,
                             noise_embedding=SigmaEmbedding(cfg.action_embed_dim), head=DenoiserHead(cfg.channels[0], PATCH))
@@ -394,9 +393,9 @@ class EDM(nn.Module):
         return c.c_skip * noisy + c.c_out * self.raw(frames, actions, noisy, sigma).float()
 
     def sample(self, frames: Tensor, actions: Tensor, steps: int | None = None) -> Tensor:
-        """A sample of the next frame, (B, 1, H, W) in [0, 1] (not clamped), in `steps` (self.steps) denoising steps."""
+        """A sample of the next frame, (B, 1, H, W) in [0, 1] (not clamped), in `steps` (model.diffusion.steps) denoising steps."""
         d = self.diffusion
-        sigmas = karras_sigmas(steps or self.steps, d.sigma_min, d.sigma_max, d.rho)
+        sigmas = karras_sigmas(steps or d.steps, d.sigma_min, d.sigma_max, d.rho)
         noise = self._noise((len(frames), 1, *frames.shape[-2:]), frames.device)
         x = sample_frames(lambda x, sigma: self.denoise(frames, actions, x, sigma), noise, sigmas, d.sampler)
         return ((x + anchor(frames, d) + 1) / 2).to(frames.dtype)
