@@ -6,7 +6,7 @@ DEMO_DATA := data/demo_pong
 DEMO_STEPS := 30000
 DEMO_MINUTES := 10
 
-.PHONY: setup demo test test-fast bench bench-quality clean-demo
+.PHONY: setup demo test test-fast test-gpu bench bench-quality clean-demo
 
 .venv/.installed: pyproject.toml requirements.lock scripts/setup_venv.sh
 	./scripts/setup_venv.sh
@@ -24,6 +24,10 @@ test: .venv/.installed
 
 test-fast: .venv/.installed
 	$(PY) -m pytest -m "not slow"
+
+# The CUDA path's own tests, on a machine with a GPU (make test runs everything else on the CPU, GPU or not).
+test-gpu: .venv/.installed
+	AWM_TEST_GPU=1 $(PY) -m pytest -m gpu
 
 bench: .venv/.installed
 	$(PY) benchmarks/bench_generate.py

@@ -38,6 +38,7 @@ class DataConfig:
     prefetch_factor: Optional[int] = None  # batches each worker loads ahead; must be null when num_workers is 0
     persistent_workers: bool = False  # keep workers alive between epochs (needs num_workers > 0)
     pin_memory: Optional[bool] = None  # page-locked host memory for faster copies to the GPU; null: on with CUDA
+    on_device: Optional[bool] = None  # load the dataset into the training device's memory once; null: on with CUDA if it fits
     allow_grown: bool = False  # on train.resume: go on when the dataset has grown since the checkpoint (the added
     # episodes train; validation keeps the checkpoint's episodes); any other change to the dataset is refused
 
@@ -115,6 +116,9 @@ class Config:
             (d.num_workers > 0 or d.prefetch_factor is None, "data.prefetch_factor", "must be null when data.num_workers is 0"),
             (d.num_workers > 0 or not d.persistent_workers, "data.persistent_workers", "needs data.num_workers > 0"),
             (d.prefetch_factor is None or d.prefetch_factor >= 1, "data.prefetch_factor", f"must be >= 1, got {d.prefetch_factor}"),
+            (not (d.on_device and d.num_workers > 0), "data.on_device",
+             f"true is refused with data.num_workers={d.num_workers} (batches are indexed on the device: no worker loads them); "
+             "set data.num_workers=0 or data.on_device=false"),
             (o.name in ("adamw", "adam"), "optimizer.name", f"must be adamw or adam, got {o.name!r}"),
             (o.lr > 0, "optimizer.lr", f"must be > 0, got {o.lr}"),
             (o.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {o.weight_decay}"),

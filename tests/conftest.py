@@ -15,12 +15,30 @@ ROOT = Path(__file__).resolve().parents[1]
 GENERATE = [sys.executable, "-m", "src.dataset.generate_dataset"]
 INSPECT = [sys.executable, "-m", "src.dataset.inspect_dataset"]
 
+# The suite computes on the CPU, also on a machine with a GPU: its tolerances, bitwise resumes and 2-process runs are
+# those of fp32 on the CPU, and CUDA's defaults (bf16, torch.compile, cuDNN's autotuning) would break them. Hidden
+# before torch looks, for this process and the commands it starts. The tests marked `gpu` check the CUDA path
+# itself: `make test-gpu` runs them (AWM_TEST_GPU=1 leaves the GPUs visible), and without a GPU they are skipped.
+GPU_RUN = os.environ.get("AWM_TEST_GPU") == "1"
+if not GPU_RUN:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 # The commands' default W&B mode is auto: online wherever `wandb login` was run. Tests never log online; those that
 # test W&B set their own mode (the wandb_env fixture: offline, and no credentials).
 os.environ["WANDB_MODE"] = "disabled"
 
 # Short episodes (60 steps) so that a few hundred steps cross many episode ends.
 SMALL = {"steps": 1200, "num_envs": 3, "shard_size": 150, "max_episode_steps": 60, "seed": 7}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    reason = ("needs a GPU: run make test-gpu on a machine with one" if not GPU_RUN else "needs a GPU, and this machine has none")
+    if not GPU_RUN or not torch.cuda.is_available():
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:

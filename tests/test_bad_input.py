@@ -106,6 +106,9 @@ CASES = {
                           "experiment.name must be a plain name (letters, digits, _ . -, at most 64) or null"),
     "keys-disagree": Case("config values that disagree", "train", train("data.prefetch_factor=2"),
                           "data.prefetch_factor must be null when data.num_workers is 0"),
+    "on-device-workers": Case("data.on_device=true with loader workers", "train", train("data.on_device=true", "data.num_workers=2"),
+                              "data.on_device true is refused with data.num_workers=2 (batches are indexed on the device: no worker "
+                              "loads them); set data.num_workers=0 or data.on_device=false"),
     "unknown-model": Case("unknown model variant", "train", train("model.name=unet"), "model.name 'unet' is not a model. Did you mean 'unet_film'?"),
     "config-missing": Case("config file missing", "train", lambda c: ["--config", str(c.tmp / "nowhere.yaml")],
                            "config file '{tmp}/nowhere.yaml' not found"),
@@ -158,6 +161,10 @@ CASES = {
                                  "--rehash applies to --verify full (it hashes every file); drop --verify quick"),
     "batch-too-large": Case("batch larger than the training set", "train", train("train.batch_size=100000"),
                             "train.batch_size 100000 is larger than the training set"),
+    "on-device-too-large": Case("data.on_device=true with a dataset larger than the device's room", "train", train("data.on_device=true"),
+                                "data.on_device=true: the dataset's frames need 42.4 MB but cpu has 2.1 GB free (at most 80% of it, "
+                                "less 2 GiB, is used for data); set data.on_device=false to read batches from disk",
+                                setup=lambda c: c.monkeypatch.setattr("src.training.data.free_memory", lambda device: 2 << 30)),
     # checkpoints
     "checkpoint-missing": Case("checkpoint missing", "eval", evaluate("--checkpoint", "{tmp}/nowhere.pt"),
                                "checkpoint '{tmp}/nowhere.pt' not found"),

@@ -146,7 +146,7 @@ def test_save_figure_writes_800x500_png_atomically(tmp_path):
     assert image.std() > 0, "blank image: nothing was drawn"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_ssim_on_cuda_matches_cpu():
     """Catches a kernel built on the CPU while the images are on the GPU (device mismatch)."""
     generator = torch.Generator().manual_seed(7)

@@ -16,15 +16,14 @@ from src.training.loop import train
 from src.training.step import train_step
 from tests.conftest import tiny_config
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
-
-def test_auto_choices_per_device(small_dataset: Path, tmp_path: Path) -> None:
+def test_auto_choices_per_device(small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny_config(small_dataset, tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an Ampere or later GPU
     cuda = FastPath.choose(cfg, torch.device("cuda"))
-    assert (cuda.autocast, cuda.compile, cuda.channels_last, cuda.pin_memory) == (torch.bfloat16, True, True, True)
+    assert (cuda.autocast, cuda.compile, cuda.channels_last, cuda.pin_memory, cuda.fused) == (torch.bfloat16, True, True, True, True)
     cpu = FastPath.choose(cfg, torch.device("cpu"))
-    assert (cpu.autocast, cpu.compile, cpu.channels_last, cpu.pin_memory) == (None, False, CHANNELS_LAST["cpu"], False)
+    assert (cpu.autocast, cpu.compile, cpu.channels_last, cpu.pin_memory, cpu.fused) == (None, False, CHANNELS_LAST["cpu"], False, False)
     forced = FastPath.choose(tiny_config(small_dataset, tmp_path, "train.precision=fp32", "train.compile=false",
                                          "train.channels_last=false", "data.pin_memory=false"), torch.device("cuda"))
     assert (forced.autocast, forced.compile, forced.channels_last, forced.pin_memory) == (None, False, False, False)
@@ -73,7 +72,7 @@ def test_compiled_bf16_channels_last_run_saves_a_plain_checkpoint(small_dataset:
     model_from_checkpoint(state)
 
 
-@needs_cuda
+@pytest.mark.gpu
 def test_gpu_defaults_train_and_reload_on_cpu(small_dataset: Path, tmp_path: Path) -> None:
     """On CUDA the defaults are bf16 autocast, channels-last, torch.compile, pinned memory and fused AdamW."""
     result = train(tiny_config(small_dataset, tmp_path, "train.max_steps=30", "train.log_every=10", "train.val_every_steps=30",

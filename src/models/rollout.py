@@ -63,6 +63,9 @@ def unroll(model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedbac
     training unrolls with it, evaluation through `rollout`. With logits=True (model.output=palette), also the
     logits of every step (B, K, L, H, W) for L palette levels."""
     frames, predictions, scores = context, [], []
+    # The context keeps its memory layout as predictions enter it: a compiled model sees the same strides at every step.
+    layout = torch.channels_last if context.dim() == 4 and not context.is_contiguous() and context.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format
     told = {"noise_level": noise_level} if noise_level is not None else {}
     if logits:
         told["logits"] = True
@@ -72,7 +75,7 @@ def unroll(model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedbac
             next_frame, step_scores = next_frame
             scores.append(step_scores)
         predictions.append(next_frame)
-        frames = torch.cat([frames[:, 1:], feedback(next_frame)], dim=1)  # (B, T, H, W)
+        frames = torch.cat([frames[:, 1:], feedback(next_frame)], dim=1).contiguous(memory_format=layout)  # (B, T, H, W)
     predicted = torch.cat(predictions, dim=1)  # (B, K, H, W)
     return (predicted, torch.stack(scores, dim=1)) if logits else predicted
 

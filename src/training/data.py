@@ -1,5 +1,6 @@
-"""What training reads: the validated dataset and its split, endless shuffled training batches, the fixed
-validation batches and the starts of the validation rollout videos.
+"""What training reads: the validated dataset and its split, endless shuffled training batches (read from the memory
+maps, or gathered from the dataset held in the training device's memory: data.on_device), the fixed validation
+batches and the starts of the validation rollout videos.
 """
 
 from __future__ import annotations
@@ -7,11 +8,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from src.config import Config, ConfigError
@@ -20,6 +24,7 @@ from src.dataset.shards import ShardedDataset
 from src.envs.atari import resolve_game
 from src.utils.distributed import Ranks
 from src.utils.errors import UserError
+from src.utils.io import human_bytes
 
 
 def open_data(cfg: Config, trained_on: dict | None = None, main: bool = True) -> tuple[ShardedDataset, np.ndarray, np.ndarray]:
@@ -154,8 +159,13 @@ class SampleStream(Sampler[int]):
     def stream(self) -> Iterator[int]:
         epoch, offset = divmod(self.start, self.n)
         while True:
-            yield from np.random.default_rng([self.seed, epoch]).permutation(self.n)[offset:].tolist()
+            yield from epoch_order(self.n, self.seed, epoch)[offset:].tolist()
             epoch, offset = epoch + 1, 0
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The samples of one epoch in the order they are read: a permutation of range(n) drawn from (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 def train_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, step: int,
@@ -174,6 +184,138 @@ def train_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Conf
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(t.seed),  # worker seeds; the global RNG is left alone
     ))
+
+
+# ---------------------------------------------------------------------------------------------- data on the device
+
+DEVICE_SHARE, DEVICE_RESERVE = 0.8, 2 << 30  # the arrays may take 80% of the free memory less 2 GiB (model, activations)
+ORDER_STEPS = 256  # optimizer steps whose sample order is drawn on the host and uploaded in one copy
+STAGING_BYTES = 64 << 20  # the pinned host buffer that shards pass through on their way to a GPU
+
+
+def device_arrays_bytes(dataset: ShardedDataset) -> int:
+    """Bytes that DeviceBatches holds for `dataset`: per row the context (T, H, W) and the next frame (H, W) as uint8,
+    the action (8), reward (4) and end (1)."""
+    t, h, w = dataset.specs["obs"][1]
+    return len(dataset) * ((t + 1) * h * w + 8 + 4 + 1)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on `device`: the GPU's free memory on CUDA, the host's available memory (MemAvailable) otherwise."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def fits_on_device(nbytes: int, device: torch.device) -> tuple[bool, int]:
+    """Whether `nbytes` of data may live on `device`, and its free bytes. The rule: at most DEVICE_SHARE (80%) of the
+    free memory less DEVICE_RESERVE (2 GiB), which leaves room for the model, the optimizer and the activations (on
+    the CPU: for the rest of the process and the system)."""
+    free = free_memory(device)
+    return nbytes <= DEVICE_SHARE * free - DEVICE_RESERVE, free
+
+
+def copy_rows(dest: Tensor, source: np.ndarray, staging: Tensor | None) -> None:
+    """dest[:] = source (a memory map's rows): on the host in place, to a GPU through `staging` (pinned uint8 bytes),
+    so that no more than one staging buffer of the data is ever on the host besides the page cache."""
+    if staging is None:
+        dest.numpy()[...] = source
+        return
+    rows = max(1, len(staging) // max(dest[0].nbytes, 1))
+    for i in range(0, len(dest), rows):
+        part = dest[i : i + rows]
+        buffer = staging[: part.nbytes].view(dest.dtype).view(part.shape)
+        buffer.numpy()[...] = source[i : i + len(part)]
+        part.copy_(buffer)  # synchronous: the buffer is refilled next
+
+
+class DeviceBatches:
+    """Endless training batches gathered from the whole dataset held in `device`'s memory: the same batches, byte for
+    byte and in the same order, as train_batches(dataset, starts, k, cfg, step, ranks=ranks) reads from disk, uint8
+    frames on the device (Batch.to then only makes them float). The order is SampleStream's, a function of the position
+    alone, so a resumed run reads on exactly; it is drawn on the host ORDER_STEPS steps at a time and uploaded in one
+    small copy, and each batch is a few gathers on the device, with no wait for it."""
+
+    def __init__(self, dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, step: int, device: torch.device,
+                 ranks: Ranks = Ranks()) -> None:
+        self.starts, self.k, self.device, self.ranks = np.asarray(starts, dtype=np.int64), k, device, ranks
+        self.batch, self.seed, self.step = cfg.train.batch_size, cfg.train.seed, step
+        n, (t, h, w) = len(dataset), dataset.specs["obs"][1]
+        self.arrays = {"obs": torch.empty((n, t, h, w), dtype=torch.uint8, device=device),  # (N, T, H, W) contexts
+                       "next_obs": torch.empty((n, h, w), dtype=torch.uint8, device=device),  # (N, H, W) next frames
+                       "action": torch.empty(n, dtype=torch.int64, device=device),
+                       "reward": torch.empty(n, dtype=torch.float32, device=device),
+                       "done": torch.empty(n, dtype=torch.bool, device=device)}
+        staging = torch.empty(STAGING_BYTES, dtype=torch.uint8, pin_memory=True) if device.type == "cuda" else None
+        for pos in range(len(dataset.shards)):  # shard by shard, straight from the memory maps
+            rows = slice(int(dataset.offsets[pos]), int(dataset.offsets[pos + 1]))
+            for field, dest in self.arrays.items():
+                source = dataset.array(pos, field)
+                copy_rows(dest[rows], source[:, 0] if field == "next_obs" else source, staging)  # next_obs: (rows, 1, H, W)
+        self.window = torch.arange(k, device=device)  # (K,)
+        self.order: Tensor | None = None  # (ORDER_STEPS, B) start rows of steps order_step.., on the device
+        self.order_step = step
+        self.epochs: dict[int, np.ndarray] = {}
+
+    def __iter__(self) -> DeviceBatches:
+        return self
+
+    def __next__(self) -> Batch:
+        if self.order is None or self.step - self.order_step >= len(self.order):
+            self.order, self.order_step = self.draw_order(self.step, ORDER_STEPS), self.step
+        rows = self.order[self.step - self.order_step]  # (B,)
+        self.step += 1
+        window = rows[:, None] + self.window  # (B, K): a window never leaves its shard, nor its episode
+        a = self.arrays
+        return Batch(a["obs"][rows], a["action"][window], a["next_obs"][window], a["reward"][window], a["done"][window])
+
+    def draw_order(self, step: int, steps: int) -> Tensor:
+        """(steps, B) start rows of this process's samples at optimizer steps step.., on the device: step s reads
+        positions s * B * world + rank * B + (0..B-1) of the sample stream, as SampleStream shares them out."""
+        b, n = self.batch, len(self.starts)
+        positions = np.arange(step, step + steps)[:, None] * b * self.ranks.world + self.ranks.rank * b + np.arange(b)  # (S, B)
+        epochs, offsets = np.divmod(positions, n)
+        samples = np.empty_like(positions)
+        for epoch in np.unique(epochs).tolist():
+            if epoch not in self.epochs:
+                self.epochs = {e: order for e, order in self.epochs.items() if e >= epoch - 1}  # older ones are read
+                self.epochs[epoch] = epoch_order(n, self.seed, epoch)
+            here = epochs == epoch
+            samples[here] = self.epochs[epoch][offsets[here]]
+        order = torch.from_numpy(self.starts[samples])  # (S, B)
+        if self.device.type == "cuda":
+            return order.pin_memory().to(self.device, non_blocking=True)
+        return order.to(self.device)
+
+
+def training_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, step: int, device: torch.device,
+                     pin_memory: bool = False, ranks: Ranks = Ranks(), say: Callable[[str], None] = print) -> Iterator[Batch]:
+    """The training batches from step `step` on, where data.on_device puts them: DeviceBatches (the dataset loaded into
+    `device`'s memory once) or train_batches (the DataLoader over the memory maps). true: on the device, a ConfigError
+    before any copy when it does not fit (fits_on_device); false: the loader; null: on the device with CUDA when it
+    fits, else the loader (with data.num_workers, which are for this fallback). Both give the same batches."""
+    on = cfg.data.on_device
+    if on is False or (on is None and device.type != "cuda"):
+        return train_batches(dataset, starts, k, cfg, step, pin_memory, ranks)
+    need = device_arrays_bytes(dataset)
+    fits, free = fits_on_device(need, device)
+    if not fits:
+        why = (f"the dataset's frames need {human_bytes(need)} but {device} has {human_bytes(free)} free (at most "
+               f"{DEVICE_SHARE:.0%} of it, less {DEVICE_RESERVE >> 30} GiB, is used for data)")
+        if on:
+            raise ConfigError(f"data.on_device=true: {why}; set data.on_device=false to read batches from disk")
+        say(f"data.on_device=null: {why}; reading batches from disk")
+        return train_batches(dataset, starts, k, cfg, step, pin_memory, ranks)
+    begin = time.perf_counter()
+    batches = DeviceBatches(dataset, starts, k, cfg, step, device, ranks)
+    say(f"data on {device}: {human_bytes(need)} of frames loaded in {time.perf_counter() - begin:.1f} s; batches are indexed there")
+    return batches
 
 
 class EventBatches:

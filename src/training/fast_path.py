@@ -1,4 +1,5 @@
-"""How a training step runs on its device: precision, memory format, compilation, pinned memory, the optimizer."""
+"""How a training step runs on its device: precision, memory format, compilation, pinned memory, the optimizer,
+and the optimizer state carried across a resume."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from src.config import Config
+from src.config import Config, ConfigError
 from src.utils.distributed import Ranks
 
 
@@ -20,14 +21,21 @@ class FastPath:
     compile: bool  # torch.compile the model for the training step
     channels_last: bool  # inputs in channels-last memory format (and the weights too, on CUDA: see prepare_model)
     pin_memory: bool  # the loader hands over page-locked batches, copied with non_blocking=True
+    fused: bool = False  # fused AdamW, which skips a non-finite step on the device without a sync (see `skip_if`)
 
     @classmethod
     def choose(cls, cfg: Config, device: torch.device) -> FastPath:
+        """ConfigError for train.precision=bf16 on a GPU without native bf16 (before Ampere), where auto gives fp32:
+        emulated bf16 is slower than fp32 there."""
         cuda, t = device.type == "cuda", cfg.train
-        precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
+        native_bf16 = not cuda or torch.cuda.is_bf16_supported(including_emulation=False)
+        if t.precision == "bf16" and not native_bf16:
+            raise ConfigError(f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no native bf16 (it came with "
+                              "Ampere, compute capability 8.0); use train.precision=fp32 or auto")
+        precision = t.precision if t.precision != "auto" else ("bf16" if cuda and native_bf16 else "fp32")
         return cls(device, torch.bfloat16 if precision == "bf16" else None, cuda if t.compile is None else t.compile,
                    CHANNELS_LAST[device.type] if t.channels_last is None else t.channels_last,
-                   cuda if cfg.data.pin_memory is None else cfg.data.pin_memory)
+                   cuda if cfg.data.pin_memory is None else cfg.data.pin_memory, fused=cuda)
 
     def __str__(self) -> str:
         return ", ".join([str(self.autocast).removeprefix("torch.") if self.autocast else "fp32",
@@ -39,18 +47,48 @@ class FastPath:
 CHANNELS_LAST = {"cpu": True, "cuda": True}
 
 
-def make_optimizer(model: nn.Module, cfg: Config, device: torch.device | None = None) -> torch.optim.Optimizer:
-    """AdamW or Adam; on CUDA the fused kernels (one launch for all parameters). The frame model's parameters are the
-    first group; the event head's (model.events), when there is one, a second, whose "lr_scale" is
+def configure_backends(fast: FastPath) -> None:
+    """PyTorch's process-wide settings for a training run on CUDA: cuDNN benchmarks its convolution algorithms once per
+    shape (every batch has the same shapes) and float32 matmuls may use TF32 (fp32 runs; bf16 autocast is unaffected)."""
+    if fast.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+
+
+def make_optimizer(model: nn.Module, cfg: Config, device: torch.device | None = None, fused: bool | None = None) -> torch.optim.Optimizer:
+    """AdamW or Adam; fused kernels (one launch for all parameters) when `fused`, by default on CUDA. The frame model's
+    parameters are the first group; the event head's (model.events), when there is one, a second, whose "lr_scale" is
     train.event_lr_scale (the loop sets each group's learning rate to optimizer.lr x its lr_scale x the schedule)."""
     o = cfg.optimizer
     cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[o.name]
-    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
+    fused = {"fused": True} if (fused if fused is not None else device is not None and device.type == "cuda") else {}
     named = list(model.named_parameters())
     groups = [{"params": [p for n, p in named if not n.startswith("events.")], "lr_scale": 1.0}]
     if any(n.startswith("events.") for n, _ in named):
         groups.append({"params": [p for n, p in named if n.startswith("events.")], "lr_scale": cfg.train.event_lr_scale})
     return cls(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **fused)
+
+
+def match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Lay every per-parameter state tensor (Adam's moments) out in its parameter's memory layout, after a resume.
+
+    A checkpoint's moments keep the strides of the run that saved them: contiguous from a CPU run, channels-last from a
+    CUDA one. Fused Adam walks a parameter and its moments as flat memory, so where the layouts differ it pairs each
+    weight with another weight's moments (measured on the CPU: silently wrong updates; CUDA's kernel refuses). Checking
+    `is_contiguous()` would not do: a 1x1 convolution's weight is "contiguous" in both layouts, with other strides.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
+def skip_if(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
+    """Make the next optimizer.step() a no-op on the device when `bad` (a 0-d bool tensor) is true, with no host sync:
+    fused Adam reads `found_inf` (the hook torch.amp.GradScaler uses) and then leaves the weights, the moments and the
+    step counts as they were."""
+    optimizer.found_inf = bad.float()
 
 
 def prepare_model(model: nn.Module, fast: FastPath, ranks: Ranks = Ranks()) -> nn.Module:
@@ -66,4 +104,36 @@ def prepare_model(model: nn.Module, fast: FastPath, ranks: Ranks = Ranks()) -> n
     forward = model
     if ranks.world > 1:  # averages the gradients over the processes during backward
         forward = nn.parallel.DistributedDataParallel(model, device_ids=[fast.device.index] if fast.device.type == "cuda" else None)
-    return torch.compile(forward) if fast.compile else forward
+    # dynamic=False: every batch has the same shapes; a shape that changes is a new graph, never a slower dynamic one.
+    return torch.compile(forward, dynamic=False) if fast.compile else forward
+
+
+class FiniteGuard:
+    """Training's promise for a non-finite loss or gradient: the run stops with the step named, and no non-finite
+    step reaches the weights.
+
+    Checked at every step (`deferred` false: the CPU, where reading a value costs nothing), the loop raises before the
+    optimizer steps. Deferred (fused Adam, on CUDA), reading the values would wait for the GPU at every step, so the
+    check stays on the device: once a step is not finite, that step and every later one are made no-ops (`skip_if`),
+    and the loop raises when it next reads its metrics (at its logging steps) with the weights as they were before it.
+    """
+
+    def __init__(self, deferred: bool, device: torch.device) -> None:
+        self.deferred, self.bad_at = deferred, None if not deferred else torch.zeros((), dtype=torch.long, device=device)
+        self.now: tuple[torch.Tensor, int] | None = None
+
+    def before_step(self, optimizer: torch.optim.Optimizer, finite: torch.Tensor, step: int) -> None:
+        """Note the step about to be taken (1-based `step`, `finite` from train_step's metrics)."""
+        if not self.deferred:
+            self.now = (finite, step)
+            return
+        self.bad_at = torch.where((self.bad_at == 0) & ~finite, step, self.bad_at)  # the first bad step, 0 while none
+        skip_if(optimizer, self.bad_at > 0)
+
+    def first_bad(self) -> int | None:
+        """The first step that was not finite, or None (reads from the device: a sync when deferred)."""
+        if not self.deferred:
+            finite, step = self.now
+            return None if bool(finite) else step
+        bad = int(self.bad_at.item())
+        return bad or None

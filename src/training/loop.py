@@ -18,6 +18,7 @@ from src.config import Config, ConfigError, TrainConfig, to_dict, to_yaml
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import checkpoint_contents, load_weights, read_checkpoint, version_changes
+from src.models.diffusion import DiffusionConfig
 from src.models.events import REWARD_SIGNS, EventWeights, has_events
 from src.models.rollout import Feedback
 from src.models.world_model import build_model
@@ -30,12 +31,12 @@ from src.training.data import (
     open_data,
     rollout_starts,
     starts_within,
-    train_batches,
+    training_batches,
 )
-from src.training.fast_path import FastPath, make_optimizer, prepare_model
+from src.training.fast_path import FastPath, FiniteGuard, configure_backends, make_optimizer, match_layouts, prepare_model
 from src.training.outputs import Console, QuietOutputs, RunOutputs, branch_run_dir, check_run_space, create_run_dir
 from src.training.resume import check_resumable, find_checkpoint
-from src.training.schedule import budget_used, lr_factor, pushforward_share, rollout_length
+from src.training.schedule import RunClock, budget_used, lr_factor, pushforward_share, rollout_length
 from src.training.step import EventLoss, rollout_videos, train_step, validate
 from src.utils import distributed
 from src.utils.console import teed_stdout
@@ -95,6 +96,7 @@ def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | 
         torch.set_num_threads(cfg.train.threads)
     device = choose_device(cpu=cfg.train.cpu, local_rank=ranks.local)
     fast = FastPath.choose(cfg, device)
+    configure_backends(fast)
     settings = dataset.manifest.env
     if "palette" in (cfg.model.feedback, cfg.model.output) and cfg.model.palette is None:  # a resumed run keeps its own
         cfg.model.palette, coverage = frame_palette(dataset, train_rows, cfg.model.palette_size)
@@ -106,7 +108,7 @@ def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | 
                     f"{'change from the last frame' if cfg.model.diffusion.target == 'residual' else 'pixels'} in [-1, 1]")
     model = build_model(cfg.model, dataset.num_actions, settings.context_frames, settings.screen_size).to(device)
     forward = prepare_model(model, fast, ranks)
-    optimizer = make_optimizer(model, cfg, device)
+    optimizer = make_optimizer(model, cfg, device, fused=fast.fused)
     params = sum(p.numel() for p in model.parameters())
     if ranks.main:
         check_run_space(cfg.experiment.runs_dir, 3 * 4 * params)  # float32 weights and two Adam moments
@@ -131,7 +133,7 @@ def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | 
         dataset_info.update({k: state["dataset"][k] for k in ("val_episodes", "split_rows") if k in state["dataset"]})
     videos = cfg.train.val_rollout_enabled and ranks.main
     session = Session(cfg, model, forward, optimizer, fast, dataset, dataset_info,
-                      batches=train_batches(dataset, starts, longest, cfg, step, fast.pin_memory, ranks),
+                      batches=training_batches(dataset, starts, longest, cfg, step, device, fast.pin_memory, ranks, console.say),
                       val_batches=fixed_val_batches(dataset, val_rows, cfg, ranks),
                       video_starts=rollout_starts(dataset, val_rows, cfg) if videos else np.zeros(0, dtype=np.int64),
                       state=state, ranks=ranks, console=console, events=events,
@@ -168,6 +170,7 @@ def load_optimizer(optimizer: torch.optim.Optimizer, state: dict, cfg: Config, c
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise UserError(f"the checkpoint's optimizer state does not fit the model ({' '.join(str(e).split())[:160]}); "
                         "the checkpoint was altered or made by another version") from None
+    match_layouts(optimizer)  # a checkpoint from another device or train.channels_last has its moments in another layout
     for group, hyper in zip(optimizer.param_groups, wanted):
         group.update(hyper)
     before = state["config"].get("optimizer", {})
@@ -244,6 +247,29 @@ class Session:
         self.console.say(message)
 
 
+def compile_ahead(s: Session, feedback: Feedback, output_palette: tuple[int, ...] | None,
+                  diffusion: DiffusionConfig | None) -> None:
+    """With train.compile, trace every graph the training step will need before the run's clock starts: each unroll
+    length of the curriculum and the pushforward's no-gradient pass (a compiled graph is specialised to them), so that
+    a curriculum stage or the pushforward's start does not compile inside the time budget. One forward and backward per
+    graph on a batch of zeros, then the gradients are dropped; the weights, the optimizer and every RNG are untouched."""
+    if not s.fast.compile:
+        return
+    t, env = s.cfg.train, s.dataset.manifest.env
+    longest = max(t.rollout_steps) + (t.pushforward_steps if t.pushforward > 0 else 0)
+    b, h = t.batch_size, env.screen_size
+    zeros = Batch(torch.zeros(b, env.context_frames, h, h, dtype=torch.uint8), torch.zeros(b, longest, dtype=torch.long),
+                  torch.zeros(b, longest, h, h, dtype=torch.uint8), torch.zeros(b, longest), torch.zeros(b, longest, dtype=torch.bool))
+    saved, started = rng_state(), time.perf_counter()
+    for k in sorted(set(t.rollout_steps)):
+        for share in (0.0, 1.0) if t.pushforward > 0 else (0.0,):
+            train_step(s.forward, s.optimizer, zeros.to(s.fast.device), k, t, s.fast, feedback, s.cfg.model.context_noise, share,
+                       output_palette, None, None, diffusion)
+    s.optimizer.zero_grad(set_to_none=True)
+    set_rng_state(saved)
+    s.say(f"compiled the training step in {time.perf_counter() - started:.0f} s (before the clock starts)")
+
+
 def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
     """Optimizer steps from the resumed checkpoint's step (or 0) until the budget is spent, with logging, validation
     and checkpoints into `outputs`."""
@@ -271,13 +297,15 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
     feedback = Feedback.of(cfg.model)
     output_palette = tuple(cfg.model.palette) if cfg.model.output == "palette" else None
     diffusion = cfg.model.diffusion if cfg.model.name == "edm" else None
+    compile_ahead(s, feedback, output_palette, diffusion)
     step = state["step"] if state else 0
-    elapsed = state["elapsed_s"] if state else 0.0
-    start = time.perf_counter() - elapsed  # a resumed run's clock goes on from its checkpoint
+    clock = RunClock(state["elapsed_s"] if state else 0.0, ranks, agree=t.max_minutes is not None)
+    elapsed = clock.elapsed
     window_start, window_samples = time.perf_counter(), 0
     last_val: dict[str, float] = dict(state["val"]) if state else {}
     validations = step // t.val_every_steps  # so that val_rollout_every keeps its rhythm across a resume
     last_saved = f"{cfg.train.resume} (step {step})" if state else "none yet"
+    guard = FiniteGuard(s.fast.fused, device)
     bar = s.console.progress(t.max_steps, step)
     try:
         while step < t.max_steps:
@@ -289,22 +317,22 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
             event_batch = next(s.event_batches).to(device, non_blocking=True) if s.event_batches is not None else None
             tensors, predicted, batch = train_step(s.forward, optimizer, batch, k, t, s.fast, feedback, cfg.model.context_noise, share,
                                             output_palette, s.events, event_batch, diffusion)
+            guard.before_step(optimizer, tensors.pop("finite"), step + 1)
             logging = (step + 1) % t.log_every == 0 or (step + 1) % t.val_every_steps == 0 or step + 1 == t.max_steps
-            # Reading a value waits for the GPU, so there the check runs when the metrics are read anyway: a NaN
-            # can spoil the weights for a few steps, but no checkpoint is written from them (validation checks too).
-            if device.type == "cpu" or logging:
-                metrics = {key: value.item() for key, value in tensors.items()}
-                if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
-                    raise UserError(f"training diverged at step {step + 1} (loss {metrics['loss']:.4g}, gradient norm "
-                                    f"{metrics['grad_norm']:.4g}); the last good checkpoint is {last_saved}: continue from it "
-                                    f"with a lower learning rate, e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
+            if not guard.deferred or logging:
+                bad_step = guard.first_bad()
+                if bad_step is not None:
+                    metrics = {key: value.item() for key, value in tensors.items()}
+                    at = (f"at step {bad_step}" + ("" if bad_step == step + 1 else f" (the weights were left as they were "
+                          f"before it; found at step {step + 1})"))
+                    raise UserError(f"training diverged {at} (loss {metrics['loss']:.4g}, gradient norm {metrics['grad_norm']:.4g}); "
+                                    f"the last good checkpoint is {last_saved}: continue from it with a lower learning rate, "
+                                    f"e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
             optimizer.step()
             step += 1
             bar.update(1)
             window_samples += len(batch)
-            elapsed = time.perf_counter() - start
-            if t.max_minutes is not None:  # the schedule and the stop follow rank 0's clock, so every process steps alike
-                elapsed = distributed.from_main(elapsed, ranks)
+            elapsed = clock.tick(step)
             out_of_time = t.max_minutes is not None and elapsed >= 60 * t.max_minutes
             last_step = step == t.max_steps or out_of_time
 
@@ -352,6 +380,6 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                       stderr=True)
         raise
 
-    say(f"done: {step} steps in {format_eta(time.perf_counter() - start)}; val MSE {last_val['val/mse']:.3g} = "
+    say(f"done: {step} steps in {format_eta(clock.tick(step, agree=False))}; val MSE {last_val['val/mse']:.3g} = "
         f"{last_val['val/ratio_to_copy']:.3f} x copy-last; run folder {run_dir}")
     return {**last_val, "step": step, "run_dir": str(run_dir)}

@@ -8,8 +8,36 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 
 from src.config import TrainConfig
+from src.utils import distributed
+from src.utils.distributed import Ranks
+
+CLOCK_EVERY = 20  # under torchrun with train.max_minutes, the processes agree on the clock every this many steps
+
+
+class RunClock:
+    """The run's wall clock, from its start (a resumed run's goes on from its checkpoint's elapsed_s).
+
+    Under torchrun with train.max_minutes, the learning rate and the stop follow the clock, so every process must read
+    the same time: they agree on the latest (one all-reduce of one number) every CLOCK_EVERY steps and read that
+    between, so that no step waits on a collective and a host read. The stop comes at most CLOCK_EVERY steps late.
+    """
+
+    def __init__(self, elapsed_s: float, ranks: Ranks = Ranks(), agree: bool = True) -> None:
+        self.start, self.ranks, self.agree = time.perf_counter() - elapsed_s, ranks, agree and ranks.world > 1
+        self.elapsed = elapsed_s
+
+    def tick(self, step: int, agree: bool = True) -> float:
+        """The elapsed seconds after optimizer step `step`: this process's own, or, when processes must agree, the
+        latest of theirs as of the last multiple of CLOCK_EVERY."""
+        now = time.perf_counter() - self.start
+        if not (agree and self.agree):
+            return now
+        if step % CLOCK_EVERY == 0:
+            self.elapsed = distributed.latest(now, self.ranks)
+        return self.elapsed
 
 
 def budget_used(step: int, elapsed_s: float, t: TrainConfig) -> float:

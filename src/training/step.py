@@ -28,14 +28,17 @@ from src.utils.video import write_rollout_videos
 def pushed_forward(model: nn.Module, batch: Batch, n: int, share: float, feedback: Feedback) -> Batch:
     """The pushforward trick: the batch moved n steps on, where for a random `share` of the samples the n newest
     context frames are the model's own predictions, made and fed back without gradients (the others get the true
-    frames). The model learns to correct the errors it makes, and no gradient flows into the steps that made them."""
-    frames = torch.cat([batch.frames, batch.targets[:, :n]], dim=1)[:, -batch.frames.shape[1]:]  # true, n steps on
-    chosen = (torch.rand(len(batch), device=frames.device) < share).nonzero().squeeze(1)
-    if len(chosen):
-        with torch.no_grad():
-            imagined = feedback(unroll(model, batch.frames[chosen], batch.actions[chosen, :n], feedback))  # (C, n, H, W)
-        frames = frames.index_copy(0, chosen, torch.cat([batch.frames[chosen], imagined], dim=1)[:, -frames.shape[1]:])
-    return replace(batch.steps_from(n), frames=frames)
+    frames). The model learns to correct the errors it makes, and no gradient flows into the steps that made them.
+
+    The model predicts for the whole batch and a mask picks: the same shapes at every step (a compiled model keeps one
+    graph whatever the share) and no host sync on a GPU, for a no-gradient pass over the samples not picked."""
+    t = batch.frames.shape[1]
+    frames = torch.cat([batch.frames, batch.targets[:, :n]], dim=1)[:, -t:]  # true, n steps on
+    chosen = torch.rand(len(batch), device=frames.device) < share  # (B,)
+    with torch.no_grad():
+        imagined = feedback(unroll(model, batch.frames, batch.actions[:, :n], feedback))  # (B, n, H, W)
+    own = torch.cat([batch.frames, imagined.to(frames.dtype)], dim=1)[:, -t:]
+    return replace(batch.steps_from(n), frames=torch.where(chosen.view(-1, 1, 1, 1), own, frames))
 
 
 def palette_loss(scores: Tensor, targets: Tensor, palette: tuple[int, ...]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -131,7 +134,8 @@ def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batc
     """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped; with
     pushforward > 0, that share of the samples first moved on t.pushforward_steps steps by the model itself
     (`pushed_forward`). Returns (metrics as 0-d tensors, predictions, the batch they predict: moved on by
-    pushforward); the caller checks the metrics, then calls optimizer.step()."""
+    pushforward); the caller checks the metrics, then calls optimizer.step(). metrics["finite"] is a 0-d bool tensor: the
+    loss and every parameter group's gradient norm are finite (a step that may update the weights)."""
     with torch.autocast(fast.device.type, dtype=fast.autocast or torch.float32, enabled=fast.autocast is not None):
         if pushforward > 0:
             batch = pushed_forward(forward, batch, t.pushforward_steps, pushforward, feedback)
@@ -145,6 +149,7 @@ def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batc
     # must not scale the frame model's step down. grad_norm is the frame model's.
     norms = [nn.utils.clip_grad_norm_(group["params"], t.grad_clip if t.grad_clip > 0 else math.inf) for group in optimizer.param_groups]
     metrics["grad_norm"] = norms[0]
+    metrics["finite"] = torch.isfinite(torch.stack([loss.detach().float(), *(n.float() for n in norms)])).all()
     return metrics, predicted, batch
 
 

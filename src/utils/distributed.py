@@ -60,6 +60,15 @@ def total(values: list[float], ranks: Ranks) -> list[float]:
     return tensor.tolist()
 
 
+def latest(value: float, ranks: Ranks) -> float:
+    """The largest of the processes' `value`s (the clock): one all-reduce of one number, no pickling."""
+    if ranks.world == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.item()
+
+
 def from_main(value: Any, ranks: Ranks) -> Any:
     """Rank 0's `value` on every process (a picklable object: a path, the clock)."""
     if ranks.world == 1:
