@@ -99,8 +99,22 @@ class ExperimentConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
+# What `profile` changes, over config.yaml and under the command line. gpu: a step of the default model at batch 32 is
+# ~200 small kernel launches that leave an H100 mostly idle, so the batch is 8x larger, the learning rate scaled by
+# about the square root of that (1e-3 diverged at batch 32) over a longer warm-up, the data held in GPU memory when it
+# fits (else 6 loader workers), and validation and media at a cadence that stays a small share of a fast run. Chosen
+# by reasoning, not yet measured on a GPU (docs/speed.md says how to check it with bench_train.py).
+PROFILES: dict[str, tuple[str, ...]] = {
+    "cpu": (),
+    "gpu": ("train.batch_size=256", "optimizer.lr=6e-4", "train.warmup_steps=300", "train.event_batch_size=128",
+            "data.num_workers=6", "data.prefetch_factor=4", "data.persistent_workers=true", "train.log_every=200",
+            "train.val_every_steps=2000", "train.val_batches=8", "train.val_rollout_every=5"),
+}
+
+
 @dataclass
 class Config:
+    profile: str = "auto"  # a set of defaults for the machine, over this file (PROFILES): cpu, gpu, or auto (gpu with CUDA)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -110,6 +124,7 @@ class Config:
     def __post_init__(self) -> None:
         d, t, o, m = self.data, self.train, self.optimizer, self.model
         checks = [
+            (self.profile in ("auto", *PROFILES), "profile", f"must be auto, {' or '.join(PROFILES)}, got {self.profile!r}"),
             (0 < d.val_ratio < 1, "data.val_ratio", f"must be in (0, 1), got {d.val_ratio}"),
             (d.verify in ("quick", "full"), "data.verify", f"must be quick or full, got {d.verify!r}"),
             (d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}"),
@@ -186,11 +201,23 @@ def load_config(path: str | Path | None = "config.yaml", overrides: list[str] | 
 
 
 def config_from_dict(base: dict, overrides: list[str] | None = None) -> Config:
-    """A saved config (a checkpoint's) with `key=value` overrides on top; validated like load_config."""
-    return merge_config(OmegaConf.create(base), overrides)
+    """A saved config (a checkpoint's) with `key=value` overrides on top; validated like load_config. Its profile was
+    applied when it was made and is not applied again."""
+    return merge_config(OmegaConf.create(base), overrides, apply_profile=False)
 
 
-def merge_config(base: Any, overrides: list[str] | None) -> Config:
+def chosen_profile(profile: str, cpu: bool) -> str:
+    """`profile` with auto resolved: gpu where CUDA is available and train.cpu is false, else cpu."""
+    if profile != "auto":
+        return profile
+    import torch
+
+    return "gpu" if torch.cuda.is_available() and not cpu else "cpu"
+
+
+def merge_config(base: Any, overrides: list[str] | None, apply_profile: bool = True) -> Config:
+    """The schema's defaults, `base`, the profile's values (PROFILES) when `apply_profile`, then the overrides; the
+    resolved profile's name is kept in the result."""
     try:
         override_cfg = OmegaConf.from_dotlist(list(overrides or []))
     except Exception as e:  # dotlist syntax errors
@@ -199,6 +226,10 @@ def merge_config(base: Any, overrides: list[str] | None) -> Config:
         check_keys(source, Config, "")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), base, override_cfg)
+        if apply_profile and merged.profile in ("auto", *PROFILES):  # another value is refused by Config's checks
+            name = chosen_profile(merged.profile, merged.train.cpu)
+            merged = OmegaConf.merge(OmegaConf.structured(Config), base, OmegaConf.from_dotlist(list(PROFILES[name])),
+                                     override_cfg, {"profile": name})
         return OmegaConf.to_object(merged)  # a real Config: __post_init__ runs here
     except ConfigError:
         raise

@@ -14,14 +14,16 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from omegaconf import OmegaConf
 from torch._dynamo.testing import CompileCounter
 
-from src.config import Config, ConfigError, ModelConfig
+from src.config import PROFILES, Config, ConfigError, ModelConfig, config_from_dict, load_config, to_dict
 from src.dataset.offline_dataset import Batch
 from src.models.checkpoint import read_checkpoint
 from src.models.world_model import build_model
 from src.training import loop
 from src.training.fast_path import FastPath, FiniteGuard, configure_backends, make_optimizer, match_layouts
+from src.training.resume import flatten
 from src.training.schedule import CLOCK_EVERY
 from src.training.step import train_step
 from src.utils.device import choose_device
@@ -245,29 +247,68 @@ def test_a_finite_run_is_never_held_back() -> None:
 
 
 @pytest.mark.slow
-def test_a_run_that_goes_non_finite_stops_with_its_last_checkpoint_weights(small_dataset: Path, tmp_path: Path,
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_a_run_that_goes_non_finite_stops_with_its_last_checkpoint_weights(small_dataset: Path, tmp_path: Path, device: str,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole loop with the device-side check (fused Adam, as CUDA chooses): a NaN at step 3, found at step 4 (a
-    logging step): the run stops naming step 3, and the model holds step 2's weights, which its last.pt saved."""
-    choose = FastPath.choose
-    monkeypatch.setattr(FastPath, "choose", classmethod(lambda cls, cfg, device: choose(cfg, device).__class__(
-        **{**choose(cfg, device).__dict__, "fused": True})))
+    """The whole loop with the device-side check (fused Adam, as CUDA chooses; on the CPU forced): a NaN at step 3, found
+    at step 4 (a logging step): the run stops naming step 3, and the model holds step 2's weights, which its last.pt
+    saved. On CUDA with every default of the GPU path (bf16, channels-last, torch.compile)."""
+    if device == "cpu":
+        choose = FastPath.choose
+        monkeypatch.setattr(FastPath, "choose", classmethod(lambda cls, cfg, device: choose(cfg, device).__class__(
+            **{**choose(cfg, device).__dict__, "fused": True})))
     calls, models = [], []
     real_step = loop.train_step
 
     def poisoned(forward, optimizer, batch, *args):
-        calls.append(1)
-        models.append(forward)
+        if batch.frames.any():  # compile_ahead's batches are zeros
+            calls.append(1)
+            models.append(forward)
         if len(calls) == 3:
             batch = Batch(batch.frames * float("nan"), batch.actions, batch.targets, batch.rewards, batch.dones)
         return real_step(forward, optimizer, batch, *args)
 
     monkeypatch.setattr(loop, "train_step", poisoned)
-    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=8", "train.log_every=4", "train.val_every_steps=2",
-                      "train.val_rollout_enabled=false")
+    cfg = tiny_config(small_dataset, tmp_path, "profile=cpu", f"train.cpu={device == 'cpu'}", "train.max_steps=8",
+                      "train.log_every=4", "train.val_every_steps=2", "train.val_rollout_enabled=false")
     with pytest.raises(UserError, match=r"training diverged at step 3 \(the weights were left as they were before it; found at step 4\)"):
         loop.train(cfg)
     (run_dir,) = (tmp_path / "runs").iterdir()
     saved = read_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert saved["step"] == 2
-    assert all(torch.equal(models[-1].state_dict()[k], v) for k, v in saved["model"].items())
+    model = getattr(models[-1], "_orig_mod", models[-1])  # the compiled wrapper's model
+    assert saved["step"] == 2 and all(torch.equal(model.state_dict()[k].cpu(), v) for k, v in saved["model"].items())
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_a_cpu_checkpoint_resumes_on_cuda_with_the_gpu_path(small_dataset: Path, tmp_path: Path) -> None:
+    """A run saved by the CPU (contiguous weights and moments) goes on on CUDA with fused AdamW, channels-last weights,
+    bf16 and torch.compile: the moments are laid out anew, and the run trains on to finite losses."""
+    first = loop.train(tiny_config(small_dataset, tmp_path, "profile=cpu", "train.cpu=true", "train.max_steps=4",
+                                   "train.log_every=2", "train.val_every_steps=4", "train.val_rollout_enabled=false"))
+    result = loop.train(tiny_config(small_dataset, tmp_path, "profile=cpu", f"train.resume={first['run_dir']}", "train.max_steps=8",
+                                    "train.log_every=2", "train.val_every_steps=4", "train.val_rollout_enabled=false"))
+    assert result["step"] == 8 and torch.isfinite(torch.tensor(result["val/mse"]))
+
+
+# ------------------------------------------------------------------------------------------ 7: the GPU profile
+
+
+def test_the_gpu_profile_is_one_override_or_auto_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """profile=gpu sets its keys over config.yaml, the command line's keys win over it, auto picks it where CUDA is (and
+    train.cpu is false), and a resumed run's config is not changed by it again."""
+    config = ROOT / "config.yaml"
+    plain, gpu = load_config(config), load_config(config, ["profile=gpu", "train.val_every_steps=100"])
+    assert plain.profile == "cpu" and (plain.train.batch_size, plain.data.num_workers) == (32, 0)  # no CUDA here
+    assert gpu.profile == "gpu" and (gpu.train.batch_size, gpu.optimizer.lr, gpu.data.num_workers, gpu.train.val_every_steps) == (
+        256, 6e-4, 6, 100)
+    profile, got = flatten(OmegaConf.to_container(OmegaConf.from_dotlist(list(PROFILES["gpu"])))), flatten(to_dict(gpu))
+    assert {k: got[k] for k in profile} == {**profile, "train.val_every_steps": 100}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert load_config(config).profile == "gpu" and load_config(config).train.batch_size == 256
+    assert load_config(config, ["train.cpu=true"]).profile == "cpu"
+    saved = to_dict(load_config(config, ["profile=gpu", "train.batch_size=64"]))
+    assert config_from_dict(saved, ["train.max_steps=10"]).train.batch_size == 64  # the profile is not applied twice
+    with pytest.raises(ConfigError, match="^profile must be auto, cpu or gpu, got 'tpu'$"):
+        load_config(config, ["profile=tpu"])
+

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.config import Config, ConfigError, TrainConfig, to_dict, to_yaml
+from src.config import PROFILES, Config, ConfigError, TrainConfig, to_dict, to_yaml
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import checkpoint_contents, load_weights, read_checkpoint, version_changes
@@ -283,6 +283,8 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
     say(f"{to_yaml(cfg)}\nrun {run_dir}\ndata {s.dataset.root}: {s.dataset.game}, {s.dataset_info['train_rows']:,} train / "
         f"{s.dataset_info['val_rows']:,} val transitions")
     say(f"model {cfg.model.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {device} ({s.fast})")
+    if PROFILES.get(cfg.profile):
+        say(f"profile {cfg.profile}: {' '.join(PROFILES[cfg.profile])} (over config.yaml; the command line's keys win)")
     if ranks.world > 1:
         say(f"{ranks.world} processes x train.batch_size {cfg.train.batch_size} = global batch {cfg.train.batch_size * ranks.world}")
     if state is not None:
