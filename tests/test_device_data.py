@@ -14,7 +14,7 @@ import torch
 from src.config import ConfigError
 from src.dataset.offline_dataset import Batch
 from src.training import data
-from src.training.data import DeviceBatches, open_data, starts_within, train_batches, training_batches
+from src.training.data import DeviceBatches, EventBatches, open_data, starts_within, train_batches, training_batches
 from src.utils.distributed import Ranks
 from tests.conftest import tiny_config
 
@@ -52,6 +52,20 @@ def test_device_batches_are_the_loaders_byte_for_byte(small_dataset: Path, tmp_p
     device = list(itertools.islice(DeviceBatches(dataset, starts, k, cfg, step, CPU), steps))
     assert_same_batches(device, loader)
     assert device[0].targets.shape == (64, k, 84, 84) and device[0].frames.dtype == torch.uint8
+
+
+def test_the_event_heads_batches_are_gathered_there_too(small_dataset: Path, tmp_path: Path) -> None:
+    """With the dataset on the device, the event head's steps (rich in rewards and ends) come from its arrays: the
+    same batches as read from the memory maps, from step 0 and after a resume, and for each of 2 processes."""
+    cfg, dataset, starts = setup(small_dataset, tmp_path, 1)
+    _, train_rows, _ = open_data(cfg)
+    held = DeviceBatches(dataset, starts, 1, cfg, 0, CPU)
+    for step, ranks in ((0, Ranks()), (17, Ranks()), (5, Ranks(1, 2, 1))):
+        read = EventBatches(dataset, train_rows, 16, 0.25, 0, step, ranks)
+        gathered = EventBatches(dataset, train_rows, 16, 0.25, 0, step, ranks, on_device=held)
+        assert_same_batches(list(itertools.islice(gathered, 4)), list(itertools.islice(read, 4)))
+    rich = next(gathered)
+    assert read.events.size and (rich.rewards.ne(0) | rich.dones).sum() >= 4  # a quarter of 16: the rare steps are there
 
 
 def test_each_process_reads_the_loaders_share(small_dataset: Path, tmp_path: Path) -> None:

@@ -323,14 +323,16 @@ class EventBatches:
     reward or an episode end (Pong: one step in ~40; with natural batches the head did not learn in 1,500 steps,
     measured), the rest from all training steps. Batch b depends on (seed, b) alone, drawn for all processes and
     shared out as the training batches are: a resumed run, or one under torchrun with size / processes each, draws
-    what one process would have."""
+    what one process would have. Given `on_device` (the training batches' DeviceBatches), the steps are gathered from
+    the arrays it holds, not read from the memory maps on the launching thread: the same batches, on the device."""
 
     def __init__(self, dataset: ShardedDataset, rows: np.ndarray, size: int, share: float, seed: int, step: int,
-                 ranks: Ranks = Ranks()) -> None:
+                 ranks: Ranks = Ranks(), on_device: DeviceBatches | None = None) -> None:
         rewards, dones = dataset.column("reward")[rows], dataset.column("done")[rows]
         self.rows, self.events = rows, rows[(rewards != 0) | dones]
         self.samples = WindowDataset(dataset.root, np.arange(len(dataset)))  # sample i is the step at row i
         self.size, self.share, self.seed, self.step, self.ranks = size, share, seed, step, ranks
+        self.on_device = on_device
 
     def __iter__(self) -> EventBatches:
         return self
@@ -343,6 +345,11 @@ class EventBatches:
         rare_rows, common_rows = rng.choice(self.events, rare * world), rng.choice(self.rows, (self.size - rare) * world)
         picks = np.concatenate([rare_rows[rank * rare : (rank + 1) * rare],
                                 common_rows[rank * (self.size - rare) : (rank + 1) * (self.size - rare)]])
+        if self.on_device is not None:
+            a, device = self.on_device.arrays, self.on_device.device
+            at = torch.from_numpy(picks.astype(np.int64))
+            at = at.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else at.to(device)
+            return Batch(a["obs"][at], a["action"][at, None], a["next_obs"][at, None], a["reward"][at, None], a["done"][at, None])
         return collate([self.samples[int(row)] for row in picks])
 
 

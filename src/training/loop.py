@@ -23,6 +23,7 @@ from src.models.events import REWARD_SIGNS, EventWeights, has_events
 from src.models.rollout import Feedback
 from src.models.world_model import build_model
 from src.training.data import (
+    DeviceBatches,
     EventBatches,
     data_identity,
     diffusion_sigma_data,
@@ -132,13 +133,14 @@ def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | 
     if state is not None and "val_episodes" in state["dataset"]:  # the split is the checkpoint's, on the rows it was made on
         dataset_info.update({k: state["dataset"][k] for k in ("val_episodes", "split_rows") if k in state["dataset"]})
     videos = cfg.train.val_rollout_enabled and ranks.main
-    session = Session(cfg, model, forward, optimizer, fast, dataset, dataset_info,
-                      batches=training_batches(dataset, starts, longest, cfg, step, device, fast.pin_memory, ranks, console.say),
+    batches = training_batches(dataset, starts, longest, cfg, step, device, fast.pin_memory, ranks, console.say)
+    session = Session(cfg, model, forward, optimizer, fast, dataset, dataset_info, batches=batches,
                       val_batches=fixed_val_batches(dataset, val_rows, cfg, ranks),
                       video_starts=rollout_starts(dataset, val_rows, cfg) if videos else np.zeros(0, dtype=np.int64),
                       state=state, ranks=ranks, console=console, events=events,
                       event_batches=EventBatches(dataset, train_rows, cfg.train.event_batch_size, cfg.train.event_share,
-                                                 cfg.train.seed, step, ranks) if events and cfg.train.event_batch_size else None)
+                                                 cfg.train.seed, step, ranks, batches if isinstance(batches, DeviceBatches) else None)
+                      if events and cfg.train.event_batch_size else None)
 
     if ranks.main:
         run_dir, resumed_at = run_folder(cfg, dataset.game, checkpoint, state)
