@@ -24,6 +24,8 @@ def test_auto_choices_per_device(small_dataset: Path, tmp_path: Path, monkeypatc
     assert (cuda.autocast, cuda.compile, cuda.channels_last, cuda.pin_memory, cuda.fused) == (torch.bfloat16, True, True, True, True)
     cpu = FastPath.choose(cfg, torch.device("cpu"))
     assert (cpu.autocast, cpu.compile, cpu.channels_last, cpu.pin_memory, cpu.fused) == (None, False, CHANNELS_LAST["cpu"], False, False)
+    eager = FastPath.choose(tiny_config(small_dataset, tmp_path, "train.compile=false"), torch.device("cuda"))
+    assert not eager.channels_last  # eager CUDA GroupNorm would turn channels-last back at every block
     forced = FastPath.choose(tiny_config(small_dataset, tmp_path, "train.precision=fp32", "train.compile=false",
                                          "train.channels_last=false", "data.pin_memory=false"), torch.device("cuda"))
     assert (forced.autocast, forced.compile, forced.channels_last, forced.pin_memory) == (None, False, False, False)

@@ -33,8 +33,10 @@ class FastPath:
             raise ConfigError(f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no native bf16 (it came with "
                               "Ampere, compute capability 8.0); use train.precision=fp32 or auto")
         precision = t.precision if t.precision != "auto" else ("bf16" if cuda and native_bf16 else "fp32")
-        return cls(device, torch.bfloat16 if precision == "bf16" else None, cuda if t.compile is None else t.compile,
-                   CHANNELS_LAST[device.type] if t.channels_last is None else t.channels_last,
+        compiled = cuda if t.compile is None else t.compile
+        channels_last = CHANNELS_LAST[device.type] and (compiled or not cuda)  # eager CUDA: see CHANNELS_LAST
+        return cls(device, torch.bfloat16 if precision == "bf16" else None, compiled,
+                   channels_last if t.channels_last is None else t.channels_last,
                    cuda if cfg.data.pin_memory is None else cfg.data.pin_memory, fused=cuda)
 
     def __str__(self) -> str:
@@ -43,7 +45,9 @@ class FastPath:
 
 
 # Measured with benchmarks/bench_train.py (its "channels-last" row): see docs/speed.md. The CUDA entry is
-# PyTorch's advice for convolutions under bf16 autocast, not yet measured here (no GPU was lent).
+# PyTorch's advice for convolutions under bf16 autocast, not yet measured here (no GPU was lent), and holds only for a
+# compiled model: eager CUDA GroupNorm returns a contiguous tensor whatever its input (pytorch/pytorch#111824), so an
+# eager channels-last U-Net would convert layouts at every block; inductor lowers GroupNorm itself and keeps the layout.
 CHANNELS_LAST = {"cpu": True, "cuda": True}
 
 
