@@ -1,7 +1,7 @@
 """Training throughput: the model's ceiling, the real data path, the loader alone, and evaluation rollouts.
 
     python benchmarks/bench_train.py [--steps 20] [--rounds 3] [--batch_sizes 32] [--workers 0,1,2]
-                                     [--device cpu] [--data_dir DIR] [--profile]
+                                     [--device cpu] [--data_dir DIR] [--peak_tflops T] [--profile]
 
 Every row trains the model of config.yaml (or rolls it out) with src.train's own step, on a dataset recorded
 with fixed settings into <out_dir>/data (10,000 Pong steps; reused when present), and reports samples/s:
@@ -13,16 +13,27 @@ with fixed settings into <out_dir>/data (10,000 Pong steps; reused when present)
   rollout            open-loop evaluation: 64 rollouts of 50 steps under inference_mode, in predicted frames/s
 Ratio: samples/s over the synthetic row of the same batch size, measured in the same run. The synthetic and
 loader rows alternate over --rounds rounds and each reports its median, so that drift hits both alike.
+Every training row also reports (see docs/speed.md):
+  TFLOP/s            FLOPs per sample x samples/s; the FLOPs are those of one synthetic step, counted once per
+                     batch size by torch's FlopCounterMode (matmuls and convolutions, forward and backward:
+                     src.utils.flops.step_flops), and printed as GFLOP/step
+  MFU                TFLOP/s over the device's peak for the step's dtype, printed in the header with its source:
+                     NVIDIA's datasheet figure for known GPUs, an estimate from /proc/cpuinfo for the CPU, or
+                     --peak_tflops (the 1-thread row is measured against the same whole-CPU peak)
+  outside GPU        CUDA only: the share of a step's wall time in which the GPU runs no kernel or copy,
+                     from torch.profiler over a few steps (CPU overhead, launches, loading, syncs)
 --profile prints torch.profiler's table of one training step's most expensive operators.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -38,8 +49,9 @@ from src.dataset.shards import ShardedDataset  # noqa: E402
 from src.models.rollout import rollout  # noqa: E402
 from src.models.world_model import build_model  # noqa: E402
 from src.training.data import starts_within, train_batches  # noqa: E402
-from src.training.fast_path import FastPath, make_optimizer, prepare_model  # noqa: E402
+from src.training.fast_path import FastPath, configure_backends, make_optimizer, prepare_model  # noqa: E402
 from src.training.step import train_step  # noqa: E402
+from src.utils.flops import peak_flops, step_flops  # noqa: E402
 from src.utils.frames import frames_to_float  # noqa: E402
 
 DATA_STEPS = 10_000
@@ -67,14 +79,41 @@ def rate(step: Callable[[], int], steps: int, warmup: int = 3) -> float:
     return samples / (time.perf_counter() - start)
 
 
+def gpu_idle_share(step: Callable[[], object], steps: int = 5) -> float:
+    """CUDA only: the share of the wall time of `steps` calls of step() in which the GPU runs nothing, that is
+    1 - (the union of its kernels', copies' and memsets' intervals, from torch.profiler) / wall time. Call it warm
+    (compiled, cached allocator filled). Only the GPU's activity is recorded, to keep the profiler's own CPU
+    overhead out of the steps; what remains of it makes the share an upper bound."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        wall_us = (time.perf_counter() - start) * 1e6
+    busy_us, end = 0.0, -math.inf  # overlapping intervals (several streams) count once
+    for s, e in sorted((ev.time_range.start, ev.time_range.end) for ev in prof.events()  # microseconds
+                       if ev.activity_type in ("kernel", "gpu_memcpy", "gpu_memset")):
+        busy_us, end = busy_us + max(0.0, e - max(s, end)), max(end, e)
+    return 1 - busy_us / wall_us
+
+
+def cell(value: float, spec: str, unit: str = "") -> str:
+    """A table cell: `value` formatted, or "-" for nan (not measured, or no peak known)."""
+    return "-" if math.isnan(value) else f"{value:{spec}}{unit}"
+
+
 def trainer(cfg: Config, dataset: ShardedDataset, device: torch.device) -> tuple[torch.nn.Module, Callable[[Batch], int]]:
     """A fresh model set up as src.train sets it up, and a function doing one of src.train's steps on a batch."""
     torch.manual_seed(0)
     fast = FastPath.choose(cfg, device)
+    configure_backends(fast)  # cuDNN autotuning and TF32 on CUDA, as src.train sets them
     env = dataset.manifest.env
     model = build_model(cfg.model, dataset.num_actions, env.context_frames, env.screen_size).to(device)
     forward = prepare_model(model, fast)
-    optimizer = make_optimizer(model, cfg, device)
+    optimizer = make_optimizer(model, cfg, device, fused=fast.fused)
 
     def step(batch: Batch) -> int:
         train_step(forward, optimizer, batch.to(device, non_blocking=True), 1, cfg.train, fast)
@@ -93,6 +132,8 @@ def main() -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--data_dir", default=None, help="a dataset to read instead of recording one")
     p.add_argument("--out_dir", default="runs/bench_train")
+    p.add_argument("--peak_tflops", type=float, default=None, help="the device's peak TFLOP/s for MFU (default: "
+                   "NVIDIA's figure for known GPUs, an estimate for the CPU)")
     p.add_argument("--profile", action="store_true", help="print the profile of one training step")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.channels_last=false")
     args = p.parse_args()
@@ -104,11 +145,22 @@ def main() -> None:
     train_rows, _ = split_episodes(dataset.column("episode"), base.data.val_ratio, base.train.seed)
     starts = starts_within(dataset, train_rows, 1)
     workers = [int(w) for w in args.workers.split(",")]
+    dtype = FastPath.choose(base, device).autocast or torch.float32
+    peak, source = (args.peak_tflops * 1e12, "--peak_tflops") if args.peak_tflops else peak_flops(device, dtype)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {data} ({len(dataset):,} steps), "
-          f"model {base.model.name}, {args.rounds} rounds x {args.steps} steps", flush=True)
+          f"model {base.model.name}, {args.rounds} rounds x {args.steps} steps\n"
+          f"peak {peak / 1e12:.4g} TFLOP/s {str(dtype).removeprefix('torch.')} ({source})", flush=True)
 
-    rows: list[tuple[str, int, str, float, float]] = []
+    # (what, batch, workers, samples/s, ratio to synthetic, FLOPs per sample, share of the time outside the GPU)
+    rows: list[tuple[str, int, str, float, float, float, float]] = []
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+        # torch.compile caches its graphs on the model class's forward code, shared by every instance: without a
+        # reset, this batch size's model would find the previous one's graphs, fail their shape guards and recompile
+        # next to them (into a dynamic-shape graph, unless compiled with dynamic=False), every graph counting towards
+        # dynamo's recompile limit (8, then eager), unlike a run of src.train at this batch size alone. One reset per
+        # batch size: its trainers compile lazily, at their first step in the rounds below, so a reset between
+        # building them would change nothing (and one between their first steps would throw the first one's away).
+        torch._dynamo.reset()
         config = lambda *more: load_config(ROOT / "config.yaml", [f"data.dir={data}", f"train.batch_size={batch_size}",  # noqa: E731
                                                                    *args.overrides, *more])
         cfg = config()
@@ -116,6 +168,10 @@ def main() -> None:
         model, step = trainer(cfg, dataset, device)
         fixed = next(train_batches(dataset, starts, 1, cfg, 0))
         fixed = Batch(fixed.frames.to(device), fixed.actions.to(device), fixed.targets.to(device))  # on the device: no copy
+        # Counted on an eager copy when compiled: FlopCounterMode sees aten ops, the FLOPs are the same.
+        counting = trainer(config("train.compile=false"), dataset, device)[1] if fast.compile else step
+        flops = step_flops(lambda: counting(fixed)) / batch_size
+        print(f"batch {batch_size}: {flops * batch_size / 1e9:.3g} GFLOP/step ({flops / 1e9:.3g} GFLOP/sample)", flush=True)
         # The ceiling again with the other memory format, and with one thread: the measurements behind the defaults.
         _, flipped = trainer(config(f"train.channels_last={not fast.channels_last}"), dataset, device)
         ceilings = {"model, synthetic": step, f"model, synthetic, {'contiguous' if fast.channels_last else 'channels-last'}": flipped}
@@ -132,17 +188,21 @@ def main() -> None:
             ceilings["model, synthetic, 1 thread"] = one_thread
         loaders = {w: train_batches(dataset, starts, 1, config(f"data.num_workers={w}", *([f"data.prefetch_factor={4}"] if w else [])), 0,
                                     fast.pin_memory) for w in workers}
+        timed: dict[str, Callable[[], int]] = {f"{name}|-": partial(run_step, fixed) for name, run_step in ceilings.items()}
+        for w, batches in loaders.items():
+            timed[f"train, loader|{w}"] = lambda batches=batches: step(next(batches))
+            timed[f"loader only|{w}"] = lambda batches=batches: len(next(batches))
         results: dict[str, list[float]] = {}
         for _ in range(args.rounds):
-            for name, run_step in ceilings.items():
-                results.setdefault(f"{name}|-", []).append(rate(lambda: run_step(fixed), args.steps))
-            for w, batches in loaders.items():
-                results.setdefault(f"train, loader|{w}", []).append(rate(lambda: step(next(batches)), args.steps))
-                results.setdefault(f"loader only|{w}", []).append(rate(lambda: len(next(batches)), 4 * args.steps))
+            for key, run in timed.items():
+                results.setdefault(key, []).append(rate(run, (4 if key.startswith("loader only") else 1) * args.steps))
+        training = [key for key in timed if not key.startswith("loader only")]
+        outside = {key: gpu_idle_share(timed[key]) for key in training} if device.type == "cuda" else {}
         reference = statistics.median(results["model, synthetic|-"])
         for key, values in results.items():
             name, _, w = key.partition("|")
-            rows.append((name, batch_size, w, statistics.median(values), statistics.median(values) / reference))
+            rows.append((name, batch_size, w, statistics.median(values), statistics.median(values) / reference,
+                         flops if key in training else math.nan, outside.get(key, math.nan)))
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
@@ -162,12 +222,15 @@ def main() -> None:
     actions = torch.stack([torch.from_numpy(w.action) for w in windows]).to(device)
     model.eval()
     frames_per_s = rate(lambda: rollout(model, context, actions).shape[0] * horizon, max(1, args.rounds), warmup=1)
-    rows.append(("rollout (eval)", eval_batch, "-", frames_per_s, float("nan")))
+    rows.append(("rollout (eval)", eval_batch, "-", frames_per_s, math.nan, math.nan, math.nan))
 
-    print("\n| what | batch | workers | samples/s | ratio to synthetic |\n| --- | ---: | ---: | ---: | ---: |")
-    for name, batch_size, w, value, ratio in rows:
+    print("\n| what | batch | workers | samples/s | ratio to synthetic | TFLOP/s | MFU | outside GPU |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, batch_size, w, value, ratio, per_sample, idle in rows:
         unit = " frames/s" if name.startswith("rollout") else ""
-        print(f"| {name} | {batch_size} | {w} | {value:,.1f}{unit} | {'-' if ratio != ratio else f'{ratio:.2f}'} |")
+        achieved = value * per_sample  # FLOP/s
+        print(f"| {name} | {batch_size} | {w} | {value:,.1f}{unit} | {cell(ratio, '.2f')} | {cell(achieved / 1e12, '.3g')} | "
+              f"{cell(100 * achieved / peak, '.3g', '%')} | {cell(100 * idle, '.0f', '%')} |")
 
 
 if __name__ == "__main__":
