@@ -127,6 +127,9 @@ def count_collectives(rank: int, store: str, cfg: Config, out: Path) -> None:
     runs in C++, once per step as it must)."""
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    if cfg.train.compile:  # dynamo's tracing without inductor's code generation: the graphs, quickly
+        compile_ = torch.compile
+        torch.compile = lambda model, **k: compile_(model, backend="aot_eager", **k)
     calls: list[str] = []
     for name in ("all_reduce", "broadcast", "broadcast_object_list", "all_gather", "all_gather_object", "barrier"):
         original = getattr(dist, name)
@@ -151,6 +154,19 @@ def test_the_clock_is_agreed_every_few_steps_not_every_step(small_dataset: Path,
 
 
 # ------------------------------------------------------------------------------------------ 4: torch.compile
+
+
+@pytest.mark.slow
+def test_compiled_training_under_torchrun_with_the_event_head(small_dataset: Path, tmp_path: Path) -> None:
+    """2 processes, a compiled model (traced ahead of the clock) and the event head: DDP wants a gradient for every
+    parameter at every backward, compile_ahead's included, or the next step fails."""
+    cfg = tiny_config(small_dataset, tmp_path, "train.batch_size=4", "train.event_batch_size=4", "train.max_steps=3",
+                      "train.compile=true", "train.log_every=3", "train.val_every_steps=3", "train.val_rollout_enabled=false")
+    assert cfg.model.events
+    mp.spawn(count_collectives, args=(str(tmp_path / "store"), cfg, tmp_path), nprocs=2)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert read_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 3
+
 
 
 @pytest.mark.slow

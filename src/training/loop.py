@@ -259,14 +259,19 @@ def compile_ahead(s: Session, feedback: Feedback, output_palette: tuple[int, ...
         return
     t, env = s.cfg.train, s.dataset.manifest.env
     longest = max(t.rollout_steps) + (t.pushforward_steps if t.pushforward > 0 else 0)
-    b, h = t.batch_size, env.screen_size
-    zeros = Batch(torch.zeros(b, env.context_frames, h, h, dtype=torch.uint8), torch.zeros(b, longest, dtype=torch.long),
-                  torch.zeros(b, longest, h, h, dtype=torch.uint8), torch.zeros(b, longest), torch.zeros(b, longest, dtype=torch.bool))
+
+    def zeros(b: int, k: int) -> Batch:
+        h = env.screen_size
+        return Batch(torch.zeros(b, env.context_frames, h, h, dtype=torch.uint8), torch.zeros(b, k, dtype=torch.long),
+                     torch.zeros(b, k, h, h, dtype=torch.uint8), torch.zeros(b, k), torch.zeros(b, k, dtype=torch.bool)).to(s.fast.device)
+
+    # The event head takes part as in training: under torchrun, DDP expects a gradient for every parameter.
+    events = zeros(t.event_batch_size, 1) if s.event_batches is not None else None
     saved, started = rng_state(), time.perf_counter()
     for k in sorted(set(t.rollout_steps)):
         for share in (0.0, 1.0) if t.pushforward > 0 else (0.0,):
-            train_step(s.forward, s.optimizer, zeros.to(s.fast.device), k, t, s.fast, feedback, s.cfg.model.context_noise, share,
-                       output_palette, None, None, diffusion)
+            train_step(s.forward, s.optimizer, zeros(t.batch_size, longest), k, t, s.fast, feedback, s.cfg.model.context_noise,
+                       share, output_palette, s.events, events, diffusion)
     s.optimizer.zero_grad(set_to_none=True)
     set_rng_state(saved)
     s.say(f"compiled the training step in {time.perf_counter() - started:.0f} s (before the clock starts)")
