@@ -7,8 +7,11 @@ Every row trains the model of config.yaml (or rolls it out) with src.train's own
 with fixed settings into <out_dir>/data (10,000 Pong steps; reused when present), and reports samples/s:
   model, synthetic   optimizer steps on one batch already on the device: the model's ceiling (reference);
                      again with the other memory format (train.channels_last) and, on a CPU, with one thread
+                     and wrapped in DistributedDataParallel in a process group of one (DDP's own overhead)
   train, loader      the same steps, each batch drawn from the DataLoader over the memory-mapped shards and
                      moved to the device, as src.train does, with data.num_workers = W
+  train, on device   the same steps, each batch gathered from the dataset held in the device's memory
+                     (data.on_device; skipped with a line when it does not fit)
   loader only        the DataLoader alone with W workers (batches x batch size per second)
   rollout            open-loop evaluation: 64 rollouts of 50 steps under inference_mode, in predicted frames/s
 Ratio: samples/s over the synthetic row of the same batch size, measured in the same run. The synthetic and
@@ -32,12 +35,14 @@ import math
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,7 +53,7 @@ from src.dataset.offline_dataset import Batch, split_episodes  # noqa: E402
 from src.dataset.shards import ShardedDataset  # noqa: E402
 from src.models.rollout import rollout  # noqa: E402
 from src.models.world_model import build_model  # noqa: E402
-from src.training.data import starts_within, train_batches  # noqa: E402
+from src.training.data import DeviceBatches, device_arrays_bytes, fits_on_device, starts_within, train_batches  # noqa: E402
 from src.training.fast_path import FastPath, configure_backends, make_optimizer, prepare_model  # noqa: E402
 from src.training.step import train_step  # noqa: E402
 from src.utils.flops import peak_flops, step_flops  # noqa: E402
@@ -105,14 +110,16 @@ def cell(value: float, spec: str, unit: str = "") -> str:
     return "-" if math.isnan(value) else f"{value:{spec}}{unit}"
 
 
-def trainer(cfg: Config, dataset: ShardedDataset, device: torch.device) -> tuple[torch.nn.Module, Callable[[Batch], int]]:
-    """A fresh model set up as src.train sets it up, and a function doing one of src.train's steps on a batch."""
+def trainer(cfg: Config, dataset: ShardedDataset, device: torch.device,
+            ddp: bool = False) -> tuple[torch.nn.Module, Callable[[Batch], int]]:
+    """A fresh model set up as src.train sets it up (with `ddp`, wrapped in DistributedDataParallel, as under
+    torchrun), and a function doing one of src.train's steps on a batch."""
     torch.manual_seed(0)
     fast = FastPath.choose(cfg, device)
     configure_backends(fast)  # cuDNN autotuning and TF32 on CUDA, as src.train sets them
     env = dataset.manifest.env
     model = build_model(cfg.model, dataset.num_actions, env.context_frames, env.screen_size).to(device)
-    forward = prepare_model(model, fast)
+    forward = prepare_model(model, fast, ddp=ddp)
     optimizer = make_optimizer(model, cfg, device, fused=fast.fused)
 
     def step(batch: Batch) -> int:
@@ -153,6 +160,8 @@ def main() -> None:
 
     # (what, batch, workers, samples/s, ratio to synthetic, FLOPs per sample, share of the time outside the GPU)
     rows: list[tuple[str, int, str, float, float, float, float]] = []
+    store = Path(tempfile.mkdtemp()) / "store"  # a process group of one, for the DDP row
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"file://{store}", rank=0, world_size=1)
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         # torch.compile caches its graphs on the model class's forward code, shared by every instance: without a
         # reset, this batch size's model would find the previous one's graphs, fail their shape guards and recompile
@@ -175,6 +184,8 @@ def main() -> None:
         # The ceiling again with the other memory format, and with one thread: the measurements behind the defaults.
         _, flipped = trainer(config(f"train.channels_last={not fast.channels_last}"), dataset, device)
         ceilings = {"model, synthetic": step, f"model, synthetic, {'contiguous' if fast.channels_last else 'channels-last'}": flipped}
+        # The rows train frames only: without the event head's parameters, which DDP would wait for in vain.
+        ceilings["model, synthetic, DDP (1 process)"] = trainer(config("model.events=false"), dataset, device, ddp=True)[1]
         if device.type == "cpu" and torch.get_num_threads() > 1:
             threads = torch.get_num_threads()
 
@@ -192,6 +203,11 @@ def main() -> None:
         for w, batches in loaders.items():
             timed[f"train, loader|{w}"] = lambda batches=batches: step(next(batches))
             timed[f"loader only|{w}"] = lambda batches=batches: len(next(batches))
+        if fits_on_device(device_arrays_bytes(dataset), device)[0]:
+            held = DeviceBatches(dataset, starts, 1, cfg, 0, device)
+            timed["train, on device|-"] = lambda: step(next(held))
+        else:
+            print(f"the dataset does not fit in {device}'s free memory: no on-device row", flush=True)
         results: dict[str, list[float]] = {}
         for _ in range(args.rounds):
             for key, run in timed.items():
@@ -213,6 +229,8 @@ def main() -> None:
                     step(next(batches))
             print(prof.key_averages().table(sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total",
                                             row_limit=15))
+
+    dist.destroy_process_group()
 
     # Evaluation: 64 rollouts of 50 steps from real contexts.
     eval_batch, horizon = 64, 50

@@ -13,7 +13,7 @@ from tests.conftest import run
 
 @pytest.mark.slow
 def test_bench_train_prints_every_row(small_dataset: Path) -> None:
-    """Every row with its samples/s; the training rows with TFLOP/s and MFU against the CPU's estimated peak (a
+    """Every row with its samples/s (DDP in a process group of one, the dataset held on the device); the training rows with TFLOP/s and MFU against the CPU's estimated peak (a
     missing FLOP count or peak would print "-"), and "-" outside GPU on the CPU."""
     result = run([sys.executable, "benchmarks/bench_train.py", "--data_dir", str(small_dataset), "--steps", "2", "--rounds", "1",
                   "--batch_sizes", "8", "--workers", "0,1", "--profile", "model.channels=[8,16]", "model.action_embed_dim=8"])
@@ -22,8 +22,9 @@ def test_bench_train_prints_every_row(small_dataset: Path) -> None:
                       flags=re.M)
     one_thread = [("model, synthetic, 1 thread", "-")] if int(re.search(r"(\d+) threads", result.stdout)[1]) > 1 else []
     assert [(name, workers) for name, _, workers, *_ in rows] == [
-        ("model, synthetic", "-"), ("model, synthetic, contiguous", "-"), *one_thread, ("train, loader", "0"),
-        ("loader only", "0"), ("train, loader", "1"), ("loader only", "1"), ("rollout (eval)", "-")]
+        ("model, synthetic", "-"), ("model, synthetic, contiguous", "-"), ("model, synthetic, DDP (1 process)", "-"), *one_thread,
+        ("train, loader", "0"), ("loader only", "0"), ("train, loader", "1"), ("loader only", "1"), ("train, on device", "-"),
+        ("rollout (eval)", "-")]
     assert all(float(value.replace(",", "")) > 0 for _, _, _, value, *_ in rows)
     peak = float(re.search(r"^peak ([\d.]+) TFLOP/s float32 \(CPU estimate: ", result.stdout, flags=re.M)[1])
     assert re.search(r"^batch 8: [\d.]+ GFLOP/step", result.stdout, flags=re.M)

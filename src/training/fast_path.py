@@ -95,9 +95,10 @@ def skip_if(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
     optimizer.found_inf = bad.float()
 
 
-def prepare_model(model: nn.Module, fast: FastPath, ranks: Ranks = Ranks()) -> nn.Module:
+def prepare_model(model: nn.Module, fast: FastPath, ranks: Ranks = Ranks(), ddp: bool | None = None) -> nn.Module:
     """Put `model` in the memory format of `fast`; returns what the training step calls: the model itself or its
-    torch.compile'd wrapper (which shares its parameters; checkpoints save the model itself).
+    torch.compile'd wrapper (which shares its parameters; checkpoints save the model itself). Wrapped in DDP under
+    torchrun, or when `ddp` says so (benchmarks/bench_train.py's one-process DDP row).
 
     Channels-last weights only on CUDA (cuDNN's NHWC kernels want both weights and inputs so). On the CPU,
     channels-last inputs alone give oneDNN's gain (measured: +5%, the same as both), and contiguous weights
@@ -106,7 +107,7 @@ def prepare_model(model: nn.Module, fast: FastPath, ranks: Ranks = Ranks()) -> n
     if fast.channels_last and fast.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     forward = model
-    if ranks.world > 1:  # averages the gradients over the processes during backward
+    if ddp if ddp is not None else ranks.world > 1:  # averages the gradients over the processes during backward
         forward = nn.parallel.DistributedDataParallel(model, device_ids=[fast.device.index] if fast.device.type == "cuda" else None)
     # dynamic=False: every batch has the same shapes; a shape that changes is a new graph, never a slower dynamic one.
     return torch.compile(forward, dynamic=False) if fast.compile else forward
