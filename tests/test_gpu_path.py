@@ -307,6 +307,40 @@ def test_a_cpu_checkpoint_resumes_on_cuda_with_the_gpu_path(small_dataset: Path,
     assert result["step"] == 8 and torch.isfinite(torch.tensor(result["val/mse"]))
 
 
+def test_a_training_step_builds_no_tensor_from_host_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU, a tensor built from host data (torch.tensor) waits for all queued work: a hidden sync. After the first
+    step, a step with the event head, palette feedback, a 2-step unroll and a palette output builds none (the
+    constants are made once per device: src.utils.device.constant)."""
+    from src.models.events import EventHead, EventWeights
+    from src.models.rollout import Feedback
+    from src.training.step import EventLoss
+
+    palette = (0, 87, 144, 236)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8, events=True, output="palette",
+                                    palette=list(palette)), 6)
+    assert isinstance(model.events, EventHead)
+    optimizer = make_optimizer(model, Config(), CPU)
+    fast = FastPath(CPU, None, False, False, False)
+    events = EventLoss(model.events, EventWeights((3.0, 1.0, 3.0), 5.0))
+    g = torch.Generator().manual_seed(0)
+    batch = Batch(torch.rand(4, 4, 84, 84, generator=g), torch.randint(0, 6, (4, 2), generator=g), torch.rand(4, 2, 84, 84, generator=g),
+                  torch.zeros(4, 2), torch.zeros(4, 2, dtype=torch.bool))
+
+    def step() -> None:
+        train_step(model, optimizer, batch, 2, Config().train, fast, Feedback("palette", palette), output_palette=palette,
+                   events=events, event_batch=Batch(batch.frames, batch.actions[:, :1], batch.targets[:, :1],
+                                                    batch.rewards[:, :1], batch.dones[:, :1]))
+        optimizer.step()
+
+    step()  # the first makes the constants
+    built = []
+    tensor = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: (built.append(a), tensor(*a, **k))[1])
+    step()
+    assert built == []
+
+
 # ------------------------------------------------------------------------------------------ 7: the GPU profile
 
 

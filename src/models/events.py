@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from src.utils.device import constant
+
 REWARD_SIGNS = (-1.0, 0.0, 1.0)  # the reward head's classes, in this order
 ZERO = 1  # the index of "no reward"
 
@@ -98,7 +100,7 @@ def event_loss(reward_logits: Tensor, end_logits: Tensor, rewards: Tensor, ends:
     """Weighted cross-entropy of the reward sign and binary cross-entropy of the end, each a mean over the steps.
     reward_logits: (N, 3); end_logits: (N,); rewards: (N,) raw; ends: (N,) bool. Returns (reward loss, end loss)."""
     classes = reward_class(rewards)
-    w = torch.tensor(weights.reward, device=reward_logits.device, dtype=torch.float32)
+    w = constant(weights.reward, reward_logits.device, torch.float32)
     reward = (F.cross_entropy(reward_logits.float(), classes, reduction="none") * w[classes]).mean()
     end = F.binary_cross_entropy_with_logits(end_logits.float(), ends.float(), reduction="none")
     end = (end * torch.where(ends, weights.end, 1.0)).mean()
@@ -107,7 +109,7 @@ def event_loss(reward_logits: Tensor, end_logits: Tensor, rewards: Tensor, ends:
 
 def predicted_events(reward_logits: Tensor, end_logits: Tensor) -> tuple[Tensor, Tensor]:
     """The most likely reward sign (float, -1, 0 or +1) and the end's probability, each (B,)."""
-    signs = torch.tensor(REWARD_SIGNS, device=reward_logits.device)
+    signs = constant(REWARD_SIGNS, reward_logits.device, torch.float32)
     return signs[reward_logits.argmax(-1)], torch.sigmoid(end_logits.float())
 
 

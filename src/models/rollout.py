@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from src.models.events import has_events, predicted_events
+from src.utils.device import constant
 
 FEEDBACK = ("palette", "uint8", "float")  # how a prediction re-enters the context (model.feedback)
 DEFAULT_FEEDBACK = "palette"  # measured against uint8 and float: docs/evaluation.md
@@ -50,7 +51,7 @@ class Feedback:
         if self.kind == "uint8":
             return frame + ((frame * 255).round() / 255 - frame).detach()
         if self.kind == "palette":
-            levels = torch.tensor(self.palette, device=frame.device, dtype=frame.dtype) / 255  # (K,)
+            levels = constant(self.palette, frame.device, frame.dtype) / 255  # (K,)
             return frame + (levels[nearest_level(frame, levels)] - frame).detach()
         return frame
 

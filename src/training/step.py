@@ -19,6 +19,7 @@ from src.models.events import EventCounts, EventWeights, event_loss, has_events,
 from src.models.rollout import Feedback, corrupt, nearest_level, rollout, unroll
 from src.training.fast_path import FastPath
 from src.utils import distributed
+from src.utils.device import constant
 from src.utils.distributed import Ranks
 from src.utils.frames import frames_to_float
 from src.utils.metrics import frame_loss, mse_per_sample
@@ -43,7 +44,7 @@ def pushed_forward(model: nn.Module, batch: Batch, n: int, share: float, feedbac
 
 def palette_loss(scores: Tensor, targets: Tensor, palette: tuple[int, ...]) -> tuple[Tensor, dict[str, Tensor]]:
     """Cross-entropy of the logits (B, K, L, H, W) against each target pixel's nearest palette level (B, K, H, W)."""
-    levels = torch.tensor(palette, device=targets.device, dtype=torch.float32) / 255
+    levels = constant(palette, targets.device, torch.float32) / 255
     classes = nearest_level(targets, levels)  # (B, K, H, W)
     loss = F.cross_entropy(scores.flatten(0, 1).float(), classes.flatten(0, 1))
     return loss, {"loss": loss.detach()}

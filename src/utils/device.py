@@ -1,6 +1,8 @@
-"""Which device a command computes on: the one place that decides it."""
+"""Which device a command computes on: the one place that decides it; constants kept on a device."""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -42,3 +44,12 @@ def checked_device(requested: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {requested}: MPS (Apple GPU) is not available on this machine; use --device cpu")
     return device
+
+
+@functools.lru_cache(maxsize=64)
+def constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """`values` as a tensor on `device`, made once per (values, device, dtype) and shared. Building a tensor from host
+    data on a GPU is a blocking copy: PyTorch waits for the GPU to finish all queued work first, so a constant made
+    inside a training step (palette levels, class weights) is a hidden sync at every step. Read-only: never write
+    into it."""
+    return torch.tensor(values, dtype=dtype).to(device)
