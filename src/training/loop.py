@@ -36,7 +36,7 @@ from src.training.data import (
 )
 from src.training.fast_path import FastPath, FiniteGuard, configure_backends, make_optimizer, match_layouts, prepare_model
 from src.training.outputs import Console, QuietOutputs, RunOutputs, branch_run_dir, check_run_space, create_run_dir
-from src.training.resume import check_resumable, find_checkpoint
+from src.training.resume import check_resumable, find_checkpoint, flatten
 from src.training.schedule import RunClock, budget_used, lr_factor, pushforward_share, rollout_length
 from src.training.step import EventLoss, rollout_videos, train_step, validate
 from src.utils import distributed
@@ -291,7 +291,10 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
         f"{s.dataset_info['val_rows']:,} val transitions")
     say(f"model {cfg.model.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {device} ({s.fast})")
     if PROFILES.get(cfg.profile):
-        say(f"profile {cfg.profile}: {' '.join(PROFILES[cfg.profile])} (over config.yaml; the command line's keys win)")
+        values = flatten(to_dict(cfg))
+        keys = [setting.split("=")[0] for setting in PROFILES[cfg.profile]]
+        say(f"profile {cfg.profile}: {' '.join(f'{k}={values[k]}' for k in keys)} (its keys as this run has them: over "
+            "config.yaml, under the command line)")
     if ranks.world > 1:
         say(f"{ranks.world} processes x train.batch_size {cfg.train.batch_size} = global batch {cfg.train.batch_size * ranks.world}")
     if state is not None:
