@@ -86,6 +86,14 @@ def train(*overrides: str) -> Callable[[SimpleNamespace], list[str]]:
                       *(o.format(**vars(c)) for o in overrides)]
 
 
+def a_gpu_without_bf16(c: SimpleNamespace) -> None:
+    """CUDA as a Tesla T4 (Turing) shows it: available, bf16 only emulated."""
+    c.monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    c.monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    c.monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    c.monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+
+
 def evaluate(*args: str) -> Callable[[SimpleNamespace], list[str]]:
     return lambda c: ["--checkpoint", str(c.checkpoint), "--game", "Pong", "--data_dir", str(c.data), "--horizon", "3",
                       "--out_dir", str(c.tmp / "eval"), *(a.format(**vars(c)) for a in args)]
@@ -165,6 +173,9 @@ CASES = {
                                 "data.on_device=true: the dataset's frames need 42.4 MB but cpu has 2.1 GB free (at most 80% of it, "
                                 "less 2 GiB, is used for data); set data.on_device=false to read batches from disk",
                                 setup=lambda c: c.monkeypatch.setattr("src.training.data.free_memory", lambda device: 2 << 30)),
+    "bf16-not-native": Case("train.precision=bf16 on a GPU without native bf16 (before Ampere)", "train", train("train.precision=bf16"),
+                            "train.precision=bf16: Tesla T4 has no native bf16 (it came with Ampere, compute capability 8.0); "
+                            "use train.precision=fp32 or auto", setup=a_gpu_without_bf16),
     # checkpoints
     "checkpoint-missing": Case("checkpoint missing", "eval", evaluate("--checkpoint", "{tmp}/nowhere.pt"),
                                "checkpoint '{tmp}/nowhere.pt' not found"),
