@@ -254,6 +254,10 @@ def test_pushforward_share_picks_samples_and_the_rest_get_true_frames() -> None:
     imagined = [not torch.equal(some.frames[i, -1], batch.targets[i, 0]) for i in range(4)]
     assert imagined == expected and 0 < sum(imagined) < 4, expected
 
+    torch.manual_seed(1)
+    static = pushed_forward(TwoSteps(), batch, 1, share=0.5, feedback=Feedback("float"), static=True)  # as compiled, on a GPU
+    assert torch.allclose(static.frames, some.frames) and torch.equal(static.targets, some.targets)
+
     t = TrainConfig(pushforward=0.6, pushforward_start=0.5)
     assert [pushforward_share(u, t) for u in (0.0, 0.49, 0.5, 0.75, 1.0)] == [0.0, 0.0, 0.0, pytest.approx(0.3), pytest.approx(0.6)]
     assert pushforward_share(1.0, TrainConfig()) == 0.0  # off by default

@@ -26,20 +26,28 @@ from src.utils.metrics import frame_loss, mse_per_sample
 from src.utils.video import write_rollout_videos
 
 
-def pushed_forward(model: nn.Module, batch: Batch, n: int, share: float, feedback: Feedback) -> Batch:
+def pushed_forward(model: nn.Module, batch: Batch, n: int, share: float, feedback: Feedback, static: bool = False) -> Batch:
     """The pushforward trick: the batch moved n steps on, where for a random `share` of the samples the n newest
     context frames are the model's own predictions, made and fed back without gradients (the others get the true
     frames). The model learns to correct the errors it makes, and no gradient flows into the steps that made them.
 
-    The model predicts for the whole batch and a mask picks: the same shapes at every step (a compiled model keeps one
-    graph whatever the share) and no host sync on a GPU, for a no-gradient pass over the samples not picked."""
+    With `static` (a compiled model, or a GPU) the model predicts for the whole batch and a mask picks: the same shapes
+    at every step (one compiled graph whatever the share) and no host sync, for a pass over the samples not picked.
+    Otherwise it predicts for the picked samples alone (measured on the CPU at share 0.25-0.5: 8-20% faster steps)."""
     t = batch.frames.shape[1]
     frames = torch.cat([batch.frames, batch.targets[:, :n]], dim=1)[:, -t:]  # true, n steps on
     chosen = torch.rand(len(batch), device=frames.device) < share  # (B,)
-    with torch.no_grad():
-        imagined = feedback(unroll(model, batch.frames, batch.actions[:, :n], feedback))  # (B, n, H, W)
-    own = torch.cat([batch.frames, imagined.to(frames.dtype)], dim=1)[:, -t:]
-    return replace(batch.steps_from(n), frames=torch.where(chosen.view(-1, 1, 1, 1), own, frames))
+    if static:
+        with torch.no_grad():
+            imagined = feedback(unroll(model, batch.frames, batch.actions[:, :n], feedback))  # (B, n, H, W)
+        own = torch.cat([batch.frames, imagined.to(frames.dtype)], dim=1)[:, -t:]
+        return replace(batch.steps_from(n), frames=torch.where(chosen.view(-1, 1, 1, 1), own, frames))
+    picked = chosen.nonzero().squeeze(1)
+    if len(picked):
+        with torch.no_grad():
+            imagined = feedback(unroll(model, batch.frames[picked], batch.actions[picked, :n], feedback))  # (P, n, H, W)
+        frames = frames.index_copy(0, picked, torch.cat([batch.frames[picked], imagined.to(frames.dtype)], dim=1)[:, -t:])
+    return replace(batch.steps_from(n), frames=frames)
 
 
 def palette_loss(scores: Tensor, targets: Tensor, palette: tuple[int, ...]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -139,7 +147,8 @@ def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batc
     loss and every parameter group's gradient norm are finite (a step that may update the weights)."""
     with torch.autocast(fast.device.type, dtype=fast.autocast or torch.float32, enabled=fast.autocast is not None):
         if pushforward > 0:
-            batch = pushed_forward(forward, batch, t.pushforward_steps, pushforward, feedback)
+            batch = pushed_forward(forward, batch, t.pushforward_steps, pushforward, feedback,
+                                   static=fast.compile or fast.device.type != "cpu")
         if fast.channels_last:
             batch = replace(batch, frames=batch.frames.contiguous(memory_format=torch.channels_last))
         loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback, context_noise, output_palette, events,
