@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -210,8 +211,6 @@ def chosen_profile(profile: str, cpu: bool) -> str:
     """`profile` with auto resolved: gpu where CUDA is available and train.cpu is false, else cpu."""
     if profile != "auto":
         return profile
-    import torch
-
     return "gpu" if torch.cuda.is_available() and not cpu else "cpu"
 
 

@@ -271,9 +271,18 @@ class DeviceBatches:
             self.order, self.order_step = self.draw_order(self.step, ORDER_STEPS), self.step
         rows = self.order[self.step - self.order_step]  # (B,)
         self.step += 1
-        window = rows[:, None] + self.window  # (B, K): a window never leaves its shard, nor its episode
-        a = self.arrays
-        return Batch(a["obs"][rows], a["action"][window], a["next_obs"][window], a["reward"][window], a["done"][window])
+        return self.gather(rows, self.window)
+
+    def gather(self, rows: Tensor, window: Tensor) -> Batch:
+        """The windows starting at `rows` (B,) on the device, `window` (K,) = arange(K): the context at each start and
+        the K steps from it. A window never leaves its shard, nor its episode."""
+        steps, a = rows[:, None] + window, self.arrays  # (B, K)
+        return Batch(a["obs"][rows], a["action"][steps], a["next_obs"][steps], a["reward"][steps], a["done"][steps])
+
+    def upload(self, rows: np.ndarray) -> Tensor:
+        """Host row indices onto the device without waiting for it (through pinned memory on CUDA)."""
+        at = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
+        return at.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else at.to(self.device)
 
     def draw_order(self, step: int, steps: int) -> Tensor:
         """(steps, B) start rows of this process's samples at optimizer steps step.., on the device: step s reads
@@ -288,10 +297,7 @@ class DeviceBatches:
                 self.epochs[epoch] = epoch_order(n, self.seed, epoch)
             here = epochs == epoch
             samples[here] = self.epochs[epoch][offsets[here]]
-        order = torch.from_numpy(self.starts[samples])  # (S, B)
-        if self.device.type == "cuda":
-            return order.pin_memory().to(self.device, non_blocking=True)
-        return order.to(self.device)
+        return self.upload(self.starts[samples])  # (S, B)
 
 
 def training_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, step: int, device: torch.device,
@@ -345,11 +351,8 @@ class EventBatches:
         rare_rows, common_rows = rng.choice(self.events, rare * world), rng.choice(self.rows, (self.size - rare) * world)
         picks = np.concatenate([rare_rows[rank * rare : (rank + 1) * rare],
                                 common_rows[rank * (self.size - rare) : (rank + 1) * (self.size - rare)]])
-        if self.on_device is not None:
-            a, device = self.on_device.arrays, self.on_device.device
-            at = torch.from_numpy(picks.astype(np.int64))
-            at = at.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else at.to(device)
-            return Batch(a["obs"][at], a["action"][at, None], a["next_obs"][at, None], a["reward"][at, None], a["done"][at, None])
+        if self.on_device is not None:  # single steps: windows of 1
+            return self.on_device.gather(self.on_device.upload(picks), self.on_device.window[:1])
         return collate([self.samples[int(row)] for row in picks])
 
 
