@@ -1,5 +1,6 @@
 """The gymnasium environments inside the model (src/imagination): real starts, seeding, the event head's rewards and
-ends, truncation, the batched vector env against single envs, checkpoints, and the planning example."""
+ends, truncation, the batched vector env against single envs, misuse refused as gymnasium does, checkpoints, and the
+planning example."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gymnasium.error import Error as GymnasiumError
+from gymnasium.error import ResetNeeded
 from gymnasium.utils import seeding
 from gymnasium.utils.env_checker import check_env
-from gymnasium.vector import AutoresetMode
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from examples.plan_in_imagination import main as plan_main
 from src.dataset.shards import ShardedDataset
@@ -205,7 +208,7 @@ def test_reset_to_starts_every_game_from_the_frames_given() -> None:
     assert info["end_probability"][0] == info["end_probability"][1]
     single = env(tiny_model())
     np.testing.assert_array_equal(single.reset_to(frames)[0], frames)
-    with pytest.raises(UserError, match=r"frames must be \(n, 4, 84, 84\) uint8"):
+    with pytest.raises(ValueError, match=r"frames must be \(4, 84, 84\) uint8 \(every game alike\) or \(3, 4, 84, 84\)"):
         envs.reset_to(frames[:2])
 
 
@@ -214,6 +217,156 @@ def test_a_frames_only_model_is_refused() -> None:
         env(tiny_model(events=False))
     with pytest.raises(UserError, match="needs env_settings= .* or dataset="):
         WorldModelEnv(tiny_model(), 6)
+
+
+BLACK = np.zeros((4, 84, 84), dtype=np.uint8)  # a start of one's own: reset_to needs no emulator
+
+
+def test_step_and_render_before_a_reset_need_one_as_gymnasium_says() -> None:
+    """Before a reset the context is black frames, no game: step and render (when it draws) raise ResetNeeded, with
+    the message of gymnasium's OrderEnforcing; reset_to is a reset too."""
+    single, envs = env(render_mode="rgb_array"), WorldModelVectorEnv(tiny_model(), 6, 2, env_settings=PONG, render_mode="rgb_array")
+    for e, action in ((single, 0), (envs, np.zeros(2, dtype=int))):
+        with pytest.raises(ResetNeeded, match=re.escape("Cannot call env.step() before calling env.reset()")):
+            e.step(action)
+        with pytest.raises(ResetNeeded, match=re.escape("Cannot call `env.render()` before calling `env.reset()`")):
+            e.render()
+        assert e.steps.tolist() == [0] * len(e.steps)  # nothing was stepped
+        e.reset_to(BLACK)
+        assert e.step(action)[0].shape == e.observation_space.shape and e.render() is not None
+    assert env().render() is None  # render_mode None draws nothing, so it needs no reset
+
+
+def test_a_partial_first_reset_leaves_the_other_games_unstarted() -> None:
+    envs = WorldModelVectorEnv(tiny_model(), 6, 3, env_settings=PONG)
+    envs.reset(seed=0, options={"reset_mask": np.array([True, False, True])})
+    with pytest.raises(ResetNeeded, match=r"env.reset\(\).*: games \[1\] were never started"):
+        envs.step(np.zeros(3, dtype=int))
+    envs.reset(options={"reset_mask": np.array([False, True, False])})
+    assert envs.step(np.zeros(3, dtype=int))[0].shape == (3, 4, 84, 84)
+
+
+@pytest.mark.parametrize("action", [1.7, 2.0, True, np.bool_(False), np.float32(1), np.array(1.5), "1", None, [1]])
+def test_an_action_not_an_int_is_refused_not_cast(action: object) -> None:
+    e = env()
+    e.reset_to(BLACK)
+    with pytest.raises(TypeError, match=r"action must be an int in \[0, 6\), got"):
+        e.step(action)
+    assert e.steps.tolist() == [0]
+
+
+def test_an_action_out_of_range_or_of_the_wrong_shape_is_refused_and_numpy_ints_are_taken() -> None:
+    e = env()
+    e.reset_to(BLACK)
+    for action in (6, -1, np.int64(6), np.array(-2)):
+        with pytest.raises(ValueError, match=r"action must be in \[0, 6\) \(the action space Discrete\(6\)\), got -?\d"):
+            e.step(action)
+    with pytest.raises(ValueError, match=r"action must be one int in \[0, 6\) \(a 0-d array at most\), got an array of shape \(1,\)"):
+        e.step(np.array([1]))
+    assert e.steps.tolist() == [0]
+    for action in (np.int64(5), np.uint8(2), np.array(3, dtype=np.int32), 0):  # the action space's own samples are int64
+        e.step(action)
+    assert e.steps.tolist() == [4]
+    a, b = env(e.games.model), env(e.games.model)
+    a.reset_to(BLACK), b.reset_to(BLACK)
+    np.testing.assert_array_equal(a.step(np.int64(1))[0], b.step(1)[0])  # a numpy int plays that action
+
+
+def test_vector_actions_of_the_wrong_type_shape_or_range_are_refused() -> None:
+    envs = WorldModelVectorEnv(tiny_model(), 6, 3, env_settings=PONG)
+    envs.reset_to(BLACK)
+    for actions in (np.array([1.0, 2.0, 3.0]), np.array([1.7, 0.2, 3.0]), np.ones(3, dtype=bool), ["1", "2", "3"], [1, 2.5, 3]):
+        with pytest.raises(TypeError, match=r"actions must be ints in \[0, 6\), one per game \(3,\), got dtype"):
+            envs.step(actions)
+    for actions in (np.array([1, 2]), np.ones((3, 1), dtype=int), np.ones((1, 3), dtype=int), 1):
+        with pytest.raises(ValueError, match=r"actions must have shape \(3,\) \(one action per game\), got"):
+            envs.step(actions)
+    out_of_range = "actions must be in [0, 6) (the single action space Discrete(6)), got [6, -1] for games [1, 2]"
+    with pytest.raises(ValueError, match=re.escape(out_of_range)):
+        envs.step(np.array([0, 6, -1]))
+    assert envs.steps.tolist() == [0, 0, 0]  # nothing was stepped
+    for actions in (np.array([5, 0, 1], dtype=np.uint8), [1, 2, 3], envs.action_space.sample()):
+        envs.step(actions)
+    assert envs.steps.tolist() == [3, 3, 3]
+
+
+def test_reset_to_refuses_frames_of_the_wrong_shape_or_dtype() -> None:
+    single, envs = env(), WorldModelVectorEnv(tiny_model(), 6, 3, env_settings=PONG)
+    for frames in (BLACK[:3], BLACK[None], BLACK.astype(np.float32), BLACK[:, :80], BLACK.tolist()[:2]):
+        with pytest.raises(ValueError, match=r"^frames must be \(4, 84, 84\) uint8, got \("):
+            single.reset_to(frames)
+    for frames in (np.stack([BLACK] * 2), np.stack([BLACK] * 4), BLACK[:3], BLACK.astype(np.int64), np.stack([BLACK] * 3) / 255):
+        with pytest.raises(ValueError, match=re.escape("frames must be (4, 84, 84) uint8 (every game alike) or (3, 4, 84, 84) "
+                                                       "uint8 (one per game), got")):
+            envs.reset_to(frames)
+    assert not single.started.any() and not envs.started.any()
+    assert envs.reset_to(np.stack([BLACK] * 3))[0].shape == (3, 4, 84, 84)
+
+
+@pytest.mark.parametrize("mask, error, match", [
+    (np.zeros(3, dtype=bool), ValueError, r"must mark at least one game to restart \(a True\), got \[False False False\]"),
+    (np.ones(2, dtype=bool), ValueError, r"must have shape \(3,\) \(one flag per game\), got \(2,\)"),
+    (np.ones((3, 1), dtype=bool), ValueError, r"must have shape \(3,\) \(one flag per game\), got \(3, 1\)"),
+    (np.ones(3, dtype=int), TypeError, "must have dtype bool, got int64"),
+    ([True, False, True], TypeError, r"must be a numpy array of shape \(3,\) and dtype bool, got list"),
+])
+def test_a_bad_reset_mask_is_refused_as_sync_vector_env_refuses_it(mask: object, error: type, match: str) -> None:
+    model = tiny_model()
+    envs = WorldModelVectorEnv(model, 6, 3, env_settings=PONG)
+    envs.reset_to(BLACK)
+    rngs = list(envs.rngs)
+    with pytest.raises(error, match=r"^options\['reset_mask'\] " + match):
+        envs.reset(seed=1, options={"reset_mask": mask})
+    assert envs.rngs == rngs  # refused before any generator was reseeded
+    with pytest.raises(error):  # gymnasium's own vector env of the single envs: the same exception
+        SyncVectorEnv([lambda: env(model)] * 3).reset(seed=1, options={"reset_mask": mask})
+
+
+def test_a_reset_mask_reseeds_only_the_games_it_restarts_as_sync_vector_env_does() -> None:
+    envs = WorldModelVectorEnv(tiny_model(), 6, 3, env_settings=PONG)
+    envs.reset_to(BLACK)
+    kept = list(envs.rngs)
+    obs, _ = envs.reset(seed=7, options={"reset_mask": np.array([False, True, False])})
+    assert envs.rngs[0] is kept[0] and envs.rngs[2] is kept[2] and envs.steps.tolist() == [0, 0, 0]
+    single = env(envs.games.model)
+    np.testing.assert_array_equal(obs[1], single.reset(seed=8)[0])  # game 1 started as seed 7 + 1 starts it
+    np.testing.assert_array_equal(obs[0], BLACK)
+
+
+def test_bad_reset_options_and_seeds_are_refused_before_anything_changes() -> None:
+    envs, single = WorldModelVectorEnv(tiny_model(), 6, 3, env_settings=PONG), env()
+    envs.reset_to(BLACK)
+    rngs = list(envs.rngs)
+    with pytest.raises(ValueError, match=re.escape("options has unknown keys ['reset_maks']: this env's reset takes only 'reset_mask'")):
+        envs.reset(options={"reset_maks": np.array([True, False, False])})  # a typo would otherwise restart every game
+    with pytest.raises(ValueError, match=re.escape("options has unknown keys ['mask']: this env's reset takes none")):
+        single.reset(options={"mask": 1})
+    for e in (envs, single):
+        with pytest.raises(TypeError, match="options must be a dict or None, got list"):
+            e.reset(options=[("reset_mask", None)])
+    with pytest.raises(ValueError, match=r"seed as a list must have 3 seeds \(one per game\), got 2"):
+        envs.reset(seed=[1, 2])
+    for seed in (np.int64(3), 1.5, "012"):
+        with pytest.raises(TypeError, match=r"seed must be a Python int, a list of 3 ints \(one per game\) or None, got"):
+            envs.reset(seed=seed)
+    for seed in (-1, [0, -1, 2], [0, np.int64(1), 2]):  # gymnasium's own seeding rules, its own error
+        with pytest.raises(GymnasiumError, match="Seed must be"):
+            envs.reset(seed=seed)
+        with pytest.raises(GymnasiumError, match="Seed must be"):
+            single.reset(seed=seed if isinstance(seed, int) else seed[1])
+    assert envs.rngs == rngs and envs.started.all() and not single.started.any()
+    single.reset(options={})  # as a SyncVectorEnv passes them once it took its reset_mask
+    envs.reset(seed=[4, None, 6])  # None: that game's generator goes on, as in SyncVectorEnv
+    assert envs.rngs[1] is rngs[1] and envs.rngs[0] is not rngs[0]
+
+
+def test_constructor_arguments_of_the_wrong_type_or_for_another_model_are_refused() -> None:
+    with pytest.raises(UserError, match="num_actions is 7, but the world model was built for 6 actions"):
+        WorldModelEnv(tiny_model(), 7, env_settings=PONG)  # action 6 would fail deep in torch
+    with pytest.raises(UserError, match="num_envs must be an int >= 1, got 2.0"):
+        WorldModelVectorEnv(tiny_model(), 6, 2.0, env_settings=PONG)
+    with pytest.raises(UserError, match="horizon must be an int >= 1 step, got 2.5"):
+        env(horizon=2.5)
 
 
 @pytest.fixture(scope="module")

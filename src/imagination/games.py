@@ -69,15 +69,19 @@ class ImaginedGames:
             raise UserError(f"the world model {NO_EVENTS}")
         if num_envs < 1:
             raise UserError(f"num_envs must be >= 1, got {num_envs}")
+        trained_for = getattr(getattr(model.events, "action", None), "num_embeddings", None)  # the event head's actions
+        if trained_for is not None and trained_for != num_actions:
+            # more actions than the model embeds would fail deep in torch at the first step that plays one
+            raise UserError(f"num_actions is {num_actions}, but the world model was built for {trained_for} actions")
         self.model, self.num_actions, self.feedback, self.device = model.eval().to(device), num_actions, feedback, device
         self.context = torch.zeros(num_envs, *frame_shape, device=device)  # (B, T, H, W) float in [0, 1]
 
     @torch.inference_mode()
     def set(self, rows: np.ndarray, frames: np.ndarray) -> None:
         """Start games `rows` (n,) from real frames (n, T, H, W) uint8."""
-        if frames.shape[1:] != self.context.shape[1:] or frames.dtype != np.uint8:
-            raise UserError(f"frames must be (n, {', '.join(map(str, self.context.shape[1:]))}) uint8 frame stacks, "
-                            f"got {tuple(frames.shape)} {frames.dtype}")
+        if frames.shape != (len(rows), *self.context.shape[1:]) or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be ({len(rows)}, {', '.join(map(str, self.context.shape[1:]))}) uint8 frame "
+                             f"stacks (one per game started), got {tuple(frames.shape)} {frames.dtype}")
         self.context[torch.as_tensor(rows, device=self.device)] = frames_to_float(torch.from_numpy(frames).to(self.device))
 
     @torch.inference_mode()
@@ -86,7 +90,7 @@ class ImaginedGames:
         (n,) float32 each. One batched rollout.imagine step."""
         actions = np.asarray(actions, dtype=np.int64)
         if actions.min(initial=0) < 0 or actions.max(initial=0) >= self.num_actions:
-            raise UserError(f"actions must be in [0, {self.num_actions}), got {actions.tolist()}")
+            raise ValueError(f"actions must be in [0, {self.num_actions}), got {actions.tolist()}")
         index = None if rows is None or len(rows) == len(self.context) else torch.as_tensor(rows, device=self.device)
         context = self.context if index is None else self.context[index]  # (n, T, H, W)
         imagined = imagine(self.model, context, torch.from_numpy(actions).to(self.device)[:, None], self.feedback)
