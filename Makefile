@@ -17,7 +17,7 @@ demo: .venv/.installed
 	$(PY) -m src.dataset.generate_dataset --game Pong --steps $(DEMO_STEPS) --out_dir $(DEMO_DATA) --resume
 	$(PY) -m src.dataset.inspect_dataset $(DEMO_DATA)
 	$(PY) -m src.train data.dir=$(DEMO_DATA) train.max_steps=100000 train.max_minutes=$(DEMO_MINUTES) experiment.name=demo
-	$(PY) -m src.eval --game Pong --horizon 100 --checkpoint "$$(ls -td runs/*_Pong_demo | head -n 1)/checkpoints/best.pt"
+	$(PY) -m src.eval --game Pong --horizon 100 --event_episodes 16 --checkpoint "$$(ls -td runs/*_Pong_demo | head -n 1)/checkpoints/best.pt"
 
 test: .venv/.installed
 	$(PY) -m pytest

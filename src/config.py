@@ -11,6 +11,7 @@ An unknown key, a value of the wrong type or values that disagree raise ConfigEr
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from src.models.diffusion import DiffusionConfig
 from src.models.world_model import ModelConfig, check_model_config
-from src.utils.errors import ConfigError
+from src.utils.errors import ConfigError, is_text
 from src.utils.logging import WandbConfig
 
 __all__ = ["Config", "ConfigError", "DataConfig", "ExperimentConfig", "ModelConfig", "OptimizerConfig", "TrainConfig",
@@ -124,6 +125,11 @@ class Config:
 
     def __post_init__(self) -> None:
         d, t, o, m = self.data, self.train, self.optimizer, self.model
+        for key, value in leaf_values(self, ""):  # before the ranges: inf passes `lr > 0` and diverges at the first step
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{key} must be a finite number, got {value}")
+            if isinstance(value, str) and not is_text(value):
+                raise ConfigError(f"{key} must be text on one line without control characters (newlines, escapes), got {value!r}")
         checks = [
             (self.profile in ("auto", *PROFILES), "profile", f"must be auto, {' or '.join(PROFILES)}, got {self.profile!r}"),
             (0 < d.val_ratio < 1, "data.val_ratio", f"must be in (0, 1), got {d.val_ratio}"),
@@ -184,6 +190,15 @@ class Config:
             if not ok:
                 raise ConfigError(f"{key} {problem}")
         check_model_config(m)
+
+
+def leaf_values(value: Any, key: str) -> list[tuple[str, Any]]:
+    """(dotted key, value) of every setting of a config dataclass, lists item by item (train.rollout_steps[1])."""
+    if is_dataclass(value):
+        return [leaf for f in fields(value) for leaf in leaf_values(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for i, v in enumerate(value) for leaf in leaf_values(v, f"{key}[{i}]")]
+    return [(key, value)]
 
 
 def load_config(path: str | Path | None = "config.yaml", overrides: list[str] | None = None) -> Config:

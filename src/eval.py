@@ -37,7 +37,14 @@ from src.utils.console import Tee, teed_stdout
 from src.utils.device import choose_device
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.frames import frames_to_float
-from src.utils.io import atomic_write_bytes, atomic_write_json, create_timestamped_dir
+from src.utils.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    check_apart,
+    check_outside_datasets,
+    check_writable,
+    create_timestamped_dir,
+)
 from src.utils.logging import WANDB_MODES, WandbConfig, check_wandb, make_logger
 from src.utils.metrics import STEP_METRICS
 from src.utils.plots import horizon_plot, save_figure
@@ -176,10 +183,11 @@ def return_fidelity(imagined: np.ndarray, real: np.ndarray) -> dict[str, float]:
             "correlation": float(np.corrcoef(imagined, real)[0, 1]) if both_vary else None}
 
 
-def event_cases(episodes: list[Steps], horizon: int) -> tuple[Windows, np.ndarray, np.ndarray]:
+def event_cases(episodes: list[Steps], horizon: int) -> tuple[Windows, np.ndarray, np.ndarray] | None:
     """Open-loop cases that reach every reward and every end of `episodes` at each step ahead 1..horizon: for an
     event at step i, the cases starting at i - h + 1 for h = 1..horizon (each start once). Cases that run past their
-    episode's end are padded. Returns (the windows, the real ends (N, horizon) bool, which steps are real (N, horizon))."""
+    episode's end are padded. Returns (the windows, the real ends (N, horizon) bool, which steps are real (N, horizon)),
+    or None when the episodes hold no reward and no end."""
     context, actions, rewards, ends, valid = [], [], [], [], []
     for ep in episodes:
         n = len(ep.action)
@@ -194,21 +202,24 @@ def event_cases(episodes: list[Steps], horizon: int) -> tuple[Windows, np.ndarra
             ends.append(pad(ep.done))
             valid.append(np.arange(horizon) < length)
     if not context:
-        raise UserError("the evaluation episodes hold no reward and no end; play more --event_episodes")
+        return None
     frames = np.zeros((len(context), horizon, *context[0].shape[1:]), dtype=np.uint8)  # truth frames are not scored here
     return Windows(np.stack(context), np.stack(actions), frames, np.stack(rewards)), np.stack(ends), np.stack(valid)
 
 
-def event_curves(model: nn.Module, episodes: list[Steps], horizon: int, batch_size: int, device: torch.device,
-                 feedback: Feedback) -> dict[str, Any]:
+def event_curves(model: nn.Module, cases: tuple[Windows, np.ndarray, np.ndarray], episodes: int, batch_size: int,
+                 device: torch.device, feedback: Feedback, progress: bool = False) -> dict[str, Any]:
     """Per step ahead 1..horizon of open-loop rollouts against the real game: the reward sign accuracy on the steps
     with a real reward, the false-reward rate on those without, the end's precision and recall, and what they were
-    counted on. The rollouts are `event_cases`: every reward and every end of `episodes` at every step ahead."""
-    windows, real_ends, valid = event_cases(episodes, horizon)
+    counted on. `cases` are `event_cases` of `episodes` episodes: every reward and every end at every step ahead;
+    `progress`: a bar on stderr, in rollouts."""
+    windows, real_ends, valid = cases
+    horizon = real_ends.shape[1]
     counts = [EventCounts() for _ in range(horizon)]
     model.eval()
-    for start in tqdm(range(0, len(windows.actions), batch_size), desc="rewards and ends", unit="batch", file=sys.stderr,
-                      dynamic_ncols=True, leave=False, disable=None):
+    bar = tqdm(total=len(windows.actions), unit="rollout", desc="rewards and ends", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+    for start in range(0, len(windows.actions), batch_size):
         sl = slice(start, start + batch_size)
         context = frames_to_float(torch.from_numpy(windows.context[sl]).to(device))
         imagined = imagine(model, context, torch.from_numpy(windows.actions[sl]).to(device), feedback)
@@ -217,9 +228,11 @@ def event_curves(model: nn.Module, episodes: list[Steps], horizon: int, batch_si
             keep = torch.from_numpy(valid[sl, h])
             counts[h].add(rewards[keep, h], ends[keep, h], torch.from_numpy(windows.rewards[sl, h])[keep],
                           torch.from_numpy(real_ends[sl, h])[keep])
+        bar.update(len(rewards))
+    bar.close()
     rates = [c.rates() for c in counts]
     curves = {key: [None if math.isnan(r[key]) else r[key] for r in rates] for key in EVENT_RATES}  # null: nothing to count
-    return {"horizon": horizon, "episodes": len(episodes), "rollouts": len(windows.actions), **curves,
+    return {"horizon": horizon, "episodes": episodes, "rollouts": len(windows.actions), **curves,
             "reward_steps": [int(c.reward_steps) for c in counts], "quiet_steps": [int(c.quiet_steps) for c in counts],
             "real_ends": [int(c.real_ends) for c in counts], "predicted_ends": [int(c.predicted_ends) for c in counts]}
 
@@ -344,15 +357,16 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str | None = None, episode
                         horizon: int = 50, seed: int | None = None, data_dir: str | Path | None = None,
                         out_dir: str | Path = "runs", device: str | None = None, batch_size: int = 64, videos: int = 4,
                         wandb_mode: str = "disabled", feedback: str | None = None, wandb_project: str | None = None,
-                        wandb_entity: str | None = None, event_episodes: int = 16, event_horizon: int = 10, samples: int = 4,
-                        sampling_steps: int | None = None) -> dict[str, Any]:
+                        wandb_entity: str | None = None, event_episodes: int | None = None, event_horizon: int = 10,
+                        samples: int = 4, sampling_steps: int | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (a .pt file, or a run folder: its best.pt, else its last.pt) open loop and write
     <out_dir>/<YYYYmmdd-HHMMSS>_<game>_eval/, with what it prints in its eval.log. `game` is a check (the checkpoint
     knows its game); `seed` defaults to the training data's seed + 1; `data_dir` takes the windows from a recorded dataset
     instead of fresh episodes; `feedback` (palette, uint8 or float) overrides the checkpoint's model.feedback; W&B logs
     to the checkpoint's project and entity unless `wandb_project`, `wandb_entity` are given. A model with an event head is
-    also scored on the rewards and ends of `event_episodes` episodes (the first `episodes` of them those of the frames),
-    `event_horizon` steps ahead (`event_curves`), and on its imagined returns along the frames' rollouts. A stochastic
+    also scored on the rewards and ends of `event_episodes` episodes (default: those of the frames; more are played, or
+    read from `data_dir`; 0: not scored), `event_horizon` steps ahead (`event_curves`), and on its imagined returns
+    along the frames' rollouts. A stochastic
     model (edm) draws `samples` rollouts per start (`evaluate`), each frame in `sampling_steps` denoising steps (default:
     the checkpoint's model.diffusion.steps).
     Returns the summary (as in summary.json) with "out_dir" and "paths" added. Bad input raises UserError."""
@@ -367,12 +381,12 @@ def evaluate_checkpoint(checkpoint: str | Path, game: str | None = None, episode
 def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: int, starts_per_episode: int, horizon: int,
                   seed: int | None, data_dir: str | Path | None, out_dir: str | Path, device: str | None, batch_size: int,
                   videos: int, wandb_mode: str, feedback_kind: str | None, wandb_project: str | None,
-                  wandb_entity: str | None, event_episodes: int = 16, event_horizon: int = 10, samples: int = 4,
+                  wandb_entity: str | None, event_episodes: int | None = None, event_horizon: int = 10, samples: int = 4,
                   sampling_steps: int | None = None) -> dict[str, Any]:
     """evaluate_checkpoint's work, its printed lines going to `console` too (opened on eval.log once the folder exists)."""
     for name, value, low, high in (("episodes", episodes, 1, 10_000), ("starts_per_episode", starts_per_episode, 1, 100_000),
                                    ("horizon", horizon, 1, 100_000), ("batch_size", batch_size, 1, 65_536), ("videos", videos, 0, 1_000),
-                                   ("seed", seed, 0, 2**31 - 1), ("event_episodes", event_episodes, 1, 10_000),
+                                   ("seed", seed, 0, 2**31 - 1), ("event_episodes", event_episodes, 0, 10_000),
                                    ("event_horizon", event_horizon, 1, 1_000), ("samples", samples, 1, 1_000),
                                    ("sampling_steps", sampling_steps, 1, 1_000)):
         if value is not None and value < low:
@@ -381,6 +395,9 @@ def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: in
             raise UserError(f"--{name} must be <= {high:,}, got {value:,}")
     if wandb_mode not in WANDB_MODES:
         raise UserError(f"--wandb_mode must be one of {', '.join(WANDB_MODES)}, got {wandb_mode!r}")
+    check_writable(out_dir, "--out_dir")
+    check_apart(out_dir, "--out_dir", {"--data_dir": data_dir}, both_ways=False)
+    check_outside_datasets(out_dir, "--out_dir")
 
     state = read_checkpoint(checkpoint)
     trained_on = state["dataset"]
@@ -401,6 +418,7 @@ def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: in
     seed = seed if seed is not None else trained_on.get("seed", 0) + 1
 
     start = time.perf_counter()
+    scored_events = (event_episodes if event_episodes is not None else episodes) if has_events(model) else 0
     if data_dir:
         dataset = ShardedDataset(data_dir)
         if dataset.game != game_name:
@@ -408,17 +426,26 @@ def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: in
         check_same_frames(dataset, trained_on)
         windows = windows_from_dataset(dataset, horizon, episodes * starts_per_episode)
         source = str(dataset.root)
-        played = episodes_from_dataset(dataset, event_episodes) if has_events(model) else []
+        played = episodes_from_dataset(dataset, scored_events) if scored_events else []
     else:
-        count = max(episodes, event_episodes) if has_events(model) else episodes
+        count = max(episodes, scored_events)
         print(f"playing {count} fresh episode{'s' * (count > 1)} of {game_name} (seed {seed})", flush=True)
         with tqdm(unit="step", desc="playing", file=sys.stderr, dynamic_ncols=True, leave=False, disable=None) as bar:
             played = play_episodes(EnvSettings.from_dict(trained_on["env_settings"]), count, seed, bar.update)
         windows = windows_from_episodes(played[:episodes], horizon, starts_per_episode)
-        played = played[:event_episodes]
+        played = played[:scored_events]
         source = f"{episodes} fresh episodes, seed {seed}"
+    cases = event_cases(played, event_horizon) if scored_events else None
+    if scored_events and cases is None:  # before the work, not after it
+        if data_dir and not played:
+            raise UserError(f"--data_dir '{data_dir}' holds no complete episode (none ends in it) to score the rewards and ends "
+                            "on; pass --event_episodes 0 to score the frames only, or evaluate on fresh episodes (leave out --data_dir)")
+        raise UserError(f"the {len(played)} episode{'s' * (len(played) > 1)} {'read from --data_dir' if data_dir else 'played'} hold "
+                        "no reward and no end to score the event head on; pass more --event_episodes, or --event_episodes 0 "
+                        "to score the frames only")
     print(f"evaluating {checkpoint} (step {state['step']}) on {len(windows.actions)} rollouts of {horizon} steps "
-          f"from {source}", flush=True)
+          f"from {source}" + (f", and its rewards and ends on {len(cases[0].actions)} rollouts of {event_horizon} steps "
+                              f"from {len(played)} episode{'s' * (len(played) > 1)}" if cases else ""), flush=True)
     out = create_timestamped_dir(out_dir, f"{game_name}_eval", ("plots", "videos"), "--out_dir")  # before the work: fail fast
     console.open(out / "eval.log")
     errors = evaluate(model, windows, batch_size, torch_device, seed, feedback, progress=True, samples=samples)
@@ -427,11 +454,13 @@ def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: in
     if "model_mean" in errors:
         stochastic["mean_mse_ratio_to_copy"] = headline(curves, horizon, "model_mean")[0]
     events = {}
-    if has_events(model):
-        events["events"] = event_curves(model, played, event_horizon, batch_size, torch_device, feedback)
+    if cases is not None:
+        events["events"] = event_curves(model, cases, len(played), batch_size, torch_device, feedback, progress=True)
         events["events_at"] = {str(h): {key: events["events"][key][h - 1] for key in EVENT_RATES}
                                for h in EVENT_HEADLINE_STEPS if h <= event_horizon}
         events["return_fidelity"] = return_fidelity(errors["imagined"]["rewards"], windows.rewards)
+    elif has_events(model):
+        print("--event_episodes 0: no reward or end scores", flush=True)
     else:
         print("the checkpoint predicts frames only (it has no event head): no reward or end scores", flush=True)
     summary = {"game": game_name, "checkpoint": str(checkpoint), "checkpoint_step": state["step"], "source": source,
@@ -444,7 +473,7 @@ def evaluate_teed(console: Tee, checkpoint: Path, game: str | None, episodes: in
     settings = {"checkpoint": str(checkpoint), "game": game_name, "episodes": episodes, "starts_per_episode": starts_per_episode,
                 "horizon": horizon, "seed": seed, "data_dir": data_dir and str(data_dir), "out_dir": str(out_dir),
                 "device": device, "batch_size": batch_size, "videos": videos, "wandb_mode": wandb_mode,
-                "feedback": feedback.kind, "event_episodes": event_episodes, "event_horizon": event_horizon, **stochastic}
+                "feedback": feedback.kind, "event_episodes": scored_events, "event_horizon": event_horizon, **stochastic}
     trained = {"run": training_run(checkpoint, state), "wandb_id": state.get("wandb_id"), "step": state["step"]}
     logger = make_logger(wandb_cfg, out, out.name, {"eval": settings, "trained": trained, "checkpoint_config": state["config"]},
                          group=trained["run"], job_type="eval", setting="--wandb_mode")
@@ -508,8 +537,9 @@ def main(argv: list[str] | None = None) -> int:
                         "online, offline (under the eval folder) or disabled")
     p.add_argument("--wandb_project", default=None, help="W&B project (default: the training run's)")
     p.add_argument("--wandb_entity", default=None, help="W&B entity (default: the training run's)")
-    p.add_argument("--event_episodes", type=int, default=16, help="episodes whose every reward and end is scored, for a model "
-                                                                  "with an event head (default 16)")
+    p.add_argument("--event_episodes", type=int, default=None, help="episodes whose every reward and end is scored, for a "
+                                                                    "model with an event head (default: --episodes, the same "
+                                                                    "episodes; more are played; 0: none)")
     p.add_argument("--event_horizon", type=int, default=10, help="steps ahead the rewards and ends are scored at (default 10)")
     p.add_argument("--samples", type=int, default=4, help="a diffusion model's rollouts per start: scored one at a time and "
                                                           "as their mean frame (default 4)")

@@ -38,11 +38,13 @@ from src.playing.keys import parse_keys
 from src.playing.window import INTERRUPTS, run_headless, run_window
 from src.utils.device import choose_device
 from src.utils.errors import ArgumentParser, UserError, run_cli
+from src.utils.io import check_apart, check_outside_datasets, check_writable
 from src.utils.video import GIF_MAX_FRAMES, VideoWriter
 
 MAX_SCALE = 16  # 1344x1344 pixels a panel
 MAX_FPS = 240.0
 MAX_SEED = 2**31 - 1  # the emulator's seed is a C int
+GIF_FPS = (100 / 65535, 50.0)  # a GIF frame waits 2 to 65535 hundredths of a second (browsers show a shorter delay as 10)
 
 
 def parse_args(argv: list[str] | None) -> Namespace:
@@ -73,14 +75,25 @@ def check_args(args: Namespace) -> None:
         raise UserError(f"--video must end in .mp4 or .gif, got '{args.video}'")
     if args.video and not Path(args.video).absolute().parent.is_dir():
         raise UserError(f"--video: the folder of '{args.video}' does not exist; create it or choose another path")
+    if args.video and Path(args.video).is_dir():
+        raise UserError(f"--video '{args.video}' is a folder; name a file in it, e.g. {Path(args.video) / 'play.mp4'}")
     if not 0 < args.fps <= MAX_FPS:
         raise UserError(f"--fps must be in (0, {MAX_FPS:g}], got {args.fps:g}")
+    if args.video and Path(args.video).suffix == ".gif" and not GIF_FPS[0] <= args.fps <= GIF_FPS[1]:
+        raise UserError(f"--fps {args.fps:g}: a .gif plays {GIF_FPS[0]:.4f} to {GIF_FPS[1]:g} frames per second (it holds each "
+                        "frame's delay in hundredths of a second, 2 to 65535); write an .mp4, or choose an --fps in that range")
     if not 1 <= args.scale <= MAX_SCALE:
         raise UserError(f"--scale must be in [1, {MAX_SCALE}], got {args.scale}")
     if not 0 <= args.seed <= MAX_SEED:
         raise UserError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
     if args.record and args.data_dir:
         raise UserError("--record records the real game, which runs only from a fresh episode: drop --data_dir")
+    if args.video:  # the video is written after the game: everything about its place is checked before it
+        check_writable(Path(args.video).absolute().parent, "--video")
+        check_apart(args.video, "--video", {"--record": args.record, "--data_dir": args.data_dir}, both_ways=False)
+        check_outside_datasets(args.video, "--video", strict=True)
+    if args.record:
+        check_outside_datasets(args.record, "--record", strict=True)  # a recording continued is a dataset itself
 
 
 def main(argv: list[str] | None = None) -> int:

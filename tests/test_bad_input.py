@@ -7,12 +7,15 @@ real subprocesses too, in the other test files).
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
+import math
 import os
 import pathlib
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -94,6 +97,34 @@ def a_gpu_without_bf16(c: SimpleNamespace) -> None:
     c.monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
 
 
+def read_only(c: SimpleNamespace) -> None:
+    """A read-only file system, as the commands' check of an output location meets it: creating the temporary file
+    fails with EROFS (what a read-only mount answers, whoever the user is: root ignores permissions)."""
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if kwargs.get("prefix") == ".write-check-":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*args, **kwargs)
+
+    c.monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def unfinished_episode(c: SimpleNamespace) -> None:
+    """tmp/unfinished: a dataset of the small dataset's settings whose one episode does not end in it."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        generate_dataset.main(["--out_dir", str(c.tmp / "unfinished"), "--steps", "40", "--num_envs", "1", "--seed", "7",
+                               "--max_episode_steps", "1000"])
+    with ShardedDataset(c.tmp / "unfinished", verify="quick"):  # read once, as any dataset in use has been (its .readers)
+        pass
+
+
+def palette_output_levels_changed(state: dict) -> None:
+    """A checkpoint that says its head classifies over the palette, whose head's levels are other grey levels."""
+    state["config"]["model"]["output"] = "palette"
+    state["model"]["head.levels"] = torch.linspace(0, 1, len(state["config"]["model"]["palette"]))
+
+
 def evaluate(*args: str) -> Callable[[SimpleNamespace], list[str]]:
     return lambda c: ["--checkpoint", str(c.checkpoint), "--game", "Pong", "--data_dir", str(c.data), "--horizon", "3",
                       "--out_dir", str(c.tmp / "eval"), *(a.format(**vars(c)) for a in args)]
@@ -110,6 +141,10 @@ CASES = {
     "wrong-type": Case("config value of the wrong type", "train", train("train.batch_size=abc"),
                        "train.batch_size: Value 'abc' of type 'str' could not be converted to Integer"),
     "out-of-range": Case("config value out of range", "train", train("optimizer.lr=-1"), "optimizer.lr must be > 0, got -1.0"),
+    "not-finite": Case("config number that is infinite or NaN", "train", train("optimizer.lr=inf"),
+                       "optimizer.lr must be a finite number, got inf"),
+    "config-control-chars": Case("config string with a newline or an escape", "train", train('data.dir="data/po\\nng"'),
+                                 "data.dir must be text on one line without control characters (newlines, escapes), got 'data/po\\nng'"),
     "run-name-path": Case("experiment.name that is a path", "train", train("experiment.name=../../escape"),
                           "experiment.name must be a plain name (letters, digits, _ . -, at most 64) or null"),
     "keys-disagree": Case("config values that disagree", "train", train("data.prefetch_factor=2"),
@@ -239,6 +274,21 @@ CASES = {
                                     "the checkpoint's model cannot be built by this version of the code (model.channels must be 1 to 8 "
                                     "widths in [1, 4096], got [-8, 16])",
                                     setup=lambda c: edit_checkpoint(c, lambda s: s["config"]["model"].update(channels=[-8, 16]))),
+    "checkpoint-not-finite": Case("checkpoint whose weights hold NaN or infinities", "eval", evaluate("--checkpoint", "{tmp}/bad.pt"),
+                                  "checkpoint '{tmp}/bad.pt': model.head.conv.weight holds NaN or infinite values (1 of 288)",
+                                  setup=lambda c: edit_checkpoint(c, lambda s: s["model"]["head.conv.weight"].view(-1)[7].fill_(math.nan))),
+    "checkpoint-moments-not-finite": Case("resume from a checkpoint whose Adam moments hold infinities", "train",
+                                          train("train.resume={run}", "train.max_steps=9"), "optimizer.state.0.exp_avg holds NaN or infinite values",
+                                          setup=lambda c: edit_checkpoint_in_place(c.checkpoint, lambda s: s["optimizer"]["state"][0]["exp_avg"].fill_(math.inf))),
+    "checkpoint-buffer-differs": Case("checkpoint whose palette output levels differ from its model.palette", "eval",
+                                      evaluate("--checkpoint", "{tmp}/bad.pt"), "model.head.levels differs from config.model.palette",
+                                      setup=lambda c: edit_checkpoint(c, palette_output_levels_changed)),
+    "checkpoint-escape": Case("checkpoint with an escape or a newline in a string", "eval", evaluate("--checkpoint", "{tmp}/bad.pt"),
+                              "dataset.action_meanings must be 6 action names such as NOOP, FIRE, got ['NOOP', 'FI\\x1b[2JRE'",
+                              setup=lambda c: edit_checkpoint(c, lambda s: s["dataset"]["action_meanings"].__setitem__(1, "FI\x1b[2JRE"))),
+    "checkpoint-dir-newline": Case("checkpoint whose dataset.dir holds a newline", "eval", evaluate("--checkpoint", "{tmp}/bad.pt"),
+                                   "dataset.dir must be a path of at most 4096 characters without control characters, got 'data/po\\nng'",
+                                   setup=lambda c: edit_checkpoint(c, lambda s: s["dataset"].update(dir="data/po\nng"))),
     "checkpoint-huge-number": Case("checkpoint with a number no dataset has", "eval", evaluate("--checkpoint", "{tmp}/bad.pt"),
                                    "dataset.num_actions must be an integer in [1, 18], got 10000000000000",
                                    setup=lambda c: edit_checkpoint(c, lambda s: s["dataset"].update(num_actions=10**13))),
@@ -247,10 +297,27 @@ CASES = {
                                         setup=lambda c: edit_manifest(c.copy, lambda m: m["env"].update(frame_skip=2))),
     # outputs
     "runs-dir-unwritable": Case("experiment.runs_dir cannot be created", "train", train("experiment.runs_dir={tmp}/file/runs"),
-                                "experiment.runs_dir: cannot create '{tmp}/file/runs/",
+                                "experiment.runs_dir: cannot create '{tmp}/file/runs' (Not a directory)",
                                 setup=lambda c: (c.tmp / "file").write_text("x")),
     "eval-out-unwritable": Case("eval --out_dir cannot be created", "eval", evaluate("--out_dir", "{tmp}/file/eval"),
-                                "--out_dir: cannot create '{tmp}/file/eval/", setup=lambda c: (c.tmp / "file").write_text("x")),
+                                "--out_dir: cannot create '{tmp}/file/eval' (Not a directory)", setup=lambda c: (c.tmp / "file").write_text("x")),
+    "runs-dir-read-only": Case("experiment.runs_dir on a read-only file system", "train", train(),
+                               "experiment.runs_dir: cannot create '{tmp}/runs' (Read-only file system); choose a writable location",
+                               setup=read_only),
+    "runs-dir-in-dataset": Case("experiment.runs_dir inside the dataset", "train", train("experiment.runs_dir={copy}/runs", "data.dir={copy}"),
+                                "experiment.runs_dir '{copy}/runs' lies inside data.dir '{copy}', which the command reads"),
+    "eval-out-read-only": Case("eval --out_dir on a read-only file system", "eval", evaluate(),
+                               "--out_dir: cannot create '{tmp}/eval' (Read-only file system); choose a writable location", setup=read_only),
+    "eval-out-in-dataset": Case("eval --out_dir inside --data_dir", "eval", evaluate("--out_dir", "{data}/eval"),
+                                "--out_dir '{data}/eval' lies inside --data_dir '{data}', which the command reads"),
+    "eval-no-events": Case("eval --data_dir with no episode that ends, for a model with an event head", "eval",
+                           evaluate("--data_dir", "{tmp}/unfinished"),
+                           "--data_dir '{tmp}/unfinished' holds no complete episode (none ends in it) to score the rewards and ends on; "
+                           "pass --event_episodes 0 to score the frames only, or evaluate on fresh episodes", setup=unfinished_episode),
+    "generate-out-in-dataset": Case("generate --out_dir inside another dataset", "generate", generate("--out_dir", "{copy}/more"),
+                                    "--out_dir '{copy}/more' lies inside the dataset '{copy}'; a dataset's folder holds only its own files"),
+    "merge-out-in-part": Case("merge --out_dir inside one of the parts", "merge", lambda c: ["--out_dir", str(c.copy / "merged"), str(c.copy)],
+                              "--out_dir '{copy}/merged' lies inside a part '{copy}', which the command reads"),
     "generate-out-unwritable": Case("generate --out_dir cannot be created", "generate", generate("--out_dir", "{tmp}/file/data"),
                                     "cannot write to --out_dir '{tmp}/file/data'", setup=lambda c: (c.tmp / "file").write_text("x")),
     "generate-out-not-empty": Case("generate into a non-empty directory", "generate", generate("--out_dir", "{copy}"),
@@ -335,6 +402,22 @@ CASES = {
                               "--video", str(c.tmp / "play.gif")], "--video: a .gif holds at most 1000 frames, --keys plays 1001 steps; write an .mp4"),
     "play-video-folder-missing": Case("play --video in a missing folder", "play", lambda c: ["--checkpoint", str(c.checkpoint), "--headless", "--keys", "RIGHT",
                                       "--video", str(c.tmp / "nowhere" / "play.mp4")], "does not exist; create it or choose another path"),
+    "play-video-folder": Case("play --video that is a folder", "play", lambda c: ["--checkpoint", str(c.checkpoint), "--headless", "--keys",
+                              "RIGHT", "--video", str(c.tmp / "v.mp4")], "--video '{tmp}/v.mp4' is a folder; name a file in it",
+                              setup=lambda c: (c.tmp / "v.mp4").mkdir()),
+    "play-video-read-only": Case("play --video on a read-only file system", "play", lambda c: ["--checkpoint", str(c.checkpoint), "--headless",
+                                 "--keys", "RIGHT", "--video", str(c.tmp / "play.mp4")],
+                                 "--video: cannot create '{tmp}' (Read-only file system); choose a writable location", setup=read_only),
+    "play-video-in-record": Case("play --video inside the --record folder", "play", lambda c: ["--checkpoint", str(c.checkpoint), "--headless",
+                                 "--keys", "RIGHT", "--video", str(c.tmp / "rec" / "play.mp4"), "--record", str(c.tmp / "rec")],
+                                 "--video '{tmp}/rec/play.mp4' lies inside --record '{tmp}/rec', which the command reads",
+                                 setup=lambda c: (c.tmp / "rec").mkdir()),
+    "play-record-in-dataset": Case("play --record inside another dataset", "play", lambda c: ["--checkpoint", str(c.checkpoint), "--headless",
+                                   "--keys", "RIGHT", "--video", str(c.tmp / "play.mp4"), "--record", str(c.copy / "mine")],
+                                   "--record '{copy}/mine' lies inside the dataset '{copy}'"),
+    "play-gif-fps": Case("play .gif at a rate a GIF cannot hold", "play", lambda c: ["--checkpoint", str(c.checkpoint), "--headless", "--keys",
+                         "RIGHT", "--video", str(c.tmp / "play.gif"), "--fps", "60"],
+                         "--fps 60: a .gif plays 0.0015 to 50 frames per second (it holds each frame's delay in hundredths of a second"),
     "play-record-foreign": Case("play --record into a folder with other files", "play", lambda c: ["--checkpoint", str(c.checkpoint), "--headless", "--keys", "RIGHT",
                                 "--video", str(c.tmp / "play.mp4"), "--record", str(c.tmp / "mine")],
                                 "is not empty; choose a new directory for the recording ('notes.txt' is not a file of a dataset)",

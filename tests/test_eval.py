@@ -292,6 +292,7 @@ def test_event_cases_reach_every_reward_and_end_at_every_step_ahead() -> None:
         assert (ends[:, h] & valid[:, h]).sum() >= 1  # the end, reached h + 1 steps ahead
         assert (windows.rewards[:, h][valid[:, h]] == 1.0).sum() >= 1 and (windows.rewards[:, h][valid[:, h]] == -1.0).sum() >= 2
     assert not (ends[:, :-1] & valid[:, :-1] & valid[:, 1:]).any()  # nothing is scored after an end
+    assert event_cases([synthetic_episode([0.0] * 30, 0)][:0], horizon=5) is None  # nothing to score: said before the work
 
 
 def test_event_curves_count_what_the_head_says() -> None:
@@ -300,14 +301,14 @@ def test_event_curves_count_what_the_head_says() -> None:
     rewards = [0.0] * 25
     rewards[5], rewards[10] = 1.0, 2.0  # the end (step 24) without a reward
     episodes = [synthetic_episode(rewards, 1), synthetic_episode(rewards, 2)]
-    curves = event_curves(event_model(+1, 9.0), episodes, 4, 64, torch.device("cpu"), Feedback("uint8"))
+    curves = event_curves(event_model(+1, 9.0), event_cases(episodes, 4), 2, 64, torch.device("cpu"), Feedback("uint8"))
     assert curves["episodes"] == 2 and curves["horizon"] == 4
     for h in range(4):
         assert curves["reward_steps"][h] >= 4 and curves["reward_sign_accuracy"][h] == 1.0
         assert curves["false_reward_rate"][h] == 1.0 and curves["end_recall"][h] == 1.0
         assert curves["real_ends"][h] == 2
         assert curves["end_precision"][h] == pytest.approx(2 / curves["predicted_ends"][h])
-    quiet = event_curves(event_model(0, -9.0), episodes, 4, 64, torch.device("cpu"), Feedback("uint8"))
+    quiet = event_curves(event_model(0, -9.0), event_cases(episodes, 4), 2, 64, torch.device("cpu"), Feedback("uint8"))
     assert quiet["false_reward_rate"] == [0.0] * 4 and quiet["reward_sign_accuracy"] == [0.0] * 4
     assert quiet["end_recall"] == [0.0] * 4 and quiet["end_precision"] == [None] * 4  # no end predicted: nothing to count
 

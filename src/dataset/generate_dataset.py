@@ -33,7 +33,7 @@ from src.dataset.shards import LOCK_FILE, READERS_FILE, SHARD_FILE, clear_unlist
 from src.envs.atari import EnvSettings, available_cores, available_games, resolve_game
 from src.envs.policies import POLICIES
 from src.utils.errors import ArgumentParser, UserError, run_cli
-from src.utils.io import check_free_space, hold_lock, human_bytes
+from src.utils.io import check_free_space, check_outside_datasets, hold_lock, human_bytes
 
 # Defaults of the settings that make up a dataset; with --resume, the manifest's values are used instead.
 DEFAULTS = {
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--resume and --overwrite exclude each other: continue the dataset, or replace it")
     check_numbers(args)
     root = Path(args["out_dir"])
+    check_outside_datasets(root, "--out_dir", strict=True)  # a dataset inside another makes that one unusable
     manifest = previous_manifest(root, args, given)
     if manifest is None and "steps" not in given:
         raise UserError("--steps is required (total transitions to record, e.g. --steps 300000)")

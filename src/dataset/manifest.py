@@ -24,7 +24,7 @@ import numpy as np
 
 from src.envs.atari import MAX_ACTIONS, EnvSettings, action_meanings, settings_problem
 from src.envs.policies import POLICIES
-from src.utils.errors import UserError
+from src.utils.errors import UserError, is_text
 from src.utils.io import atomic_write_json, human_bytes
 from src.utils.versions import package_versions
 
@@ -214,7 +214,8 @@ def is_number(value: object) -> bool:
 
 
 def is_str(value: object, limit: int = 1000) -> bool:
-    return isinstance(value, str) and len(value) <= limit
+    """A string of at most `limit` characters that prints on one line as itself (src.utils.errors.is_text)."""
+    return is_text(value, limit)
 
 
 def same(value: object, expected: object) -> bool:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from omegaconf import OmegaConf
@@ -36,7 +36,7 @@ from torch import nn
 from src.envs.atari import GAME_NAME, MAX_ACTIONS, EnvSettings, settings_problem
 from src.models.world_model import ModelConfig, build_model, check_model_config
 from src.utils.checkpoint import load_checkpoint
-from src.utils.errors import UserError
+from src.utils.errors import MAX_TEXT, UserError, is_text
 from src.utils.seed import rng_state_problem
 from src.utils.versions import package_versions
 
@@ -97,10 +97,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     for key, value in nested.items():
         if not isinstance(value, dict):
             raise UserError(f"'{path}' is not a checkpoint of this project ({key} is missing or not a mapping)")
-    problem = checkpoint_problem(state)
+    problem = checkpoint_problem(state) or contents_problem(state)
+    if problem is None:
+        model_config(state)  # a model this version cannot build: its own message
+        problem = restated_problem(state)
     if problem:
         raise UserError(f"checkpoint '{path}': {problem}; the checkpoint was altered or is corrupt: restore it or train a new one")
-    model_config(state)  # a model this version cannot build: its own message
     return state
 
 
@@ -131,8 +133,11 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
         return f"dataset.game must be an ALE game name, got {repr(dataset.get('game'))[:80]}"
     if not (isinstance(dataset.get("num_actions"), int) and 1 <= dataset["num_actions"] <= MAX_ACTIONS):
         return f"dataset.num_actions must be an integer in [1, {MAX_ACTIONS}], got {repr(dataset.get('num_actions'))[:80]}"
-    if not (isinstance(meanings, list) and len(meanings) == dataset["num_actions"] and all(isinstance(m, str) for m in meanings)):
-        return f"dataset.action_meanings must be {dataset['num_actions']} action names, got {repr(meanings)[:80]}"
+    if not (isinstance(meanings, list) and len(meanings) == dataset["num_actions"]
+            and all(is_text(m, 32) and m.isalnum() for m in meanings)):  # the manifest's rule: they reach --keys and the screen
+        return f"dataset.action_meanings must be {dataset['num_actions']} action names such as NOOP, FIRE, got {repr(meanings)[:80]}"
+    if "dir" in dataset and not is_text(dataset["dir"]):
+        return f"dataset.dir must be a path of at most {MAX_TEXT} characters without control characters, got {repr(dataset['dir'])[:80]}"
     problem = env_settings_problem(dataset["env_settings"])
     if problem:
         return f"dataset.{problem}"
@@ -161,6 +166,58 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
         return "versions must map package names to version strings"
     if "rng" in state:
         return rng_state_problem(state["rng"])
+    return None
+
+
+NON_FINITE_ALLOWED = ("val", "best_mse")  # an event rate with nothing to count is NaN; no validation yet is an infinite best
+
+
+def contents_problem(state: dict[str, Any]) -> str | None:
+    """The first value anywhere in a checkpoint that no run writes, or None: a tensor (weights, buffers, Adam's moments)
+    or a number that is NaN or infinite, or a string (a key too) that is not one printable line. checkpoint_problem
+    checks each field's type and range; this checks every value, so that NaN weights are not evaluated into NaN
+    scores (and a summary.json that is not JSON), nor a newline or an escape from a file printed to the terminal."""
+    for key, value in leaves(state, ""):
+        if isinstance(value, torch.Tensor):
+            if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+                bad = int((~torch.isfinite(value)).sum())
+                return f"{key} holds NaN or infinite values ({bad:,} of {value.numel():,})"
+        elif isinstance(value, float) and not math.isfinite(value) and not key.startswith(NON_FINITE_ALLOWED):
+            return f"{key} must be a finite number, got {value}"
+        elif isinstance(value, str) and not is_text(value):
+            return f"{key} must be text on one line (at most {MAX_TEXT} characters, no control characters), got {repr(value)[:80]}"
+    return None
+
+
+def leaves(value: object, key: str) -> Iterator[tuple[str, object]]:
+    """(key path, value) of every leaf of a checkpoint's nested dicts and lists, and of every dict key as a leaf of
+    its own: model.head.levels, optimizer.state.3.exp_avg, rng.python[1][0]."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            at = f"{key}.{k}" if key else str(k)
+            if isinstance(k, str) and not is_text(k):
+                yield f"{key or 'the checkpoint'}: a key", k
+            yield from leaves(v, at)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from leaves(v, f"{key}[{i}]")
+    else:
+        yield key, value
+
+
+def restated_problem(state: dict[str, Any]) -> str | None:
+    """A buffer of the weights that restates a config value (the palette output's grey levels: model.palette) and
+    differs from it, or None. The model is built from the config, so a buffer that disagrees would decode every
+    prediction with levels other than those the config names (and load_state_dict would take it silently)."""
+    dataset = state["dataset"]
+    settings = EnvSettings.from_dict(dataset["env_settings"])
+    built = build_model(model_config(state), dataset["num_actions"], settings.context_frames, settings.screen_size)
+    for name, module in built.named_modules():
+        for buffer, config_key in getattr(module, "RESTATES", {}).items():
+            key = f"{name}.{buffer}" if name else buffer
+            saved, expected = state["model"].get(key), getattr(module, buffer)
+            if isinstance(saved, torch.Tensor) and not (saved.shape == expected.shape and torch.equal(saved.to(expected.dtype), expected)):
+                return f"model.{key} differs from config.{config_key} {state['config']['model'].get(config_key.split('.')[-1])}"
     return None
 
 

@@ -132,6 +132,8 @@ class PaletteHead(nn.Module):
     the conv starts at zero: an untrained model copies the last frame, as the residual head does.
     """
 
+    RESTATES = {"levels": "model.palette"}  # a buffer that restates a config value: a checkpoint's must agree with it
+
     def __init__(self, channels: int, palette: list[int]) -> None:
         super().__init__()
         self.register_buffer("levels", torch.tensor(palette, dtype=torch.float32) / 255)  # (K,)

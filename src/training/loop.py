@@ -35,7 +35,15 @@ from src.training.data import (
     training_batches,
 )
 from src.training.fast_path import FastPath, FiniteGuard, configure_backends, make_optimizer, match_layouts, prepare_model
-from src.training.outputs import Console, QuietOutputs, RunOutputs, branch_run_dir, check_run_space, create_run_dir
+from src.training.outputs import (
+    Console,
+    QuietOutputs,
+    RunOutputs,
+    branch_run_dir,
+    check_run_location,
+    check_run_space,
+    create_run_dir,
+)
 from src.training.resume import check_resumable, find_checkpoint, flatten
 from src.training.schedule import RunClock, budget_used, lr_factor, pushforward_share, rollout_length
 from src.training.step import EventLoss, rollout_videos, train_step, validate
@@ -81,6 +89,8 @@ def train_ranks(cfg: Config, ranks: Ranks, resumed: dict | None = None) -> dict[
 
 def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | None) -> dict[str, Any]:
     checkpoint, state = None, None
+    if ranks.main and cfg.train.resume is None:  # a resumed run writes into its own folder (RunOutputs checks it)
+        check_run_location(cfg)  # before the dataset's checksums: seconds a GB
     if cfg.train.resume is not None:
         checkpoint = find_checkpoint(cfg.train.resume, cfg.experiment.runs_dir)
         state = resumed if resumed is not None else read_checkpoint(checkpoint)
@@ -112,7 +122,7 @@ def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | 
     optimizer = make_optimizer(model, cfg, device, fused=fast.fused)
     params = sum(p.numel() for p in model.parameters())
     if ranks.main:
-        check_run_space(cfg.experiment.runs_dir, 3 * 4 * params)  # float32 weights and two Adam moments
+        check_run_space(cfg, 3 * 4 * params)  # float32 weights and two Adam moments
     longest = max(cfg.train.rollout_steps) + (cfg.train.pushforward_steps if cfg.train.pushforward > 0 else 0)
     starts = starts_within(dataset, train_rows, longest)
     if len(starts) < cfg.train.batch_size:
@@ -161,6 +171,17 @@ def set_up_and_run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | 
         return train_loop(session, outputs)
     finally:
         outputs.close()
+
+
+def diverged(what: str, last_saved: str | None, run_dir: Path, lr: float) -> UserError:
+    """The error that stops a run whose loss or validation went non-finite, with the way back: the last checkpoint
+    and a lower learning rate, or, before the first checkpoint, a new run with one."""
+    lower = f"optimizer.lr={lr / 3:.2g}"
+    if last_saved is None:
+        return UserError(f"training diverged {what} before its first checkpoint; start again with a lower learning rate, "
+                         f"e.g. {lower}")
+    return UserError(f"training diverged {what}; the last good checkpoint is {last_saved}: continue from it with a lower "
+                     f"learning rate, e.g. train.resume={run_dir} {lower}")
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, state: dict, cfg: Config, console: Console) -> None:
@@ -316,7 +337,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
     window_start, window_samples = time.perf_counter(), 0
     last_val: dict[str, float] = dict(state["val"]) if state else {}
     validations = step // t.val_every_steps  # so that val_rollout_every keeps its rhythm across a resume
-    last_saved = f"{cfg.train.resume} (step {step})" if state else "none yet"
+    last_saved = f"{cfg.train.resume} (step {step})" if state else None
     guard = FiniteGuard(s.fast.fused, device)
     bar = s.console.progress(t.max_steps, step)
     try:
@@ -337,9 +358,8 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                     metrics = {key: value.item() for key, value in tensors.items()}
                     at = (f"at step {bad_step}" + ("" if bad_step == step + 1 else f" (the weights were left as they were "
                           f"before it; found at step {step + 1})"))
-                    raise UserError(f"training diverged {at} (loss {metrics['loss']:.4g}, gradient norm {metrics['grad_norm']:.4g}); "
-                                    f"the last good checkpoint is {last_saved}: continue from it with a lower learning rate, "
-                                    f"e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
+                    raise diverged(f"{at} (loss {metrics['loss']:.4g}, gradient norm {metrics['grad_norm']:.4g})", last_saved,
+                                   run_dir, cfg.optimizer.lr)
             optimizer.step()
             step += 1
             bar.update(1)
@@ -376,9 +396,8 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                     outputs.log_videos(step, rollout_videos(model, s.dataset, s.video_starts, t.val_rollout_horizon, device,
                                                         run_dir / "videos" / f"rollout_step_{step:06d}", feedback))
                 if not math.isfinite(last_val["val/mse"]):
-                    raise UserError(f"training diverged: the validation MSE is {last_val['val/mse']} at step {step}; the last "
-                                    f"good checkpoint is {last_saved}: continue from it with a lower learning rate, "
-                                    f"e.g. train.resume={run_dir} optimizer.lr={cfg.optimizer.lr / 3:.2g}")
+                    raise diverged(f"at step {step} (the validation MSE is {last_val['val/mse']})", last_saved, run_dir,
+                                   cfg.optimizer.lr)
                 if ranks.main:
                     contents = checkpoint_contents(model, optimizer, step, elapsed, to_dict(cfg), s.dataset_info, last_val,
                                                    min(outputs.best_mse, last_val["val/mse"]), rng_state(), logger.run_id)

@@ -17,7 +17,17 @@ from src.config import Config, ConfigError
 from src.utils.checkpoint import save_checkpoint
 from src.utils.console import Tee
 from src.utils.images import save_png
-from src.utils.io import atomic_write_bytes, atomic_write_json, check_free_space, create_timestamped_dir, hold_lock, replaced_atomically
+from src.utils.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    check_apart,
+    check_free_space,
+    check_outside_datasets,
+    check_writable,
+    create_timestamped_dir,
+    hold_lock,
+    replaced_atomically,
+)
 from src.utils.logging import NullLogger
 
 
@@ -56,14 +66,40 @@ def create_run_dir(cfg: Config, game: str) -> Path:
     return create_timestamped_dir(cfg.experiment.runs_dir, suffix, ("images", "videos", "checkpoints"), "experiment.runs_dir")
 
 
-MIN_FREE_BYTES = 200 * 1000**2  # besides two checkpoints: strips, videos, CSVs and W&B files of a run
+# What a run writes besides its checkpoints, measured on runs of the default model with a margin: a strip (5 frames
+# of 84x84, PNG) 5.6 KB, a rollout video 0.5 KB a frame (MP4, truth | model | error); W&B keeps its own copies of the
+# media and a few MB of logs.
+STRIP_BYTES = 20_000
+VIDEO_FRAME_BYTES = 4_000
+ROW_BYTES = 400  # a row of metrics.csv, val_metrics.csv or train.log
+WANDB_BYTES = 10 * 1000**2
+SLACK_BYTES = 5 * 1000**2  # resolved_config.yaml, parent.json, a branch's copied CSVs
 
 
-def check_run_space(runs_dir: str, checkpoint_bytes: int) -> None:
-    """ConfigError when the disk under runs_dir cannot hold two checkpoints and a run's other files."""
-    check_free_space(runs_dir, 2 * checkpoint_bytes + MIN_FREE_BYTES,
+def run_bytes(cfg: Config, checkpoint_bytes: int) -> int:
+    """About the most a run of `cfg` has on disk at once: best.pt, last.pt and the temporary file of a save in flight,
+    a strip and a CSV row per log step, the videos of its validations, and with W&B its copies and logs."""
+    t = cfg.train
+    logs = t.max_steps // t.log_every + 1
+    validations = t.max_steps // t.val_every_steps + 1
+    videos = (validations // t.val_rollout_every + 1) * t.val_rollout_videos * t.val_rollout_horizon if t.val_rollout_enabled else 0
+    media = logs * STRIP_BYTES + videos * VIDEO_FRAME_BYTES
+    wandb = media + WANDB_BYTES if cfg.experiment.wandb.mode != "disabled" else 0
+    return 3 * checkpoint_bytes + media + (logs + validations) * ROW_BYTES + wandb + SLACK_BYTES
+
+
+def check_run_space(cfg: Config, checkpoint_bytes: int) -> None:
+    """ConfigError when the disk under experiment.runs_dir cannot hold what the run will write (run_bytes)."""
+    check_free_space(cfg.experiment.runs_dir, run_bytes(cfg, checkpoint_bytes),
                      "experiment.runs_dir: {free} free at '{folder}', a run needs about {needed}; "
                      "free some space or choose another experiment.runs_dir", ConfigError)
+
+
+def check_run_location(cfg: Config) -> None:
+    """ConfigError unless experiment.runs_dir can be written to and lies outside the dataset the run reads."""
+    check_writable(cfg.experiment.runs_dir, "experiment.runs_dir", ConfigError)
+    check_apart(cfg.experiment.runs_dir, "experiment.runs_dir", {"data.dir": cfg.data.dir}, both_ways=False, error=ConfigError)
+    check_outside_datasets(cfg.experiment.runs_dir, "experiment.runs_dir", ConfigError)
 
 
 def read_csv_rows(path: Path, last_step: int) -> tuple[str, list[str], list[str]]:

@@ -13,6 +13,21 @@ DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota 
 DEBUG_ENV = "AWM_DEBUG"  # set AWM_DEBUG=1 to see the full traceback of a UserError
 
 
+MAX_TEXT = 4096  # the longest string a file of ours (a manifest, a checkpoint) may hold where a path or a name goes
+
+
+def is_text(value: object, limit: int = MAX_TEXT) -> bool:
+    """A string that prints as itself on one line: at most `limit` characters, none of them a control character
+    (a newline or an ANSI escape from an edited file would break the one-line errors, or rewrite the terminal)."""
+    return isinstance(value, str) and len(value) <= limit and value.isprintable()
+
+
+def one_line(text: str) -> str:
+    """`text` with every character that would not print as itself (newlines, escapes) written as its escape code:
+    what an error line quotes from a file or the command line cannot break the line or steer the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class UserError(Exception):
     """A problem with what the user asked for (a path, a flag, a file on disk), fixable by the user."""
 
@@ -41,7 +56,7 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except UserError as e:
         if os.environ.get(DEBUG_ENV):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:
         if e.errno not in DISK_FULL or os.environ.get(DEBUG_ENV):

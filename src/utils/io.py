@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
+import tempfile
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -45,7 +47,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    """`obj` as JSON, NaN and infinities written as null: json.dumps would write NaN, which is not JSON (strict parsers,
+    jq and browsers refuse the file)."""
+    atomic_write_bytes(path, (json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n").encode())
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every float that is NaN or infinite replaced by None, through dicts, lists and tuples."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -125,6 +140,56 @@ def hold_lock(path: str | os.PathLike, busy: str, unwritable: str, error: type[U
     return lock
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """`path` itself when it exists, else its nearest existing parent: where a path not made yet will be made."""
+    return next(p for p in [Path(path), *Path(path).absolute().parents] if p.exists())
+
+
+def check_writable(path: str | os.PathLike, option: str, error: type[UserError] = UserError) -> None:
+    """`error` unless a file can be made in the folder `path` (or, not made yet, in its nearest existing parent): a
+    temporary file is created there and removed. Run before the work, so that a read-only disk, a folder without
+    write permission or a path through a file is found then, and not once the work is done."""
+    folder = nearest_existing(path)
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise error(f"{option}: cannot create '{path}' ({e.strerror}); choose a writable location") from None
+
+
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path` is `folder` or lies under it, links resolved (a path not made yet: its existing part)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def check_apart(output: str | os.PathLike, option: str, inputs: dict[str, str | os.PathLike | None],
+                both_ways: bool = True, error: type[UserError] = UserError) -> None:
+    """`error` when the output `option` names is one of `inputs` (the options that name them: paths), lies inside
+    one, or (`both_ways`: an output folder that is filled) holds one: a command never writes into what it reads."""
+    for name, path in inputs.items():
+        if path is None:
+            continue
+        if is_within(output, path):
+            raise error(f"{option} '{output}' lies inside {name} '{path}', which the command reads; choose a location "
+                        f"outside it")
+        if both_ways and is_within(path, output):
+            raise error(f"{option} '{output}' holds {name} '{path}', which the command reads; choose a location outside it")
+
+
+def check_outside_datasets(output: str | os.PathLike, option: str, error: type[UserError] = UserError,
+                           strict: bool = False) -> None:
+    """`error` when `output` lies inside a dataset's folder (one that holds a manifest.json), or is one unless
+    `strict`: a dataset's folder holds its own files only, and a foreign entry makes generate --resume, --overwrite
+    and src.play --record refuse it."""
+    path = Path(output).resolve()
+    for folder in (path.parents if strict else [path, *path.parents]):
+        if (folder / "manifest.json").is_file():
+            raise error(f"{option} '{output}' lies inside the dataset '{folder}'; a dataset's folder holds only its own "
+                        f"files: choose a location outside it")
+
+
 def check_free_space(path: str | os.PathLike, needed: int, message: str, error: type[UserError] = UserError) -> None:
     """`error(message)` when the filesystem that `path` will be on has fewer than `needed` bytes free; `message`
     may name {needed}, {free} and {folder} (the nearest existing folder)."""
@@ -136,7 +201,7 @@ def check_free_space(path: str | os.PathLike, needed: int, message: str, error: 
 def free_space(path: str | os.PathLike) -> tuple[Path, int]:
     """(the nearest existing folder at or above `path`, the bytes free on its filesystem): what a path that does
     not exist yet will have room for."""
-    existing = next(p for p in [Path(path), *Path(path).absolute().parents] if p.exists())
+    existing = nearest_existing(path)
     return existing, shutil.disk_usage(existing).free
 
 
