@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from src.models import checkpoint as checkpoint_module
 from src.models.checkpoint import model_from_checkpoint, read_checkpoint
 from src.utils.checkpoint import load_checkpoint
-from tests.conftest import run
+from src.utils.errors import UserError
+from tests.conftest import run, tiny_config
 
 
 def documented_keys() -> set[str]:
@@ -67,3 +70,48 @@ def test_a_checkpoint_from_before_the_event_head_loads_as_frames_only(short_run)
     frames, actions = torch.rand(2, 4, 84, 84), torch.tensor([0, 1])
     with torch.no_grad():
         assert torch.equal(model(frames, actions), new(frames, actions))  # the same frame model
+
+
+def test_a_palette_output_checkpoint_loads_and_one_whose_levels_disagree_is_refused(small_dataset: Path, tmp_path: Path) -> None:
+    """Catches a palette head's `levels` buffer taken from the file while the model is built from model.palette: a
+    checkpoint whose two disagree decoded every prediction with other grey levels (1,567x copy-last, exit 0)."""
+    from src.training.loop import train
+
+    cfg = tiny_config(small_dataset, tmp_path, "model.output=palette", "train.max_steps=2", "train.val_every_steps=2",
+                      "train.val_rollout_enabled=false", "experiment.wandb.mode=disabled")
+    path = Path(train(cfg)["run_dir"]) / "checkpoints" / "last.pt"
+    state = read_checkpoint(path)
+    assert torch.equal(model_from_checkpoint(state).head.levels, torch.tensor(state["config"]["model"]["palette"]) / 255)
+
+    for change in (lambda s: s["model"]["head.levels"].__setitem__(3, s["model"]["head.levels"][3] + 1 / 255),  # the buffer moved
+                   lambda s: s["config"]["model"]["palette"].__setitem__(0, s["config"]["model"]["palette"][0] - 1)):  # the config
+        altered = load_checkpoint(path)
+        change(altered)
+        torch.save(altered, tmp_path / "bad.pt")
+        with pytest.raises(UserError, match=r"checkpoint '.*bad.pt': model.head.levels differs from config.model.palette"):
+            read_checkpoint(tmp_path / "bad.pt")
+
+
+def test_every_tensor_and_string_of_a_checkpoint_is_checked(short_run) -> None:
+    """Catches a tensor or a string field left out of the checks: one element NaN or infinite in any weight, buffer or
+    Adam moment, or a control character in any string, is named; the untouched state passes."""
+    from src.models.checkpoint import contents_problem, leaves
+
+    _, result = short_run
+    state = load_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
+    assert contents_problem(state) is None
+    floats = [(key, value) for key, value in leaves(state, "") if isinstance(value, torch.Tensor) and value.is_floating_point()]
+    assert len(floats) > 2 * len(state["model"]) - 5  # the weights, the buffers and Adam's moments
+    for i, (key, tensor) in enumerate(floats):
+        kept = tensor.view(-1)[-1].item()
+        tensor.view(-1)[-1] = (math.nan, math.inf, -math.inf)[i % 3]
+        assert contents_problem(state) == f"{key} holds NaN or infinite values (1 of {tensor.numel():,})"
+        tensor.view(-1)[-1] = kept
+    for text in ("a\nb", "\x1b[2J", "tab\there", "x" * 5000):
+        state["config"]["experiment"]["name"] = text
+        assert contents_problem(state).startswith("config.experiment.name must be text on one line")
+    state["config"]["experiment"]["name"] = None
+    state["val"] = {"val/end_precision": math.nan}  # an event rate with nothing to count: allowed
+    assert contents_problem(state) is None
+    state["elapsed_s"] = math.inf
+    assert "elapsed_s" in contents_problem(state)

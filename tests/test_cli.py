@@ -44,3 +44,17 @@ def test_dashed_flags_are_the_same_flags(tmp_path: Path) -> None:
                   "--max-episode-steps", "0"])
     assert error_line(result) == "error: --max_episode_steps must be >= 1, got 0"
     assert not (tmp_path / "d").exists()
+
+
+def test_an_error_line_cannot_be_broken_or_steer_the_terminal(capsys: pytest.CaptureFixture) -> None:
+    """Catches a newline or an ANSI escape quoted from a file or a flag reaching the terminal raw: the one line would
+    become two, or clear the screen. Each is written as its escape code."""
+    from src.utils.errors import UserError, run_cli
+
+    def main(argv: list[str] | None) -> int:
+        raise UserError("'data/po\nng' and '\x1b[2Jcleared' and '\u202eevil'")
+
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(main, [])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err == "error: 'data/po\\nng' and '\\x1b[2Jcleared' and '\\u202eevil'\n"

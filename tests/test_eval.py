@@ -131,6 +131,24 @@ def test_evaluate_checkpoint_returns_what_it_writes(short_run, tmp_path: Path) -
     assert summary["starts"] == 3 and len(summary["ssim"]["model"]) == 4 and summary["paths"]["video_0_gif"].is_file()
 
 
+def test_an_evaluation_plays_and_scores_what_it_was_asked(short_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches the reward and end scoring playing 16 more episodes than asked (the smallest evaluation took 250 s on 2
+    cores): by default it scores the requested episodes, more only when asked, none with --event_episodes 0."""
+    import src.eval as evaluation
+
+    played = []
+    real_play = evaluation.play_episodes
+    monkeypatch.setattr(evaluation, "play_episodes", lambda settings, count, *a: played.append(count) or real_play(settings, count, *a))
+    _, result = short_run
+    args = dict(checkpoint=result["run_dir"], episodes=1, starts_per_episode=2, horizon=3, videos=0, event_horizon=2)
+    summary = evaluate_checkpoint(**args, out_dir=tmp_path / "a")
+    assert played == [1] and summary["events"]["episodes"] == 1 and summary["events"]["rollouts"] > 0
+    summary = evaluate_checkpoint(**args, event_episodes=2, out_dir=tmp_path / "b")
+    assert played[-1] == 2 and summary["events"]["episodes"] == 2
+    summary = evaluate_checkpoint(**args, event_episodes=0, out_dir=tmp_path / "c")
+    assert played[-1] == 1 and "events" not in summary and "return_fidelity" not in summary
+
+
 def test_a_new_metric_is_one_registry_entry(small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Catches a metric name hard-coded anywhere between the registry and the outputs: summary, CSV and plot."""
     monkeypatch.setitem(STEP_METRICS, "max_error", StepMetric("largest pixel error", lambda p, t: (p - t).abs().flatten(1).amax(1)))

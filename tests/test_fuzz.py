@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -24,6 +25,11 @@ from hypothesis import strategies as st
 
 from src.utils.errors import run_cli
 
+CONTROL_TEXT = st.one_of(  # what an edited file may hold where a name goes: newlines, ANSI escapes, NUL, a very long line
+    st.sampled_from(["a\nb", "\x1b[2J\x1b[31mred", "NO\rOP", "x\x00y", "\u202eevil", "p" * 5000, "\t"]),
+    st.text(alphabet=st.characters(codec="utf-8", categories=["Cc", "Cf", "Zl", "Zp", "L"]), min_size=1, max_size=8),
+)
+TENSOR_VALUES = st.sampled_from([math.nan, math.inf, -math.inf, 1e38, -1e38, 0.0, 1e-45])
 JUNK = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.sampled_from([0, -1, 1, 2**31, 2**63, 10**13]),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12), st.sampled_from(["../../escape", "${oc.env:HOME}", "", "Pong"]),
@@ -155,6 +161,87 @@ def test_a_mutated_checkpoint_is_one_line_or_works(small_dataset: Path, short_ru
 
     fuzz()
     print(f"\nmutated checkpoints tried: {TRIED['checkpoint: eval']} with eval")
+
+
+def tensor_paths(state: dict) -> list[tuple]:
+    """Every tensor of the weights and of Adam's state: (section, key) and (optimizer, state, index, moment)."""
+    found = [("model", k) for k, v in state["model"].items() if v.is_floating_point()]
+    found += [("optimizer", "state", i, k) for i, moments in state["optimizer"]["state"].items() for k, v in moments.items()
+              if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    return found
+
+
+def string_paths(value: Any, prefix: tuple = ()) -> Iterator[tuple]:
+    """Every string of a checkpoint's nested dicts and lists (configs, the dataset's names, versions, ids)."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else []
+    for key, child in items:
+        if isinstance(child, str):
+            yield (*prefix, key)
+        elif isinstance(child, (dict, list)):
+            yield from string_paths(child, (*prefix, key))
+
+
+def strict_json(path: Path) -> Any:
+    """json.loads that refuses NaN and Infinity, as JSON does (and jq, browsers, other languages' parsers)."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{path.name} holds {constant}, which is not JSON")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def check_one_clean_line(err: str) -> None:
+    """No escape, carriage return or NUL from a file reaches the terminal: an error line writes them as escape codes."""
+    assert not any(c in err for c in "\x1b\r\x00\u202e"), repr(err)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_with_mutated_tensors_or_strings_is_one_line_or_works(small_dataset: Path, checkpoint_state: dict) -> None:
+    """A weight, a buffer or one of Adam's moments with NaN, an infinity or an extreme value in one element or all of
+    them; a string field holding control characters: eval stops with one clean line naming the field, or (finite
+    extremes) evaluates into a summary.json that is strict JSON."""
+    from src import eval as evaluation
+
+    tensors, strings = tensor_paths(checkpoint_state), list(string_paths({k: checkpoint_state[k] for k in ("config", "dataset", "versions")}))
+
+    @settings(SETTINGS, max_examples=30)
+    @given(data=st.data())
+    def fuzz(data: st.DataObject) -> None:
+        state = {**checkpoint_state, "model": dict(checkpoint_state["model"]),
+                 "optimizer": {**checkpoint_state["optimizer"], "state": {i: dict(m) for i, m in checkpoint_state["optimizer"]["state"].items()}},
+                 "config": json.loads(json.dumps(checkpoint_state["config"])), "dataset": json.loads(json.dumps(checkpoint_state["dataset"])),
+                 "versions": dict(checkpoint_state.get("versions", {}))}
+        if data.draw(st.booleans(), "tensor"):
+            path = data.draw(st.sampled_from(tensors), "path")
+            parent = state
+            for key in path[:-1]:
+                parent = parent[key]
+            tensor = parent[path[-1]].clone()
+            value = data.draw(TENSOR_VALUES, "value")
+            if data.draw(st.booleans(), "whole"):
+                tensor.fill_(value)
+            else:
+                tensor.view(-1)[data.draw(st.integers(0, tensor.numel() - 1), "element")] = value
+            parent[path[-1]] = tensor
+            what = "checkpoint tensor: eval"
+        else:
+            path = data.draw(st.sampled_from(strings), "path")
+            mutate(state, path, data.draw(CONTROL_TEXT, "text"), delete=False)
+            what = "checkpoint string: eval"
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint, out = Path(tmp) / "bad.pt", Path(tmp) / "eval"
+            torch.save(state, checkpoint)
+            code, err = run_command(evaluation.main, ["--checkpoint", str(checkpoint), "--game", "Pong", "--data_dir", str(small_dataset),
+                                                      "--horizon", "2", "--episodes", "1", "--starts_per_episode", "2", "--videos", "1",
+                                                      "--event_horizon", "2", "--out_dir", str(out), "--wandb_mode", "disabled"])
+            check_outcome(what, code, err)
+            if code == 2:
+                check_one_clean_line(err)
+                assert not out.exists() and "checkpoint" in err
+            else:
+                summary = strict_json(next(out.iterdir()) / "summary.json")
+                assert summary["horizon"] == 2
+
+    fuzz()
+    print(f"\nmutated checkpoints tried: {({k: v for k, v in TRIED.items() if 'tensor' in k or 'string' in k})}")
 
 
 @pytest.mark.slow

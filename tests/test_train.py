@@ -212,3 +212,27 @@ def test_curriculum_run_grows_the_unroll(small_dataset: Path, tmp_path: Path) ->
     rows = read_csv(Path(result["run_dir"]) / "metrics.csv")
     assert [int(r["rollout_steps"]) for r in rows] == [1, 1, 1, 3, 3, 3]
     assert all(math.isfinite(float(r["loss"])) for r in rows) and math.isfinite(result["val/mse"])
+
+
+def test_a_run_needs_the_room_it_writes_not_a_fixed_floor(small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches the free-space check refusing a short run of a tiny model on a small disk (a fixed 200 MB floor did),
+    or estimating less than the run really writes: on a disk with 60 MB free a 4-step run trains, and its folder
+    takes less than the estimate; the estimate grows with the steps (strips, videos) and with W&B's copies."""
+    import shutil
+
+    from src.training.outputs import run_bytes
+
+    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=4", "train.log_every=1", "train.val_every_steps=2",
+                      "experiment.wandb.mode=disabled")
+    params = sum(p.numel() for p in build_model(cfg.model, 6, 4, 84).parameters())
+    needed = run_bytes(cfg, 3 * 4 * params)
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 60 * 10**6, 60 * 10**6))
+    run_dir = Path(train(cfg)["run_dir"])
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)
+    written = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+    assert written < needed < 60 * 10**6, (written, needed)
+    longer = tiny_config(small_dataset, tmp_path, "train.max_steps=3000", "experiment.wandb.mode=disabled")
+    assert run_bytes(longer, 3 * 4 * params) > needed
+    with_wandb = tiny_config(small_dataset, tmp_path, "train.max_steps=3000", "experiment.wandb.mode=offline")
+    assert run_bytes(with_wandb, 3 * 4 * params) > run_bytes(longer, 3 * 4 * params)
