@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -152,6 +153,18 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(small_datas
     state = read_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert all(torch.isfinite(w).all() for w in state["model"].values())
     assert math.isfinite(state["val"]["val/mse"])
+
+
+def test_divergence_before_the_first_checkpoint_does_not_advise_a_resume(small_dataset: Path, tmp_path: Path) -> None:
+    """Catches the advice to resume from a checkpoint that does not exist ("the last good checkpoint is none yet")."""
+    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=50", "train.val_every_steps=50", "optimizer.lr=1e30",
+                      "train.grad_clip=0", "train.warmup_steps=0", "train.val_rollout_enabled=false")
+    with pytest.raises(UserError) as error:
+        train(cfg)
+    assert re.fullmatch(r"training diverged at step \d+ .*before its first checkpoint; start again with a lower learning "
+                        r"rate, e\.g\. optimizer\.lr=3\.3e\+29", str(error.value)), str(error.value)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert not (run_dir / "checkpoints" / "last.pt").exists()
 
 
 def test_resume_restores_every_rng(short_run) -> None:

@@ -211,7 +211,10 @@ def restated_problem(state: dict[str, Any]) -> str | None:
     prediction with levels other than those the config names (and load_state_dict would take it silently)."""
     dataset = state["dataset"]
     settings = EnvSettings.from_dict(dataset["env_settings"])
-    built = build_model(model_config(state), dataset["num_actions"], settings.context_frames, settings.screen_size)
+    try:
+        built = build_model(model_config(state), dataset["num_actions"], settings.context_frames, settings.screen_size)
+    except UserError as e:  # e.g. an edm model whose sigma_data is null: training always saves one
+        return f"its model cannot be built ({e})"
     for name, module in built.named_modules():
         for buffer, config_key in getattr(module, "RESTATES", {}).items():
             key = f"{name}.{buffer}" if name else buffer
