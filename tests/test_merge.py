@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from src.dataset import merge_datasets
-from src.dataset.manifest import Manifest
+from src.dataset.manifest import DatasetError, Manifest
 from src.dataset.shards import ShardedDataset, ShardWriter, promote_shard
 from src.utils.errors import run_cli
+from src.utils.io import try_lock
 from tests.conftest import ROOT, check_consecutive, error_line, generate, run
 
 MERGE = [sys.executable, "-m", "src.dataset.merge_datasets"]
@@ -127,7 +128,7 @@ def test_parts_of_two_emulator_versions_do_not_merge(parts: list[Path], tmp_path
 
 def test_a_merge_that_finished_meanwhile_is_not_merged_into(parts: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Catches the emptiness check made only before the parts are read: a merge that wrote to out_dir meanwhile (here,
-    between the two looks) is refused, its files kept."""
+    between the two looks) is refused, its files kept (and nothing of ours added: the merge is built beside it)."""
     out = tmp_path / "merged"
     checked = merge_datasets.check_parts
 
@@ -142,19 +143,107 @@ def test_a_merge_that_finished_meanwhile_is_not_merged_into(parts: list[Path], t
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
         run_cli(merge_datasets.main, ["--out_dir", str(out), *map(str, parts)])
     assert exit_.value.code == 2 and err.getvalue() == f"error: --out_dir '{out}' is not empty; choose a new directory for the merged dataset\n"
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "shard_00000_obs.npy"]
+    assert sorted(p.name for p in out.iterdir()) == ["shard_00000_obs.npy"]
     assert (out / "shard_00000_obs.npy").read_bytes() == b"theirs"
+    assert not merge_datasets.staging_dir(out).exists()
 
 
 @pytest.mark.slow
 def test_concurrent_merges_into_one_directory(parts: list[Path], tmp_path: Path) -> None:
-    """Catches two merges into one new directory that both link files (a FileExistsError traceback, or a mix)."""
+    """Catches two merges into one new directory that both link files (a FileExistsError traceback, or a mix). The
+    second is refused, or, started once the first had finished, finds the merge done."""
     for trial in range(3):
         out = tmp_path / f"merged{trial}"
         procs = [subprocess.Popen([*MERGE, "--out_dir", str(out), *map(str, parts)], cwd=ROOT, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
-        assert sorted(code for code, _ in results) == [0, 2], results
-        (line,) = [err.strip().splitlines() for code, err in results if code == 2][0]
-        assert "is not empty" in line or "another merge or generation (pid" in line, line
+        results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+        assert sorted(code for code, _, _ in results) in ([0, 2], [0, 0]), results
+        assert sum("files hard-linked" in stdout for _, stdout, _ in results) == 1, results  # one merge did it
+        for code, stdout, err in results:
+            if code == 2:
+                (line,) = err.strip().splitlines()
+                assert "is not empty" in line or "another merge (pid" in line, line
+            elif "files hard-linked" not in stdout:
+                assert "already holds the merge of these 2 datasets; nothing to do" in stdout, stdout
         assert len(ShardedDataset(out, verify="full")) == 800
+
+
+# A merge that dies at one point as a SIGKILL would leave it (os._exit: no handler, no `finally`, its lock released by
+# the kernel): "links" after 20 of the 48 shard files are linked, "rename" with the merged dataset complete beside
+# --out_dir, "done" once it has been renamed onto --out_dir.
+KILLED_MERGE = """
+import os, sys
+from src.dataset import merge_datasets
+from src.utils.errors import run_cli
+point, argv, linked = sys.argv[1], sys.argv[2:], []
+link, rename, fsync_dir = merge_datasets.link_or_copy, os.rename, merge_datasets.fsync_dir
+
+def link_or_copy(source, target):
+    if point == "links" and len(linked) == 20:
+        os._exit(137)
+    linked.append(target)
+    return link(source, target)
+
+def dying(call, at):
+    def wrapped(*args):
+        if point == at:
+            os._exit(137)
+        return call(*args)
+    return wrapped
+
+merge_datasets.link_or_copy, merge_datasets.fsync_dir = link_or_copy, dying(fsync_dir, "done")
+os.rename = dying(rename, "rename")
+run_cli(merge_datasets.main, argv)
+"""
+
+
+def part_files(parts: list[Path]) -> dict[str, bytes]:
+    """Every file of the parts, by path (.readers aside: every reader creates it)."""
+    return {str(p): p.read_bytes() for part in parts for p in sorted(part.iterdir()) if p.name != ".readers"}
+
+
+@pytest.mark.parametrize("point", ["links", "rename", "done"])
+def test_a_killed_merge_is_taken_up_by_the_same_command(parts: list[Path], tmp_path: Path, point: str) -> None:
+    """Catches a killed merge that leaves --out_dir holding links but no manifest, where the same command again is
+    refused as "not empty" (the user stuck), and a re-run that writes through the parts' linked files."""
+    out, before = tmp_path / "merged", part_files(parts)
+    command = ["--out_dir", str(out), *map(str, parts)]
+    killed = run([sys.executable, "-c", KILLED_MERGE, point, *command])
+    assert killed.returncode == 137, killed.stderr
+    staging = merge_datasets.staging_dir(out)
+    if point == "done":  # killed after the rename: the merge is complete, and the same command says so
+        assert len(ShardedDataset(out, verify="full")) == 800 and not staging.exists()
+    else:  # --out_dir was never written to; the merge lies beside it, under a lock that nobody holds any more
+        with pytest.raises(DatasetError, match="does not exist"):
+            ShardedDataset(out)
+        left = sorted(p.name for p in staging.iterdir())
+        assert len([n for n in left if n.startswith("shard_")]) == (20 if point == "links" else 48), left
+        assert ("manifest.json" in left) == (point == "rename")
+    again = run([*MERGE, *command])
+    assert again.returncode == 0, again.stderr
+    assert ("already holds the merge of these 2 datasets; nothing to do" in again.stdout) == (point == "done"), again.stdout
+    merged = ShardedDataset(out, verify="full")
+    assert len(merged) == 800 and merged.manifest.complete
+    assert not staging.exists()
+    assert part_files(parts) == before  # not a byte of the parts written through their links
+
+
+def test_a_merge_is_refused_while_another_holds_its_lock(parts: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches a re-run that takes a merge's folder over (clears it) while the merge that holds its lock still writes;
+    once the lock is free, the same folder is taken over and the merge done."""
+    out = tmp_path / "merged"
+    staging = merge_datasets.staging_dir(out)
+    staging.mkdir()
+    (staging / "shard_00000_obs.npy").write_bytes(b"being linked")
+    lock, _ = try_lock(staging / ".lock")  # another merge at work (flock: another open file, even in this process)
+    monkeypatch.delenv("AWM_DEBUG", raising=False)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
+        run_cli(merge_datasets.main, ["--out_dir", str(out), *map(str, parts)])
+    assert exit_.value.code == 2 and err.getvalue() == (f"error: another merge (pid {os.getpid()}) is writing to '{out}'; wait for "
+                                                        "it to finish or choose another --out_dir\n")
+    assert (staging / "shard_00000_obs.npy").read_bytes() == b"being linked" and not out.exists()
+    lock.close()  # that merge died
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert merge_datasets.main(["--out_dir", str(out), *map(str, parts)]) == 0
+    assert len(ShardedDataset(out, verify="full")) == 800 and not staging.exists()

@@ -7,6 +7,11 @@ do not overlap) of the same game, settings, policy and emulator version. The mer
 every shard file (no bytes copied; a copy only where the parts lie on another filesystem) and one manifest listing
 them all, checked against the parts' checksums and written last, atomically.
 
+The merged dataset is built in a hidden folder beside --out_dir (.NAME.merging, holding the merge's lock) and renamed
+onto --out_dir once complete: a killed merge leaves --out_dir as it was (absent or empty) and that folder, which the
+same command again removes (its lock no longer held) before it merges anew. Run again after a kill that came once
+the rename was done, the same command finds the merge complete and says so.
+
 Games recorded by hand (src.play --record, policy "human") merge with each other, not with a policy's data. Each
 recording numbers its episodes from 0, so a recording whose ids are taken gets new ones: its episode files
 (8 bytes a row) are rewritten, its frames still linked.
@@ -14,18 +19,20 @@ recording numbers its episodes from 0, so a recording whose ids are taken gets n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
 import shutil
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from src.dataset.manifest import HUMAN, MAX_EPISODE, DatasetError, Manifest, now
-from src.dataset.shards import LOCK_FILE, ShardedDataset, create_new, shard_path
+from src.dataset.shards import LOCK_FILE, ShardedDataset, create_new, is_dataset_file, shard_path
 from src.utils.errors import ArgumentParser, UserError, run_cli
-from src.utils.io import checksum_file, hold_lock
+from src.utils.io import check_apart, check_outside_datasets, check_writable, checksum_file, fsync_dir, try_lock
 
 SAME = ("game", "env_id", "env", "num_actions", "action_meanings", "policy", "fields")  # must agree between parts
 
@@ -119,6 +126,67 @@ def merge(out: Path, parts: list[ShardedDataset]) -> tuple[Manifest, int]:
     return manifest, linked
 
 
+def staging_dir(out: Path) -> Path:
+    """Where a merge into `out` is built before it is renamed onto `out`: a hidden folder beside it (beside the folder
+    it stands for, where `out` is a link)."""
+    out = Path(os.path.realpath(out))
+    return out.with_name(f".{out.name}.merging")
+
+
+def lock_staging(staging: Path, out: Path) -> IO[str]:
+    """Create `staging` (and the folders above it) and take the lock inside it; a killed merge's folder, whose lock
+    nobody holds any more, is taken over. A lock taken on a file that is no longer staging/.lock (a merge that finished
+    meanwhile renamed its folder onto --out_dir, one refused meanwhile removed it) is let go and taken anew."""
+    for _ in range(10):
+        try:
+            staging.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create --out_dir '{out}' ({e.strerror}); choose a writable directory") from None
+        try:
+            lock, holder = try_lock(staging / LOCK_FILE)
+        except FileNotFoundError:  # its folder was removed meanwhile
+            continue
+        except OSError as e:
+            raise UserError(f"cannot write beside --out_dir '{out}' ({e.strerror}); choose a writable directory") from None
+        if lock is None:
+            raise UserError(f"another merge (pid {holder}) is writing to '{out}'; wait for it to finish or choose another --out_dir")
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(lock.fileno()), os.stat(staging / LOCK_FILE)):
+                return lock
+        lock.close()
+    raise UserError(f"other merges into '{out}' keep starting and ending; wait for them to finish or choose another --out_dir")
+
+
+def killed_merge_files(staging: Path, out: Path) -> list[Path]:
+    """What a killed merge left in `staging` (its lock aside): only files that a merge writes, or a UserError."""
+    found = [path for path in staging.iterdir() if path.name != LOCK_FILE]
+    for path in found:
+        if not is_dataset_file(path.name) or (path.is_dir() and not path.is_symlink()):
+            raise UserError(f"'{staging}' holds '{path.name}', which no merge writes; remove that folder to merge into '{out}'")
+    return found
+
+
+def remove_staging(staging: Path, out: Path) -> None:
+    """Remove `staging` (under its lock, still held: its lock file goes last, and a merge that opens it meanwhile finds
+    it gone and starts over). Its files are unlinked: a link to a part's shard goes, the part's file keeps its bytes."""
+    with contextlib.suppress(OSError, UserError):
+        for path in killed_merge_files(staging, out):
+            path.unlink()
+        (staging / LOCK_FILE).unlink()
+        staging.rmdir()
+
+
+def already_merged(out: Path, dirs: list[str]) -> bool:
+    """Whether `out` holds the complete merge of the datasets `dirs`, in this order and as long as they are now: a merge
+    killed after it renamed its folder onto --out_dir, run again."""
+    try:
+        with ShardedDataset(out, verify="quick") as merged:
+            done = [(m.get("dir"), m.get("steps")) for m in merged.manifest.merged_from or []]
+            return merged.manifest.complete and done == [(str(Path(d).resolve()), Manifest.read(d).steps) for d in dirs]
+    except (DatasetError, OSError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m src.dataset.merge_datasets", description=__doc__.split("\n\n")[0])
     p.add_argument("parts", nargs="+", help="the datasets to merge, in order")
@@ -126,7 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verify", choices=("full", "quick"), default="full", help="check the parts' checksums first (default full)")
     args = p.parse_args(argv)
     out = Path(args.out_dir)
+    for part in args.parts:  # the merged dataset inside a part would make that part unusable (a foreign entry)
+        check_apart(out, "--out_dir", {"a part": part})
+    check_outside_datasets(out, "--out_dir", strict=True)
+    check_writable(out.absolute().parent, "--out_dir")  # the merge is built beside it: before the parts' checksums
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if already_merged(out, args.parts):
+            print(f"--out_dir '{out}' already holds the merge of these {len(args.parts)} datasets; nothing to do", flush=True)
+            return 0
         raise UserError(f"--out_dir '{out}' is not empty; choose a new directory for the merged dataset")
     if len({Path(d).resolve() for d in args.parts}) != len(args.parts):
         raise UserError("a dataset is named twice; name each part once")
@@ -135,19 +210,31 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as e:
         raise UserError(f"cannot merge: {e}") from None
     check_parts(parts)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create --out_dir '{out}' ({e.strerror}); choose a writable directory") from None
-    with hold_lock(out / LOCK_FILE, "another merge or generation (pid {pid}) is writing to '{folder}'; wait for it to "
-                   "finish or choose another --out_dir", "cannot write to --out_dir '{folder}' ({error}); choose a writable directory"):
-        if any(p.name != LOCK_FILE for p in out.iterdir()):  # again, under the lock: a merge that ran meanwhile
+    staging = staging_dir(out)
+    with lock_staging(staging, out):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):  # again, under the lock: a merge that ran meanwhile
+            remove_staging(staging, out)
             raise UserError(f"--out_dir '{out}' is not empty; choose a new directory for the merged dataset")
-        manifest, linked = merge(out, parts)
+        for path in killed_merge_files(staging, out):  # a killed merge's links and manifest: it starts over
+            path.unlink()
+        try:
+            manifest, linked = merge(staging, parts)
+            with ShardedDataset(staging, verify="quick"):  # the merged manifest reads back and names files that exist
+                pass
+        except BaseException:
+            remove_staging(staging, out)
+            raise
+        try:  # atomic, onto a missing or empty directory: --out_dir holds nothing or the whole merged dataset
+            os.rename(staging, os.path.realpath(out))
+        except OSError as e:
+            remove_staging(staging, out)
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):  # a generation wrote to it meanwhile
+                raise UserError(f"--out_dir '{out}' is not empty; choose a new directory for the merged dataset") from None
+            raise UserError(f"cannot move the merged dataset from '{staging}' onto --out_dir '{out}' ({e.strerror}); "
+                            "choose a new directory beside it") from None
+        fsync_dir(staging.parent)
     for part in parts:
         part.close()
-    with ShardedDataset(out, verify="quick"):  # the merged manifest reads back and names files that exist
-        pass
     files = sum(len(s["files"]) for s in manifest.shards)
     print(manifest.describe(out) + f"\nmerged    {len(parts)} datasets: {linked} of {files} files hard-linked (no bytes copied), "
           f"{files - linked} copied", flush=True)
