@@ -145,6 +145,8 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
     for key, ok, expected in (
         ("train_rows", lambda v: is_count(v), "a count"), ("val_rows", lambda v: is_count(v), "a count"),
         ("split_rows", lambda v: is_count(v), "a count"), ("processes", lambda v: is_count(v) and v >= 1, "a count >= 1"),
+        ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 - 1,  # eval plays with seed + 1
+         f"an integer in [0, {2**63 - 2}] (the dataset's seed)"),
         ("fingerprint", lambda v: isinstance(v, str) and HEX32.fullmatch(v), "32 hex digits"),
         ("shards", hexes, "a list of shard digests (32 hex digits)"),
         ("val_episodes", lambda v: isinstance(v, list) and all(is_count(e) for e in v), "a list of episode ids"),

@@ -332,7 +332,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
     diffusion = cfg.model.diffusion if cfg.model.name == "edm" else None
     compile_ahead(s, feedback, output_palette, diffusion)
     step = state["step"] if state else 0
-    clock = RunClock(state["elapsed_s"] if state else 0.0, ranks, agree=t.max_minutes is not None)
+    clock = RunClock(state.get("elapsed_s", 0.0) if state else 0.0, ranks, agree=t.max_minutes is not None)
     elapsed = clock.elapsed
     window_start, window_samples = time.perf_counter(), 0
     last_val: dict[str, float] = dict(state["val"]) if state else {}
@@ -380,7 +380,7 @@ def train_loop(s: Session, outputs: RunOutputs) -> dict[str, Any]:
                 remaining = (t.max_steps - step) * t.batch_size * ranks.world / max(rate, 1e-9)
                 if t.max_minutes is not None:
                     remaining = min(remaining, 60 * t.max_minutes - elapsed)
-                ratio = f"{last_val['val/ratio_to_copy']:.3f}" if last_val else "-"
+                ratio = f"{last_val['val/ratio_to_copy']:.3f}" if "val/ratio_to_copy" in last_val else "-"
                 unroll = f" | unroll {k}" if max(t.rollout_steps) > 1 else ""
                 say(f"step {step}/{t.max_steps} | loss {metrics['loss']:.3g}{unroll} | val/copy {ratio} | "
                     f"{rate:.0f} samples/s | ETA {format_eta(remaining)}")

@@ -67,6 +67,6 @@ def check_resumable(state: dict, cfg: Config, checkpoint: Path, world: int = 1) 
     if state["step"] >= cfg.train.max_steps:
         raise ConfigError(f"train.resume: {checkpoint} is at step {state['step']}, train.max_steps is {cfg.train.max_steps}; "
                           "raise train.max_steps to train on")
-    if cfg.train.max_minutes is not None and state["elapsed_s"] >= 60 * cfg.train.max_minutes:
+    if cfg.train.max_minutes is not None and state.get("elapsed_s", 0.0) >= 60 * cfg.train.max_minutes:
         raise ConfigError(f"train.resume: {checkpoint} has trained {state['elapsed_s'] / 60:.1f} minutes, train.max_minutes is "
                           f"{cfg.train.max_minutes}; raise train.max_minutes to train on")
