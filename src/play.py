@@ -39,12 +39,11 @@ from src.playing.window import INTERRUPTS, run_headless, run_window
 from src.utils.device import choose_device
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.io import check_apart, check_outside_datasets, check_writable
-from src.utils.video import GIF_MAX_FRAMES, VideoWriter
+from src.utils.video import GIF_FPS, GIF_MAX_FRAMES, VideoWriter
 
 MAX_SCALE = 16  # 1344x1344 pixels a panel
 MAX_FPS = 240.0
 MAX_SEED = 2**31 - 1  # the emulator's seed is a C int
-GIF_FPS = (100 / 65535, 50.0)  # a GIF frame waits 2 to 65535 hundredths of a second (browsers show a shorter delay as 10)
 
 
 def parse_args(argv: list[str] | None) -> Namespace:

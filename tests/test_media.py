@@ -136,3 +136,14 @@ def test_video_writer_bounds_a_gif(tmp_path, monkeypatch):
         for _ in range(4):
             video.append(np.zeros((4, 4, 3), dtype=np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gif_is_refused_at_a_rate_its_delays_cannot_hold(tmp_path: Path) -> None:
+    """Catches a .gif written at 60 fps: its 1.7-hundredths delay rounds to 1, which browsers show at 10 fps."""
+    from src.utils.video import VideoWriter
+
+    for fps in (60, 0.001):
+        with pytest.raises(ValueError, match="a .gif plays 0.0015 to 50 frames per second"):
+            VideoWriter(tmp_path / "play.gif", fps)
+    assert VideoWriter(tmp_path / "play.gif", 50).fps == 50 and VideoWriter(tmp_path / "play.mp4", 240).fps == 240
+    assert not list(tmp_path.iterdir())

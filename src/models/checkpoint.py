@@ -218,11 +218,11 @@ def restated_problem(state: dict[str, Any]) -> str | None:
     except UserError as e:  # e.g. an edm model whose sigma_data is null: training always saves one
         return f"its model cannot be built ({e})"
     for name, module in built.named_modules():
-        for buffer, config_key in getattr(module, "RESTATES", {}).items():
+        for buffer, setting in getattr(module, "RESTATES", {}).items():
             key = f"{name}.{buffer}" if name else buffer
             saved, expected = state["model"].get(key), getattr(module, buffer)
             if isinstance(saved, torch.Tensor) and not (saved.shape == expected.shape and torch.equal(saved.to(expected.dtype), expected)):
-                return f"model.{key} differs from config.{config_key} {state['config']['model'].get(config_key.split('.')[-1])}"
+                return f"model.{key} differs from config.model.{setting} {state['config']['model'][setting]}"
     return None
 
 

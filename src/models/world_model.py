@@ -132,7 +132,7 @@ class PaletteHead(nn.Module):
     the conv starts at zero: an untrained model copies the last frame, as the residual head does.
     """
 
-    RESTATES = {"levels": "model.palette"}  # a buffer that restates a config value: a checkpoint's must agree with it
+    RESTATES = {"levels": "palette"}  # a buffer that restates a value of the model's config: a checkpoint's must agree
 
     def __init__(self, channels: int, palette: list[int]) -> None:
         super().__init__()

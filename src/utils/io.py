@@ -185,7 +185,7 @@ def check_outside_datasets(output: str | os.PathLike, option: str, error: type[U
     and src.play --record refuse it."""
     path = Path(output).resolve()
     for folder in (path.parents if strict else [path, *path.parents]):
-        if (folder / "manifest.json").is_file():
+        if (folder / "manifest.json").is_file():  # src.dataset.manifest.MANIFEST (utils sits below the dataset layer)
             raise error(f"{option} '{output}' lies inside the dataset '{folder}'; a dataset's folder holds only its own "
                         f"files: choose a location outside it")
 

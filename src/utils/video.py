@@ -18,6 +18,7 @@ from src.utils.io import replaced_atomically
 
 VIDEO_LABEL_HEIGHT = 20  # pixels of the label band above and of the step-counter band below
 GIF_MAX_FRAMES = 1000  # a .gif's frames wait in memory (0.6 GB of them at src.play's default size, side by side): longer, .mp4
+GIF_FPS = (100 / 65535, 50.0)  # a GIF frame waits 2 to 65535 hundredths of a second (browsers show a shorter delay as 10)
 
 
 def rollout_frame(truth: np.ndarray, prediction: np.ndarray, scale: int, counter: str) -> np.ndarray:
@@ -78,6 +79,8 @@ class VideoWriter:
         self.path, self.fps = Path(path), fps
         if self.path.suffix not in (".mp4", ".gif"):
             raise ValueError(f"video path must end in .mp4 or .gif, got '{path}'")
+        if self.path.suffix == ".gif" and not GIF_FPS[0] <= fps <= GIF_FPS[1]:
+            raise ValueError(f"a .gif plays {GIF_FPS[0]:.4f} to {GIF_FPS[1]:g} frames per second, got {fps:g}; write an .mp4")
         self.frames = 0
         self.written: Path | None = None
         self._encoder: Generator | None = None  # ffmpeg, fed one frame at a time (.mp4)
