@@ -67,13 +67,22 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(feedback="uint8"), NUM_ACTIONS).eval().to(device)
     rng = np.random.default_rng(0)
-    print(f"device {device}, {torch.get_num_threads()} threads, model unet_film {ModelConfig().channels}, "
-          f"median of {args.rounds} rounds of {args.steps} calls\n")
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, model unet_film {ModelConfig().channels}, "
+        f"median of {args.rounds} rounds of {args.steps} calls\n"
+    )
     print("| batch | model forward steps/s | vector env steps/s | ms per env.step (B games) | env / forward time |")
     print("|---:|---:|---:|---:|---:|")
     for batch in (int(b) for b in args.batches.split(",")):
-        envs = WorldModelVectorEnv(model, NUM_ACTIONS, batch, env_settings=EnvSettings("Pong"), feedback=Feedback("uint8"),
-                                   device=device, end_threshold=1.0)  # no ends: every call steps every game
+        envs = WorldModelVectorEnv(
+            model,
+            NUM_ACTIONS,
+            batch,
+            env_settings=EnvSettings("Pong"),
+            feedback=Feedback("uint8"),
+            device=device,
+            end_threshold=1.0,
+        )  # no ends: every call steps every game
         envs.reset_to(rng.integers(0, 256, size=(batch, 4, 84, 84), dtype=np.uint8))
         context = envs.games.context.clone()
         actions = rng.integers(NUM_ACTIONS, size=batch)
@@ -87,8 +96,10 @@ def main() -> None:
             envs.step(actions)
 
         reference, env_s = medians([forward, env_step], args.steps, args.rounds, device)
-        print(f"| {batch} | {batch / reference:,.1f} | {batch / env_s:,.1f} | {env_s * 1000:,.1f} | {env_s / reference:.2f} |",
-              flush=True)
+        print(
+            f"| {batch} | {batch / reference:,.1f} | {batch / env_s:,.1f} | {env_s * 1000:,.1f} | {env_s / reference:.2f} |",
+            flush=True,
+        )
         envs.close()
 
 

@@ -35,8 +35,25 @@ from src.utils.io import human_bytes  # noqa: E402
 
 
 def record(out: Path, steps: int) -> None:
-    result = subprocess.run([sys.executable, "-m", "src.dataset.generate_dataset", "--game", "Pong", "--steps", str(steps),
-                             "--seed", "0", "--out_dir", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.dataset.generate_dataset",
+            "--game",
+            "Pong",
+            "--steps",
+            str(steps),
+            "--seed",
+            "0",
+            "--out_dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if result.returncode != 0:
         raise SystemExit(f"generator failed: {result.stderr[-2000:]}")
 
@@ -89,16 +106,25 @@ def main() -> None:
         wait_until_settled(root)
         with ShardedDataset(root, rehash=True) as data:
             data.save_verification()
-            steps, size, count = len(data), sum(f["bytes"] for s in data.shards for f in s["files"].values()), len(files(root))
+            steps, size, count = (
+                len(data),
+                sum(f["bytes"] for s in data.shards for f in s["files"].values()),
+                len(files(root)),
+            )
         rows = []
         for cold in (False, True):
-            for name, options in (("full, rehash", {"rehash": True}), ("full, record", {}), ("quick", {"verify": "quick"})):
+            for name, options in (
+                ("full, rehash", {"rehash": True}),
+                ("full, record", {}),
+                ("quick", {"verify": "quick"}),
+            ):
                 rows.append((name, "cold" if cold else "warm", *time_open(root, args.repeats, cold, **options)))
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{steps:,} steps, {human_bytes(size)} in {count} files, "
-          f"{os.cpu_count()} cores, median of {args.repeats}\n")
+    print(
+        f"\n{steps:,} steps, {human_bytes(size)} in {count} files, {os.cpu_count()} cores, median of {args.repeats}\n"
+    )
     print(f"| {'open':14} | {'cache':5} | {'files hashed':>12} | {'seconds':>8} | {'ratio':>7} |")
     print(f"| {'-' * 14} | {'-' * 5} | {'-' * 12}:| {'-' * 8}:| {'-' * 7}:|")
     reference = {cache: s for name, cache, s, _ in rows if name == "full, rehash"}

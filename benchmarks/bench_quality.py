@@ -81,36 +81,89 @@ class Budget:
 
 
 BUDGETS = {
-    "cpu": Budget(("Pong",), 30_000, minutes=10, max_steps=100_000, episodes=8, starts_per_episode=12,
-                  generate_flags=("--num_envs", "4")),
-    "gpu": Budget(("Pong", "Breakout", "Boxing"), 300_000, minutes=20, max_steps=1_000_000, episodes=8, starts_per_episode=16,
-                  overrides=("profile=gpu",),  # config.PROFILES["gpu"]
-                  generate_flags=("--num_envs", "16")),
+    "cpu": Budget(
+        ("Pong",),
+        30_000,
+        minutes=10,
+        max_steps=100_000,
+        episodes=8,
+        starts_per_episode=12,
+        generate_flags=("--num_envs", "4"),
+    ),
+    "gpu": Budget(
+        ("Pong", "Breakout", "Boxing"),
+        300_000,
+        minutes=20,
+        max_steps=1_000_000,
+        episodes=8,
+        starts_per_episode=16,
+        overrides=("profile=gpu",),  # config.PROFILES["gpu"]
+        generate_flags=("--num_envs", "16"),
+    ),
     # For the smoke test: short episodes so that a 1,500-step dataset holds several, and a very small model.
-    "tiny": Budget(("Pong",), 1_500, minutes=0.05, max_steps=4, episodes=2, starts_per_episode=1,
-                   overrides=("model.channels=[8,16]", "model.action_embed_dim=8", "model.hidden_dim=32", "train.batch_size=8",
-                              "train.val_batches=2", "train.warmup_steps=1", "train.log_every=2", "train.val_every_steps=2"),
-                   generate_flags=("--num_envs", "4", "--max_episode_steps", "200", "--shard_size", "500")),
+    "tiny": Budget(
+        ("Pong",),
+        1_500,
+        minutes=0.05,
+        max_steps=4,
+        episodes=2,
+        starts_per_episode=1,
+        overrides=(
+            "model.channels=[8,16]",
+            "model.action_embed_dim=8",
+            "model.hidden_dim=32",
+            "train.batch_size=8",
+            "train.val_batches=2",
+            "train.warmup_steps=1",
+            "train.log_every=2",
+            "train.val_every_steps=2",
+        ),
+        generate_flags=("--num_envs", "4", "--max_episode_steps", "200", "--shard_size", "500"),
+    ),
 }
 
 # name -> (what it tests, config overrides). A new variant is one line. The first is the default, that the others
 # are compared with.
 VARIANTS = {
     "unet_film": ("the default U-Net with FiLM action conditioning, one-step training, palette feedback", []),
-    "unet_film_pf1": ("unet_film, pushforward: up to half the samples on one step of its own, from half the budget",
-                      ["train.pushforward=0.5", "train.pushforward_steps=1"]),
-    "unet_film_palette_out": ("unet_film with a per-pixel classification over the 16 palette levels (cross-entropy)",
-                              ["model.output=palette"]),
-    "unet_film_pf3": ("unet_film, pushforward: up to half the samples on three steps of its own, from half the budget",
-                      ["train.pushforward=0.5", "train.pushforward_steps=3"]),
-    "oh2015": ("Oh et al. 2015 action-conditional transformation, the paper's conv widths", ["model.name=oh2015", "model.channels=[64,128,128,128]"]),
+    "unet_film_pf1": (
+        "unet_film, pushforward: up to half the samples on one step of its own, from half the budget",
+        ["train.pushforward=0.5", "train.pushforward_steps=1"],
+    ),
+    "unet_film_palette_out": (
+        "unet_film with a per-pixel classification over the 16 palette levels (cross-entropy)",
+        ["model.output=palette"],
+    ),
+    "unet_film_pf3": (
+        "unet_film, pushforward: up to half the samples on three steps of its own, from half the budget",
+        ["train.pushforward=0.5", "train.pushforward_steps=3"],
+    ),
+    "oh2015": (
+        "Oh et al. 2015 action-conditional transformation, the paper's conv widths",
+        ["model.name=oh2015", "model.channels=[64,128,128,128]"],
+    ),
     "unet_diamond": ("DIAMOND-style U-Net", ["model.name=unet_diamond"]),
-    "unet_film_k3": ("unet_film, multi-step curriculum 1 -> 3", ["train.rollout_steps=[1,3]", "train.rollout_stage_ends=[0.5]"]),
-    "unet_film_k5": ("unet_film, Oh et al.'s curriculum 1 -> 3 -> 5", ["train.rollout_steps=[1,3,5]", "train.rollout_stage_ends=[0.4,0.7]"]),
+    "unet_film_k3": (
+        "unet_film, multi-step curriculum 1 -> 3",
+        ["train.rollout_steps=[1,3]", "train.rollout_stage_ends=[0.5]"],
+    ),
+    "unet_film_k5": (
+        "unet_film, Oh et al.'s curriculum 1 -> 3 -> 5",
+        ["train.rollout_steps=[1,3,5]", "train.rollout_stage_ends=[0.4,0.7]"],
+    ),
     "unet_film_changed": ("unet_film, loss weighted 10x on changed pixels", ["train.changed_pixel_weight=10"]),
-    "unet_film_worst": ("unet_film, plus the mean loss of each frame's worst 1% of pixels", ["train.worst_pixel_weight=1"]),
-    "edm": ("diffusion (EDM, as DIAMOND): unet_film denoising the change from the last frame, 3 Euler steps", ["model.name=edm"]),
-    "edm_frame": ("edm diffusing the next frame itself, as DIAMOND", ["model.name=edm", "model.diffusion.target=frame"]),
+    "unet_film_worst": (
+        "unet_film, plus the mean loss of each frame's worst 1% of pixels",
+        ["train.worst_pixel_weight=1"],
+    ),
+    "edm": (
+        "diffusion (EDM, as DIAMOND): unet_film denoising the change from the last frame, 3 Euler steps",
+        ["model.name=edm"],
+    ),
+    "edm_frame": (
+        "edm diffusing the next frame itself, as DIAMOND",
+        ["model.name=edm", "model.diffusion.target=frame"],
+    ),
 }
 # The default variant's checkpoints of the first seed run are also scored with these feedbacks (the same weights).
 OTHER_FEEDBACK = ("uint8", "float")
@@ -141,12 +194,22 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def variant_config(budget: Budget, variant: str, data_dir: Path, out_dir: Path, minutes: float, device: torch.device,
-                   train_seed: int) -> Config:
+def variant_config(
+    budget: Budget, variant: str, data_dir: Path, out_dir: Path, minutes: float, device: torch.device, train_seed: int
+) -> Config:
     """config.yaml + the budget's overrides + the variant's + where this benchmark puts data, runs and the time budget."""
-    overrides = [*budget.overrides, *VARIANTS[variant][1], f"data.dir={data_dir}", f"experiment.runs_dir={out_dir / 'runs'}",
-                 f"experiment.name={variant}_s{train_seed}", "train.val_rollout_enabled=false", "experiment.wandb.mode=disabled",
-                 f"train.max_minutes={minutes}", f"train.max_steps={budget.max_steps}", f"train.seed={train_seed}"]
+    overrides = [
+        *budget.overrides,
+        *VARIANTS[variant][1],
+        f"data.dir={data_dir}",
+        f"experiment.runs_dir={out_dir / 'runs'}",
+        f"experiment.name={variant}_s{train_seed}",
+        "train.val_rollout_enabled=false",
+        "experiment.wandb.mode=disabled",
+        f"train.max_minutes={minutes}",
+        f"train.max_steps={budget.max_steps}",
+        f"train.seed={train_seed}",
+    ]
     if device.type == "cpu":
         overrides.append("train.cpu=true")
     return load_config(ROOT / "config.yaml", overrides)
@@ -157,10 +220,25 @@ def make_dataset(game: str, root: Path, budget: Budget, seed: int) -> None:
     if (root / MANIFEST).is_file():
         manifest = Manifest.read(root)
         if (manifest.target_steps, manifest.seed) != (budget.dataset_steps, seed):
-            raise UserError(f"'{root}' holds a dataset of {manifest.target_steps} steps with seed {manifest.seed}; "
-                            f"this budget needs {budget.dataset_steps} with seed {seed}: choose another --out_dir")
-    cmd = [sys.executable, "-m", "src.dataset.generate_dataset", "--game", game, "--steps", str(budget.dataset_steps),
-           "--out_dir", str(root), "--seed", str(seed), "--resume", *budget.generate_flags]
+            raise UserError(
+                f"'{root}' holds a dataset of {manifest.target_steps} steps with seed {manifest.seed}; "
+                f"this budget needs {budget.dataset_steps} with seed {seed}: choose another --out_dir"
+            )
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.dataset.generate_dataset",
+        "--game",
+        game,
+        "--steps",
+        str(budget.dataset_steps),
+        "--out_dir",
+        str(root),
+        "--seed",
+        str(seed),
+        "--resume",
+        *budget.generate_flags,
+    ]
     print(f"[{game}] dataset: {' '.join(cmd[1:])}", flush=True)
     if subprocess.run(cmd, cwd=ROOT, check=False).returncode != 0:
         raise UserError(f"recording the {game} dataset into '{root}' failed (the generator's message is above)")
@@ -173,18 +251,32 @@ def held_out_windows(data_dir: Path, budget: Budget, seed: int) -> tuple[Windows
     start = time.perf_counter()
     episodes = play_episodes(EnvSettings.from_dict(env), budget.episodes, seed)
     windows = windows_from_episodes(episodes, HORIZON, budget.starts_per_episode)
-    window_episode = [i for i, e in enumerate(episodes) for _ in spread(len(e.action) - HORIZON + 1, budget.starts_per_episode)]
-    info = {"episodes": budget.episodes, "episode_steps": [len(e.action) for e in episodes], "windows": len(windows.actions),
-            "horizon": HORIZON, "seed": seed, "env": env, "window_episode": window_episode}
-    print(f"[{env['game']}] test: {info['windows']} windows of {HORIZON} steps from {plural(budget.episodes, 'fresh episode')} "
-          f"({sum(info['episode_steps']):,} steps, seed {seed}) in {time.perf_counter() - start:.1f}s", flush=True)
+    window_episode = [
+        i for i, e in enumerate(episodes) for _ in spread(len(e.action) - HORIZON + 1, budget.starts_per_episode)
+    ]
+    info = {
+        "episodes": budget.episodes,
+        "episode_steps": [len(e.action) for e in episodes],
+        "windows": len(windows.actions),
+        "horizon": HORIZON,
+        "seed": seed,
+        "env": env,
+        "window_episode": window_episode,
+    }
+    print(
+        f"[{env['game']}] test: {info['windows']} windows of {HORIZON} steps from {plural(budget.episodes, 'fresh episode')} "
+        f"({sum(info['episode_steps']):,} steps, seed {seed}) in {time.perf_counter() - start:.1f}s",
+        flush=True,
+    )
     return windows, info
 
 
 # ------------------------------------------------------------------------------------------ one variant
 
 
-def score(model: torch.nn.Module, windows: Windows, test_info: dict, device: torch.device, feedback: Feedback) -> tuple[dict, dict]:
+def score(
+    model: torch.nn.Module, windows: Windows, test_info: dict, device: torch.device, feedback: Feedback
+) -> tuple[dict, dict]:
     """The checkpoint's headline figures on the test windows (and on each half of them), and the copy-last MSE. A
     stochastic model's figures are those of one sample (averaged over SAMPLES), and under "sample_mean" those of the
     mean frame of the SAMPLES samples."""
@@ -192,20 +284,39 @@ def score(model: torch.nn.Module, windows: Windows, test_info: dict, device: tor
     curves = summarise(errors)
     ratio, gap = headline(curves, HORIZON)
     odd = np.array(test_info["window_episode"]) % 2 == 1
-    halves = [headline(summarise({m: {k: v[part] for k, v in e.items()} for m, e in errors.items() if m in curves["mse"]}), HORIZON)[0]
-              for part in (odd, ~odd)]
+    halves = [
+        headline(
+            summarise({m: {k: v[part] for k, v in e.items()} for m, e in errors.items() if m in curves["mse"]}), HORIZON
+        )[0]
+        for part in (odd, ~odd)
+    ]
     at = lambda metric, method="model": {k: curves[metric][method][int(k) - 1] for k in ratio}  # noqa: E731
-    figures = {"feedback": feedback.kind, "mse_ratio_to_copy": ratio, "action_gap": gap, "model_mse": at("mse"),
-               "sharpness": at("sharpness"), "ssim": at("ssim"), "psnr_h1": curves["psnr"]["model"][0],
-               "ssim_h1": curves["ssim"]["model"][0], "ratio_halves": halves if odd.any() and (~odd).any() else None}
+    figures = {
+        "feedback": feedback.kind,
+        "mse_ratio_to_copy": ratio,
+        "action_gap": gap,
+        "model_mse": at("mse"),
+        "sharpness": at("sharpness"),
+        "ssim": at("ssim"),
+        "psnr_h1": curves["psnr"]["model"][0],
+        "ssim_h1": curves["ssim"]["model"][0],
+        "ratio_halves": halves if odd.any() and (~odd).any() else None,
+    }
     if "model_mean" in curves["mse"]:
-        figures["sample_mean"] = {"samples": SAMPLES, "mse_ratio_to_copy": headline(curves, HORIZON, "model_mean")[0],
-                                  "action_gap": gap, "model_mse": at("mse", "model_mean"), "sharpness": at("sharpness", "model_mean"),
-                                  "ssim": at("ssim", "model_mean")}
+        figures["sample_mean"] = {
+            "samples": SAMPLES,
+            "mse_ratio_to_copy": headline(curves, HORIZON, "model_mean")[0],
+            "action_gap": gap,
+            "model_mse": at("mse", "model_mean"),
+            "sharpness": at("sharpness", "model_mean"),
+            "ssim": at("ssim", "model_mean"),
+        }
     return figures, {k: curves["mse"]["copy_last"][int(k) - 1] for k in ratio}
 
 
-def imagination_speed(model: torch.nn.Module, windows: Windows, device: torch.device, feedback: Feedback) -> dict[str, float]:
+def imagination_speed(
+    model: torch.nn.Module, windows: Windows, device: torch.device, feedback: Feedback
+) -> dict[str, float]:
     """Imagined frames per second (one batch of EVAL_BATCH_SIZE windows, SPEED_STEPS steps, after one warm-up step): one
     figure for a deterministic model ("-"), one per denoising step count of SAMPLING_STEPS for a stochastic one."""
     context = frames_to_float(torch.from_numpy(windows.context[:EVAL_BATCH_SIZE]).to(device))
@@ -231,8 +342,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_variant(cfg: Config, windows: Windows, test_info: dict, device: torch.device,
-                feedbacks: tuple[str, ...] = ()) -> tuple[dict, dict[str, float]]:
+def run_variant(
+    cfg: Config, windows: Windows, test_info: dict, device: torch.device, feedbacks: tuple[str, ...] = ()
+) -> tuple[dict, dict[str, float]]:
     """Train for the budget, then score checkpoints/last.pt on the test windows (also with each of `feedbacks`, under
     "other_feedback"). Returns (row, copy-last MSE per step)."""
     torch._dynamo.reset()  # compiled graphs are cached per model class: each variant compiles (and pays for it) afresh
@@ -240,7 +352,9 @@ def run_variant(cfg: Config, windows: Windows, test_info: dict, device: torch.de
     result = train(cfg)
     seconds = time.perf_counter() - start
     state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
-    assert state["dataset"]["env_settings"] == test_info["env"], "the run's dataset is not the one the test episodes were played for"
+    assert state["dataset"]["env_settings"] == test_info["env"], (
+        "the run's dataset is not the one the test episodes were played for"
+    )
     model = model_from_checkpoint(state).to(device)
     figures, copy_last = score(model, windows, test_info, device, Feedback.of(model_config(state)))
     row = {
@@ -270,8 +384,10 @@ def load_results(path: Path, budget: str, seed: int) -> dict:
     except json.JSONDecodeError as e:
         raise UserError(f"'{path}' is not valid JSON ({e}); move it away or choose another --out_dir") from None
     if (results.get("budget"), results.get("seed")) != (budget, seed):
-        raise UserError(f"'{path}' holds results of budget {results.get('budget')} with seed {results.get('seed')}; "
-                        f"choose another --out_dir for budget {budget} with seed {seed}")
+        raise UserError(
+            f"'{path}' holds results of budget {results.get('budget')} with seed {results.get('seed')}; "
+            f"choose another --out_dir for budget {budget} with seed {seed}"
+        )
     return results
 
 
@@ -281,7 +397,16 @@ def save_results(out_dir: Path, results: dict) -> None:
 
 
 STEPS = ("1", "10", "50", "100")
-COLUMNS = ["variant", "seeds", "steps", *(f"ratio h{k}" for k in STEPS), "gap h1", "gap h10", "sharp h100", "vs default"]
+COLUMNS = [
+    "variant",
+    "seeds",
+    "steps",
+    *(f"ratio h{k}" for k in STEPS),
+    "gap h1",
+    "gap h10",
+    "sharp h100",
+    "vs default",
+]
 
 
 def rows_of(variants: dict) -> dict[str, list[dict]]:
@@ -291,7 +416,9 @@ def rows_of(variants: dict) -> dict[str, list[dict]]:
         seeds = [r for r in entry["seeds"].values() if "error" not in r]
         rows[name] = seeds
         for kind in dict.fromkeys(k for r in seeds for k in r.get("other_feedback") or {}):  # in order, once each
-            rows[f"{name}, {kind} feedback"] = [{**r, **r["other_feedback"][kind]} for r in seeds if kind in r.get("other_feedback", {})]
+            rows[f"{name}, {kind} feedback"] = [
+                {**r, **r["other_feedback"][kind]} for r in seeds if kind in r.get("other_feedback", {})
+            ]
         means = [{**r, **r["sample_mean"]} for r in seeds if r.get("sample_mean")]
         if means:
             rows[f"{name}, mean of {means[0]['samples']} samples"] = means
@@ -320,15 +447,24 @@ def table_row(name: str, seeds: list[dict], default: list[dict], failed: list[st
     if not seeds:
         return [name, "failed: " + "; ".join(failed).replace("|", "\\|"), *[""] * (len(COLUMNS) - 2)]
     get = lambda key, k: [r[key][k] for r in seeds if k in r[key]]  # noqa: E731
-    return [name, str(len(seeds)), f"{np.mean([r['steps'] for r in seeds]):,.0f}",
-            *(mean_sd(get("mse_ratio_to_copy", k)) if get("mse_ratio_to_copy", k) else "-" for k in STEPS),
-            *(mean_sd(get("action_gap", k)) if get("action_gap", k) else "-" for k in ("1", "10")),
-            mean_sd(get("sharpness", "100")) if get("sharpness", "100") else "-",
-            "(the default)" if seeds is default else beyond_noise(seeds, default)]
+    return [
+        name,
+        str(len(seeds)),
+        f"{np.mean([r['steps'] for r in seeds]):,.0f}",
+        *(mean_sd(get("mse_ratio_to_copy", k)) if get("mse_ratio_to_copy", k) else "-" for k in STEPS),
+        *(mean_sd(get("action_gap", k)) if get("action_gap", k) else "-" for k in ("1", "10")),
+        mean_sd(get("sharpness", "100")) if get("sharpness", "100") else "-",
+        "(the default)" if seeds is default else beyond_noise(seeds, default),
+    ]
 
 
-SECOND_COLUMNS = ["variant", *(f"ssim h{k}" for k in STEPS), *(f"sharp h{k}" for k in STEPS), "train samples/s",
-                  "imagined frames/s"]
+SECOND_COLUMNS = [
+    "variant",
+    *(f"ssim h{k}" for k in STEPS),
+    *(f"sharp h{k}" for k in STEPS),
+    "train samples/s",
+    "imagined frames/s",
+]
 
 
 def second_row(name: str, seeds: list[dict]) -> list[str]:
@@ -336,11 +472,17 @@ def second_row(name: str, seeds: list[dict]) -> list[str]:
     for a stochastic model: "1: x, 3: y")."""
     get = lambda key, k: [r[key][k] for r in seeds if k in r.get(key, {})]  # noqa: E731
     speeds = [r.get("imagined_frames_per_s") or {} for r in seeds]
-    imagined = ", ".join(f"{'' if k == '-' else f'{k}: '}{np.mean([s[k] for s in speeds if k in s]):,.0f}"
-                         for k in dict.fromkeys(k for s in speeds for k in s))
-    return [name, *(mean_sd(get("ssim", k)) if get("ssim", k) else "-" for k in STEPS),
-            *(mean_sd(get("sharpness", k)) if get("sharpness", k) else "-" for k in STEPS),
-            f"{np.mean([r['samples_per_s'] for r in seeds]):,.0f}", imagined or "-"]
+    imagined = ", ".join(
+        f"{'' if k == '-' else f'{k}: '}{np.mean([s[k] for s in speeds if k in s]):,.0f}"
+        for k in dict.fromkeys(k for s in speeds for k in s)
+    )
+    return [
+        name,
+        *(mean_sd(get("ssim", k)) if get("ssim", k) else "-" for k in STEPS),
+        *(mean_sd(get("sharpness", k)) if get("sharpness", k) else "-" for k in STEPS),
+        f"{np.mean([r['samples_per_s'] for r in seeds]):,.0f}",
+        imagined or "-",
+    ]
 
 
 def test_noise(rows: list[dict]) -> str:
@@ -348,7 +490,9 @@ def test_noise(rows: list[dict]) -> str:
     halves = [r["ratio_halves"] for r in rows if r.get("ratio_halves")]
     if not halves:
         return "-"
-    return ", ".join(f"h={k} {max(abs(a[k] - b[k]) for a, b in halves if k in a):.3f}" for k in STEPS if k in halves[0][0])
+    return ", ".join(
+        f"h={k} {max(abs(a[k] - b[k]) for a, b in halves if k in a):.3f}" for k in STEPS if k in halves[0][0]
+    )
 
 
 def markdown(results: dict) -> str:
@@ -360,7 +504,9 @@ def markdown(results: dict) -> str:
         names = [n for n in VARIANTS if n in variants] + [n for n in variants if n not in VARIANTS]
         rows = rows_of({n: variants[n] for n in names})
         default = rows.get(next(iter(VARIANTS)), [])
-        failed = {n: [f"seed {s}: {r['error']}" for s, r in variants[n]["seeds"].items() if "error" in r] for n in names}
+        failed = {
+            n: [f"seed {s}: {r['error']}" for s, r in variants[n]["seeds"].items() if "error" in r] for n in names
+        }
         lines = [f"| {' | '.join(COLUMNS)} |", "| --- |" + " ---: |" * (len(COLUMNS) - 2) + " --- |"]
         lines += [f"| {' | '.join(table_row(n, seeds, default, failed.get(n, [])))} |" for n, seeds in rows.items()]
         second = [f"| {' | '.join(SECOND_COLUMNS)} |", "| --- |" + " ---: |" * (len(SECOND_COLUMNS) - 1)]
@@ -370,7 +516,8 @@ def markdown(results: dict) -> str:
             f"### {game}\n\nBudget {results['budget']}: {budget['minutes']:g} min per variant and seed (max {budget['max_steps']:,} steps), "
             f"{budget['dataset_steps']:,}-step dataset (seed {results['seed']}); {test['windows']} test windows of {test['horizon']} "
             f"steps from {plural(test['episodes'], 'fresh episode')} (seed {test['seed']}). Mean ± standard deviation over the "
-            f"training seeds.\n\n" + "\n".join(lines)
+            f"training seeds.\n\n"
+            + "\n".join(lines)
             + f"\n\nCopy-last MSE on the same windows: {copy or '-'}. The two halves of the test windows disagree about the "
             f"default's ratio by at most: {test_noise(default)}.\n\nSSIM and sharpness (the prediction's gradient magnitude "
             f"over the true frame's: 1 right, < 1 blur, > 1 noise) at each step ahead; training samples/s (set-up and "
@@ -388,10 +535,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", required=True, choices=list(BUDGETS), help="games, dataset size, minutes and test set")
     p.add_argument("--games", default=None, help="comma list (default: the budget's)")
     p.add_argument("--variants", default=None, help=f"comma list of {', '.join(VARIANTS)} (default all)")
-    p.add_argument("--seeds", default="0", help="comma list of training seeds, each variant trained once per seed (default 0)")
-    p.add_argument("--minutes", type=float, default=None, help="training minutes per variant and seed (default: the budget's)")
-    p.add_argument("--out_dir", default=str(ROOT / "runs" / "bench_quality"), help="datasets, runs and results (default runs/bench_quality)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the datasets; the test episodes use seed + 1000 (default 0)")
+    p.add_argument(
+        "--seeds", default="0", help="comma list of training seeds, each variant trained once per seed (default 0)"
+    )
+    p.add_argument(
+        "--minutes", type=float, default=None, help="training minutes per variant and seed (default: the budget's)"
+    )
+    p.add_argument(
+        "--out_dir",
+        default=str(ROOT / "runs" / "bench_quality"),
+        help="datasets, runs and results (default runs/bench_quality)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the datasets; the test episodes use seed + 1000 (default 0)"
+    )
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
     args = p.parse_args(argv)
     budget = BUDGETS[args.budget]
@@ -411,8 +568,12 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--device {args.device}: CUDA is not available here; use --device cpu")
     out_dir = Path(args.out_dir).resolve()
     results = load_results(out_dir / "results.json", args.budget, args.seed)
-    configs = {(g, v, s): variant_config(budget, v, out_dir / "data" / g, out_dir, minutes, device, s)
-               for g in games for v in variants for s in seeds}
+    configs = {
+        (g, v, s): variant_config(budget, v, out_dir / "data" / g, out_dir, minutes, device, s)
+        for g in games
+        for v in variants
+        for s in seeds
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
 
     for game in games:
@@ -420,10 +581,14 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for game in games:
         windows, test_info = held_out_windows(out_dir / "data" / game, budget, args.seed + EVAL_SEED_OFFSET)
-        runs = [(v, s) for s in seeds for v in variants]  # every variant at a seed before the next seed: early rows compare
+        runs = [
+            (v, s) for s in seeds for v in variants
+        ]  # every variant at a seed before the next seed: early rows compare
         for i, (variant, seed) in enumerate(runs, 1):
-            print(f"[{game} {i}/{len(runs)}] {variant}, seed {seed}: {VARIANTS[variant][0]}; training for {minutes:g} min on {device}",
-                  flush=True)
+            print(
+                f"[{game} {i}/{len(runs)}] {variant}, seed {seed}: {VARIANTS[variant][0]}; training for {minutes:g} min on {device}",
+                flush=True,
+            )
             feedbacks = OTHER_FEEDBACK if variant == next(iter(VARIANTS)) and seed == seeds[0] else ()
             try:
                 row, copy_last = run_variant(configs[game, variant, seed], windows, test_info, device, feedbacks)
@@ -441,13 +606,20 @@ def main(argv: list[str] | None = None) -> int:
             }
             done = entry["variants"].setdefault(variant, {"seeds": {}})
             done.update(description=VARIANTS[variant][0], overrides=VARIANTS[variant][1])
-            done["seeds"][str(seed)] = {**row, "minutes_budget": minutes, "device": str(device),
-                                        "finished": datetime.now().isoformat(timespec="seconds")}
+            done["seeds"][str(seed)] = {
+                **row,
+                "minutes_budget": minutes,
+                "device": str(device),
+                "finished": datetime.now().isoformat(timespec="seconds"),
+            }
             save_results(out_dir, results)
             if "error" not in row:
                 ratios = ", ".join(f"h={k} {v:.3f}" for k, v in row["mse_ratio_to_copy"].items())
-                print(f"[{game}] {variant}, seed {seed}: {row['steps']:,} steps in {row['train_minutes']:.1f} min; MSE / copy-last "
-                      f"{ratios}; saved to {out_dir / 'results.json'}", flush=True)
+                print(
+                    f"[{game}] {variant}, seed {seed}: {row['steps']:,} steps in {row['train_minutes']:.1f} min; MSE / copy-last "
+                    f"{ratios}; saved to {out_dir / 'results.json'}",
+                    flush=True,
+                )
     print(f"\n{markdown(results)}\nresults: {out_dir / 'results.json'}, {out_dir / 'results.md'}", flush=True)
     return 1 if failed else 0
 

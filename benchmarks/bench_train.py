@@ -37,9 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -64,9 +64,27 @@ DATA_STEPS = 10_000
 
 def record(out: Path) -> Path:
     if not (out / MANIFEST).exists() or not ShardedDataset(out, verify="none").manifest.complete:
-        subprocess.run([sys.executable, "-m", "src.dataset.generate_dataset", "--game", "Pong", "--steps", str(DATA_STEPS),
-                        "--seed", "0", "--num_envs", "4", "--out_dir", str(out), "--resume"], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "src.dataset.generate_dataset",
+                "--game",
+                "Pong",
+                "--steps",
+                str(DATA_STEPS),
+                "--seed",
+                "0",
+                "--num_envs",
+                "4",
+                "--out_dir",
+                str(out),
+                "--resume",
+            ],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return out
 
 
@@ -99,8 +117,11 @@ def gpu_idle_share(step: Callable[[], object], steps: int = 5) -> float:
         torch.cuda.synchronize()
         wall_us = (time.perf_counter() - start) * 1e6
     busy_us, end = 0.0, -math.inf  # overlapping intervals (several streams) count once
-    for s, e in sorted((ev.time_range.start, ev.time_range.end) for ev in prof.events()  # microseconds
-                       if ev.activity_type in ("kernel", "gpu_memcpy", "gpu_memset")):
+    for s, e in sorted(
+        (ev.time_range.start, ev.time_range.end)
+        for ev in prof.events()  # microseconds
+        if ev.activity_type in ("kernel", "gpu_memcpy", "gpu_memset")
+    ):
         busy_us, end = busy_us + max(0.0, e - max(s, end)), max(end, e)
     return 1 - busy_us / wall_us
 
@@ -110,8 +131,9 @@ def cell(value: float, spec: str, unit: str = "") -> str:
     return "-" if math.isnan(value) else f"{value:{spec}}{unit}"
 
 
-def trainer(cfg: Config, dataset: ShardedDataset, device: torch.device,
-            ddp: bool = False) -> tuple[torch.nn.Module, Callable[[Batch], int]]:
+def trainer(
+    cfg: Config, dataset: ShardedDataset, device: torch.device, ddp: bool = False
+) -> tuple[torch.nn.Module, Callable[[Batch], int]]:
     """A fresh model set up as src.train sets it up (with `ddp`, wrapped in DistributedDataParallel, as under
     torchrun), and a function doing one of src.train's steps on a batch."""
     torch.manual_seed(0)
@@ -139,8 +161,12 @@ def main() -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--data_dir", default=None, help="a dataset to read instead of recording one")
     p.add_argument("--out_dir", default="runs/bench_train")
-    p.add_argument("--peak_tflops", type=float, default=None, help="the device's peak TFLOP/s for MFU (default: "
-                   "NVIDIA's figure for known GPUs, an estimate for the CPU)")
+    p.add_argument(
+        "--peak_tflops",
+        type=float,
+        default=None,
+        help="the device's peak TFLOP/s for MFU (default: NVIDIA's figure for known GPUs, an estimate for the CPU)",
+    )
     p.add_argument("--profile", action="store_true", help="print the profile of one training step")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.channels_last=false")
     args = p.parse_args()
@@ -154,14 +180,19 @@ def main() -> None:
     workers = [int(w) for w in args.workers.split(",")]
     dtype = FastPath.choose(base, device).autocast or torch.float32
     peak, source = (args.peak_tflops * 1e12, "--peak_tflops") if args.peak_tflops else peak_flops(device, dtype)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {data} ({len(dataset):,} steps), "
-          f"model {base.model.name}, {args.rounds} rounds x {args.steps} steps\n"
-          f"peak {peak / 1e12:.4g} TFLOP/s {str(dtype).removeprefix('torch.')} ({source})", flush=True)
+    print(
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {data} ({len(dataset):,} steps), "
+        f"model {base.model.name}, {args.rounds} rounds x {args.steps} steps\n"
+        f"peak {peak / 1e12:.4g} TFLOP/s {str(dtype).removeprefix('torch.')} ({source})",
+        flush=True,
+    )
 
     # (what, batch, workers, samples/s, ratio to synthetic, FLOPs per sample, share of the time outside the GPU)
     rows: list[tuple[str, int, str, float, float, float, float]] = []
     store = Path(tempfile.mkdtemp()) / "store"  # a process group of one, for the DDP row
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    dist.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo", init_method=f"file://{store}", rank=0, world_size=1
+    )
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         # torch.compile caches its graphs on the model class's forward code, shared by every instance: without a
         # reset, this batch size's model would find the previous one's graphs, fail their shape guards and recompile
@@ -170,22 +201,39 @@ def main() -> None:
         # batch size: its trainers compile lazily, at their first step in the rounds below, so a reset between
         # building them would change nothing (and one between their first steps would throw the first one's away).
         torch._dynamo.reset()
-        config = lambda *more: load_config(ROOT / "config.yaml", [f"data.dir={data}", f"train.batch_size={batch_size}",  # noqa: E731
-                                                                   *args.overrides, *more])
+        config = lambda *more: load_config(  # noqa: E731
+            ROOT / "config.yaml",
+            [
+                f"data.dir={data}",
+                f"train.batch_size={batch_size}",
+                *args.overrides,
+                *more,
+            ],
+        )
         cfg = config()
         fast = FastPath.choose(cfg, device)
         model, step = trainer(cfg, dataset, device)
         fixed = next(train_batches(dataset, starts, 1, cfg, 0))
-        fixed = Batch(fixed.frames.to(device), fixed.actions.to(device), fixed.targets.to(device))  # on the device: no copy
+        fixed = Batch(
+            fixed.frames.to(device), fixed.actions.to(device), fixed.targets.to(device)
+        )  # on the device: no copy
         # Counted on an eager copy when compiled: FlopCounterMode sees aten ops, the FLOPs are the same.
         counting = trainer(config("train.compile=false"), dataset, device)[1] if fast.compile else step
         flops = step_flops(lambda: counting(fixed)) / batch_size
-        print(f"batch {batch_size}: {flops * batch_size / 1e9:.3g} GFLOP/step ({flops / 1e9:.3g} GFLOP/sample)", flush=True)
+        print(
+            f"batch {batch_size}: {flops * batch_size / 1e9:.3g} GFLOP/step ({flops / 1e9:.3g} GFLOP/sample)",
+            flush=True,
+        )
         # The ceiling again with the other memory format, and with one thread: the measurements behind the defaults.
         _, flipped = trainer(config(f"train.channels_last={not fast.channels_last}"), dataset, device)
-        ceilings = {"model, synthetic": step, f"model, synthetic, {'contiguous' if fast.channels_last else 'channels-last'}": flipped}
+        ceilings = {
+            "model, synthetic": step,
+            f"model, synthetic, {'contiguous' if fast.channels_last else 'channels-last'}": flipped,
+        }
         # The rows train frames only: without the event head's parameters, which DDP would wait for in vain.
-        ceilings["model, synthetic, DDP (1 process)"] = trainer(config("model.events=false"), dataset, device, ddp=True)[1]
+        ceilings["model, synthetic, DDP (1 process)"] = trainer(
+            config("model.events=false"), dataset, device, ddp=True
+        )[1]
         if device.type == "cpu" and torch.get_num_threads() > 1:
             threads = torch.get_num_threads()
 
@@ -197,9 +245,20 @@ def main() -> None:
                     torch.set_num_threads(threads)
 
             ceilings["model, synthetic, 1 thread"] = one_thread
-        loaders = {w: train_batches(dataset, starts, 1, config(f"data.num_workers={w}", *([f"data.prefetch_factor={4}"] if w else [])), 0,
-                                    fast.pin_memory) for w in workers}
-        timed: dict[str, Callable[[], int]] = {f"{name}|-": partial(run_step, fixed) for name, run_step in ceilings.items()}
+        loaders = {
+            w: train_batches(
+                dataset,
+                starts,
+                1,
+                config(f"data.num_workers={w}", *([f"data.prefetch_factor={4}"] if w else [])),
+                0,
+                fast.pin_memory,
+            )
+            for w in workers
+        }
+        timed: dict[str, Callable[[], int]] = {
+            f"{name}|-": partial(run_step, fixed) for name, run_step in ceilings.items()
+        }
         for w, batches in loaders.items():
             timed[f"train, loader|{w}"] = lambda batches=batches: step(next(batches))
             timed[f"loader only|{w}"] = lambda batches=batches: len(next(batches))
@@ -217,8 +276,17 @@ def main() -> None:
         reference = statistics.median(results["model, synthetic|-"])
         for key, values in results.items():
             name, _, w = key.partition("|")
-            rows.append((name, batch_size, w, statistics.median(values), statistics.median(values) / reference,
-                         flops if key in training else math.nan, outside.get(key, math.nan)))
+            rows.append(
+                (
+                    name,
+                    batch_size,
+                    w,
+                    statistics.median(values),
+                    statistics.median(values) / reference,
+                    flops if key in training else math.nan,
+                    outside.get(key, math.nan),
+                )
+            )
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
@@ -227,8 +295,11 @@ def main() -> None:
             with profile(activities=activities) as prof:
                 for _ in range(3):
                     step(next(batches))
-            print(prof.key_averages().table(sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total",
-                                            row_limit=15))
+            print(
+                prof.key_averages().table(
+                    sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total", row_limit=15
+                )
+            )
 
     dist.destroy_process_group()
 
@@ -242,13 +313,17 @@ def main() -> None:
     frames_per_s = rate(lambda: rollout(model, context, actions).shape[0] * horizon, max(1, args.rounds), warmup=1)
     rows.append(("rollout (eval)", eval_batch, "-", frames_per_s, math.nan, math.nan, math.nan))
 
-    print("\n| what | batch | workers | samples/s | ratio to synthetic | TFLOP/s | MFU | outside GPU |\n"
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "\n| what | batch | workers | samples/s | ratio to synthetic | TFLOP/s | MFU | outside GPU |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
     for name, batch_size, w, value, ratio, per_sample, idle in rows:
         unit = " frames/s" if name.startswith("rollout") else ""
         achieved = value * per_sample  # FLOP/s
-        print(f"| {name} | {batch_size} | {w} | {value:,.1f}{unit} | {cell(ratio, '.2f')} | {cell(achieved / 1e12, '.3g')} | "
-              f"{cell(100 * achieved / peak, '.3g', '%')} | {cell(100 * idle, '.0f', '%')} |")
+        print(
+            f"| {name} | {batch_size} | {w} | {value:,.1f}{unit} | {cell(ratio, '.2f')} | {cell(achieved / 1e12, '.3g')} | "
+            f"{cell(100 * achieved / peak, '.3g', '%')} | {cell(100 * idle, '.0f', '%')} |"
+        )
 
 
 if __name__ == "__main__":

@@ -42,23 +42,40 @@ def predictions(checkpoint: Path, context: np.ndarray, actions: np.ndarray, seed
     model = model_from_checkpoint(state).eval()
     seed_sampling(model, seed)
     feedback = Feedback.of(model_config(state))
-    out = [rollout(model, frames_to_float(torch.from_numpy(context[i : i + EVAL_BATCH_SIZE])),
-                   torch.from_numpy(actions[i : i + EVAL_BATCH_SIZE]), feedback) for i in range(0, len(context), EVAL_BATCH_SIZE)]
+    out = [
+        rollout(
+            model,
+            frames_to_float(torch.from_numpy(context[i : i + EVAL_BATCH_SIZE])),
+            torch.from_numpy(actions[i : i + EVAL_BATCH_SIZE]),
+            feedback,
+        )
+        for i in range(0, len(context), EVAL_BATCH_SIZE)
+    ]
     return model_config(state).name, torch.cat(out).numpy()
 
 
 def last_checkpoint(path: Path) -> Path:
     """A run folder's checkpoints/last.pt (what bench_quality scores), else what src.eval would take."""
-    return path / "checkpoints" / "last.pt" if (path / "checkpoints" / "last.pt").is_file() else find_checkpoint_file(path, "--checkpoints")
+    return (
+        path / "checkpoints" / "last.pt"
+        if (path / "checkpoints" / "last.pt").is_file()
+        else find_checkpoint_file(path, "--checkpoints")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python benchmarks/side_by_side.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoints", required=True, help="comma list of run folders (their checkpoints/last.pt) or .pt files")
-    p.add_argument("--steps", default="1,10,50", help=f"comma list of steps ahead to show, at most {HORIZON} (default 1,10,50)")
+    p.add_argument(
+        "--checkpoints", required=True, help="comma list of run folders (their checkpoints/last.pt) or .pt files"
+    )
+    p.add_argument(
+        "--steps", default="1,10,50", help=f"comma list of steps ahead to show, at most {HORIZON} (default 1,10,50)"
+    )
     p.add_argument("--windows", type=int, default=4, help="test windows shown, one per row (default 4)")
     p.add_argument("--budget", default="cpu", choices=list(BUDGETS), help="whose test set (default cpu)")
-    p.add_argument("--out_dir", default=str(ROOT / "runs" / "bench_quality"), help="bench_quality's folder: its data/<game>")
+    p.add_argument(
+        "--out_dir", default=str(ROOT / "runs" / "bench_quality"), help="bench_quality's folder: its data/<game>"
+    )
     p.add_argument("--seed", type=int, default=0, help="bench_quality's --seed (default 0); also seeds the sampling")
     p.add_argument("--out", default=None, help="the PNG (default <out_dir>/side_by_side.png)")
     args = p.parse_args(argv)
@@ -77,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     game = games.pop()
     data_dir = Path(args.out_dir) / "data" / game
     if not data_dir.is_dir():
-        raise UserError(f"'{data_dir}' does not exist: run benchmarks/bench_quality.py --budget {args.budget} first (or pass its --out_dir)")
+        raise UserError(
+            f"'{data_dir}' does not exist: run benchmarks/bench_quality.py --budget {args.budget} first (or pass its --out_dir)"
+        )
     windows, _ = held_out_windows(data_dir, BUDGETS[args.budget], args.seed + EVAL_SEED_OFFSET)
 
     truth = frames_to_float(torch.from_numpy(windows.truth))  # (N, K, H, W)
@@ -97,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             figures += [f"{ratio:.3f}", f"{sharpness(at, truth[:, s - 1]).mean():.3f}"]
         print(f"| {checkpoint.parent.parent.name} | {name} | {' | '.join(figures)} |", flush=True)
 
-    columns = [c for s in steps for c in [("truth", s, windows.truth[:, s - 1] / 255)]
-               + [(name, s, frames[:, s - 1]) for name, frames in zip(names, rolled)]]
+    columns = [
+        c
+        for s in steps
+        for c in [("truth", s, windows.truth[:, s - 1] / 255)]
+        + [(name, s, frames[:, s - 1]) for name, frames in zip(names, rolled)]
+    ]
     fig = Figure(figsize=(1.4 * len(columns), 1.5 * len(shown) + 0.3), dpi=100)
     FigureCanvasAgg(fig)
     for r, window in enumerate(shown):

@@ -49,7 +49,9 @@ def play(game: Game, seed: int, max_steps: int, act) -> tuple[float, int]:  # no
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="a run folder (runs/<run>) or a .pt file; needs an event head")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a run folder (runs/<run>) or a .pt file; needs an event head"
+    )
     parser.add_argument("--episodes", type=int, default=3, help="real episodes per policy")
     parser.add_argument("--max_steps", type=int, default=60, help="real steps per episode at most (both policies)")
     parser.add_argument("--candidates", type=int, default=16, help="random action sequences imagined per real step")
@@ -60,19 +62,32 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     for flag in ("episodes", "max_steps"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    envs = WorldModelVectorEnv.from_checkpoint(args.checkpoint, device=args.device, num_envs=args.candidates,
-                                               horizon=args.depth, autoreset_mode="Disabled")
+    envs = WorldModelVectorEnv.from_checkpoint(
+        args.checkpoint, device=args.device, num_envs=args.candidates, horizon=args.depth, autoreset_mode="Disabled"
+    )
     game, rng = Game(envs.env_settings), np.random.default_rng(args.seed)
-    policies = {"random": lambda obs: int(rng.integers(game.num_actions)),
-                "planner": lambda obs: plan(envs, obs, args.depth, rng)}
+    policies = {
+        "random": lambda obs: int(rng.integers(game.num_actions)),
+        "planner": lambda obs: plan(envs, obs, args.depth, rng),
+    }
     results = {}
     for name, act in policies.items():
-        start, played = time.perf_counter(), [play(game, args.seed + e, args.max_steps, act) for e in range(args.episodes)]
+        start, played = (
+            time.perf_counter(),
+            [play(game, args.seed + e, args.max_steps, act) for e in range(args.episodes)],
+        )
         returns, steps = np.array([r for r, _ in played]), sum(s for _, s in played)
-        results[name] = {"mean_return": float(returns.mean()), "std_return": float(returns.std()),
-                         "steps": float(steps), "steps_per_s": steps / (time.perf_counter() - start)}
-        print(f"{name:>8}: return {returns.mean():+.2f} ± {returns.std():.2f} over {args.episodes} episodes "
-              f"(at most {args.max_steps} steps each), {results[name]['steps_per_s']:.1f} real steps/s", flush=True)
+        results[name] = {
+            "mean_return": float(returns.mean()),
+            "std_return": float(returns.std()),
+            "steps": float(steps),
+            "steps_per_s": steps / (time.perf_counter() - start),
+        }
+        print(
+            f"{name:>8}: return {returns.mean():+.2f} ± {returns.std():.2f} over {args.episodes} episodes "
+            f"(at most {args.max_steps} steps each), {results[name]['steps_per_s']:.1f} real steps/s",
+            flush=True,
+        )
     game.close()
     envs.close()
     return results

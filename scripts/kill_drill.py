@@ -44,9 +44,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import imageio.v3 as iio
 import numpy as np
@@ -69,9 +69,18 @@ PLAY = [sys.executable, "-m", "src.play"]
 MERGE = [sys.executable, "-m", "src.dataset.merge_datasets"]
 PLAY_STEPS = 20_000  # more than a headless play gets through in the 20 s before the signal: it always lands mid-play
 DATA = ["--steps", "3000", "--num_envs", "2", "--shard_size", "250", "--max_episode_steps", "80"]
-RUN = ["model.channels=[8,16]", "model.action_embed_dim=8", "train.batch_size=8", "train.val_batches=2", "train.warmup_steps=2",
-       "train.max_steps=60", "train.log_every=5", "train.val_every_steps=5", "train.val_rollout_horizon=5",
-       "train.val_rollout_every=2"]
+RUN = [
+    "model.channels=[8,16]",
+    "model.action_embed_dim=8",
+    "train.batch_size=8",
+    "train.val_batches=2",
+    "train.warmup_steps=2",
+    "train.max_steps=60",
+    "train.log_every=5",
+    "train.val_every_steps=5",
+    "train.val_rollout_horizon=5",
+    "train.val_rollout_every=2",
+]
 
 
 def call(cmd: list[str]) -> None:
@@ -93,8 +102,11 @@ def kill_after(cmd: list[str], ready, delay: float) -> None:
 
 def generation_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str:
     out = tmp / "data"
-    kill_after([*GENERATE, "--out_dir", str(out), *DATA, "--seed", str(rng.randrange(1000))],
-               lambda: (out / "manifest.json").exists(), rng.uniform(0, 1.5))
+    kill_after(
+        [*GENERATE, "--out_dir", str(out), *DATA, "--seed", str(rng.randrange(1000))],
+        lambda: (out / "manifest.json").exists(),
+        rng.uniform(0, 1.5),
+    )
     listed = listed_shards(out)
     if listed:
         ShardedDataset(out, verify="full")  # what the killed run listed is complete and intact
@@ -118,8 +130,11 @@ def rows(path: Path) -> list[list[str]]:
 
 def training_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str:
     runs, reference = tmp / "runs", shared.reference
-    kill_after([*TRAIN, *RUN, f"data.dir={shared.data}", f"experiment.runs_dir={runs}"],
-               lambda: bool(list(runs.glob("*/checkpoints/last.pt"))), rng.uniform(0, 2.0))
+    kill_after(
+        [*TRAIN, *RUN, f"data.dir={shared.data}", f"experiment.runs_dir={runs}"],
+        lambda: bool(list(runs.glob("*/checkpoints/last.pt"))),
+        rng.uniform(0, 2.0),
+    )
     (run_dir,) = runs.iterdir()
     killed_at = resume_like(run_dir, reference)
     return f"killed after the checkpoint of step {killed_at}; resumed: weights bit-identical, CSVs identical"
@@ -146,7 +161,12 @@ def branch_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> s
     parent, runs = tmp / "parent", tmp / "runs"
     shutil.copytree(shared.parent, parent)
     before = folder_bytes(parent)
-    branch_cmd = [*TRAIN, f"train.resume={parent / 'checkpoints' / 'best.pt'}", "train.max_steps=90", f"experiment.runs_dir={runs}"]
+    branch_cmd = [
+        *TRAIN,
+        f"train.resume={parent / 'checkpoints' / 'best.pt'}",
+        "train.max_steps=90",
+        f"experiment.runs_dir={runs}",
+    ]
     kill_after(branch_cmd, lambda: bool(list(runs.glob("*/checkpoints/last.pt"))), rng.uniform(0, 2.0))
     assert folder_bytes(parent) == before, "the parent run was changed"
     (branch,) = runs.iterdir()
@@ -174,9 +194,23 @@ def play_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str
     """SIGKILL, SIGINT, SIGTERM in turn at a random moment of a headless play recording PLAY_STEPS steps."""
     signum = (signal.SIGKILL, signal.SIGINT, signal.SIGTERM)[trial % 3]
     record, video = tmp / "rec", tmp / "play.mp4"
-    cmd = [*PLAY, "--checkpoint", str(shared.play_checkpoint), "--headless", "--keys", f"NOOP*{PLAY_STEPS}", "--video", str(video),
-           "--record", str(record), "--scale", "1"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    cmd = [
+        *PLAY,
+        "--checkpoint",
+        str(shared.play_checkpoint),
+        "--headless",
+        "--keys",
+        f"NOOP*{PLAY_STEPS}",
+        "--video",
+        str(video),
+        "--record",
+        str(record),
+        "--scale",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     wait_for(lambda: (record / "manifest.json").exists() or proc.poll() is not None, 120)  # recording has begun
     time.sleep(rng.uniform(0, 20))
     if signum == signal.SIGKILL:
@@ -191,9 +225,13 @@ def play_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str
     if signum == signal.SIGKILL:  # ffmpeg, in a process group of its own, finishes the video the kill left
         frames = video_frames(tmp / f".play.{proc.pid}.tmp.mp4")
         lost = frames - rows if frames is not None else None
-        assert lost is None or -1 <= lost < SHARD_ROWS, f"{lost} rows lost"  # -1: a step recorded, its frame not yet sent
+        assert lost is None or -1 <= lost < SHARD_ROWS, (
+            f"{lost} rows lost"
+        )  # -1: a step recorded, its frame not yet sent
         continued = resume_play(cmd, record, rows)
-        return f"{name} after {rows + (lost or 0)} steps: {rows} rows kept, {lost} lost, checksums verified; {continued}"
+        return (
+            f"{name} after {rows + (lost or 0)} steps: {rows} rows kept, {lost} lost, checksums verified; {continued}"
+        )
     played = re.search(r"played (\d+) steps", out)
     assert played, f"exit {proc.returncode}: {err.strip()[-300:]}"
     played_steps = int(played[1])
@@ -240,11 +278,19 @@ def check_consecutive(record: Path) -> None:
     data = ShardedDataset(record, verify="none")
     for session in sorted({s["session"] for s in data.shards}):
         pos = [p for p, s in enumerate(data.shards) if s["session"] == session]
-        obs, next_obs, done, episode = (np.concatenate([data.array(p, f) for p in pos]) for f in ("obs", "next_obs", "done", "episode"))
+        obs, next_obs, done, episode = (
+            np.concatenate([data.array(p, f) for p in pos]) for f in ("obs", "next_obs", "done", "episode")
+        )
         go_on = ~done[:-1]
-        assert (episode[1:][go_on] == episode[:-1][go_on]).all(), f"session {session}: an episode id changes without done"
-        assert (obs[1:, :-1][go_on] == obs[:-1, 1:][go_on]).all(), f"session {session}: frame stacks do not shift by one"
-        assert (obs[1:, -1][go_on] == next_obs[:-1, 0][go_on]).all(), f"session {session}: next_obs is not the next frame"
+        assert (episode[1:][go_on] == episode[:-1][go_on]).all(), (
+            f"session {session}: an episode id changes without done"
+        )
+        assert (obs[1:, :-1][go_on] == obs[:-1, 1:][go_on]).all(), (
+            f"session {session}: frame stacks do not shift by one"
+        )
+        assert (obs[1:, -1][go_on] == next_obs[:-1, 0][go_on]).all(), (
+            f"session {session}: next_obs is not the next frame"
+        )
 
 
 TMP_CHECKPOINT = re.compile(r"\.(\w+)\.\d+\.tmp\.pt")  # io.replaced_atomically's name for a checkpoint being saved
@@ -269,9 +315,19 @@ def training_save_kill(runs: Path, shared: Shared, rng: random.Random) -> str:
     after its first last.pt (11 of last.pt, up to 11 of best.pt). The file being saved must be the old one, bit for bit,
     where the kill left the temporary file (it landed inside the save), else the new one, complete; train.resume must
     remove the temporary file and end as the uninterrupted run."""
-    proc = subprocess.Popen([*TRAIN, *RUN, f"data.dir={shared.data}", f"experiment.runs_dir={runs}"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    skip, saves, seen, held = rng.randrange(12), 0, None, {}  # held: each checkpoint as it was, open before a save replaces it
+    proc = subprocess.Popen(
+        [*TRAIN, *RUN, f"data.dir={shared.data}", f"experiment.runs_dir={runs}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    skip, saves, seen, held = (
+        rng.randrange(12),
+        0,
+        None,
+        {},
+    )  # held: each checkpoint as it was, open before a save replaces it
     wait_for(lambda: bool(list(runs.glob("*/checkpoints"))) or proc.poll() is not None, 120)
     (folder,) = runs.glob("*/checkpoints")
     saving = False
@@ -292,7 +348,9 @@ def training_save_kill(runs: Path, shared: Shared, rng: random.Random) -> str:
                             held[name].close()
                         held[name] = open(folder / name, "rb")
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # a run that ended before its chosen save: the kill proves nothing, checks still run
+        os.killpg(
+            proc.pid, signal.SIGKILL
+        )  # a run that ended before its chosen save: the kill proves nothing, checks still run
     proc.wait()
     how = "the run ended first"
     if seen is not None:
@@ -302,22 +360,35 @@ def training_save_kill(runs: Path, shared: Shared, rng: random.Random) -> str:
         if landed:  # the rename had not happened: the old file, bit for bit
             assert saved.read_bytes() == old, f"{saved.name} is not the old file though the save did not finish"
         else:
-            assert state["step"] > torch.load(io.BytesIO(old), weights_only=True)["step"], f"{saved.name} is neither the old nor a new one"
-        how = (f"SIGKILL inside the save of {saved.name} (its {seen} left): the old file kept" if landed else
-               f"SIGKILL after the save of {saved.name} (renamed): the new file, complete")
+            assert state["step"] > torch.load(io.BytesIO(old), weights_only=True)["step"], (
+                f"{saved.name} is neither the old nor a new one"
+            )
+        how = (
+            f"SIGKILL inside the save of {saved.name} (its {seen} left): the old file kept"
+            if landed
+            else f"SIGKILL after the save of {saved.name} (renamed): the new file, complete"
+        )
     for file in held.values():
         file.close()
     (run_dir,) = runs.iterdir()
     killed_at = resume_like(run_dir, shared.reference)
     assert not list((run_dir / "checkpoints").glob(".*.tmp*")), "train.resume left a temporary checkpoint file"
-    return f"training: {how}; resumed from step {killed_at}: weights bit-identical, CSVs identical, no temporary file left"
+    return (
+        f"training: {how}; resumed from step {killed_at}: weights bit-identical, CSVs identical, no temporary file left"
+    )
 
 
 def standalone_save_kill(path: Path, rng: random.Random) -> str:
     """SIGKILL a child that saves a 32 MB checkpoint over and over at a random moment after its first save: the file
     must be the last save it finished (bit for bit, where the kill left the temporary file) or the one it was in."""
-    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path), str(BIG)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SAVER, str(path), str(BIG)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     wait_for(lambda: path.exists() or proc.poll() is not None, 120)
     time.sleep(rng.uniform(0, 2.0))
     os.killpg(proc.pid, signal.SIGKILL)
@@ -326,9 +397,17 @@ def standalone_save_kill(path: Path, rng: random.Random) -> str:
     landed = bool(list(path.parent.glob(f".{path.stem}.*.tmp.pt")))
     state = load_checkpoint(path)
     step = state["step"]
-    assert torch.equal(state["big"], torch.arange(BIG, dtype=torch.int64) * (step % 2 + 1)), f"save {step} was not written whole"
-    assert step == done if landed else step in (done, done + 1), f"the file holds save {step}, the last finished is {done}"
-    where = f"inside save {done + 1} (its temporary file left)" if landed else f"between saves (save {done} the last finished)"
+    assert torch.equal(state["big"], torch.arange(BIG, dtype=torch.int64) * (step % 2 + 1)), (
+        f"save {step} was not written whole"
+    )
+    assert step == done if landed else step in (done, done + 1), (
+        f"the file holds save {step}, the last finished is {done}"
+    )
+    where = (
+        f"inside save {done + 1} (its temporary file left)"
+        if landed
+        else f"between saves (save {done} the last finished)"
+    )
     return f"standalone: SIGKILL {where} of a {BIG * 8 // 10**6} MB checkpoint: the file is save {step}, complete"
 
 
@@ -358,9 +437,15 @@ def merge_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> st
             raise AssertionError(f"'{out}' reads as a dataset without a manifest")
         except DatasetError as e:
             assert "does not exist" in str(e), str(e)
-        how = (f"killed with {left} of {files} files linked" if not (staging / "manifest.json").exists() else
-               f"killed with all {files} files linked and the manifest written, before the rename") if staging.exists() else \
-            "killed before it wrote a file"
+        how = (
+            (
+                f"killed with {left} of {files} files linked"
+                if not (staging / "manifest.json").exists()
+                else f"killed with all {files} files linked and the manifest written, before the rename"
+            )
+            if staging.exists()
+            else "killed before it wrote a file"
+        )
     call(cmd)
     with ShardedDataset(out, verify="full") as data:
         assert len(data) == steps, f"{len(data)} steps after the same command again, the parts hold {steps}"
@@ -379,7 +464,12 @@ def linked(staging: Path) -> int:
 
 def part_checksums(parts: list[Path]) -> dict[str, tuple[int, str]]:
     """Size and xxh3-128 of every file of the parts (.readers aside: every reader creates it)."""
-    return {str(p): (p.stat().st_size, checksum_file(p)) for part in parts for p in sorted(part.iterdir()) if p.name != READERS_FILE}
+    return {
+        str(p): (p.stat().st_size, checksum_file(p))
+        for part in parts
+        for p in sorted(part.iterdir())
+        if p.name != READERS_FILE
+    }
 
 
 class Shared:
@@ -392,8 +482,23 @@ class Shared:
     @cached_property
     def data(self) -> Path:
         data = self.tmp / "train_data"
-        call([*GENERATE, "--out_dir", str(data), "--steps", "1200", "--num_envs", "3", "--shard_size", "150",
-              "--max_episode_steps", "60", "--seed", "7"])
+        call(
+            [
+                *GENERATE,
+                "--out_dir",
+                str(data),
+                "--steps",
+                "1200",
+                "--num_envs",
+                "3",
+                "--shard_size",
+                "150",
+                "--max_episode_steps",
+                "60",
+                "--seed",
+                "7",
+            ]
+        )
         return data
 
     @cached_property
@@ -419,7 +524,14 @@ class Shared:
         """The branch from the parent's best.pt to step 90, never killed."""
         parent, runs = self.tmp / "reference_parent", self.tmp / "reference_branch"
         shutil.copytree(self.parent, parent)
-        call([*TRAIN, f"train.resume={parent / 'checkpoints' / 'best.pt'}", "train.max_steps=90", f"experiment.runs_dir={runs}"])
+        call(
+            [
+                *TRAIN,
+                f"train.resume={parent / 'checkpoints' / 'best.pt'}",
+                "train.max_steps=90",
+                f"experiment.runs_dir={runs}",
+            ]
+        )
         (branch,) = runs.iterdir()
         return branch
 
@@ -428,8 +540,25 @@ class Shared:
         """Parts 1/3, 2/3 and 3/3 of 1200 steps in shards of 10 rows: 2160 files for a merge to link."""
         parts = [self.tmp / f"merge_part{k}" for k in (1, 2, 3)]
         for k, part in enumerate(parts, 1):
-            call([*GENERATE, "--out_dir", str(part), "--steps", "1200", "--num_envs", "2", "--shard_size", "10",
-                  "--max_episode_steps", "80", "--part", f"{k}/3", "--seed", "5"])
+            call(
+                [
+                    *GENERATE,
+                    "--out_dir",
+                    str(part),
+                    "--steps",
+                    "1200",
+                    "--num_envs",
+                    "2",
+                    "--shard_size",
+                    "10",
+                    "--max_episode_steps",
+                    "80",
+                    "--part",
+                    f"{k}/3",
+                    "--seed",
+                    "5",
+                ]
+            )
         return parts
 
     @cached_property
@@ -455,14 +584,22 @@ class Shared:
 
 
 Trial = Callable[[Path, Shared, random.Random, int], str]  # (work folder, shared inputs, RNG, trial number) -> the line
-SECTIONS: dict[str, Trial] = {"generate": generation_trial, "train": training_trial, "branch": branch_trial, "play": play_trial,
-                              "save": save_trial, "merge": merge_trial}
+SECTIONS: dict[str, Trial] = {
+    "generate": generation_trial,
+    "train": training_trial,
+    "branch": branch_trial,
+    "play": play_trial,
+    "save": save_trial,
+    "merge": merge_trial,
+}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=10, help="kills of each section (default 10)")
-    p.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS), help="the sections to run (default: all)")
+    p.add_argument(
+        "--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS), help="the sections to run (default: all)"
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rng = random.Random(args.seed)
@@ -498,22 +635,36 @@ def play_totals(lines: list[str]) -> str:
         match = re.match(r"(SIG\w+) after .*?(-?\d+|None) lost", line)
         if match and match[2] != "None":
             lost.setdefault(match[1], []).append(int(match[2]))
-    return "play rows lost: " + ", ".join(f"{name} {sum(v)} in {len(v)} trials (at most {max(v)})" for name, v in sorted(lost.items()))
+    return "play rows lost: " + ", ".join(
+        f"{name} {sum(v)} in {len(v)} trials (at most {max(v)})" for name, v in sorted(lost.items())
+    )
 
 
 def save_totals(lines: list[str]) -> str:
     """How many of the save trials' kills (that passed) landed inside a save: its temporary file was left."""
-    counts = {kind: [m[1] for line in lines for m in re.finditer(rf"{kind}: SIGKILL (\w+)", line)] for kind in ("training", "standalone")}
+    counts = {
+        kind: [m[1] for line in lines for m in re.finditer(rf"{kind}: SIGKILL (\w+)", line)]
+        for kind in ("training", "standalone")
+    }
     return "save kills inside a save (its temporary file left): " + ", ".join(
-        f"{kind} {found.count('inside')} of {len(found)}" for kind, found in counts.items())
+        f"{kind} {found.count('inside')} of {len(found)}" for kind, found in counts.items()
+    )
 
 
 def merge_totals(lines: list[str]) -> str:
     """Where the merge trials' kills (that passed) landed."""
-    phases = {"killed before it wrote": "before a file was linked", "killed with all": "before the rename",
-              "killed with ": "while linking", "killed after": "after the rename", "not killed": "not killed (finished first)"}
-    where = [next(name for key, name in phases.items() if line.startswith(key))  # "killed with all" before "killed with "
-             for line in lines if "the same command again" in line]
+    phases = {
+        "killed before it wrote": "before a file was linked",
+        "killed with all": "before the rename",
+        "killed with ": "while linking",
+        "killed after": "after the rename",
+        "not killed": "not killed (finished first)",
+    }
+    where = [
+        next(name for key, name in phases.items() if line.startswith(key))  # "killed with all" before "killed with "
+        for line in lines
+        if "the same command again" in line
+    ]
     return "merge kills: " + ", ".join(f"{where.count(name)} {name}" for name in phases.values())
 
 

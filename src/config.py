@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -26,21 +26,35 @@ from src.models.world_model import ModelConfig, check_model_config
 from src.utils.errors import ConfigError, is_text
 from src.utils.logging import WandbConfig
 
-__all__ = ["Config", "ConfigError", "DataConfig", "ExperimentConfig", "ModelConfig", "OptimizerConfig", "TrainConfig",
-           "WandbConfig", "config_from_dict", "load_config", "to_dict", "to_yaml"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "TrainConfig",
+    "WandbConfig",
+    "config_from_dict",
+    "load_config",
+    "to_dict",
+    "to_yaml",
+]
 
 
 @dataclass
 class DataConfig:
     dir: str = "data/pong"  # a dataset written by src.dataset.generate_dataset (the README's --out_dir data/pong)
-    game: Optional[str] = None  # if set, the dataset must be of this game
+    game: str | None = None  # if set, the dataset must be of this game
     val_ratio: float = 0.1  # fraction of whole episodes held out for validation
     verify: str = "full"  # check the dataset at start: full (sizes, headers, checksums) or quick (no checksums)
     num_workers: int = 0  # DataLoader worker processes
-    prefetch_factor: Optional[int] = None  # batches each worker loads ahead; must be null when num_workers is 0
+    prefetch_factor: int | None = None  # batches each worker loads ahead; must be null when num_workers is 0
     persistent_workers: bool = False  # keep workers alive between epochs (needs num_workers > 0)
-    pin_memory: Optional[bool] = None  # page-locked host memory for faster copies to the GPU; null: on with CUDA
-    on_device: Optional[bool] = None  # load the dataset into the training device's memory once; null: on with CUDA if it fits
+    pin_memory: bool | None = None  # page-locked host memory for faster copies to the GPU; null: on with CUDA
+    on_device: bool | None = (
+        None  # load the dataset into the training device's memory once; null: on with CUDA if it fits
+    )
     allow_grown: bool = False  # on train.resume: go on when the dataset has grown since the checkpoint (the added
     # episodes train; validation keeps the checkpoint's episodes); any other change to the dataset is refused
 
@@ -56,7 +70,7 @@ class OptimizerConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = 3000  # optimizer steps
-    max_minutes: Optional[float] = None  # stop earlier once this much wall-clock time has passed
+    max_minutes: float | None = None  # stop earlier once this much wall-clock time has passed
     batch_size: int = 32
     loss: str = "huber"  # huber or mse, per pixel on frames in [0, 1]
     huber_delta: float = 1.0  # where the Huber loss turns from quadratic to linear
@@ -68,7 +82,9 @@ class TrainConfig:
     pushforward: float = 0.0  # the largest share of samples whose context holds the model's own predictions, made
     # without gradients (the pushforward trick); 0 = off
     pushforward_steps: int = 1  # predictions made (and fed back) without gradients before the trained step
-    pushforward_start: float = 0.5  # budget fraction where the share starts to ramp up from 0 (to `pushforward` at the end)
+    pushforward_start: float = (
+        0.5  # budget fraction where the share starts to ramp up from 0 (to `pushforward` at the end)
+    )
     reward_loss_weight: float = 1.0  # the event head's reward-sign cross-entropy, beside the frame loss (model.events)
     end_loss_weight: float = 1.0  # ... and its end-of-episode binary cross-entropy
     event_balance: float = 0.5  # rare rewards and ends weigh (common rate / their rate) ** this: 0 plain, 1 balanced
@@ -80,9 +96,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     cpu: bool = False  # force the CPU even when CUDA is available
     precision: str = "auto"  # autocast of the training forward pass: auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16
-    compile: Optional[bool] = None  # torch.compile the model for the training step; null: on with CUDA
-    channels_last: Optional[bool] = None  # channels-last memory format for the convolutions; null: per device, measured
-    threads: Optional[int] = None  # torch's CPU threads; null: torch's default (one per core)
+    compile: bool | None = None  # torch.compile the model for the training step; null: on with CUDA
+    channels_last: bool | None = None  # channels-last memory format for the convolutions; null: per device, measured
+    threads: int | None = None  # torch's CPU threads; null: torch's default (one per core)
     seed: int = 0  # one seed for the split, the weights, the sampling order
     log_every: int = 100  # steps between metrics.csv rows, console lines and image strips
     val_every_steps: int = 500  # steps between validations (and checkpoints)
@@ -91,12 +107,12 @@ class TrainConfig:
     val_rollout_every: int = 1  # ... at every this many validations
     val_rollout_horizon: int = 30  # predicted steps per rollout video
     val_rollout_videos: int = 2  # rollouts per validation
-    resume: Optional[str] = None  # continue a run: its folder, one of its checkpoints, or auto (the newest run's last.pt)
+    resume: str | None = None  # continue a run: its folder, one of its checkpoints, or auto (the newest run's last.pt)
 
 
 @dataclass
 class ExperimentConfig:
-    name: Optional[str] = None  # appended to the run folder's name
+    name: str | None = None  # appended to the run folder's name
     runs_dir: str = "runs"  # run folders go here: <runs_dir>/<YYYYmmdd-HHMMSS>_<game>[_<name>]
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
@@ -108,15 +124,27 @@ class ExperimentConfig:
 # by reasoning, not yet measured on a GPU (docs/speed.md says how to check it with bench_train.py).
 PROFILES: dict[str, tuple[str, ...]] = {
     "cpu": (),
-    "gpu": ("train.batch_size=256", "optimizer.lr=6e-4", "train.warmup_steps=300", "train.event_batch_size=128",
-            "data.num_workers=6", "data.prefetch_factor=4", "data.persistent_workers=true", "train.log_every=200",
-            "train.val_every_steps=2000", "train.val_batches=8", "train.val_rollout_every=5"),
+    "gpu": (
+        "train.batch_size=256",
+        "optimizer.lr=6e-4",
+        "train.warmup_steps=300",
+        "train.event_batch_size=128",
+        "data.num_workers=6",
+        "data.prefetch_factor=4",
+        "data.persistent_workers=true",
+        "train.log_every=200",
+        "train.val_every_steps=2000",
+        "train.val_batches=8",
+        "train.val_rollout_every=5",
+    ),
 }
 
 
 @dataclass
 class Config:
-    profile: str = "auto"  # a set of defaults for the machine, over this file (PROFILES): cpu, gpu, or auto (gpu with CUDA)
+    profile: str = (
+        "auto"  # a set of defaults for the machine, over this file (PROFILES): cpu, gpu, or auto (gpu with CUDA)
+    )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -125,56 +153,108 @@ class Config:
 
     def __post_init__(self) -> None:
         d, t, o, m = self.data, self.train, self.optimizer, self.model
-        for key, value in leaf_values(self, ""):  # before the ranges: inf passes `lr > 0` and diverges at the first step
+        for key, value in leaf_values(
+            self, ""
+        ):  # before the ranges: inf passes `lr > 0` and diverges at the first step
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{key} must be a finite number, got {value}")
             if isinstance(value, str) and not is_text(value):
-                raise ConfigError(f"{key} must be text on one line without control characters (newlines, escapes), got {value!r}")
+                raise ConfigError(
+                    f"{key} must be text on one line without control characters (newlines, escapes), got {value!r}"
+                )
         checks = [
-            (self.profile in ("auto", *PROFILES), "profile", f"must be auto, {' or '.join(PROFILES)}, got {self.profile!r}"),
+            (
+                self.profile in ("auto", *PROFILES),
+                "profile",
+                f"must be auto, {' or '.join(PROFILES)}, got {self.profile!r}",
+            ),
             (0 < d.val_ratio < 1, "data.val_ratio", f"must be in (0, 1), got {d.val_ratio}"),
             (d.verify in ("quick", "full"), "data.verify", f"must be quick or full, got {d.verify!r}"),
             (d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}"),
-            (d.num_workers > 0 or d.prefetch_factor is None, "data.prefetch_factor", "must be null when data.num_workers is 0"),
+            (
+                d.num_workers > 0 or d.prefetch_factor is None,
+                "data.prefetch_factor",
+                "must be null when data.num_workers is 0",
+            ),
             (d.num_workers > 0 or not d.persistent_workers, "data.persistent_workers", "needs data.num_workers > 0"),
-            (d.prefetch_factor is None or d.prefetch_factor >= 1, "data.prefetch_factor", f"must be >= 1, got {d.prefetch_factor}"),
-            (not (d.on_device and d.num_workers > 0), "data.on_device",
-             f"true is refused with data.num_workers={d.num_workers} (batches are indexed on the device: no worker loads them); "
-             "set data.num_workers=0 or data.on_device=false"),
+            (
+                d.prefetch_factor is None or d.prefetch_factor >= 1,
+                "data.prefetch_factor",
+                f"must be >= 1, got {d.prefetch_factor}",
+            ),
+            (
+                not (d.on_device and d.num_workers > 0),
+                "data.on_device",
+                f"true is refused with data.num_workers={d.num_workers} (batches are indexed on the device: no worker loads them); "
+                "set data.num_workers=0 or data.on_device=false",
+            ),
             (o.name in ("adamw", "adam"), "optimizer.name", f"must be adamw or adam, got {o.name!r}"),
             (o.lr > 0, "optimizer.lr", f"must be > 0, got {o.lr}"),
             (o.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {o.weight_decay}"),
-            (len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optimizer.betas", f"must be two values in [0, 1), got {o.betas}"),
+            (
+                len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+                "optimizer.betas",
+                f"must be two values in [0, 1), got {o.betas}",
+            ),
             (t.max_steps >= 1, "train.max_steps", f"must be >= 1, got {t.max_steps}"),
-            (t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", f"must be > 0 or null, got {t.max_minutes}"),
+            (
+                t.max_minutes is None or t.max_minutes > 0,
+                "train.max_minutes",
+                f"must be > 0 or null, got {t.max_minutes}",
+            ),
             (t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}"),
             (t.loss in ("huber", "mse"), "train.loss", f"must be huber or mse, got {t.loss!r}"),
             (t.huber_delta > 0, "train.huber_delta", f"must be > 0, got {t.huber_delta}"),
             (t.changed_pixel_weight >= 0, "train.changed_pixel_weight", f"must be >= 0, got {t.changed_pixel_weight}"),
             (t.worst_pixel_weight >= 0, "train.worst_pixel_weight", f"must be >= 0, got {t.worst_pixel_weight}"),
             (0 < t.worst_pixel_share <= 1, "train.worst_pixel_share", f"must be in (0, 1], got {t.worst_pixel_share}"),
-            (len(t.rollout_steps) >= 1 and min(t.rollout_steps) >= 1, "train.rollout_steps",
-             f"must be a non-empty list of unroll lengths >= 1, got {t.rollout_steps}"),
-            (len(t.rollout_stage_ends) == len(t.rollout_steps) - 1, "train.rollout_stage_ends",
-             f"needs one entry per stage but the last ({len(t.rollout_steps) - 1} for train.rollout_steps={t.rollout_steps}), "
-             f"got {t.rollout_stage_ends}"),
-            (all(0 < e < 1 for e in t.rollout_stage_ends) and sorted(set(t.rollout_stage_ends)) == list(t.rollout_stage_ends),
-             "train.rollout_stage_ends", f"must increase strictly inside (0, 1), got {t.rollout_stage_ends}"),
-            (m.name != "edm" or list(t.rollout_steps) == [1], "train.rollout_steps",
-             f"must be [1] with model.name=edm (a diffusion model learns one step at a time), got {t.rollout_steps}"),
+            (
+                len(t.rollout_steps) >= 1 and min(t.rollout_steps) >= 1,
+                "train.rollout_steps",
+                f"must be a non-empty list of unroll lengths >= 1, got {t.rollout_steps}",
+            ),
+            (
+                len(t.rollout_stage_ends) == len(t.rollout_steps) - 1,
+                "train.rollout_stage_ends",
+                f"needs one entry per stage but the last ({len(t.rollout_steps) - 1} for train.rollout_steps={t.rollout_steps}), "
+                f"got {t.rollout_stage_ends}",
+            ),
+            (
+                all(0 < e < 1 for e in t.rollout_stage_ends)
+                and sorted(set(t.rollout_stage_ends)) == list(t.rollout_stage_ends),
+                "train.rollout_stage_ends",
+                f"must increase strictly inside (0, 1), got {t.rollout_stage_ends}",
+            ),
+            (
+                m.name != "edm" or list(t.rollout_steps) == [1],
+                "train.rollout_steps",
+                f"must be [1] with model.name=edm (a diffusion model learns one step at a time), got {t.rollout_steps}",
+            ),
             (0 <= t.pushforward <= 1, "train.pushforward", f"must be in [0, 1], got {t.pushforward}"),
             (t.pushforward_steps >= 1, "train.pushforward_steps", f"must be >= 1, got {t.pushforward_steps}"),
             (0 <= t.pushforward_start < 1, "train.pushforward_start", f"must be in [0, 1), got {t.pushforward_start}"),
-            (0 <= t.reward_loss_weight <= 1000, "train.reward_loss_weight", f"must be in [0, 1000], got {t.reward_loss_weight}"),
+            (
+                0 <= t.reward_loss_weight <= 1000,
+                "train.reward_loss_weight",
+                f"must be in [0, 1000], got {t.reward_loss_weight}",
+            ),
             (0 <= t.end_loss_weight <= 1000, "train.end_loss_weight", f"must be in [0, 1000], got {t.end_loss_weight}"),
             (0 <= t.event_balance <= 1, "train.event_balance", f"must be in [0, 1], got {t.event_balance}"),
-            (0 <= t.event_batch_size <= 65_536, "train.event_batch_size", f"must be in [0, 65536], got {t.event_batch_size}"),
+            (
+                0 <= t.event_batch_size <= 65_536,
+                "train.event_batch_size",
+                f"must be in [0, 65536], got {t.event_batch_size}",
+            ),
             (0 <= t.event_share <= 1, "train.event_share", f"must be in [0, 1], got {t.event_share}"),
             (0 < t.event_lr_scale <= 100, "train.event_lr_scale", f"must be in (0, 100], got {t.event_lr_scale}"),
             (t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}"),
             (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}"),
             (t.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {t.grad_clip}"),
-            (t.precision in ("auto", "fp32", "bf16"), "train.precision", f"must be auto, fp32 or bf16, got {t.precision!r}"),
+            (
+                t.precision in ("auto", "fp32", "bf16"),
+                "train.precision",
+                f"must be auto, fp32 or bf16, got {t.precision!r}",
+            ),
             (t.threads is None or t.threads >= 1, "train.threads", f"must be >= 1 or null, got {t.threads}"),
             (t.log_every >= 1, "train.log_every", f"must be >= 1, got {t.log_every}"),
             (t.val_every_steps >= 1, "train.val_every_steps", f"must be >= 1, got {t.val_every_steps}"),
@@ -182,9 +262,13 @@ class Config:
             (t.val_rollout_every >= 1, "train.val_rollout_every", f"must be >= 1, got {t.val_rollout_every}"),
             (t.val_rollout_horizon >= 1, "train.val_rollout_horizon", f"must be >= 1, got {t.val_rollout_horizon}"),
             (t.val_rollout_videos >= 1, "train.val_rollout_videos", f"must be >= 1, got {t.val_rollout_videos}"),
-            (self.experiment.name is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.experiment.name) is not None,
-             "experiment.name", f"must be a plain name (letters, digits, _ . -, at most 64) or null: it names the run folder, got "
-                                f"{self.experiment.name!r}"),
+            (
+                self.experiment.name is None
+                or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.experiment.name) is not None,
+                "experiment.name",
+                f"must be a plain name (letters, digits, _ . -, at most 64) or null: it names the run folder, got "
+                f"{self.experiment.name!r}",
+            ),
         ]
         for ok, key, problem in checks:
             if not ok:
@@ -195,7 +279,11 @@ class Config:
 def leaf_values(value: Any, key: str) -> list[tuple[str, Any]]:
     """(dotted key, value) of every setting of a config dataclass, lists item by item (train.rollout_steps[1])."""
     if is_dataclass(value):
-        return [leaf for f in fields(value) for leaf in leaf_values(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)]
+        return [
+            leaf
+            for f in fields(value)
+            for leaf in leaf_values(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+        ]
     if isinstance(value, (list, tuple)):
         return [leaf for i, v in enumerate(value) for leaf in leaf_values(v, f"{key}[{i}]")]
     return [(key, value)]
@@ -242,8 +330,13 @@ def merge_config(base: Any, overrides: list[str] | None, apply_profile: bool = T
         merged = OmegaConf.merge(OmegaConf.structured(Config), base, override_cfg)
         if apply_profile and merged.profile in ("auto", *PROFILES):  # another value is refused by Config's checks
             name = chosen_profile(merged.profile, merged.train.cpu)
-            merged = OmegaConf.merge(OmegaConf.structured(Config), base, OmegaConf.from_dotlist(list(PROFILES[name])),
-                                     override_cfg, {"profile": name})
+            merged = OmegaConf.merge(
+                OmegaConf.structured(Config),
+                base,
+                OmegaConf.from_dotlist(list(PROFILES[name])),
+                override_cfg,
+                {"profile": name},
+            )
         return OmegaConf.to_object(merged)  # a real Config: __post_init__ runs here
     except ConfigError:
         raise
@@ -271,10 +364,10 @@ def check_keys(cfg: Any, schema: type, prefix: str) -> None:
 
 def _dataclass_type(annotation: Any) -> type | None:
     """Field annotations are strings under `from __future__ import annotations`; resolve ours by name."""
-    return {c.__name__: c for c in (DataConfig, ModelConfig, DiffusionConfig, OptimizerConfig, TrainConfig, WandbConfig,
-                                             ExperimentConfig)}.get(
-        str(annotation)
-    )
+    return {
+        c.__name__: c
+        for c in (DataConfig, ModelConfig, DiffusionConfig, OptimizerConfig, TrainConfig, WandbConfig, ExperimentConfig)
+    }.get(str(annotation))
 
 
 def first_line(e: BaseException) -> str:

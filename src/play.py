@@ -48,14 +48,30 @@ MAX_SEED = 2**31 - 1  # the emulator's seed is a C int
 
 def parse_args(argv: list[str] | None) -> Namespace:
     p = ArgumentParser(prog="python -m src.play", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a run folder written by src.train (its checkpoints/best.pt, else "
-                                                        "last.pt) or a .pt file")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a run folder written by src.train (its checkpoints/best.pt, else last.pt) or a .pt file",
+    )
     p.add_argument("--data_dir", default=None, help="start from frames of this dataset instead of a fresh episode")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fresh episodes and of the random start steps (default 0)")
-    p.add_argument("--fps", type=float, default=15.0, help=f"frames per second of the window and the video (default 15, at most {MAX_FPS:g})")
-    p.add_argument("--scale", type=int, default=6, help=f"upscale factor of the 84x84 frames (default 6, at most {MAX_SCALE})")
-    p.add_argument("--record", default=None, help="R (or all of --headless) records the real game into this directory: "
-                                                  "a new one, or a recording of the same game to continue")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the fresh episodes and of the random start steps (default 0)"
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=15.0,
+        help=f"frames per second of the window and the video (default 15, at most {MAX_FPS:g})",
+    )
+    p.add_argument(
+        "--scale", type=int, default=6, help=f"upscale factor of the 84x84 frames (default 6, at most {MAX_SCALE})"
+    )
+    p.add_argument(
+        "--record",
+        default=None,
+        help="R (or all of --headless) records the real game into this directory: "
+        "a new one, or a recording of the same game to continue",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--headless", action="store_true", help="no window: play --keys and write --video")
     p.add_argument("--keys", default=None, help="with --headless: e.g. RIGHT*30,LEFT*30,UP+FIRE*5")
@@ -79,8 +95,10 @@ def check_args(args: Namespace) -> None:
     if not 0 < args.fps <= MAX_FPS:
         raise UserError(f"--fps must be in (0, {MAX_FPS:g}], got {args.fps:g}")
     if args.video and Path(args.video).suffix == ".gif" and not GIF_FPS[0] <= args.fps <= GIF_FPS[1]:
-        raise UserError(f"--fps {args.fps:g}: a .gif plays {GIF_FPS[0]:.4f} to {GIF_FPS[1]:g} frames per second (it holds each "
-                        "frame's delay in hundredths of a second, 2 to 65535); write an .mp4, or choose an --fps in that range")
+        raise UserError(
+            f"--fps {args.fps:g}: a .gif plays {GIF_FPS[0]:.4f} to {GIF_FPS[1]:g} frames per second (it holds each "
+            "frame's delay in hundredths of a second, 2 to 65535); write an .mp4, or choose an --fps in that range"
+        )
     if not 1 <= args.scale <= MAX_SCALE:
         raise UserError(f"--scale must be in [1, {MAX_SCALE}], got {args.scale}")
     if not 0 <= args.seed <= MAX_SEED:
@@ -102,20 +120,27 @@ def main(argv: list[str] | None = None) -> int:
     device = choose_device(args.device)  # a wrong --device is one line here, before any folder is made
     actions = parse_keys(args.keys, trained_on["action_meanings"]) if args.headless else []
     if args.video and Path(args.video).suffix == ".gif" and len(actions) > GIF_MAX_FRAMES:
-        raise UserError(f"--video: a .gif holds at most {GIF_MAX_FRAMES} frames, --keys plays {len(actions)} steps; "
-                        "write an .mp4")
+        raise UserError(
+            f"--video: a .gif holds at most {GIF_MAX_FRAMES} frames, --keys plays {len(actions)} steps; write an .mp4"
+        )
     dataset = None
     if args.data_dir:
         dataset = ShardedDataset(args.data_dir, verify="quick")
         if dataset.game != trained_on["game"]:
             raise UserError(f"--data_dir holds {dataset.game} data, the checkpoint is for {trained_on['game']}")
-    if not args.headless and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-                                  or os.environ.get("SDL_VIDEODRIVER") == "dummy"):
-        raise UserError("no display to open a window on; run on a desktop, or use --headless --keys ... --video out.mp4")
+    if not args.headless and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("SDL_VIDEODRIVER") == "dummy"
+    ):
+        raise UserError(
+            "no display to open a window on; run on a desktop, or use --headless --keys ... --video out.mp4"
+        )
     model = model_from_checkpoint(state).to(device).eval()  # weights that do not fit: one line, before --record is made
     feedback = Feedback.of(model_config(state))
 
-    with INTERRUPTS.installed(), (Recorder(Path(args.record), trained_on, args.seed) if args.record else nullcontext()) as recorder:
+    with (
+        INTERRUPTS.installed(),
+        Recorder(Path(args.record), trained_on, args.seed) if args.record else nullcontext() as recorder,
+    ):
         if recorder is not None and recorder.continued:
             print(f"continuing the recording in {args.record} ({recorder.manifest.steps} steps so far)", flush=True)
         dream = Dream(model, trained_on, device, args.seed, dataset, recorder, feedback)
@@ -141,7 +166,9 @@ def play_headless(dream: Dream, actions: list[int], args: Namespace) -> str:
         except KeyboardInterrupt:
             pass
     rate = dream.played / max(time.perf_counter() - start, 1e-9)
-    return f"played {dream.played} steps headless at {rate:.1f} steps/s -> {video.written or 'no video (no step played)'}"
+    return (
+        f"played {dream.played} steps headless at {rate:.1f} steps/s -> {video.written or 'no video (no step played)'}"
+    )
 
 
 def play_window(dream: Dream, args: Namespace) -> str:

@@ -22,8 +22,12 @@ from src.utils.errors import ArgumentParser, run_cli
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m src.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=None, help="YAML file with the settings (default: config.yaml if there is one here, "
-                                                  "else the built-in defaults, which are config.yaml's)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML file with the settings (default: config.yaml if there is one here, "
+        "else the built-in defaults, which are config.yaml's)",
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides in dot notation, e.g. train.max_steps=5")
     args = p.parse_args(argv)
     config = args.config or ("config.yaml" if Path("config.yaml").is_file() else None)  # None: the built-in defaults

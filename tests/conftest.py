@@ -34,7 +34,11 @@ SMALL = {"steps": 1200, "num_envs": 3, "shard_size": 150, "max_episode_steps": 6
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch
 
-    reason = ("needs a GPU: run make test-gpu on a machine with one" if not GPU_RUN else "needs a GPU, and this machine has none")
+    reason = (
+        "needs a GPU: run make test-gpu on a machine with one"
+        if not GPU_RUN
+        else "needs a GPU, and this machine has none"
+    )
     if not GPU_RUN or not torch.cuda.is_available():
         for item in items:
             if "gpu" in item.keywords:
@@ -70,15 +74,23 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-TINY = ["model.channels=[8,16]", "model.action_embed_dim=8", "train.batch_size=8", "train.val_batches=2",
-        "train.val_rollout_horizon=5", "train.warmup_steps=2"]
+TINY = [
+    "model.channels=[8,16]",
+    "model.action_embed_dim=8",
+    "train.batch_size=8",
+    "train.val_batches=2",
+    "train.val_rollout_horizon=5",
+    "train.warmup_steps=2",
+]
 
 
 def tiny_config(dataset: Path, tmp_path: Path, *overrides: str):
     """A config for a tiny model on `dataset`, run folders under tmp_path/runs."""
     from src.config import load_config
 
-    return load_config(ROOT / "config.yaml", [f"data.dir={dataset}", f"experiment.runs_dir={tmp_path / 'runs'}", *TINY, *overrides])
+    return load_config(
+        ROOT / "config.yaml", [f"data.dir={dataset}", f"experiment.runs_dir={tmp_path / 'runs'}", *TINY, *overrides]
+    )
 
 
 @pytest.fixture(scope="session")

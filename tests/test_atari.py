@@ -15,8 +15,16 @@ from tests.conftest import GENERATE, generate, run
 
 @pytest.mark.parametrize(
     "name, canonical",
-    [("Pong", "Pong"), ("pong", "Pong"), ("ALE/Pong-v5", "Pong"), ("PongNoFrameskip-v4", "Pong"),
-     ("MsPacman", "MsPacman"), ("ms_pacman", "MsPacman"), ("ALE/MsPacman-v5", "MsPacman"), ("breakout", "Breakout")],
+    [
+        ("Pong", "Pong"),
+        ("pong", "Pong"),
+        ("ALE/Pong-v5", "Pong"),
+        ("PongNoFrameskip-v4", "Pong"),
+        ("MsPacman", "MsPacman"),
+        ("ms_pacman", "MsPacman"),
+        ("ALE/MsPacman-v5", "MsPacman"),
+        ("breakout", "Breakout"),
+    ],
 )
 def test_game_names_as_users_write_them(name: str, canonical: str) -> None:
     assert resolve_game(name) == canonical

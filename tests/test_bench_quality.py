@@ -32,7 +32,10 @@ def test_tiny_budget_writes_a_scored_row(tmp_path: Path) -> None:
     assert set(row["other_feedback"]) == {"uint8", "float"} and len(row["ratio_halves"]) == 2  # one window per episode
     assert pong["test"]["windows"] == 2 and pong["test"]["seed"] != results["seed"]  # held-out episodes, another seed
     table = (tmp_path / "results.md").read_text()
-    assert "| variant | seeds | steps | ratio h1 | ratio h10 | ratio h50 | ratio h100 | gap h1 | gap h10 | sharp h100 | vs default |" in table
+    assert (
+        "| variant | seeds | steps | ratio h1 | ratio h10 | ratio h50 | ratio h100 | gap h1 | gap h10 | sharp h100 | vs default |"
+        in table
+    )
     assert "| unet_film | 1 |" in table and "| unet_film, uint8 feedback | 1 |" in table and "Copy-last MSE" in table
 
     again = run([*BENCH, "--budget", "tiny", "--variants", "unet_film", "--seeds", "0,1", "--out_dir", str(tmp_path)])
@@ -42,13 +45,18 @@ def test_tiny_budget_writes_a_scored_row(tmp_path: Path) -> None:
     assert list(seeds) == ["0", "1"] and seeds["0"]["run_dir"] != row["run_dir"]  # seed 0 replaced, seed 1 added
     assert rerun["copy_last_mse"] == pong["copy_last_mse"]  # the same test windows: the rows stay comparable
     assert len(list((tmp_path / "runs").iterdir())) == 3
-    assert "| unet_film | 2 |" in (tmp_path / "results.md").read_text() and " ± " in (tmp_path / "results.md").read_text()
+    assert (
+        "| unet_film | 2 |" in (tmp_path / "results.md").read_text() and " ± " in (tmp_path / "results.md").read_text()
+    )
 
 
 def test_bad_names_exit_2(tmp_path: Path) -> None:
     assert "unknown variant 'unet_flim'. Did you mean 'unet_film'?" in error_line(
-        run([*BENCH, "--budget", "tiny", "--variants", "unet_flim", "--out_dir", str(tmp_path)]))
-    assert "unknown game 'Pongg'" in error_line(run([*BENCH, "--budget", "tiny", "--games", "Pongg", "--out_dir", str(tmp_path)]))
+        run([*BENCH, "--budget", "tiny", "--variants", "unet_flim", "--out_dir", str(tmp_path)])
+    )
+    assert "unknown game 'Pongg'" in error_line(
+        run([*BENCH, "--budget", "tiny", "--games", "Pongg", "--out_dir", str(tmp_path)])
+    )
     assert "--budget: invalid choice" in error_line(run([*BENCH, "--budget", "huge", "--out_dir", str(tmp_path)]))
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
@@ -77,14 +85,35 @@ def test_tiny_budget_scores_edm_by_sample_and_by_mean_and_shows_frames_side_by_s
     edm, film = variants["edm"]["seeds"]["0"], variants["unet_film"]["seeds"]["0"]
     assert set(edm["imagined_frames_per_s"]) == {"1", "3", "10"} and set(film["imagined_frames_per_s"]) == {"-"}
     assert edm["imagined_frames_per_s"]["1"] > edm["imagined_frames_per_s"]["10"]  # 10 network calls per frame, not 1
-    assert edm["sample_mean"]["samples"] == 4 and set(edm["sample_mean"]["mse_ratio_to_copy"]) == {"1", "10", "50", "100"}
+    assert edm["sample_mean"]["samples"] == 4 and set(edm["sample_mean"]["mse_ratio_to_copy"]) == {
+        "1",
+        "10",
+        "50",
+        "100",
+    }
     assert "sample_mean" not in film and set(edm["ssim"]) == set(edm["sharpness"]) == {"1", "10", "50", "100"}
     table = (tmp_path / "results.md").read_text()
     assert "| edm | 1 |" in table and "| edm, mean of 4 samples | 1 |" in table
     assert "| variant | ssim h1 | ssim h10 | ssim h50 | ssim h100 | sharp h1 |" in table
 
     picture = tmp_path / "frames.png"
-    shown = run([sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--budget", "tiny", "--out_dir", str(tmp_path),
-                 "--checkpoints", f"{film['run_dir']},{edm['run_dir']}", "--steps", "1,50", "--windows", "2", "--out", str(picture)])
+    shown = run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "side_by_side.py"),
+            "--budget",
+            "tiny",
+            "--out_dir",
+            str(tmp_path),
+            "--checkpoints",
+            f"{film['run_dir']},{edm['run_dir']}",
+            "--steps",
+            "1,50",
+            "--windows",
+            "2",
+            "--out",
+            str(picture),
+        ]
+    )
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "| unet_film |" in shown.stdout and "| edm |" in shown.stdout and picture.stat().st_size > 1000

@@ -27,8 +27,23 @@ def documented_keys() -> set[str]:
 def test_a_checkpoint_holds_what_its_docstring_lists(short_run) -> None:
     _, result = short_run
     state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
-    assert set(state) == documented_keys() == {"model", "optimizer", "step", "elapsed_s", "config", "dataset", "val",
-                                                "best_mse", "rng", "wandb_id", "versions"}
+    assert (
+        set(state)
+        == documented_keys()
+        == {
+            "model",
+            "optimizer",
+            "step",
+            "elapsed_s",
+            "config",
+            "dataset",
+            "val",
+            "best_mse",
+            "rng",
+            "wandb_id",
+            "versions",
+        }
+    )
     assert state["dataset"]["game"] == "Pong" and state["dataset"]["env_settings"]["env_id"] == "ALE/Pong-v5"
 
 
@@ -46,9 +61,31 @@ def test_a_checkpoint_of_the_first_layout_still_loads_and_evaluates(short_run, t
     assert upgraded["dataset"] == read_checkpoint(new)["dataset"] and "env" not in upgraded
     frames, actions = torch.rand(2, 4, 84, 84), torch.tensor([0, 3])
     with torch.no_grad():
-        assert torch.equal(model_from_checkpoint(upgraded)(frames, actions), model_from_checkpoint(read_checkpoint(new))(frames, actions))
-    out = run([sys.executable, "-m", "src.eval", "--checkpoint", str(old), "--game", "Pong", "--episodes", "1",
-               "--starts_per_episode", "2", "--horizon", "3", "--videos", "0", "--out_dir", str(tmp_path / "eval")])
+        assert torch.equal(
+            model_from_checkpoint(upgraded)(frames, actions),
+            model_from_checkpoint(read_checkpoint(new))(frames, actions),
+        )
+    out = run(
+        [
+            sys.executable,
+            "-m",
+            "src.eval",
+            "--checkpoint",
+            str(old),
+            "--game",
+            "Pong",
+            "--episodes",
+            "1",
+            "--starts_per_episode",
+            "2",
+            "--horizon",
+            "3",
+            "--videos",
+            "0",
+            "--out_dir",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert out.returncode == 0, out.stderr
     (eval_dir,) = (tmp_path / "eval").iterdir()
     assert json.loads((eval_dir / "summary.json").read_text())["checkpoint_step"] == state["step"]
@@ -63,8 +100,11 @@ def test_a_checkpoint_from_before_the_event_head_loads_as_frames_only(short_run)
     state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
     new = model_from_checkpoint(state)
     assert has_events(new)
-    old = {**state, "config": {**state["config"], "model": {k: v for k, v in state["config"]["model"].items() if k != "events"}},
-           "model": {k: v for k, v in state["model"].items() if not k.startswith("events.")}}
+    old = {
+        **state,
+        "config": {**state["config"], "model": {k: v for k, v in state["config"]["model"].items() if k != "events"}},
+        "model": {k: v for k, v in state["model"].items() if not k.startswith("events.")},
+    }
     model = model_from_checkpoint(old)
     assert not has_events(model)
     frames, actions = torch.rand(2, 4, 84, 84), torch.tensor([0, 1])
@@ -72,23 +112,38 @@ def test_a_checkpoint_from_before_the_event_head_loads_as_frames_only(short_run)
         assert torch.equal(model(frames, actions), new(frames, actions))  # the same frame model
 
 
-def test_a_palette_output_checkpoint_loads_and_one_whose_levels_disagree_is_refused(small_dataset: Path, tmp_path: Path) -> None:
+def test_a_palette_output_checkpoint_loads_and_one_whose_levels_disagree_is_refused(
+    small_dataset: Path, tmp_path: Path
+) -> None:
     """Catches a palette head's `levels` buffer taken from the file while the model is built from model.palette: a
     checkpoint whose two disagree decoded every prediction with other grey levels (1,567x copy-last, exit 0)."""
     from src.training.loop import train
 
-    cfg = tiny_config(small_dataset, tmp_path, "model.output=palette", "train.max_steps=2", "train.val_every_steps=2",
-                      "train.val_rollout_enabled=false", "experiment.wandb.mode=disabled")
+    cfg = tiny_config(
+        small_dataset,
+        tmp_path,
+        "model.output=palette",
+        "train.max_steps=2",
+        "train.val_every_steps=2",
+        "train.val_rollout_enabled=false",
+        "experiment.wandb.mode=disabled",
+    )
     path = Path(train(cfg)["run_dir"]) / "checkpoints" / "last.pt"
     state = read_checkpoint(path)
-    assert torch.equal(model_from_checkpoint(state).head.levels, torch.tensor(state["config"]["model"]["palette"]) / 255)
+    assert torch.equal(
+        model_from_checkpoint(state).head.levels, torch.tensor(state["config"]["model"]["palette"]) / 255
+    )
 
-    for change in (lambda s: s["model"]["head.levels"].__setitem__(3, s["model"]["head.levels"][3] + 1 / 255),  # the buffer moved
-                   lambda s: s["config"]["model"]["palette"].__setitem__(0, s["config"]["model"]["palette"][0] - 1)):  # the config
+    for change in (
+        lambda s: s["model"]["head.levels"].__setitem__(3, s["model"]["head.levels"][3] + 1 / 255),  # the buffer moved
+        lambda s: s["config"]["model"]["palette"].__setitem__(0, s["config"]["model"]["palette"][0] - 1),
+    ):  # the config
         altered = load_checkpoint(path)
         change(altered)
         torch.save(altered, tmp_path / "bad.pt")
-        with pytest.raises(UserError, match=r"checkpoint '.*bad.pt': model.head.levels differs from config.model.palette"):
+        with pytest.raises(
+            UserError, match=r"checkpoint '.*bad.pt': model.head.levels differs from config.model.palette"
+        ):
             read_checkpoint(tmp_path / "bad.pt")
 
 
@@ -100,7 +155,11 @@ def test_every_tensor_and_string_of_a_checkpoint_is_checked(short_run) -> None:
     _, result = short_run
     state = load_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
     assert contents_problem(state) is None
-    floats = [(key, value) for key, value in leaves(state, "") if isinstance(value, torch.Tensor) and value.is_floating_point()]
+    floats = [
+        (key, value)
+        for key, value in leaves(state, "")
+        if isinstance(value, torch.Tensor) and value.is_floating_point()
+    ]
     assert len(floats) > 2 * len(state["model"]) - 5  # the weights, the buffers and Adam's moments
     for i, (key, tensor) in enumerate(floats):
         kept = tensor.view(-1)[-1].item()

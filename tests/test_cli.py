@@ -31,17 +31,43 @@ def test_the_installed_scripts_run_from_any_folder(small_dataset: Path, tmp_path
         pytest.skip("the package is not installed (make and CI install it with pip install -e)")
     assert installed == set(SCRIPTS)  # the install is current: pip install -e . after changing [project.scripts]
     bin_dir = Path(sys.executable).parent
-    result = subprocess.run([bin_dir / "awm-inspect", str(small_dataset), "--verify", "quick"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [bin_dir / "awm-inspect", str(small_dataset), "--verify", "quick"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "steps     1,200 of 1,200" in result.stdout
-    assert error_line(subprocess.run([bin_dir / "awm-generate", "--out_dir", str(tmp_path / "d"), "--steps", "0"], cwd=tmp_path,
-                                     capture_output=True, text=True, timeout=120)) == "error: --steps must be >= 1, got 0"
+    assert (
+        error_line(
+            subprocess.run(
+                [bin_dir / "awm-generate", "--out_dir", str(tmp_path / "d"), "--steps", "0"],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        )
+        == "error: --steps must be >= 1, got 0"
+    )
 
 
 def test_dashed_flags_are_the_same_flags(tmp_path: Path) -> None:
-    result = run([sys.executable, "-m", "src.dataset.generate_dataset", "--out-dir", str(tmp_path / "d"), "--steps", "5",
-                  "--max-episode-steps", "0"])
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "src.dataset.generate_dataset",
+            "--out-dir",
+            str(tmp_path / "d"),
+            "--steps",
+            "5",
+            "--max-episode-steps",
+            "0",
+        ]
+    )
     assert error_line(result) == "error: --max_episode_steps must be >= 1, got 0"
     assert not (tmp_path / "d").exists()
 

@@ -19,13 +19,17 @@ CONFIG = ROOT / "config.yaml"
 
 
 def keys(d: dict, prefix: str = "") -> set[str]:
-    return {k for key, v in d.items() for k in (keys(v, f"{prefix}{key}.") if isinstance(v, dict) else {f"{prefix}{key}"})}
+    return {
+        k for key, v in d.items() for k in (keys(v, f"{prefix}{key}.") if isinstance(v, dict) else {f"{prefix}{key}"})
+    }
 
 
 def test_config_yaml_documents_every_key_with_the_schema_default() -> None:
     """Catches a key added to the schema but not to config.yaml (or a default that differs between them)."""
     assert keys(OmegaConf.to_container(OmegaConf.load(CONFIG))) == keys(to_dict(Config()))
-    assert to_dict(load_config(CONFIG, ["profile=cpu"])) == to_dict(Config(profile="cpu"))  # the cpu profile changes nothing
+    assert to_dict(load_config(CONFIG, ["profile=cpu"])) == to_dict(
+        Config(profile="cpu")
+    )  # the cpu profile changes nothing
 
 
 def test_overrides_apply_with_their_types() -> None:
@@ -100,12 +104,15 @@ def test_curriculum_stages() -> None:
     assert [rollout_length(u, t) for u in (0.0, 0.39, 0.4, 0.69, 0.7, 1.0)] == [1, 1, 3, 3, 5, 5]
     assert rollout_length(0.9, TrainConfig()) == 1
 
+
 def test_without_a_config_file_the_built_in_defaults_are_config_yamls(tmp_path: Path) -> None:
     assert to_dict(load_config(None)) == to_dict(load_config(ROOT / "config.yaml"))
     assert load_config(None, ["train.max_steps=7"]).train.max_steps == 7
 
 
-def test_train_outside_the_repository_uses_the_defaults_and_lists_the_datasets_it_sees(small_dataset: Path, tmp_path: Path) -> None:
+def test_train_outside_the_repository_uses_the_defaults_and_lists_the_datasets_it_sees(
+    small_dataset: Path, tmp_path: Path
+) -> None:
     """From a folder with no config.yaml, the documented `python -m src.train` reads the built-in defaults (data.dir
     data/pong); the dataset is missing there, and the line names the datasets that are there and the override."""
     import shutil
@@ -114,9 +121,12 @@ def test_train_outside_the_repository_uses_the_defaults_and_lists_the_datasets_i
     shutil.copytree(small_dataset, tmp_path / "data" / "demo_pong")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("AWM_DEBUG", None)
-    result = subprocess.run([sys.executable, "-m", "src.train"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "src.train"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
+    )
     assert error_line(result) == (
         "error: data.dir: dataset directory 'data/pong' does not exist; datasets here: data/demo_pong (Pong, 1,200 steps); "
         "train on one with data.dir=data/demo_pong, or record one with python -m src.dataset.generate_dataset --game Pong "
-        "--steps 300000 --out_dir data/pong")
+        "--steps 300000 --out_dir data/pong"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no runs/ folder

@@ -40,8 +40,9 @@ def setup(small_dataset: Path, tmp_path: Path, k: int, *overrides: str):
 
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("step", [0, 23])
-def test_device_batches_are_the_loaders_byte_for_byte(small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      k: int, step: int) -> None:
+def test_device_batches_are_the_loaders_byte_for_byte(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, k: int, step: int
+) -> None:
     """20 steps of 64 samples cross at least one epoch end (about 16 steps an epoch) and, with orders drawn 3 steps at
     a time, several draws; step 23 is a resume in the second epoch."""
     monkeypatch.setattr(data, "ORDER_STEPS", 3)
@@ -65,7 +66,9 @@ def test_the_event_heads_batches_are_gathered_there_too(small_dataset: Path, tmp
         gathered = EventBatches(dataset, train_rows, 16, 0.25, 0, step, ranks, on_device=held)
         assert_same_batches(list(itertools.islice(gathered, 4)), list(itertools.islice(read, 4)))
     rich = next(gathered)
-    assert read.events.size and (rich.rewards.ne(0) | rich.dones).sum() >= 4  # a quarter of 16: the rare steps are there
+    assert (
+        read.events.size and (rich.rewards.ne(0) | rich.dones).sum() >= 4
+    )  # a quarter of 16: the rare steps are there
 
 
 def test_each_process_reads_the_loaders_share(small_dataset: Path, tmp_path: Path) -> None:
@@ -106,8 +109,9 @@ def test_to_the_device_only_makes_frames_float(small_dataset: Path, tmp_path: Pa
     assert moved.frames.dtype == torch.float32 and torch.equal(moved.frames, batch.frames.float() / 255)
 
 
-def test_refused_with_one_line_before_loading_when_it_does_not_fit(small_dataset: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refused_with_one_line_before_loading_when_it_does_not_fit(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg, dataset, starts = setup(small_dataset, tmp_path, 1, "data.on_device=true")
     built = []
     monkeypatch.setattr(data, "DeviceBatches", lambda *args: built.append(args))
@@ -133,12 +137,19 @@ def test_auto_falls_back_to_the_loader(small_dataset: Path, tmp_path: Path, monk
     assert isinstance(loader, torch.utils.data.dataloader._BaseDataLoaderIter) and said == []
     monkeypatch.setattr(data, "free_memory", lambda device: 2 << 30)
     cuda = torch.device("cuda:0")
-    assert isinstance(training_batches(dataset, starts, 1, cfg, 0, cuda, say=said.append), torch.utils.data.dataloader._BaseDataLoaderIter)
-    assert said == ["data.on_device=null: the dataset's frames need 42.4 MB but cuda:0 has 2.1 GB free (at most 80% of it, "
-                    "less 2 GiB, is used for data); reading batches from disk"]
+    assert isinstance(
+        training_batches(dataset, starts, 1, cfg, 0, cuda, say=said.append),
+        torch.utils.data.dataloader._BaseDataLoaderIter,
+    )
+    assert said == [
+        "data.on_device=null: the dataset's frames need 42.4 MB but cuda:0 has 2.1 GB free (at most 80% of it, "
+        "less 2 GiB, is used for data); reading batches from disk"
+    ]
     off = tiny_config(small_dataset, tmp_path, "data.on_device=false")
     monkeypatch.setattr(data, "free_memory", lambda device: pytest.fail("asked for memory"))
-    assert isinstance(training_batches(dataset, starts, 1, off, 0, cuda), torch.utils.data.dataloader._BaseDataLoaderIter)
+    assert isinstance(
+        training_batches(dataset, starts, 1, off, 0, cuda), torch.utils.data.dataloader._BaseDataLoaderIter
+    )
 
 
 def test_true_loads_onto_the_device_and_says_so(small_dataset: Path, tmp_path: Path) -> None:
@@ -146,13 +157,18 @@ def test_true_loads_onto_the_device_and_says_so(small_dataset: Path, tmp_path: P
     said: list[str] = []
     batches = training_batches(dataset, starts, 1, cfg, 0, CPU, say=said.append)
     assert isinstance(batches, DeviceBatches) and len(said) == 1
-    assert said[0].startswith("data on cpu: 42.4 MB of frames loaded in ") and said[0].endswith(" s; batches are indexed there")
+    assert said[0].startswith("data on cpu: 42.4 MB of frames loaded in ") and said[0].endswith(
+        " s; batches are indexed there"
+    )
     np.testing.assert_array_equal(batches.arrays["action"].numpy(), dataset.column("action"))
 
 
 def test_on_device_with_loader_workers_is_refused(small_dataset: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^data.on_device true is refused with data.num_workers=2 .*set data.num_workers=0 or "
-                                          r"data.on_device=false$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^data.on_device true is refused with data.num_workers=2 .*set data.num_workers=0 or "
+        r"data.on_device=false$",
+    ):
         tiny_config(small_dataset, tmp_path, "data.on_device=true", "data.num_workers=2")
 
 

@@ -17,14 +17,23 @@ import torch.nn.functional as F
 
 from src.config import ConfigError, load_config
 from src.models.checkpoint import model_from_checkpoint, read_checkpoint
-from src.models.diffusion import DiffusionConfig, Preconditioning, denoising_loss, karras_sigmas, sample_frames, seed_sampling
+from src.models.diffusion import (
+    DiffusionConfig,
+    Preconditioning,
+    denoising_loss,
+    karras_sigmas,
+    sample_frames,
+    seed_sampling,
+)
 from src.models.rollout import Feedback, rollout
 from src.models.world_model import ModelConfig, build_model
 from src.utils.errors import UserError
 from tests.conftest import ROOT, tiny_config
 from tests.test_model import NUM_ACTIONS, moving_square_batch, random_frames
 
-TINY_EDM = ModelConfig(name="edm", channels=[8, 16], action_embed_dim=8, events=False, diffusion=DiffusionConfig(sigma_data=0.5))
+TINY_EDM = ModelConfig(
+    name="edm", channels=[8, 16], action_embed_dim=8, events=False, diffusion=DiffusionConfig(sigma_data=0.5)
+)
 
 
 @pytest.mark.parametrize("sigma", [0.002, 0.1, 0.5, 1.0, 5.0, 80.0])
@@ -40,7 +49,9 @@ def test_preconditioning_is_edms(sigma: float, sigma_data: float) -> None:
     assert c.c_out.item() == pytest.approx(sigma * sigma_data / math.sqrt(total), rel=1e-12)
     assert c.c_noise.item() == pytest.approx(math.log(sigma) / 4, rel=1e-12)
     assert c.c_in.item() ** 2 * total == pytest.approx(1, rel=1e-12)
-    assert c.c_skip.item() ** 2 * sigma**2 + (1 - c.c_skip.item()) ** 2 * sigma_data**2 == pytest.approx(c.c_out.item() ** 2, rel=1e-9)
+    assert c.c_skip.item() ** 2 * sigma**2 + (1 - c.c_skip.item()) ** 2 * sigma_data**2 == pytest.approx(
+        c.c_out.item() ** 2, rel=1e-9
+    )
     assert c.c_in.shape == c.c_skip.shape == c.c_out.shape == (1, 1, 1, 1) and c.c_noise.shape == (1,)
 
 
@@ -59,7 +70,9 @@ def test_sampler_with_a_perfect_denoiser_returns_the_data(sampler: str, steps: i
     """A denoiser that knows the data point returns it from any noise, at any step count: the last step goes to σ = 0,
     where x = D."""
     data = torch.rand(2, 1, 84, 84) * 2 - 1
-    out = sample_frames(lambda x, sigma: data, torch.randn(2, 1, 84, 84), karras_sigmas(steps, 0.002, 5.0, 7.0), sampler)
+    out = sample_frames(
+        lambda x, sigma: data, torch.randn(2, 1, 84, 84), karras_sigmas(steps, 0.002, 5.0, 7.0), sampler
+    )
     assert torch.allclose(out, data, atol=1e-5)  # float32 rounding of x - (x - D) with x of size ~15
 
 
@@ -72,7 +85,9 @@ def test_sampler_with_the_ideal_denoiser_of_two_points_lands_on_one_of_them(samp
 
     def ideal(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         s = sigma.view(-1, 1)
-        logits = torch.stack([-(x - a).pow(2).sum(1) / (2 * s[:, 0] ** 2), -(x - b).pow(2).sum(1) / (2 * s[:, 0] ** 2)], 1)
+        logits = torch.stack(
+            [-(x - a).pow(2).sum(1) / (2 * s[:, 0] ** 2), -(x - b).pow(2).sum(1) / (2 * s[:, 0] ** 2)], 1
+        )
         w = logits.softmax(1)
         return w[:, :1] * a + w[:, 1:] * b
 
@@ -187,15 +202,18 @@ def test_sampling_steps_cost_network_calls() -> None:
             assert len(calls) == expected, (steps, sampler, len(calls))
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["train.rollout_steps=[1,3]", "train.rollout_stage_ends=[0.5]"], "train.rollout_steps"),
-    (["model.output=palette"], "model.output"),
-    (["model.context_noise=0.1"], "model.context_noise"),
-    (["model.diffusion.sampler=ddim"], "model.diffusion.sampler"),
-    (["model.diffusion.sigma_min=10"], "model.diffusion.sigma_min"),
-    (["model.diffusion.steps=0"], "model.diffusion.steps"),
-    (["model.diffusion.target=noise"], "model.diffusion.target"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["train.rollout_steps=[1,3]", "train.rollout_stage_ends=[0.5]"], "train.rollout_steps"),
+        (["model.output=palette"], "model.output"),
+        (["model.context_noise=0.1"], "model.context_noise"),
+        (["model.diffusion.sampler=ddim"], "model.diffusion.sampler"),
+        (["model.diffusion.sigma_min=10"], "model.diffusion.sigma_min"),
+        (["model.diffusion.steps=0"], "model.diffusion.steps"),
+        (["model.diffusion.target=noise"], "model.diffusion.target"),
+    ],
+)
 def test_config_refuses_what_edm_cannot_do(overrides: list[str], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(ROOT / "config.yaml", ["model.name=edm", *overrides])
@@ -209,8 +227,15 @@ def edm_run(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """4 real training steps of a tiny edm with its event head, validating (samples, and the rollout videos) at 2 and 4."""
     from src.training.loop import train
 
-    cfg = tiny_config(small_dataset, tmp_path_factory.mktemp("edm"), "model.name=edm", "train.max_steps=4",
-                      "train.log_every=2", "train.val_every_steps=2", "experiment.wandb.mode=disabled")
+    cfg = tiny_config(
+        small_dataset,
+        tmp_path_factory.mktemp("edm"),
+        "model.name=edm",
+        "train.max_steps=4",
+        "train.log_every=2",
+        "train.val_every_steps=2",
+        "experiment.wandb.mode=disabled",
+    )
     return Path(train(cfg)["run_dir"])
 
 
@@ -234,8 +259,21 @@ def test_eval_scores_single_samples_and_their_mean(edm_run: Path, tmp_path: Path
     CSV has model_mean_* columns; the same seed gives the same figures."""
     from src.eval import evaluate_checkpoint
 
-    runs = [evaluate_checkpoint(edm_run, episodes=1, starts_per_episode=2, horizon=3, videos=1, out_dir=tmp_path / str(i),
-                                samples=3, sampling_steps=1, event_episodes=1, event_horizon=2) for i in range(2)]
+    runs = [
+        evaluate_checkpoint(
+            edm_run,
+            episodes=1,
+            starts_per_episode=2,
+            horizon=3,
+            videos=1,
+            out_dir=tmp_path / str(i),
+            samples=3,
+            sampling_steps=1,
+            event_episodes=1,
+            event_horizon=2,
+        )
+        for i in range(2)
+    ]
     summary = runs[0]
     assert (summary["samples"], summary["sampling_steps"]) == (3, 1)
     assert set(summary["mean_mse_ratio_to_copy"]) == set(summary["mse_ratio_to_copy"]) == {"1"}
@@ -251,8 +289,15 @@ def test_sampling_steps_on_a_deterministic_checkpoint_is_refused(short_run, tmp_
     from src.eval import evaluate_checkpoint
 
     with pytest.raises(UserError, match="--sampling_steps is for a diffusion model"):
-        evaluate_checkpoint(short_run[1]["run_dir"], episodes=1, starts_per_episode=1, horizon=2, videos=0,
-                            out_dir=tmp_path, sampling_steps=3)
+        evaluate_checkpoint(
+            short_run[1]["run_dir"],
+            episodes=1,
+            starts_per_episode=1,
+            horizon=2,
+            videos=0,
+            out_dir=tmp_path,
+            sampling_steps=3,
+        )
 
 
 def test_imagined_env_with_edm_is_seeded(edm_run: Path) -> None:
@@ -295,9 +340,16 @@ def test_resumed_edm_run_keeps_its_sigma_data(edm_run: Path, tmp_path: Path) -> 
     shutil.copytree(edm_run, run_dir)
     saved = read_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]["model"]["diffusion"]["sigma_data"]
     assert 0 < saved < 1
-    cfg = tiny_config(Path(read_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]["data"]["dir"]), tmp_path,
-                      "model.name=edm", "train.max_steps=6", "train.log_every=2", "train.val_every_steps=2",
-                      "experiment.wandb.mode=disabled", f"train.resume={run_dir}")
+    cfg = tiny_config(
+        Path(read_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]["data"]["dir"]),
+        tmp_path,
+        "model.name=edm",
+        "train.max_steps=6",
+        "train.log_every=2",
+        "train.val_every_steps=2",
+        "experiment.wandb.mode=disabled",
+        f"train.resume={run_dir}",
+    )
     result = train(cfg)
     state = read_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert result["step"] == state["step"] == 6

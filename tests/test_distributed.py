@@ -34,10 +34,14 @@ def train(launcher: list[str], runs: Path, dataset: Path, *overrides: str) -> Pa
 def test_two_processes_match_one_with_the_global_batch_and_resume(small_dataset: Path, tmp_path: Path) -> None:
     ddp = train(TORCHRUN, tmp_path / "ddp", small_dataset, "train.batch_size=4", "train.event_batch_size=4")
     one = train([sys.executable], tmp_path / "one", small_dataset, "train.batch_size=8", "train.event_batch_size=8")
-    for name, columns in (("metrics.csv", ("step", "loss", "mse", "grad_norm", "reward_loss", "end_loss")),
-                          ("val_metrics.csv", ("step", "loss", "mse"))):
+    for name, columns in (
+        ("metrics.csv", ("step", "loss", "mse", "grad_norm", "reward_loss", "end_loss")),
+        ("val_metrics.csv", ("step", "loss", "mse")),
+    ):
         got, want = rows(ddp / name, columns), rows(one / name, columns)
-        assert got[:: len(columns)] == want[:: len(columns)] == ([1, 2, 3, 4, 5, 6] if name == "metrics.csv" else [3, 6])
+        assert (
+            got[:: len(columns)] == want[:: len(columns)] == ([1, 2, 3, 4, 5, 6] if name == "metrics.csv" else [3, 6])
+        )
         assert got == pytest.approx(want, rel=TOLERANCE)
     state = read_checkpoint(ddp / "checkpoints" / "last.pt")
     assert state["dataset"]["processes"] == 2 and state["dataset"]["global_batch"] == 8

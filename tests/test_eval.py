@@ -97,15 +97,38 @@ def test_oracle_scores_zero_error_over_the_whole_horizon(small_dataset: Path) ->
 def test_eval_command_writes_every_file(short_run, tmp_path: Path) -> None:
     cfg, result = short_run
     checkpoint = Path(result["run_dir"]) / "checkpoints" / "best.pt"
-    out = run([*EVAL, "--checkpoint", str(checkpoint), "--game", "ALE/Pong-v5", "--episodes", "1", "--starts_per_episode", "4",
-               "--horizon", "12", "--videos", "2", "--out_dir", str(tmp_path)])
+    out = run(
+        [
+            *EVAL,
+            "--checkpoint",
+            str(checkpoint),
+            "--game",
+            "ALE/Pong-v5",
+            "--episodes",
+            "1",
+            "--starts_per_episode",
+            "4",
+            "--horizon",
+            "12",
+            "--videos",
+            "2",
+            "--out_dir",
+            str(tmp_path),
+        ]
+    )
     assert out.returncode == 0, out.stderr
     (eval_dir,) = tmp_path.iterdir()
     assert eval_dir.name.endswith("_Pong_eval") and "model MSE / copy-last MSE" in out.stdout
     summary = json.loads((eval_dir / "summary.json").read_text())
-    assert summary["game"] == "Pong" and summary["horizon"] == 12 and summary["starts"] == 4 and summary["episodes"] == 1
+    assert (
+        summary["game"] == "Pong" and summary["horizon"] == 12 and summary["starts"] == 4 and summary["episodes"] == 1
+    )
     for metric in ("mse", "psnr", "ssim"):
-        assert {len(v) for v in summary[metric].values()} == {12} and set(summary[metric]) == {"model", "copy_last", "model_shuffled_actions"}
+        assert {len(v) for v in summary[metric].values()} == {12} and set(summary[metric]) == {
+            "model",
+            "copy_last",
+            "model_shuffled_actions",
+        }
         image = iio.imread(eval_dir / "plots" / f"{metric}_vs_horizon.png")
         assert image.shape[:2] == (500, 800)
     assert set(summary["mse_ratio_to_copy"]) == {"1", "10"} and set(summary["action_gap"]) == {"1", "10"}
@@ -125,20 +148,26 @@ def test_evaluate_checkpoint_returns_what_it_writes(short_run, tmp_path: Path) -
     """The function benchmarks and tests call (no argparse): its result is summary.json, plus where it wrote."""
     _, result = short_run
     checkpoint = Path(result["run_dir"]) / "checkpoints" / "last.pt"
-    summary = evaluate_checkpoint(checkpoint, "Pong", episodes=1, starts_per_episode=3, horizon=4, videos=1, out_dir=tmp_path)
+    summary = evaluate_checkpoint(
+        checkpoint, "Pong", episodes=1, starts_per_episode=3, horizon=4, videos=1, out_dir=tmp_path
+    )
     written = json.loads((summary["out_dir"] / "summary.json").read_text())
     assert written == {k: v for k, v in summary.items() if k not in ("out_dir", "paths")}
     assert summary["starts"] == 3 and len(summary["ssim"]["model"]) == 4 and summary["paths"]["video_0_gif"].is_file()
 
 
-def test_an_evaluation_plays_and_scores_what_it_was_asked(short_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_evaluation_plays_and_scores_what_it_was_asked(
+    short_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Catches the reward and end scoring playing 16 more episodes than asked (the smallest evaluation took 250 s on 2
     cores): by default it scores the requested episodes, more only when asked, none with --event_episodes 0."""
     import src.eval as evaluation
 
     played = []
     real_play = evaluation.play_episodes
-    monkeypatch.setattr(evaluation, "play_episodes", lambda settings, count, *a: played.append(count) or real_play(settings, count, *a))
+    monkeypatch.setattr(
+        evaluation, "play_episodes", lambda settings, count, *a: played.append(count) or real_play(settings, count, *a)
+    )
     _, result = short_run
     args = dict(checkpoint=result["run_dir"], episodes=1, starts_per_episode=2, horizon=3, videos=0, event_horizon=2)
     summary = evaluate_checkpoint(**args, out_dir=tmp_path / "a")
@@ -149,33 +178,47 @@ def test_an_evaluation_plays_and_scores_what_it_was_asked(short_run, tmp_path: P
     assert played[-1] == 1 and "events" not in summary and "return_fidelity" not in summary
 
 
-def test_a_new_metric_is_one_registry_entry(small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_metric_is_one_registry_entry(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Catches a metric name hard-coded anywhere between the registry and the outputs: summary, CSV and plot."""
-    monkeypatch.setitem(STEP_METRICS, "max_error", StepMetric("largest pixel error", lambda p, t: (p - t).abs().flatten(1).amax(1)))
+    monkeypatch.setitem(
+        STEP_METRICS, "max_error", StepMetric("largest pixel error", lambda p, t: (p - t).abs().flatten(1).amax(1))
+    )
     windows = windows_from_dataset(ShardedDataset(small_dataset), horizon=5, count=3)
     model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), num_actions=6)
     curves = summarise(evaluate(model, windows, batch_size=3, device=torch.device("cpu"), seed=0))
     assert len(curves["max_error"]["copy_last"]) == 5 and max(curves["max_error"]["copy_last"]) > 0
     (tmp_path / "plots").mkdir()
-    write_outputs(tmp_path, {"game": "Pong", "starts": 3, **curves}, curves, model, windows, videos=0, device=torch.device("cpu"))
+    write_outputs(
+        tmp_path, {"game": "Pong", "starts": 3, **curves}, curves, model, windows, videos=0, device=torch.device("cpu")
+    )
     assert json.loads((tmp_path / "summary.json").read_text())["max_error"] == curves["max_error"]
     with open(tmp_path / "metrics.csv", newline="") as f:
-        assert float(next(csv.DictReader(f))["copy_last_max_error"]) == pytest.approx(curves["max_error"]["copy_last"][0], rel=1e-5)
+        assert float(next(csv.DictReader(f))["copy_last_max_error"]) == pytest.approx(
+            curves["max_error"]["copy_last"][0], rel=1e-5
+        )
     assert iio.imread(tmp_path / "plots" / "max_error_vs_horizon.png").shape[:2] == (500, 800)
 
 
 def test_eval_bad_input_exits_2(short_run, tmp_path: Path) -> None:
     _, result = short_run
     checkpoint = str(Path(result["run_dir"]) / "checkpoints" / "last.pt")
-    assert "differs from the checkpoint's game Pong" in error_line(run([*EVAL, "--checkpoint", checkpoint, "--game", "Breakout"]))
-    assert "--horizon must be >= 1" in error_line(run([*EVAL, "--checkpoint", checkpoint, "--game", "Pong", "--horizon", "0"]))
+    assert "differs from the checkpoint's game Pong" in error_line(
+        run([*EVAL, "--checkpoint", checkpoint, "--game", "Breakout"])
+    )
+    assert "--horizon must be >= 1" in error_line(
+        run([*EVAL, "--checkpoint", checkpoint, "--game", "Pong", "--horizon", "0"])
+    )
     assert "not found" in error_line(run([*EVAL, "--checkpoint", str(tmp_path / "none.pt"), "--game", "Pong"]))
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(Path(checkpoint).read_bytes()[:1000])
     assert "cannot be loaded" in error_line(run([*EVAL, "--checkpoint", str(corrupt), "--game", "Pong"]))
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    assert "not a checkpoint of this project" in error_line(run([*EVAL, "--checkpoint", str(foreign), "--game", "Pong"]))
+    assert "not a checkpoint of this project" in error_line(
+        run([*EVAL, "--checkpoint", str(foreign), "--game", "Pong"])
+    )
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]
 
 
@@ -192,22 +235,44 @@ def test_a_run_folder_stands_for_its_best_checkpoint_else_its_last(tmp_path: Pat
     (run_dir / "checkpoints" / "best.pt").write_bytes(b"")
     assert find_checkpoint_file(run_dir) == run_dir / "checkpoints" / "best.pt"
     assert find_checkpoint_file(run_dir / "checkpoints") == run_dir / "checkpoints" / "best.pt"
-    assert find_checkpoint_file(run_dir / "checkpoints" / "last.pt") == run_dir / "checkpoints" / "last.pt"  # a file as it is
+    assert (
+        find_checkpoint_file(run_dir / "checkpoints" / "last.pt") == run_dir / "checkpoints" / "last.pt"
+    )  # a file as it is
     assert find_checkpoint_file(tmp_path / "none.pt") == tmp_path / "none.pt"  # read_checkpoint says 'not found'
     (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(UserError, match=r"^--checkpoint '.*empty' is a folder without checkpoints/best.pt or checkpoints/last.pt"):
+    with pytest.raises(
+        UserError, match=r"^--checkpoint '.*empty' is a folder without checkpoints/best.pt or checkpoints/last.pt"
+    ):
         find_checkpoint_file(tmp_path / "empty")
 
 
-def test_eval_of_a_run_folder_without_game_prints_progress_and_keeps_its_log(short_run, tmp_path: Path,
-                                                                             wandb_env: Path, monkeypatch) -> None:
+def test_eval_of_a_run_folder_without_game_prints_progress_and_keeps_its_log(
+    short_run, tmp_path: Path, wandb_env: Path, monkeypatch
+) -> None:
     """The newcomer's command: `eval --checkpoint runs/<run>`. Catches --game still required, the run folder not
     taken to its best.pt, no progress on stderr, an eval.log that misses what was printed, and the default W&B mode
     failing without a login (it says so in one line and logs nothing)."""
     monkeypatch.delenv("WANDB_MODE")
     run_dir = Path(short_run[1]["run_dir"])
-    out = run([*EVAL, "--checkpoint", str(run_dir), "--episodes", "1", "--starts_per_episode", "3", "--horizon", "4",
-               "--videos", "0", "--batch_size", "2", "--out_dir", str(tmp_path / "out")])
+    out = run(
+        [
+            *EVAL,
+            "--checkpoint",
+            str(run_dir),
+            "--episodes",
+            "1",
+            "--starts_per_episode",
+            "3",
+            "--horizon",
+            "4",
+            "--videos",
+            "0",
+            "--batch_size",
+            "2",
+            "--out_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert out.returncode == 0, out.stderr
     (eval_dir,) = (tmp_path / "out").iterdir()
     summary = json.loads((eval_dir / "summary.json").read_text())
@@ -223,47 +288,76 @@ def test_eval_wandb_run_joins_the_training_runs_project_and_group(short_run, tmp
     """Catches an evaluation logged to a project of its own, unlinked to the run it scores, or without its config."""
     cfg, result = short_run
     run_dir = Path(result["run_dir"])
-    summary = evaluate_checkpoint(run_dir, episodes=1, starts_per_episode=2, horizon=3, videos=0, out_dir=tmp_path / "a",
-                                  wandb_mode="offline")
+    summary = evaluate_checkpoint(
+        run_dir, episodes=1, starts_per_episode=2, horizon=3, videos=0, out_dir=tmp_path / "a", wandb_mode="offline"
+    )
     run = offline_run(summary["out_dir"])
     assert (run.project, run.run_group, run.job_type) == (cfg.experiment.wandb.project, run_dir.name, "eval")
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
     assert config["checkpoint_config"]["model"]["channels"] == [8, 16] and config["trained"]["run"] == run_dir.name
     assert config["trained"]["step"] == read_checkpoint(run_dir / "checkpoints" / "best.pt")["step"]
-    other = evaluate_checkpoint(run_dir, episodes=1, starts_per_episode=2, horizon=3, videos=0, out_dir=tmp_path / "b",
-                                wandb_mode="offline", wandb_project="elsewhere", wandb_entity="someone")
+    other = evaluate_checkpoint(
+        run_dir,
+        episodes=1,
+        starts_per_episode=2,
+        horizon=3,
+        videos=0,
+        out_dir=tmp_path / "b",
+        wandb_mode="offline",
+        wandb_project="elsewhere",
+        wandb_entity="someone",
+    )
     assert (offline_run(other["out_dir"]).project, offline_run(other["out_dir"]).entity) == ("elsewhere", "someone")
 
 
-def test_eval_with_a_key_but_no_network_logs_offline_within_the_runs_init_timeout(short_run, tmp_path: Path,
-                                                                                   wandb_env: Path, monkeypatch) -> None:
+def test_eval_with_a_key_but_no_network_logs_offline_within_the_runs_init_timeout(
+    short_run, tmp_path: Path, wandb_env: Path, monkeypatch
+) -> None:
     """Catches eval hanging at W&B's set-up (a key, WANDB_MODE unset, a server that never answers): it uses the
     training run's experiment.wandb.init_timeout, then logs offline into its own folder and says so, in eval.log too."""
     run_dir = tmp_path / "run"
-    shutil.copytree(Path(short_run[1]["run_dir"]), run_dir, ignore=shutil.ignore_patterns("wandb", ".lock", "videos", "images"))
+    shutil.copytree(
+        Path(short_run[1]["run_dir"]), run_dir, ignore=shutil.ignore_patterns("wandb", ".lock", "videos", "images")
+    )
     state = read_checkpoint(run_dir / "checkpoints" / "best.pt")
     state["config"]["experiment"]["wandb"]["init_timeout"] = 1.0
     save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
     with silent_server(monkeypatch):
-        summary = evaluate_checkpoint(run_dir, "Pong", episodes=1, starts_per_episode=2, horizon=3, videos=0,
-                                      out_dir=tmp_path / "evals", wandb_mode="auto")
+        summary = evaluate_checkpoint(
+            run_dir,
+            "Pong",
+            episodes=1,
+            starts_per_episode=2,
+            horizon=3,
+            videos=0,
+            out_dir=tmp_path / "evals",
+            wandb_mode="auto",
+        )
     (sync_dir,) = (summary["out_dir"] / "wandb").glob("offline-run-*")
     lines = [line for line in (summary["out_dir"] / "eval.log").read_text().splitlines() if line.startswith("W&B:")]
-    assert len(lines) == 1 and lines[0].startswith("W&B: the online run did not start within 1 s") and str(sync_dir) in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("W&B: the online run did not start within 1 s")
+        and str(sync_dir) in lines[0]
+    )
 
 
 def test_eval_of_a_folder_without_checkpoints_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     line = error_line(run([*EVAL, "--checkpoint", str(tmp_path / "run"), "--out_dir", str(tmp_path / "out")]))
-    assert line == (f"error: --checkpoint '{tmp_path / 'run'}' is a folder without checkpoints/best.pt or checkpoints/last.pt; "
-                    "pass a run folder written by src.train (runs/<run>) or a .pt file")
+    assert line == (
+        f"error: --checkpoint '{tmp_path / 'run'}' is a folder without checkpoints/best.pt or checkpoints/last.pt; "
+        "pass a run folder written by src.train (runs/<run>) or a .pt file"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and not any((tmp_path / "run").iterdir())
 
 
 def offline_run(eval_dir: Path):
     """The RunRecord of the one offline W&B run under eval_dir."""
     (sync_dir,) = (eval_dir / "wandb").glob("offline-run-*")
-    (record,) = [r.run for r in read_records(next(sync_dir.glob("run-*.wandb"))) if r.WhichOneof("record_type") == "run"]
+    (record,) = [
+        r.run for r in read_records(next(sync_dir.glob("run-*.wandb"))) if r.WhichOneof("record_type") == "run"
+    ]
     return record
 
 
@@ -293,9 +387,14 @@ def event_model(reward_sign: float, end_logit: float) -> nn.Module:
 def synthetic_episode(rewards: list[float], seed: int) -> Steps:
     """An episode of len(rewards) steps of random frames that ends at its last step, with these rewards."""
     n, rng = len(rewards), np.random.default_rng(seed)
-    return Steps(obs=rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8), action=rng.integers(0, 6, n),
-                 next_obs=rng.integers(0, 256, (n, 1, 84, 84), dtype=np.uint8), done=np.arange(n) == n - 1,
-                 reward=np.array(rewards, dtype=np.float32), episode=np.zeros(n, dtype=np.int64))
+    return Steps(
+        obs=rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8),
+        action=rng.integers(0, 6, n),
+        next_obs=rng.integers(0, 256, (n, 1, 84, 84), dtype=np.uint8),
+        done=np.arange(n) == n - 1,
+        reward=np.array(rewards, dtype=np.float32),
+        episode=np.zeros(n, dtype=np.int64),
+    )
 
 
 def test_event_cases_reach_every_reward_and_end_at_every_step_ahead() -> None:
@@ -308,9 +407,13 @@ def test_event_cases_reach_every_reward_and_end_at_every_step_ahead() -> None:
     assert windows.context.shape[1:] == (4, 84, 84)
     for h in range(5):
         assert (ends[:, h] & valid[:, h]).sum() >= 1  # the end, reached h + 1 steps ahead
-        assert (windows.rewards[:, h][valid[:, h]] == 1.0).sum() >= 1 and (windows.rewards[:, h][valid[:, h]] == -1.0).sum() >= 2
+        assert (windows.rewards[:, h][valid[:, h]] == 1.0).sum() >= 1 and (
+            windows.rewards[:, h][valid[:, h]] == -1.0
+        ).sum() >= 2
     assert not (ends[:, :-1] & valid[:, :-1] & valid[:, 1:]).any()  # nothing is scored after an end
-    assert event_cases([synthetic_episode([0.0] * 30, 0)][:0], horizon=5) is None  # nothing to score: said before the work
+    assert (
+        event_cases([synthetic_episode([0.0] * 30, 0)][:0], horizon=5) is None
+    )  # nothing to score: said before the work
 
 
 def test_event_curves_count_what_the_head_says() -> None:
@@ -328,7 +431,9 @@ def test_event_curves_count_what_the_head_says() -> None:
         assert curves["end_precision"][h] == pytest.approx(2 / curves["predicted_ends"][h])
     quiet = event_curves(event_model(0, -9.0), event_cases(episodes, 4), 2, 64, torch.device("cpu"), Feedback("uint8"))
     assert quiet["false_reward_rate"] == [0.0] * 4 and quiet["reward_sign_accuracy"] == [0.0] * 4
-    assert quiet["end_recall"] == [0.0] * 4 and quiet["end_precision"] == [None] * 4  # no end predicted: nothing to count
+    assert (
+        quiet["end_recall"] == [0.0] * 4 and quiet["end_precision"] == [None] * 4
+    )  # no end predicted: nothing to count
 
 
 def test_return_fidelity_compares_imagined_and_real_returns() -> None:

@@ -54,7 +54,9 @@ def test_rollouts_feed_back_and_score_the_rounded_frames() -> None:
     assert all(on_grid(c) for c in model.contexts) and torch.equal(model.contexts[1][:, -1], scored[:, 0])
 
     model.contexts.clear()
-    predicted = unroll(model, context, torch.zeros(2, 2, dtype=torch.long), Feedback("uint8"))  # training: gradients kept
+    predicted = unroll(
+        model, context, torch.zeros(2, 2, dtype=torch.long), Feedback("uint8")
+    )  # training: gradients kept
     assert on_grid(model.contexts[1]) and not on_grid(predicted)  # the loss sees the raw prediction
     predicted.sum().backward()
     assert model.scale.grad is not None and model.scale.grad != 0
@@ -108,7 +110,9 @@ def test_rollouts_and_play_feed_back_palette_levels(small_dataset: Path) -> None
     model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8, events=False), dataset.num_actions)
     nn.init.normal_(model.head.conv.weight, std=0.1)
     info = {"action_meanings": dataset.manifest.action_meanings, "game": "Pong"}
-    dream = Dream(model.eval(), info, torch.device("cpu"), seed=0, dataset=dataset, feedback=Feedback("palette", PALETTE))
+    dream = Dream(
+        model.eval(), info, torch.device("cpu"), seed=0, dataset=dataset, feedback=Feedback("palette", PALETTE)
+    )
     for _ in range(4):
         dream.step(0)
     assert set(torch.unique(dream.context.mul(255).round()).tolist()) <= set(PALETTE)
@@ -164,7 +168,9 @@ def test_corruption_is_applied_in_training_only() -> None:
     unrolled_loss(Spy(), batch, 2, TrainConfig(), Feedback("uint8"), context_noise=0.05)
     (noisy, level), (second, level2) = seen
     assert level is not None and level2 is level and ((0 <= level) & (level <= 0.05)).all()
-    assert not torch.equal(noisy, frames) and (noisy - frames).std() < 0.05  # the context is corrupted, within the level
+    assert (
+        not torch.equal(noisy, frames) and (noisy - frames).std() < 0.05
+    )  # the context is corrupted, within the level
     seen.clear()
     unrolled_loss(Spy(), batch, 1, TrainConfig(), Feedback("uint8"), context_noise=0.0)
     assert torch.equal(seen[0][0], frames) and seen[0][1] is None  # off: the clean context, no level
@@ -185,11 +191,21 @@ def test_training_fills_in_the_palette_and_evaluation_uses_the_checkpoints(short
     state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
     saved = state["config"]["model"]
     assert saved["feedback"] == "palette" and len(saved["palette"]) == cfg.model.palette_size == 16
-    summary = evaluate_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt", "Pong", episodes=1, starts_per_episode=2,
-                                  horizon=3, videos=0, out_dir=tmp_path)
+    summary = evaluate_checkpoint(
+        Path(result["run_dir"]) / "checkpoints" / "last.pt",
+        "Pong",
+        episodes=1,
+        starts_per_episode=2,
+        horizon=3,
+        videos=0,
+        out_dir=tmp_path,
+    )
     assert summary["feedback"] == "palette" and summary["palette"] == saved["palette"]
 
-    old = {**state, "config": {**state["config"], "model": {k: v for k, v in saved.items() if k not in ("feedback", "palette")}}}
+    old = {
+        **state,
+        "config": {**state["config"], "model": {k: v for k, v in saved.items() if k not in ("feedback", "palette")}},
+    }
     assert checkpoint_feedback(old) == Feedback("uint8")  # saved before feedback existed: uint8, as evaluated since
     with pytest.raises(UserError, match="has no palette"):
         checkpoint_feedback(old, "palette")
@@ -255,11 +271,19 @@ def test_pushforward_share_picks_samples_and_the_rest_get_true_frames() -> None:
     assert imagined == expected and 0 < sum(imagined) < 4, expected
 
     torch.manual_seed(1)
-    static = pushed_forward(TwoSteps(), batch, 1, share=0.5, feedback=Feedback("float"), static=True)  # as compiled, on a GPU
+    static = pushed_forward(
+        TwoSteps(), batch, 1, share=0.5, feedback=Feedback("float"), static=True
+    )  # as compiled, on a GPU
     assert torch.allclose(static.frames, some.frames) and torch.equal(static.targets, some.targets)
 
     t = TrainConfig(pushforward=0.6, pushforward_start=0.5)
-    assert [pushforward_share(u, t) for u in (0.0, 0.49, 0.5, 0.75, 1.0)] == [0.0, 0.0, 0.0, pytest.approx(0.3), pytest.approx(0.6)]
+    assert [pushforward_share(u, t) for u in (0.0, 0.49, 0.5, 0.75, 1.0)] == [
+        0.0,
+        0.0,
+        0.0,
+        pytest.approx(0.3),
+        pytest.approx(0.6),
+    ]
     assert pushforward_share(1.0, TrainConfig()) == 0.0  # off by default
 
 
@@ -269,11 +293,26 @@ def test_palette_output_trains_saves_and_evaluates(small_dataset: Path, tmp_path
     from src.training.loop import train
     from tests.conftest import tiny_config
 
-    cfg = tiny_config(small_dataset, tmp_path, "model.output=palette", "train.max_steps=4", "train.val_every_steps=4",
-                      "train.log_every=2", "train.pushforward=0.5", "train.pushforward_start=0.25")
+    cfg = tiny_config(
+        small_dataset,
+        tmp_path,
+        "model.output=palette",
+        "train.max_steps=4",
+        "train.val_every_steps=4",
+        "train.log_every=2",
+        "train.pushforward=0.5",
+        "train.pushforward_start=0.25",
+    )
     result = train(cfg)
     assert math.isfinite(result["val/mse"]) and result["step"] == 4
-    summary = evaluate_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt", "Pong", episodes=1, starts_per_episode=2,
-                                  horizon=3, videos=0, out_dir=tmp_path)
+    summary = evaluate_checkpoint(
+        Path(result["run_dir"]) / "checkpoints" / "last.pt",
+        "Pong",
+        episodes=1,
+        starts_per_episode=2,
+        horizon=3,
+        videos=0,
+        out_dir=tmp_path,
+    )
     assert summary["palette"] == cfg.model.palette
     assert all(math.isfinite(v) for v in summary["mse_ratio_to_copy"].values())

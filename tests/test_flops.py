@@ -56,15 +56,18 @@ def test_cpu_peak_from_cpuinfo() -> None:
     assert cpu_peak(torch.bfloat16, ZEN4, threads=4)[0] == 1 * 2.5e9 * 64
 
 
-@pytest.mark.parametrize("name, dtype, tflops", [
-    ("NVIDIA H100 80GB HBM3", torch.bfloat16, 989.4),  # H100 SXM: 1,979 with sparsity, halved
-    ("NVIDIA H100 80GB HBM3", torch.float32, 494.7),  # an fp32 step runs on TF32 tensor cores
-    ("NVIDIA H100 PCIe", torch.bfloat16, 756.5),
-    ("NVIDIA H200", torch.bfloat16, 989.4),
-    ("NVIDIA A100-SXM4-80GB", torch.bfloat16, 312.0),
-    ("NVIDIA A10", torch.bfloat16, 125.0),
-    ("NVIDIA L4", torch.bfloat16, 121.0),  # not L40S's figure
-])
+@pytest.mark.parametrize(
+    "name, dtype, tflops",
+    [
+        ("NVIDIA H100 80GB HBM3", torch.bfloat16, 989.4),  # H100 SXM: 1,979 with sparsity, halved
+        ("NVIDIA H100 80GB HBM3", torch.float32, 494.7),  # an fp32 step runs on TF32 tensor cores
+        ("NVIDIA H100 PCIe", torch.bfloat16, 756.5),
+        ("NVIDIA H200", torch.bfloat16, 989.4),
+        ("NVIDIA A100-SXM4-80GB", torch.bfloat16, 312.0),
+        ("NVIDIA A10", torch.bfloat16, 125.0),
+        ("NVIDIA L4", torch.bfloat16, 121.0),  # not L40S's figure
+    ],
+)
 def test_gpu_name_maps_to_its_datasheet_entry(name: str, dtype: torch.dtype, tflops: float) -> None:
     assert gpu_peak(name, dtype)[0] == pytest.approx(tflops * 1e12)
 

@@ -16,8 +16,9 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -26,15 +27,25 @@ from hypothesis import strategies as st
 
 from src.utils.errors import run_cli
 
-CONTROL_TEXT = st.one_of(  # what an edited file may hold where a name goes: newlines, ANSI escapes, NUL, a very long line
-    st.sampled_from(["a\nb", "\x1b[2J\x1b[31mred", "NO\rOP", "x\x00y", "\u202eevil", "p" * 5000, "\t"]),
-    st.text(alphabet=st.characters(codec="utf-8", categories=["Cc", "Cf", "Zl", "Zp", "L"]), min_size=1, max_size=8),
+CONTROL_TEXT = (
+    st.one_of(  # what an edited file may hold where a name goes: newlines, ANSI escapes, NUL, a very long line
+        st.sampled_from(["a\nb", "\x1b[2J\x1b[31mred", "NO\rOP", "x\x00y", "\u202eevil", "p" * 5000, "\t"]),
+        st.text(
+            alphabet=st.characters(codec="utf-8", categories=["Cc", "Cf", "Zl", "Zp", "L"]), min_size=1, max_size=8
+        ),
+    )
 )
 TENSOR_VALUES = st.sampled_from([math.nan, math.inf, -math.inf, 1e38, -1e38, 0.0, 1e-45])
 JUNK = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.sampled_from([0, -1, 1, 2**31, 2**63, 10**13]),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12), st.sampled_from(["../../escape", "${oc.env:HOME}", "", "Pong"]),
-    st.lists(st.integers(min_value=-3, max_value=300), max_size=4), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([0, -1, 1, 2**31, 2**63, 10**13]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["../../escape", "${oc.env:HOME}", "", "Pong"]),
+    st.lists(st.integers(min_value=-3, max_value=300), max_size=4),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
 )
 SETTINGS = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 TRIED: dict[str, int] = {}
@@ -76,7 +87,11 @@ def run_command(main: Callable, argv: list[str]) -> tuple[int, str]:
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".readers"}
+    return {
+        str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".readers"
+    }
 
 
 def check_outcome(what: str, code: int, err: str) -> None:
@@ -132,7 +147,7 @@ def test_a_mutated_manifest_is_one_line_or_works(small_dataset: Path, manifest_t
             assert {p.name for p in Path(tmp).iterdir()} == {"pong"}  # nothing written beside the dataset
 
     fuzz()
-    print(f"\nmutated manifests tried: {({k: v for k, v in TRIED.items() if k.startswith('manifest')})}")
+    print(f"\nmutated manifests tried: { ({k: v for k, v in TRIED.items() if k.startswith('manifest')}) }")
 
 
 @pytest.mark.slow
@@ -151,9 +166,31 @@ def test_a_mutated_checkpoint_is_one_line_or_works(small_dataset: Path, short_ru
             checkpoint, out = Path(tmp) / "bad.pt", Path(tmp) / "eval"
             torch.save(state, checkpoint)
             before = snapshot(small_dataset)
-            code, err = run_command(evaluation.main, ["--checkpoint", str(checkpoint), "--game", "Pong", "--data_dir", str(small_dataset),
-                                                      "--horizon", "2", "--episodes", "1", "--starts_per_episode", "2", "--videos", "0",
-                                                      "--event_episodes", "2", "--event_horizon", "2", "--out_dir", str(out)])
+            code, err = run_command(
+                evaluation.main,
+                [
+                    "--checkpoint",
+                    str(checkpoint),
+                    "--game",
+                    "Pong",
+                    "--data_dir",
+                    str(small_dataset),
+                    "--horizon",
+                    "2",
+                    "--episodes",
+                    "1",
+                    "--starts_per_episode",
+                    "2",
+                    "--videos",
+                    "0",
+                    "--event_episodes",
+                    "2",
+                    "--event_horizon",
+                    "2",
+                    "--out_dir",
+                    str(out),
+                ],
+            )
             check_outcome("checkpoint: eval", code, err)
             assert snapshot(small_dataset) == before
             assert not out.exists() if code == 2 else len(list(out.iterdir())) == 1  # refused: no eval folder at all
@@ -165,8 +202,12 @@ def test_a_mutated_checkpoint_is_one_line_or_works(small_dataset: Path, short_ru
 def tensor_paths(state: dict) -> list[tuple]:
     """Every tensor of the weights and of Adam's state: (section, key) and (optimizer, state, index, moment)."""
     found = [("model", k) for k, v in state["model"].items() if v.is_floating_point()]
-    found += [("optimizer", "state", i, k) for i, moments in state["optimizer"]["state"].items() for k, v in moments.items()
-              if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    found += [
+        ("optimizer", "state", i, k)
+        for i, moments in state["optimizer"]["state"].items()
+        for k, v in moments.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point()
+    ]
     return found
 
 
@@ -182,8 +223,10 @@ def string_paths(value: Any, prefix: tuple = ()) -> Iterator[tuple]:
 
 def strict_json(path: Path) -> Any:
     """json.loads that refuses NaN and Infinity, as JSON does (and jq, browsers, other languages' parsers)."""
+
     def refuse(constant: str) -> None:
         raise ValueError(f"{path.name} holds {constant}, which is not JSON")
+
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
@@ -193,13 +236,18 @@ def check_one_clean_line(err: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_checkpoint_with_mutated_tensors_or_strings_is_one_line_or_works(small_dataset: Path, checkpoint_state: dict) -> None:
+def test_a_checkpoint_with_mutated_tensors_or_strings_is_one_line_or_works(
+    small_dataset: Path, checkpoint_state: dict
+) -> None:
     """A weight, a buffer or one of Adam's moments with NaN, an infinity or an extreme value in one element or all of
     them; a string field holding control characters: eval stops with one clean line naming the field, or (finite
     extremes) evaluates into a summary.json that is strict JSON."""
     from src import eval as evaluation
 
-    tensors, strings = tensor_paths(checkpoint_state), list(string_paths({k: checkpoint_state[k] for k in ("config", "dataset", "versions")}))
+    tensors, strings = (
+        tensor_paths(checkpoint_state),
+        list(string_paths({k: checkpoint_state[k] for k in ("config", "dataset", "versions")})),
+    )
 
     @settings(SETTINGS, max_examples=30)
     @given(data=st.data())
@@ -225,9 +273,31 @@ def test_a_checkpoint_with_mutated_tensors_or_strings_is_one_line_or_works(small
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint, out = Path(tmp) / "bad.pt", Path(tmp) / "eval"
             torch.save(state, checkpoint)
-            code, err = run_command(evaluation.main, ["--checkpoint", str(checkpoint), "--game", "Pong", "--data_dir", str(small_dataset),
-                                                      "--horizon", "2", "--episodes", "1", "--starts_per_episode", "2", "--videos", "1",
-                                                      "--event_horizon", "2", "--out_dir", str(out), "--wandb_mode", "disabled"])
+            code, err = run_command(
+                evaluation.main,
+                [
+                    "--checkpoint",
+                    str(checkpoint),
+                    "--game",
+                    "Pong",
+                    "--data_dir",
+                    str(small_dataset),
+                    "--horizon",
+                    "2",
+                    "--episodes",
+                    "1",
+                    "--starts_per_episode",
+                    "2",
+                    "--videos",
+                    "1",
+                    "--event_horizon",
+                    "2",
+                    "--out_dir",
+                    str(out),
+                    "--wandb_mode",
+                    "disabled",
+                ],
+            )
             check_outcome(what, code, err)
             if code == 2:
                 check_one_clean_line(err)
@@ -237,15 +307,21 @@ def test_a_checkpoint_with_mutated_tensors_or_strings_is_one_line_or_works(small
                 assert summary["horizon"] == 2
 
     fuzz()
-    print(f"\nmutated checkpoints tried: {({k: v for k, v in TRIED.items() if 'tensor' in k or 'string' in k})}")
+    print(f"\nmutated checkpoints tried: { ({k: v for k, v in TRIED.items() if 'tensor' in k or 'string' in k}) }")
 
 
 @pytest.mark.slow
-def test_a_mutated_checkpoint_never_resumes_wrongly(small_dataset: Path, short_run, checkpoint_state: dict, tmp_path: Path) -> None:
+def test_a_mutated_checkpoint_never_resumes_wrongly(
+    small_dataset: Path, short_run, checkpoint_state: dict, tmp_path: Path
+) -> None:
     """Resuming from a mutated last.pt: one line and the run folder untouched, or a resume that trains on."""
     from src import train as training
 
-    keys = [p for p in paths(checkpoint_state) if p[0] in ("config", "dataset", "step", "elapsed_s", "best_mse", "wandb_id", "val")]
+    keys = [
+        p
+        for p in paths(checkpoint_state)
+        if p[0] in ("config", "dataset", "step", "elapsed_s", "best_mse", "wandb_id", "val")
+    ]
 
     @settings(SETTINGS, max_examples=30)
     @given(path=st.sampled_from(keys), junk=JUNK, delete=st.booleans())
@@ -257,8 +333,15 @@ def test_a_mutated_checkpoint_never_resumes_wrongly(small_dataset: Path, short_r
             shutil.copytree(short_run[1]["run_dir"], run_dir)
             torch.save(state, run_dir / "checkpoints" / "last.pt")
             before = snapshot(run_dir)
-            code, err = run_command(training.main, [f"train.resume={run_dir}", "train.max_steps=7", f"experiment.runs_dir={tmp}/runs",
-                                                    "train.val_rollout_enabled=false"])
+            code, err = run_command(
+                training.main,
+                [
+                    f"train.resume={run_dir}",
+                    "train.max_steps=7",
+                    f"experiment.runs_dir={tmp}/runs",
+                    "train.val_rollout_enabled=false",
+                ],
+            )
             check_outcome("checkpoint: train.resume", code, err)
             if code == 2:
                 assert snapshot(run_dir) == before and not (Path(tmp) / "runs").exists()

@@ -93,7 +93,9 @@ def test_unwritable_out_dir(tmp_path: Path) -> None:
 
 def test_resume_refuses_other_settings(dataset_copy: Path) -> None:
     before = checksums(dataset_copy)
-    assert "--game Breakout differs from the dataset's Pong" in error_line(generate(dataset_copy, "--resume", game="Breakout"))
+    assert "--game Breakout differs from the dataset's Pong" in error_line(
+        generate(dataset_copy, "--resume", game="Breakout")
+    )
     assert "less than the 1200 steps" in error_line(generate(dataset_copy, "--resume", steps=100))
     assert checksums(dataset_copy) == before
 
@@ -165,8 +167,21 @@ def listed_shards(root: Path) -> int:
 def test_sigkill_then_resume_gives_exactly_the_requested_steps(tmp_path: Path, trial: int) -> None:
     """Kills the generator at a random moment (mid-shard, mid-manifest write...), resumes, and checks the result."""
     steps, out = 3000, tmp_path / "data"
-    cmd = [*GENERATE, "--out_dir", str(out), "--steps", str(steps), "--num_envs", "2", "--shard_size", "250",
-           "--max_episode_steps", "80", "--seed", str(trial)]
+    cmd = [
+        *GENERATE,
+        "--out_dir",
+        str(out),
+        "--steps",
+        str(steps),
+        "--num_envs",
+        "2",
+        "--shard_size",
+        "250",
+        "--max_episode_steps",
+        "80",
+        "--seed",
+        str(trial),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     if trial % 2 == 0:
         wait_for(lambda: listed_shards(out) >= 1 + trial)  # right after a shard was listed
@@ -182,7 +197,11 @@ def test_sigkill_then_resume_gives_exactly_the_requested_steps(tmp_path: Path, t
     assert result.returncode == 0, result.stderr
     data = ShardedDataset(out, verify="full")
     assert len(data) == steps and manifest(out)["complete"]
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("shard_")) == [".lock", ".readers", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("shard_")) == [
+        ".lock",
+        ".readers",
+        "manifest.json",
+    ]
     assert len(list(out.glob("shard_*.npy"))) == 6 * len(data.shards)
     check_consecutive(out)
     assert error_line(run([*INSPECT, str(tmp_path / "nowhere")]))  # and the reader still refuses nonsense
@@ -202,23 +221,30 @@ def main_in_process(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[i
     return exit_.value.code, err.getvalue()
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--seed", "-1"], "--seed must be >= 0, got -1"),
-    (["--seed", str(2**63)], "--seed must be <= 9223372036854775807"),
-    (["--max_episode_steps", str(10**30)], "--max_episode_steps must be in [1, 10000000], got 1000000000000000000000000000000"),
-    (["--max_episode_steps", str(2**63)], "--max_episode_steps must be in [1, 10000000]"),
-    (["--frame_skip", "1000"], "--frame_skip must be in [1, 64], got 1000"),
-    (["--noop_max", str(10**9)], "--noop_max must be in [0, 10000]"),
-    (["--repeat_action_probability", "nan"], "--repeat_action_probability must be in [0, 1], got nan"),
-    (["--part", "8388608/8388608"], "--part: at most 4096 parts"),
-    (["--part", "1/" + "9" * 5000], "--part must be K/N with 1 <= K <= N"),
-    (["--num_envs", "100000"], "--num_envs must be <= 1024, got 100000"),
-    (["--shard_size", str(10**7)], "--shard_size must be <= 1000000"),
-    (["--steps", str(2**40)], "--steps must be <= 1099511627775"),
-    (["--game", "../../x"], "unknown game '../../x'"),
-])
-def test_overwrite_checks_everything_before_deleting(dataset_copy: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
-                                                     expected: str) -> None:
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--seed", "-1"], "--seed must be >= 0, got -1"),
+        (["--seed", str(2**63)], "--seed must be <= 9223372036854775807"),
+        (
+            ["--max_episode_steps", str(10**30)],
+            "--max_episode_steps must be in [1, 10000000], got 1000000000000000000000000000000",
+        ),
+        (["--max_episode_steps", str(2**63)], "--max_episode_steps must be in [1, 10000000]"),
+        (["--frame_skip", "1000"], "--frame_skip must be in [1, 64], got 1000"),
+        (["--noop_max", str(10**9)], "--noop_max must be in [0, 10000]"),
+        (["--repeat_action_probability", "nan"], "--repeat_action_probability must be in [0, 1], got nan"),
+        (["--part", "8388608/8388608"], "--part: at most 4096 parts"),
+        (["--part", "1/" + "9" * 5000], "--part must be K/N with 1 <= K <= N"),
+        (["--num_envs", "100000"], "--num_envs must be <= 1024, got 100000"),
+        (["--shard_size", str(10**7)], "--shard_size must be <= 1000000"),
+        (["--steps", str(2**40)], "--steps must be <= 1099511627775"),
+        (["--game", "../../x"], "unknown game '../../x'"),
+    ],
+)
+def test_overwrite_checks_everything_before_deleting(
+    dataset_copy: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], expected: str
+) -> None:
     """Catches --overwrite deleting the dataset and only then finding an argument it cannot use (a traceback, data lost)."""
     before = files(dataset_copy)
     code, err = main_in_process(["--out_dir", str(dataset_copy), "--overwrite", "--steps", "100", *args], monkeypatch)
@@ -231,7 +257,11 @@ def test_overwrite_refuses_a_dataset_that_is_being_read(dataset_copy: Path, monk
     reader = ShardedDataset(dataset_copy, verify="none")  # as a training (or its DataLoader workers) holds it
     before = files(dataset_copy)
     code, err = main_in_process(["--out_dir", str(dataset_copy), "--overwrite", "--steps", "100"], monkeypatch)
-    assert code == 2 and err == f"error: a training, evaluation or play is reading '{dataset_copy}'; wait for it to end, or choose another --out_dir\n"
+    assert (
+        code == 2
+        and err
+        == f"error: a training, evaluation or play is reading '{dataset_copy}'; wait for it to end, or choose another --out_dir\n"
+    )
     assert files(dataset_copy) == before  # the .lock too: refused before it was taken
     second = ShardedDataset(dataset_copy, verify="none")  # readers share
     reader.close()
@@ -260,12 +290,16 @@ def test_resume_with_another_emulator_version_is_refused(dataset_copy: Path) -> 
     (dataset_copy / "manifest.json").write_text(json.dumps(manifest))
     before = files(dataset_copy)
     line = error_line(generate(dataset_copy, "--resume", steps=1500))
-    assert f"'{dataset_copy}' was recorded with ale-py 0.6.0, this is ale-py {version('ale-py')}: frames of two emulator" in line
+    assert (
+        f"'{dataset_copy}' was recorded with ale-py 0.6.0, this is ale-py {version('ale-py')}: frames of two emulator"
+        in line
+    )
     assert files(dataset_copy) == before
 
 
-def test_a_generation_that_finished_meanwhile_is_not_deleted(small_dataset: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_generation_that_finished_meanwhile_is_not_deleted(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Catches the emptiness check made only before the lock: a generation into the same fresh --out_dir that
     finished in between (here, during the disk check) would be deleted as 'the old dataset'."""
     out = tmp_path / "data"
@@ -276,7 +310,9 @@ def test_a_generation_that_finished_meanwhile_is_not_deleted(small_dataset: Path
     monkeypatch.setattr(generate_dataset, "check_disk", another_generation_meanwhile)
     code, err = main_in_process(["--out_dir", str(out), "--steps", "100"], monkeypatch)
     assert code == 2 and "is not empty" in err and len(err.strip().splitlines()) == 1, err
-    assert {k: v for k, v in files(out).items() if k != ".lock"} == {k: v for k, v in files(small_dataset).items() if k != ".lock"}
+    assert {k: v for k, v in files(out).items() if k != ".lock"} == {
+        k: v for k, v in files(small_dataset).items() if k != ".lock"
+    }
 
 
 @pytest.mark.slow
@@ -285,7 +321,9 @@ def test_two_generations_into_one_fresh_directory(tmp_path: Path) -> None:
     shards: one records, the other gets one line."""
     out = tmp_path / "data"
     cmd = [*GENERATE, "--out_dir", str(out), "--steps", "300", "--num_envs", "1", "--shard_size", "100"]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     assert sorted(code for code, _ in results) == [0, 2], results
     (line,) = [err.strip().splitlines() for code, err in results if code == 2][0]
@@ -308,7 +346,9 @@ def test_a_link_planted_as_a_temporary_shard_file_is_not_written_through(tmp_pat
     assert not planted.is_symlink() and np.load(planted).shape == (1, 4, 84, 84)
 
 
-def test_a_disk_that_fills_up_mid_recording_is_one_line_and_resume_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_disk_that_fills_up_mid_recording_is_one_line_and_resume_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The free-space check passed, then the disk filled up (another process): one line and exit 2, the complete
     shards kept, and --resume records the rest once there is room again."""
     import errno
@@ -322,15 +362,32 @@ def test_a_disk_that_fills_up_mid_recording_is_one_line_and_resume_finishes(tmp_
         real_write(self, field, data)
 
     monkeypatch.setattr(ShardWriter, "_write", write_until_full)
-    args = ["--out_dir", str(out), "--steps", "600", "--num_envs", "2", "--shard_size", "100", "--max_episode_steps", "60"]
+    args = [
+        "--out_dir",
+        str(out),
+        "--steps",
+        "600",
+        "--num_envs",
+        "2",
+        "--shard_size",
+        "100",
+        "--max_episode_steps",
+        "60",
+    ]
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
         run_cli(generate_dataset.main, args)
     lines = err.getvalue().strip().splitlines()  # after tqdm's progress bar
-    assert exit_.value.code == 2 and "Traceback" not in err.getvalue() and sum(line.startswith("error:") for line in lines) == 1
+    assert (
+        exit_.value.code == 2
+        and "Traceback" not in err.getvalue()
+        and sum(line.startswith("error:") for line in lines) == 1
+    )
     assert lines[-1].startswith("error: no space left on device; free some space and run the command again")
     monkeypatch.setattr(ShardWriter, "_write", real_write)
-    assert 0 < len(json.loads((out / "manifest.json").read_text())["shards"]) < 6  # some shards were complete and are kept
+    assert (
+        0 < len(json.loads((out / "manifest.json").read_text())["shards"]) < 6
+    )  # some shards were complete and are kept
     resumed = generate(out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert len(ShardedDataset(out, verify="full")) == 600

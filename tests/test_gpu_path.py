@@ -114,8 +114,13 @@ def test_the_suite_and_its_commands_compute_on_the_cpu() -> None:
     if GPU_RUN:
         pytest.skip("make test-gpu leaves the GPUs visible")
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "" and choose_device() == CPU and not torch.cuda.is_available()
-    child = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"], capture_output=True,
-                           text=True, cwd=ROOT, timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert child.stdout.strip() == "0", child.stderr
 
 
@@ -133,7 +138,9 @@ def count_collectives(rank: int, store: str, cfg: Config, out: Path) -> None:
     calls: list[str] = []
     for name in ("all_reduce", "broadcast", "broadcast_object_list", "all_gather", "all_gather_object", "barrier"):
         original = getattr(dist, name)
-        setattr(dist, name, lambda *a, _o=original, _n=name, **k: (calls.append(f"{_n}:{k.get('op', '')}"), _o(*a, **k))[1])
+        setattr(
+            dist, name, lambda *a, _o=original, _n=name, **k: (calls.append(f"{_n}:{k.get('op', '')}"), _o(*a, **k))[1]
+        )
     loop.train(cfg)
     (out / f"rank{rank}.txt").write_text("\n".join(calls))
 
@@ -143,8 +150,17 @@ def test_the_clock_is_agreed_every_few_steps_not_every_step(small_dataset: Path,
     """With train.max_minutes under torchrun the processes must step on one clock; they agree on it with one all-reduce
     every CLOCK_EVERY steps, not with a pickled broadcast at every step."""
     n = 2 * CLOCK_EVERY
-    cfg = tiny_config(small_dataset, tmp_path, "train.batch_size=4", "train.event_batch_size=4", f"train.max_steps={n}",
-                      "train.max_minutes=60", f"train.log_every={n}", f"train.val_every_steps={n}", "train.val_rollout_enabled=false")
+    cfg = tiny_config(
+        small_dataset,
+        tmp_path,
+        "train.batch_size=4",
+        "train.event_batch_size=4",
+        f"train.max_steps={n}",
+        "train.max_minutes=60",
+        f"train.log_every={n}",
+        f"train.val_every_steps={n}",
+        "train.val_rollout_enabled=false",
+    )
     mp.spawn(count_collectives, args=(str(tmp_path / "store"), cfg, tmp_path), nprocs=2)
     for rank in range(2):
         calls = (tmp_path / f"rank{rank}.txt").read_text().split()
@@ -160,29 +176,52 @@ def test_the_clock_is_agreed_every_few_steps_not_every_step(small_dataset: Path,
 def test_compiled_training_under_torchrun_with_the_event_head(small_dataset: Path, tmp_path: Path) -> None:
     """2 processes, a compiled model (traced ahead of the clock) and the event head: DDP wants a gradient for every
     parameter at every backward, compile_ahead's included, or the next step fails."""
-    cfg = tiny_config(small_dataset, tmp_path, "train.batch_size=4", "train.event_batch_size=4", "train.max_steps=3",
-                      "train.compile=true", "train.log_every=3", "train.val_every_steps=3", "train.val_rollout_enabled=false")
+    cfg = tiny_config(
+        small_dataset,
+        tmp_path,
+        "train.batch_size=4",
+        "train.event_batch_size=4",
+        "train.max_steps=3",
+        "train.compile=true",
+        "train.log_every=3",
+        "train.val_every_steps=3",
+        "train.val_rollout_enabled=false",
+    )
     assert cfg.model.events
     mp.spawn(count_collectives, args=(str(tmp_path / "store"), cfg, tmp_path), nprocs=2)
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert read_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 3
 
 
-
 @pytest.mark.slow
-def test_every_graph_is_compiled_before_the_clock_starts(small_dataset: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_graph_is_compiled_before_the_clock_starts(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A curriculum 1 -> 3 with pushforward: the graphs (one step, a step on a fed-back context, the no-gradient
     pushforward pass) are all traced by compile_ahead; the stage switch and the pushforward's start add none, and
     static shapes are asked for (dynamic=False)."""
     counter, asked, at_start = CompileCounter(), [], []
     compile_ = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model, **k: (asked.append(k), compile_(model, backend=counter, **k))[1])
+    monkeypatch.setattr(
+        torch, "compile", lambda model, **k: (asked.append(k), compile_(model, backend=counter, **k))[1]
+    )
     ahead = loop.compile_ahead
     monkeypatch.setattr(loop, "compile_ahead", lambda *a: (ahead(*a), at_start.append(counter.frame_count)))
-    loop.train(tiny_config(small_dataset, tmp_path, "train.compile=true", "train.max_steps=8", "train.log_every=4",
-                           "train.val_every_steps=8", "train.val_rollout_enabled=false", "train.rollout_steps=[1,3]",
-                           "train.rollout_stage_ends=[0.5]", "train.pushforward=0.5", "train.pushforward_start=0.25"))
+    loop.train(
+        tiny_config(
+            small_dataset,
+            tmp_path,
+            "train.compile=true",
+            "train.max_steps=8",
+            "train.log_every=4",
+            "train.val_every_steps=8",
+            "train.val_rollout_enabled=false",
+            "train.rollout_steps=[1,3]",
+            "train.rollout_stage_ends=[0.5]",
+            "train.pushforward=0.5",
+            "train.pushforward_start=0.25",
+        )
+    )
     assert asked == [{"dynamic": False}]
     assert at_start == [3] and counter.frame_count == 3
 
@@ -206,10 +245,14 @@ def test_an_unroll_keeps_the_contexts_memory_layout() -> None:
 
 
 def test_bf16_only_where_the_gpu_has_it(small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)  # a Turing GPU
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
+    )  # a Turing GPU
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
     assert FastPath.choose(tiny_config(small_dataset, tmp_path), torch.device("cuda")).autocast is None  # auto: fp32
-    with pytest.raises(ConfigError, match=r"train.precision=bf16: Tesla T4 has no native bf16 .*use train.precision=fp32 or auto"):
+    with pytest.raises(
+        ConfigError, match=r"train.precision=bf16: Tesla T4 has no native bf16 .*use train.precision=fp32 or auto"
+    ):
         FastPath.choose(tiny_config(small_dataset, tmp_path, "train.precision=bf16"), torch.device("cuda"))
 
 
@@ -218,7 +261,9 @@ def test_cuda_runs_autotune_convolutions_and_allow_tf32(monkeypatch: pytest.Monk
     before = torch.get_float32_matmul_precision()
     try:
         configure_backends(FastPath(CPU, None, False, False, False))
-        assert not torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == before  # the CPU: untouched
+        assert (
+            not torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == before
+        )  # the CPU: untouched
         configure_backends(FastPath(torch.device("cuda"), torch.bfloat16, True, True, True, True))
         assert torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "high"
     finally:
@@ -264,15 +309,23 @@ def test_a_finite_run_is_never_held_back() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
-def test_a_run_that_goes_non_finite_stops_with_its_last_checkpoint_weights(small_dataset: Path, tmp_path: Path, device: str,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_that_goes_non_finite_stops_with_its_last_checkpoint_weights(
+    small_dataset: Path, tmp_path: Path, device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The whole loop with the device-side check (fused Adam, as CUDA chooses; on the CPU forced): a NaN at step 3, found
     at step 4 (a logging step): the run stops naming step 3, and the model holds step 2's weights, which its last.pt
     saved. On CUDA with every default of the GPU path (bf16, channels-last, torch.compile)."""
     if device == "cpu":
         choose = FastPath.choose
-        monkeypatch.setattr(FastPath, "choose", classmethod(lambda cls, cfg, device: choose(cfg, device).__class__(
-            **{**choose(cfg, device).__dict__, "fused": True})))
+        monkeypatch.setattr(
+            FastPath,
+            "choose",
+            classmethod(
+                lambda cls, cfg, device: choose(cfg, device).__class__(
+                    **{**choose(cfg, device).__dict__, "fused": True}
+                )
+            ),
+        )
     calls, models = [], []
     real_step = loop.train_step
 
@@ -285,9 +338,20 @@ def test_a_run_that_goes_non_finite_stops_with_its_last_checkpoint_weights(small
         return real_step(forward, optimizer, batch, *args)
 
     monkeypatch.setattr(loop, "train_step", poisoned)
-    cfg = tiny_config(small_dataset, tmp_path, "profile=cpu", f"train.cpu={device == 'cpu'}", "train.max_steps=8",
-                      "train.log_every=4", "train.val_every_steps=2", "train.val_rollout_enabled=false")
-    with pytest.raises(UserError, match=r"training diverged at step 3 \(the weights were left as they were before it; found at step 4\)"):
+    cfg = tiny_config(
+        small_dataset,
+        tmp_path,
+        "profile=cpu",
+        f"train.cpu={device == 'cpu'}",
+        "train.max_steps=8",
+        "train.log_every=4",
+        "train.val_every_steps=2",
+        "train.val_rollout_enabled=false",
+    )
+    with pytest.raises(
+        UserError,
+        match=r"training diverged at step 3 \(the weights were left as they were before it; found at step 4\)",
+    ):
         loop.train(cfg)
     (run_dir,) = (tmp_path / "runs").iterdir()
     saved = read_checkpoint(run_dir / "checkpoints" / "last.pt")
@@ -300,10 +364,30 @@ def test_a_run_that_goes_non_finite_stops_with_its_last_checkpoint_weights(small
 def test_a_cpu_checkpoint_resumes_on_cuda_with_the_gpu_path(small_dataset: Path, tmp_path: Path) -> None:
     """A run saved by the CPU (contiguous weights and moments) goes on on CUDA with fused AdamW, channels-last weights,
     bf16 and torch.compile: the moments are laid out anew, and the run trains on to finite losses."""
-    first = loop.train(tiny_config(small_dataset, tmp_path, "profile=cpu", "train.cpu=true", "train.max_steps=4",
-                                   "train.log_every=2", "train.val_every_steps=4", "train.val_rollout_enabled=false"))
-    result = loop.train(tiny_config(small_dataset, tmp_path, "profile=cpu", f"train.resume={first['run_dir']}", "train.max_steps=8",
-                                    "train.log_every=2", "train.val_every_steps=4", "train.val_rollout_enabled=false"))
+    first = loop.train(
+        tiny_config(
+            small_dataset,
+            tmp_path,
+            "profile=cpu",
+            "train.cpu=true",
+            "train.max_steps=4",
+            "train.log_every=2",
+            "train.val_every_steps=4",
+            "train.val_rollout_enabled=false",
+        )
+    )
+    result = loop.train(
+        tiny_config(
+            small_dataset,
+            tmp_path,
+            "profile=cpu",
+            f"train.resume={first['run_dir']}",
+            "train.max_steps=8",
+            "train.log_every=2",
+            "train.val_every_steps=4",
+            "train.val_rollout_enabled=false",
+        )
+    )
     assert result["step"] == 8 and torch.isfinite(torch.tensor(result["val/mse"]))
 
 
@@ -317,20 +401,37 @@ def test_a_training_step_builds_no_tensor_from_host_data(monkeypatch: pytest.Mon
 
     palette = (0, 87, 144, 236)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8, events=True, output="palette",
-                                    palette=list(palette)), 6)
+    model = build_model(
+        ModelConfig(channels=[8, 16], action_embed_dim=8, events=True, output="palette", palette=list(palette)), 6
+    )
     assert isinstance(model.events, EventHead)
     optimizer = make_optimizer(model, Config(), CPU)
     fast = FastPath(CPU, None, False, False, False)
     events = EventLoss(model.events, EventWeights((3.0, 1.0, 3.0), 5.0))
     g = torch.Generator().manual_seed(0)
-    batch = Batch(torch.rand(4, 4, 84, 84, generator=g), torch.randint(0, 6, (4, 2), generator=g), torch.rand(4, 2, 84, 84, generator=g),
-                  torch.zeros(4, 2), torch.zeros(4, 2, dtype=torch.bool))
+    batch = Batch(
+        torch.rand(4, 4, 84, 84, generator=g),
+        torch.randint(0, 6, (4, 2), generator=g),
+        torch.rand(4, 2, 84, 84, generator=g),
+        torch.zeros(4, 2),
+        torch.zeros(4, 2, dtype=torch.bool),
+    )
 
     def step() -> None:
-        train_step(model, optimizer, batch, 2, Config().train, fast, Feedback("palette", palette), output_palette=palette,
-                   events=events, event_batch=Batch(batch.frames, batch.actions[:, :1], batch.targets[:, :1],
-                                                    batch.rewards[:, :1], batch.dones[:, :1]))
+        train_step(
+            model,
+            optimizer,
+            batch,
+            2,
+            Config().train,
+            fast,
+            Feedback("palette", palette),
+            output_palette=palette,
+            events=events,
+            event_batch=Batch(
+                batch.frames, batch.actions[:, :1], batch.targets[:, :1], batch.rewards[:, :1], batch.dones[:, :1]
+            ),
+        )
         optimizer.step()
 
     step()  # the first makes the constants
@@ -350,8 +451,12 @@ def test_the_gpu_profile_is_one_override_or_auto_on_cuda(monkeypatch: pytest.Mon
     config = ROOT / "config.yaml"
     plain, gpu = load_config(config), load_config(config, ["profile=gpu", "train.val_every_steps=100"])
     assert plain.profile == "cpu" and (plain.train.batch_size, plain.data.num_workers) == (32, 0)  # no CUDA here
-    assert gpu.profile == "gpu" and (gpu.train.batch_size, gpu.optimizer.lr, gpu.data.num_workers, gpu.train.val_every_steps) == (
-        256, 6e-4, 6, 100)
+    assert gpu.profile == "gpu" and (
+        gpu.train.batch_size,
+        gpu.optimizer.lr,
+        gpu.data.num_workers,
+        gpu.train.val_every_steps,
+    ) == (256, 6e-4, 6, 100)
     profile, got = flatten(OmegaConf.to_container(OmegaConf.from_dotlist(list(PROFILES["gpu"])))), flatten(to_dict(gpu))
     assert {k: got[k] for k in profile} == {**profile, "train.val_every_steps": 100}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -361,4 +466,3 @@ def test_the_gpu_profile_is_one_override_or_auto_on_cuda(monkeypatch: pytest.Mon
     assert config_from_dict(saved, ["train.max_steps=10"]).train.batch_size == 64  # the profile is not applied twice
     with pytest.raises(ConfigError, match="^profile must be auto, cpu or gpu, got 'tpu'$"):
         load_config(config, ["profile=tpu"])
-

@@ -126,7 +126,9 @@ def test_terminated_follows_the_end_head_and_its_threshold() -> None:
         assert info["end_probability"] == 0.5 and terminated is expected
 
 
-@pytest.mark.parametrize("logits, sign", [((-30.0, 0.0, 30.0), 1.0), ((30.0, 0.0, -30.0), -1.0), ((0.0, 30.0, 0.0), 0.0)])
+@pytest.mark.parametrize(
+    "logits, sign", [((-30.0, 0.0, 30.0), 1.0), ((30.0, 0.0, -30.0), -1.0), ((0.0, 30.0, 0.0), 0.0)]
+)
 def test_reward_is_the_reward_heads_sign(logits: tuple[float, float, float], sign: float) -> None:
     model = tiny_model()
     set_events(model, reward=logits, end=-30.0)
@@ -174,7 +176,12 @@ def test_next_step_autoreset_starts_a_game_anew_after_its_end() -> None:
     _, _, terminated, _, info = envs.step(np.array([0, 1]))
     assert terminated.tolist() == [True, True] and info["_end_probability"].all()
     obs, rewards, terminated, truncated, info = envs.step(np.array([0, 1]))  # ignored: both games start anew
-    assert rewards.tolist() == [0.0, 0.0] and not terminated.any() and not truncated.any() and not info["_end_probability"].any()
+    assert (
+        rewards.tolist() == [0.0, 0.0]
+        and not terminated.any()
+        and not truncated.any()
+        and not info["_end_probability"].any()
+    )
     single = env(model)
     single.reset(seed=5)
     np.testing.assert_array_equal(obs[0], single.reset()[0])  # game 0's second start, from its own generator
@@ -208,7 +215,9 @@ def test_reset_to_starts_every_game_from_the_frames_given() -> None:
     assert info["end_probability"][0] == info["end_probability"][1]
     single = env(tiny_model())
     np.testing.assert_array_equal(single.reset_to(frames)[0], frames)
-    with pytest.raises(ValueError, match=r"frames must be \(4, 84, 84\) uint8 \(every game alike\) or \(3, 4, 84, 84\)"):
+    with pytest.raises(
+        ValueError, match=r"frames must be \(4, 84, 84\) uint8 \(every game alike\) or \(3, 4, 84, 84\)"
+    ):
         envs.reset_to(frames[:2])
 
 
@@ -225,7 +234,10 @@ BLACK = np.zeros((4, 84, 84), dtype=np.uint8)  # a start of one's own: reset_to 
 def test_step_and_render_before_a_reset_need_one_as_gymnasium_says() -> None:
     """Before a reset the context is black frames, no game: step and render (when it draws) raise ResetNeeded, with
     the message of gymnasium's OrderEnforcing; reset_to is a reset too."""
-    single, envs = env(render_mode="rgb_array"), WorldModelVectorEnv(tiny_model(), 6, 2, env_settings=PONG, render_mode="rgb_array")
+    single, envs = (
+        env(render_mode="rgb_array"),
+        WorldModelVectorEnv(tiny_model(), 6, 2, env_settings=PONG, render_mode="rgb_array"),
+    )
     for e, action in ((single, 0), (envs, np.zeros(2, dtype=int))):
         with pytest.raises(ResetNeeded, match=re.escape("Cannot call env.step() before calling env.reset()")):
             e.step(action)
@@ -259,12 +271,21 @@ def test_an_action_out_of_range_or_of_the_wrong_shape_is_refused_and_numpy_ints_
     e = env()
     e.reset_to(BLACK)
     for action in (6, -1, np.int64(6), np.array(-2)):
-        with pytest.raises(ValueError, match=r"action must be in \[0, 6\) \(the action space Discrete\(6\)\), got -?\d"):
+        with pytest.raises(
+            ValueError, match=r"action must be in \[0, 6\) \(the action space Discrete\(6\)\), got -?\d"
+        ):
             e.step(action)
-    with pytest.raises(ValueError, match=r"action must be one int in \[0, 6\) \(a 0-d array at most\), got an array of shape \(1,\)"):
+    with pytest.raises(
+        ValueError, match=r"action must be one int in \[0, 6\) \(a 0-d array at most\), got an array of shape \(1,\)"
+    ):
         e.step(np.array([1]))
     assert e.steps.tolist() == [0]
-    for action in (np.int64(5), np.uint8(2), np.array(3, dtype=np.int32), 0):  # the action space's own samples are int64
+    for action in (
+        np.int64(5),
+        np.uint8(2),
+        np.array(3, dtype=np.int32),
+        0,
+    ):  # the action space's own samples are int64
         e.step(action)
     assert e.steps.tolist() == [4]
     a, b = env(e.games.model), env(e.games.model)
@@ -275,7 +296,13 @@ def test_an_action_out_of_range_or_of_the_wrong_shape_is_refused_and_numpy_ints_
 def test_vector_actions_of_the_wrong_type_shape_or_range_are_refused() -> None:
     envs = WorldModelVectorEnv(tiny_model(), 6, 3, env_settings=PONG)
     envs.reset_to(BLACK)
-    for actions in (np.array([1.0, 2.0, 3.0]), np.array([1.7, 0.2, 3.0]), np.ones(3, dtype=bool), ["1", "2", "3"], [1, 2.5, 3]):
+    for actions in (
+        np.array([1.0, 2.0, 3.0]),
+        np.array([1.7, 0.2, 3.0]),
+        np.ones(3, dtype=bool),
+        ["1", "2", "3"],
+        [1, 2.5, 3],
+    ):
         with pytest.raises(TypeError, match=r"actions must be ints in \[0, 6\), one per game \(3,\), got dtype"):
             envs.step(actions)
     for actions in (np.array([1, 2]), np.ones((3, 1), dtype=int), np.ones((1, 3), dtype=int), 1):
@@ -295,21 +322,38 @@ def test_reset_to_refuses_frames_of_the_wrong_shape_or_dtype() -> None:
     for frames in (BLACK[:3], BLACK[None], BLACK.astype(np.float32), BLACK[:, :80], BLACK.tolist()[:2]):
         with pytest.raises(ValueError, match=r"^frames must be \(4, 84, 84\) uint8, got \("):
             single.reset_to(frames)
-    for frames in (np.stack([BLACK] * 2), np.stack([BLACK] * 4), BLACK[:3], BLACK.astype(np.int64), np.stack([BLACK] * 3) / 255):
-        with pytest.raises(ValueError, match=re.escape("frames must be (4, 84, 84) uint8 (every game alike) or (3, 4, 84, 84) "
-                                                       "uint8 (one per game), got")):
+    for frames in (
+        np.stack([BLACK] * 2),
+        np.stack([BLACK] * 4),
+        BLACK[:3],
+        BLACK.astype(np.int64),
+        np.stack([BLACK] * 3) / 255,
+    ):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                "frames must be (4, 84, 84) uint8 (every game alike) or (3, 4, 84, 84) uint8 (one per game), got"
+            ),
+        ):
             envs.reset_to(frames)
     assert not single.started.any() and not envs.started.any()
     assert envs.reset_to(np.stack([BLACK] * 3))[0].shape == (3, 4, 84, 84)
 
 
-@pytest.mark.parametrize("mask, error, match", [
-    (np.zeros(3, dtype=bool), ValueError, r"must mark at least one game to restart \(a True\), got \[False False False\]"),
-    (np.ones(2, dtype=bool), ValueError, r"must have shape \(3,\) \(one flag per game\), got \(2,\)"),
-    (np.ones((3, 1), dtype=bool), ValueError, r"must have shape \(3,\) \(one flag per game\), got \(3, 1\)"),
-    (np.ones(3, dtype=int), TypeError, "must have dtype bool, got int64"),
-    ([True, False, True], TypeError, r"must be a numpy array of shape \(3,\) and dtype bool, got list"),
-])
+@pytest.mark.parametrize(
+    "mask, error, match",
+    [
+        (
+            np.zeros(3, dtype=bool),
+            ValueError,
+            r"must mark at least one game to restart \(a True\), got \[False False False\]",
+        ),
+        (np.ones(2, dtype=bool), ValueError, r"must have shape \(3,\) \(one flag per game\), got \(2,\)"),
+        (np.ones((3, 1), dtype=bool), ValueError, r"must have shape \(3,\) \(one flag per game\), got \(3, 1\)"),
+        (np.ones(3, dtype=int), TypeError, "must have dtype bool, got int64"),
+        ([True, False, True], TypeError, r"must be a numpy array of shape \(3,\) and dtype bool, got list"),
+    ],
+)
 def test_a_bad_reset_mask_is_refused_as_sync_vector_env_refuses_it(mask: object, error: type, match: str) -> None:
     model = tiny_model()
     envs = WorldModelVectorEnv(model, 6, 3, env_settings=PONG)
@@ -337,7 +381,9 @@ def test_bad_reset_options_and_seeds_are_refused_before_anything_changes() -> No
     envs, single = WorldModelVectorEnv(tiny_model(), 6, 3, env_settings=PONG), env()
     envs.reset_to(BLACK)
     rngs = list(envs.rngs)
-    with pytest.raises(ValueError, match=re.escape("options has unknown keys ['reset_maks']: this env's reset takes only 'reset_mask'")):
+    with pytest.raises(
+        ValueError, match=re.escape("options has unknown keys ['reset_maks']: this env's reset takes only 'reset_mask'")
+    ):
         envs.reset(options={"reset_maks": np.array([True, False, False])})  # a typo would otherwise restart every game
     with pytest.raises(ValueError, match=re.escape("options has unknown keys ['mask']: this env's reset takes none")):
         single.reset(options={"mask": 1})
@@ -347,7 +393,9 @@ def test_bad_reset_options_and_seeds_are_refused_before_anything_changes() -> No
     with pytest.raises(ValueError, match=r"seed as a list must have 3 seeds \(one per game\), got 2"):
         envs.reset(seed=[1, 2])
     for seed in (np.int64(3), 1.5, "012"):
-        with pytest.raises(TypeError, match=r"seed must be a Python int, a list of 3 ints \(one per game\) or None, got"):
+        with pytest.raises(
+            TypeError, match=r"seed must be a Python int, a list of 3 ints \(one per game\) or None, got"
+        ):
             envs.reset(seed=seed)
     for seed in (-1, [0, -1, 2], [0, np.int64(1), 2]):  # gymnasium's own seeding rules, its own error
         with pytest.raises(GymnasiumError, match="Seed must be"):
@@ -403,9 +451,25 @@ def test_a_frames_only_checkpoint_is_refused_in_one_line(checkpoint_run: Path, t
 
 
 @pytest.mark.slow
-def test_the_planning_example_runs_and_reports_both_policies(checkpoint_run: Path, capsys: pytest.CaptureFixture) -> None:
-    results = plan_main(["--checkpoint", str(checkpoint_run), "--episodes", "2", "--max_steps", "3", "--candidates", "4",
-                         "--depth", "2", "--device", "cpu"])
+def test_the_planning_example_runs_and_reports_both_policies(
+    checkpoint_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    results = plan_main(
+        [
+            "--checkpoint",
+            str(checkpoint_run),
+            "--episodes",
+            "2",
+            "--max_steps",
+            "3",
+            "--candidates",
+            "4",
+            "--depth",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert set(results) == {"random", "planner"}
     for r in results.values():
         assert set(r) == {"mean_return", "std_return", "steps", "steps_per_s"}

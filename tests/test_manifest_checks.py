@@ -18,8 +18,28 @@ from src.dataset.shards import ShardedDataset, shard_path
 from src.utils.errors import run_cli
 from tests.conftest import INSPECT, error_line, run
 
-JUNK = [None, "x", "", [], {}, True, False, 1.5, float("nan"), float("inf"), -1, 0, 10**30, 2**63, -(2**63), [[[]]],
-        {"a": {"b": [1]}}, "../../escape", [1, 2], ["x"] * 3]
+JUNK = [
+    None,
+    "x",
+    "",
+    [],
+    {},
+    True,
+    False,
+    1.5,
+    float("nan"),
+    float("inf"),
+    -1,
+    0,
+    10**30,
+    2**63,
+    -(2**63),
+    [[[]]],
+    {"a": {"b": [1]}},
+    "../../escape",
+    [1, 2],
+    ["x"] * 3,
+]
 
 
 def read(root: Path) -> dict:
@@ -43,7 +63,9 @@ def paths(manifest: dict) -> list[tuple]:
     found = [(k,) for k in manifest]
     found += [("env", k) for k in manifest["env"]] + [("fields", "obs", "shape"), ("fields", "action", "dtype")]
     found += [("sessions", 0, k) for k in manifest["sessions"][0]] + [("totals", k) for k in manifest["totals"]]
-    found += [("shards", 0, k) for k in manifest["shards"][0]] + [("shards", 0, "files", "obs", k) for k in ("bytes", "xxh3_128")]
+    found += [("shards", 0, k) for k in manifest["shards"][0]] + [
+        ("shards", 0, "files", "obs", k) for k in ("bytes", "xxh3_128")
+    ]
     return found + [("shards", 0, "episodes", 0), ("action_meanings", 0), ("part",), ("merged_from",)]
 
 
@@ -89,33 +111,50 @@ def test_a_game_name_that_is_a_path_is_refused(dataset_copy: Path) -> None:
             Manifest.read(dataset_copy)
     write(dataset_copy, {**manifest, "game": "Breakout"})  # a plain name, but not the env's game
     line = error_line(run([*INSPECT, str(dataset_copy)]))
-    assert line.endswith("game must be the same as env.game (Pong), got 'Breakout'; the manifest is corrupt: regenerate the dataset")
+    assert line.endswith(
+        "game must be the same as env.game (Pong), got 'Breakout'; the manifest is corrupt: regenerate the dataset"
+    )
 
 
-@pytest.mark.parametrize("path, value, expected", [
-    (("seed",), -1, "seed must be an integer in [0, 9223372036854775807], got -1"),
-    (("part",), [8388608, 8388608], "part must be null or [K, N] with 1 <= K <= N <= 4096"),
-    (("part",), [3, 2], "part must be null or [K, N]"),
-    (("policy",), "greedy", "policy must be one of random, human, got 'greedy'"),
-    (("shard_size",), 0, "shard_size must be an integer in [1, 1000000] (0 for a recording made by hand), got 0"),
-    (("num_actions",), 19, "num_actions must be an integer in [1, 18], got 19"),
-    (("target_steps",), 2**40, "target_steps must be an integer in [0, 1099511627775]"),
-    (("fields", "obs", "shape"), [4, 84, 85], "fields must be the fields of 4 frames of 84x84"),
-    (("env", "screen_size"), 10**6, "env.screen_size must be in [1, 1024], got 1000000"),
-    (("env", "context_frames"), 65, "env.context_frames must be in [1, 64], got 65"),
-    (("env", "max_episode_steps"), 2**63, "env.max_episode_steps must be in [1, 10000000]"),
-    (("env", "repeat_action_probability"), float("nan"), "env.repeat_action_probability must be in [0, 1], got nan"),
-    (("env", "frame_skip"), "4", "env.frame_skip must be a int, got '4'"),
-    (("sessions", 0, "num_envs"), True, "sessions[0].num_envs must be a number in range, got True"),
-    (("sessions", 0, "warp"), 1, "sessions[0] has a key this version does not know ('warp')"),
-    (("shards", 0, "episodes", 0), 2**62, "shards[0].episodes must be a list of 1 to rows integers in [0, 4611686018427387903]"),
-    (("shards", 0, "index"), 10**12, "shards[0].index must be an integer in [0, 1000000000]"),
-    (("shards", 0, "rows"), 10**7, "shards[0].rows must be at most 1000000"),
-    (("action_meanings", 0), 7, "action_meanings must be num_actions names such as NOOP, FIRE"),
-    (("totals", "steps"), "many", "totals must be null or a mapping of steps, shards, episodes, completed_episodes, bytes"),
-    (("warp_speed",), 9, "has a key this version does not know ('warp_speed')"),
-    (("seed",), "<delete>", "lacks the key 'seed'"),
-])
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        (("seed",), -1, "seed must be an integer in [0, 9223372036854775807], got -1"),
+        (("part",), [8388608, 8388608], "part must be null or [K, N] with 1 <= K <= N <= 4096"),
+        (("part",), [3, 2], "part must be null or [K, N]"),
+        (("policy",), "greedy", "policy must be one of random, human, got 'greedy'"),
+        (("shard_size",), 0, "shard_size must be an integer in [1, 1000000] (0 for a recording made by hand), got 0"),
+        (("num_actions",), 19, "num_actions must be an integer in [1, 18], got 19"),
+        (("target_steps",), 2**40, "target_steps must be an integer in [0, 1099511627775]"),
+        (("fields", "obs", "shape"), [4, 84, 85], "fields must be the fields of 4 frames of 84x84"),
+        (("env", "screen_size"), 10**6, "env.screen_size must be in [1, 1024], got 1000000"),
+        (("env", "context_frames"), 65, "env.context_frames must be in [1, 64], got 65"),
+        (("env", "max_episode_steps"), 2**63, "env.max_episode_steps must be in [1, 10000000]"),
+        (
+            ("env", "repeat_action_probability"),
+            float("nan"),
+            "env.repeat_action_probability must be in [0, 1], got nan",
+        ),
+        (("env", "frame_skip"), "4", "env.frame_skip must be a int, got '4'"),
+        (("sessions", 0, "num_envs"), True, "sessions[0].num_envs must be a number in range, got True"),
+        (("sessions", 0, "warp"), 1, "sessions[0] has a key this version does not know ('warp')"),
+        (
+            ("shards", 0, "episodes", 0),
+            2**62,
+            "shards[0].episodes must be a list of 1 to rows integers in [0, 4611686018427387903]",
+        ),
+        (("shards", 0, "index"), 10**12, "shards[0].index must be an integer in [0, 1000000000]"),
+        (("shards", 0, "rows"), 10**7, "shards[0].rows must be at most 1000000"),
+        (("action_meanings", 0), 7, "action_meanings must be num_actions names such as NOOP, FIRE"),
+        (
+            ("totals", "steps"),
+            "many",
+            "totals must be null or a mapping of steps, shards, episodes, completed_episodes, bytes",
+        ),
+        (("warp_speed",), 9, "has a key this version does not know ('warp_speed')"),
+        (("seed",), "<delete>", "lacks the key 'seed'"),
+    ],
+)
 def test_each_field_is_checked_with_one_line(dataset_copy: Path, path: tuple, value: object, expected: str) -> None:
     write(dataset_copy, mutated(read(dataset_copy), path, value))
     code, err = inspect(dataset_copy)
@@ -149,11 +188,15 @@ def test_episodes_and_dones_are_checked_against_the_columns(dataset_copy: Path) 
     manifest = read(dataset_copy)
     episodes = manifest["shards"][1]["episodes"]
     write(dataset_copy, mutated(manifest, ("shards", 1, "episodes"), [*episodes, max(episodes) + 1000]))
-    with pytest.raises(DatasetError, match="shard_00001_episode.npy: its episodes differ from the manifest's list for shard 1"):
+    with pytest.raises(
+        DatasetError, match="shard_00001_episode.npy: its episodes differ from the manifest's list for shard 1"
+    ):
         ShardedDataset(dataset_copy, verify="quick")
     dones = manifest["shards"][2]["dones"]
     write(dataset_copy, mutated(manifest, ("shards", 2, "dones"), dones + 1))
-    with pytest.raises(DatasetError, match=f"shard_00002_done.npy: {dones} episode ends, the manifest says {dones + 1}"):
+    with pytest.raises(
+        DatasetError, match=f"shard_00002_done.npy: {dones} episode ends, the manifest says {dones + 1}"
+    ):
         ShardedDataset(dataset_copy, verify="quick")
 
 

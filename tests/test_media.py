@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -76,7 +78,9 @@ def test_rollout_frames_step_counter_changes():
     """Catches a missing step counter: frames with identical panels must still differ (the 'step k/N' text)."""
     frames = rollout_frames(np.zeros((3, H, W)), np.zeros((3, H, W)), scale=1, start_step=7)
     assert not np.array_equal(frames[0], frames[1])
-    assert np.array_equal(frames[0, VIDEO_LABEL_HEIGHT:-VIDEO_LABEL_HEIGHT], frames[1, VIDEO_LABEL_HEIGHT:-VIDEO_LABEL_HEIGHT])
+    assert np.array_equal(
+        frames[0, VIDEO_LABEL_HEIGHT:-VIDEO_LABEL_HEIGHT], frames[1, VIDEO_LABEL_HEIGHT:-VIDEO_LABEL_HEIGHT]
+    )
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])

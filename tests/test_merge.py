@@ -56,7 +56,9 @@ def test_parts_merge_into_one_dataset_by_hard_links(parts: list[Path], tmp_path:
 def test_merge_refuses_what_would_not_be_one_dataset(parts: list[Path], small_dataset: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(small_dataset, copy)
-    assert "both hold episode" in error_line(run([*MERGE, "--out_dir", str(tmp_path / "a"), str(small_dataset), str(copy)]))
+    assert "both hold episode" in error_line(
+        run([*MERGE, "--out_dir", str(tmp_path / "a"), str(small_dataset), str(copy)])
+    )
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["shard_size"] = 150
     manifest["complete"] = False
@@ -93,7 +95,10 @@ def record_by_hand(root: Path, source: Path, shard: int, seed: int = 0) -> Path:
 def test_recordings_by_hand_merge_with_each_other_with_new_episode_ids(small_dataset: Path, tmp_path: Path) -> None:
     """Catches two play recordings refused as overlapping (each numbers its episodes from 0), or merged with
     their ids colliding."""
-    first, second = record_by_hand(tmp_path / "rec1", small_dataset, 0), record_by_hand(tmp_path / "rec2", small_dataset, 1)
+    first, second = (
+        record_by_hand(tmp_path / "rec1", small_dataset, 0),
+        record_by_hand(tmp_path / "rec2", small_dataset, 1),
+    )
     before = {p: p.read_bytes() for p in sorted(second.iterdir()) if p.is_file()}
     out = tmp_path / "merged"
     result = run([*MERGE, "--out_dir", str(out), str(first), str(second)])
@@ -103,14 +108,19 @@ def test_recordings_by_hand_merge_with_each_other_with_new_episode_ids(small_dat
     assert merged.manifest.policy == "human" and len(merged) == len(pieces[0]) + len(pieces[1])
     ids = [p.column("episode") for p in pieces]
     assert ids[0].min() == 0 and ids[1].min() == 0  # the recordings' own ids collide...
-    np.testing.assert_array_equal(merged.column("episode"), np.concatenate([ids[0], ids[1] + ids[0].max() + 1]))  # ...merged, not
+    np.testing.assert_array_equal(
+        merged.column("episode"), np.concatenate([ids[0], ids[1] + ids[0].max() + 1])
+    )  # ...merged, not
     np.testing.assert_array_equal(merged.column("action"), np.concatenate([p.column("action") for p in pieces]))
     assert {p: p.read_bytes() for p in sorted(second.iterdir()) if p.is_file() and p.name != ".readers"} == {
-        p: b for p, b in before.items() if p.name != ".readers"}  # the part itself is left as it was
+        p: b for p, b in before.items() if p.name != ".readers"
+    }  # the part itself is left as it was
     check_consecutive(out)
     again = tmp_path / "again"
     shutil.copytree(first, again)
-    assert "hold the same recorded steps" in error_line(run([*MERGE, "--out_dir", str(tmp_path / "x"), str(first), str(again)]))
+    assert "hold the same recorded steps" in error_line(
+        run([*MERGE, "--out_dir", str(tmp_path / "x"), str(first), str(again)])
+    )
     assert "differs from" in error_line(run([*MERGE, "--out_dir", str(tmp_path / "y"), str(small_dataset), str(first)]))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
@@ -126,7 +136,9 @@ def test_parts_of_two_emulator_versions_do_not_merge(parts: list[Path], tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_a_merge_that_finished_meanwhile_is_not_merged_into(parts: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_merge_that_finished_meanwhile_is_not_merged_into(
+    parts: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Catches the emptiness check made only before the parts are read: a merge that wrote to out_dir meanwhile (here,
     between the two looks) is refused, its files kept (and nothing of ours added: the merge is built beside it)."""
     out = tmp_path / "merged"
@@ -142,7 +154,10 @@ def test_a_merge_that_finished_meanwhile_is_not_merged_into(parts: list[Path], t
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
         run_cli(merge_datasets.main, ["--out_dir", str(out), *map(str, parts)])
-    assert exit_.value.code == 2 and err.getvalue() == f"error: --out_dir '{out}' is not empty; choose a new directory for the merged dataset\n"
+    assert (
+        exit_.value.code == 2
+        and err.getvalue() == f"error: --out_dir '{out}' is not empty; choose a new directory for the merged dataset\n"
+    )
     assert sorted(p.name for p in out.iterdir()) == ["shard_00000_obs.npy"]
     assert (out / "shard_00000_obs.npy").read_bytes() == b"theirs"
     assert not merge_datasets.staging_dir(out).exists()
@@ -154,8 +169,16 @@ def test_concurrent_merges_into_one_directory(parts: list[Path], tmp_path: Path)
     second is refused, or, started once the first had finished, finds the merge done."""
     for trial in range(3):
         out = tmp_path / f"merged{trial}"
-        procs = [subprocess.Popen([*MERGE, "--out_dir", str(out), *map(str, parts)], cwd=ROOT, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        procs = [
+            subprocess.Popen(
+                [*MERGE, "--out_dir", str(out), *map(str, parts)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
         results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
         assert sorted(code for code, _, _ in results) in ([0, 2], [0, 0]), results
         assert sum("files hard-linked" in stdout for _, stdout, _ in results) == 1, results  # one merge did it
@@ -221,14 +244,18 @@ def test_a_killed_merge_is_taken_up_by_the_same_command(parts: list[Path], tmp_p
         assert ("manifest.json" in left) == (point == "rename")
     again = run([*MERGE, *command])
     assert again.returncode == 0, again.stderr
-    assert ("already holds the merge of these 2 datasets; nothing to do" in again.stdout) == (point == "done"), again.stdout
+    assert ("already holds the merge of these 2 datasets; nothing to do" in again.stdout) == (point == "done"), (
+        again.stdout
+    )
     merged = ShardedDataset(out, verify="full")
     assert len(merged) == 800 and merged.manifest.complete
     assert not staging.exists()
     assert part_files(parts) == before  # not a byte of the parts written through their links
 
 
-def test_a_merge_is_refused_while_another_holds_its_lock(parts: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_merge_is_refused_while_another_holds_its_lock(
+    parts: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Catches a re-run that takes a merge's folder over (clears it) while the merge that holds its lock still writes;
     once the lock is free, the same folder is taken over and the merge done."""
     out = tmp_path / "merged"
@@ -240,8 +267,10 @@ def test_a_merge_is_refused_while_another_holds_its_lock(parts: list[Path], tmp_
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
         run_cli(merge_datasets.main, ["--out_dir", str(out), *map(str, parts)])
-    assert exit_.value.code == 2 and err.getvalue() == (f"error: another merge (pid {os.getpid()}) is writing to '{out}'; wait for "
-                                                        "it to finish or choose another --out_dir\n")
+    assert exit_.value.code == 2 and err.getvalue() == (
+        f"error: another merge (pid {os.getpid()}) is writing to '{out}'; wait for "
+        "it to finish or choose another --out_dir\n"
+    )
     assert (staging / "shard_00000_obs.npy").read_bytes() == b"being linked" and not out.exists()
     lock.close()  # that merge died
     with contextlib.redirect_stdout(io.StringIO()):

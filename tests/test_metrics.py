@@ -23,8 +23,13 @@ def reference_ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tens
     """
     scores = [
         structural_similarity(
-            p.numpy().astype(np.float64), t.numpy().astype(np.float64),
-            channel_axis=0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
+            p.numpy().astype(np.float64),
+            t.numpy().astype(np.float64),
+            channel_axis=0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
         )
         for p, t in zip(prediction, target)
     ]
@@ -118,7 +123,11 @@ def test_psnr_of_zero_mse_is_finite():
 
 def test_horizon_plot_lines_labels_and_log_scale():
     """Catches a missing or mislabelled curve, x starting at 0 instead of 1, and log_y being ignored."""
-    curves = {"model": [0.01, 0.02, 0.04], "copy last frame": [0.03, 0.05, 0.06], "model, shuffled actions": [0.02, 0.04, 0.08]}
+    curves = {
+        "model": [0.01, 0.02, 0.04],
+        "copy last frame": [0.03, 0.05, 0.06],
+        "model, shuffled actions": [0.02, 0.04, 0.08],
+    }
     fig = horizon_plot(curves, ylabel="MSE", title="Pong", log_y=True)
     assert isinstance(fig, Figure)
     (ax,) = fig.axes
@@ -151,7 +160,9 @@ def test_ssim_on_cuda_matches_cpu():
     """Catches a kernel built on the CPU while the images are on the GPU (device mismatch)."""
     generator = torch.Generator().manual_seed(7)
     prediction, target = torch.rand(2, 3, 1, H, W, generator=generator)
-    torch.testing.assert_close(ssim(prediction.cuda(), target.cuda()).cpu(), ssim(prediction, target), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        ssim(prediction.cuda(), target.cuda()).cpu(), ssim(prediction, target), atol=1e-5, rtol=0
+    )
 
 
 def test_changed_pixel_weight_counts_changed_pixels_more():
@@ -168,7 +179,9 @@ def test_changed_pixel_weight_counts_changed_pixels_more():
         assert off_change.item() == pytest.approx(1 / 64)
         assert on_change.item() == pytest.approx((1 + w) / 64)
     _, logged = frame_loss(miss_change, target, "huber", previous=previous, changed_weight=4.0)
-    assert logged["mse"].item() == pytest.approx(1 / 64) and logged["loss"].item() == pytest.approx(5 * 0.5 / 64)  # Huber: x^2/2
+    assert logged["mse"].item() == pytest.approx(1 / 64) and logged["loss"].item() == pytest.approx(
+        5 * 0.5 / 64
+    )  # Huber: x^2/2
 
 
 def test_sharpness_tells_blur_from_noise() -> None:
@@ -198,4 +211,6 @@ def test_worst_pixel_weight_adds_the_worst_pixels_loss_and_is_bounded():
         assert with_worst.item() == pytest.approx(plain + 2.0 * worst)
     large = torch.rand(2, 3, 8, 8)
     bounded, _ = frame_loss(large, torch.zeros_like(large), "mse", worst_weight=2.0, worst_share=1.0)
-    assert bounded.item() == pytest.approx(3 * frame_loss(large, torch.zeros_like(large), "mse")[0].item())  # share 1: the whole frame, 1 + w times
+    assert bounded.item() == pytest.approx(
+        3 * frame_loss(large, torch.zeros_like(large), "mse")[0].item()
+    )  # share 1: the whole frame, 1 + w times

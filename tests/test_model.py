@@ -107,7 +107,10 @@ def test_output_shape_and_dtype(name: str, batch: int, context_frames: int, deep
     cfg = ModelConfig(**{**VARIANTS[name].__dict__, "channels": DEEP[name] if deep else VARIANTS[name].channels})
     model = build_model(cfg, NUM_ACTIONS, context_frames, frame_size)
     g = torch.Generator().manual_seed(0)
-    frames, actions = torch.rand(batch, context_frames, frame_size, frame_size, generator=g), torch.randint(0, NUM_ACTIONS, (batch,))
+    frames, actions = (
+        torch.rand(batch, context_frames, frame_size, frame_size, generator=g),
+        torch.randint(0, NUM_ACTIONS, (batch,)),
+    )
     out = model(frames, actions)
     assert out.shape == (batch, 1, frame_size, frame_size)
     assert out.dtype == torch.float32
@@ -141,7 +144,9 @@ def test_zero_init_head_still_learns(name: str) -> None:
             assert zero_init & with_grad, "no gradient to the zero-initialised output layer at the first step"
         optimizer.step()
     tables = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Embedding)}
-    frame_layers = {n for n in dict(model.named_parameters()) if not n.startswith("events.")}  # the event head: its own loss
+    frame_layers = {
+        n for n in dict(model.named_parameters()) if not n.startswith("events.")
+    }  # the event head: its own loss
     assert frame_layers - tables - with_grad == set(), "layers without gradient at the third step"
 
 

@@ -38,8 +38,26 @@ from src.utils.video import VideoWriter
 from tests.conftest import ROOT, check_consecutive, run
 
 PONG = ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"]
-FULL = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT", "DOWNLEFT", "UPFIRE", "RIGHTFIRE",
-        "LEFTFIRE", "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE"]
+FULL = [
+    "NOOP",
+    "FIRE",
+    "UP",
+    "RIGHT",
+    "LEFT",
+    "DOWN",
+    "UPRIGHT",
+    "UPLEFT",
+    "DOWNRIGHT",
+    "DOWNLEFT",
+    "UPFIRE",
+    "RIGHTFIRE",
+    "LEFTFIRE",
+    "DOWNFIRE",
+    "UPRIGHTFIRE",
+    "UPLEFTFIRE",
+    "DOWNRIGHTFIRE",
+    "DOWNLEFTFIRE",
+]
 
 
 def ignore(frame: np.ndarray) -> None:
@@ -59,7 +77,11 @@ def test_keys_map_to_the_games_action_names() -> None:
 
 def test_key_sequences_parse_to_one_action_per_step() -> None:
     assert parse_keys("RIGHT*3, left+space*2,NOOP,RIGHTFIRE", PONG) == [2, 2, 2, 5, 5, 0, 4]
-    for bad, message in (("RIHGT*3", "unknown key 'RIHGT'"), ("RIGHT*x", "cannot read 'RIGHT*x'"), (",", "--keys is empty")):
+    for bad, message in (
+        ("RIHGT*3", "unknown key 'RIHGT'"),
+        ("RIGHT*x", "cannot read 'RIGHT*x'"),
+        (",", "--keys is empty"),
+    ):
         with pytest.raises(UserError, match=re.escape(message)):
             parse_keys(bad, PONG)
 
@@ -99,8 +121,25 @@ def test_the_model_answers_the_keys(lively_checkpoint: Path) -> None:
 
 def test_headless_command_writes_the_video_and_records_a_dataset(lively_checkpoint: Path, tmp_path: Path) -> None:
     video, record = tmp_path / "play.mp4", tmp_path / "recorded"
-    result = run([sys.executable, "-m", "src.play", "--checkpoint", str(lively_checkpoint), "--headless", "--keys",
-                  "RIGHT*20,LEFT+FIRE*15,NOOP*5", "--video", str(video), "--seed", "3", "--record", str(record), "--side_by_side"])
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "src.play",
+            "--checkpoint",
+            str(lively_checkpoint),
+            "--headless",
+            "--keys",
+            "RIGHT*20,LEFT+FIRE*15,NOOP*5",
+            "--video",
+            str(video),
+            "--seed",
+            "3",
+            "--record",
+            str(record),
+            "--side_by_side",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     assert "played 40 steps headless" in result.stdout
     frames = iio.imread(video)
@@ -126,12 +165,15 @@ def test_recording_keeps_each_stretch_in_its_own_shard(lively_checkpoint: Path, 
     recorder.cut()
     recorder.close()
     data = ShardedDataset(tmp_path / "rec", verify="full")
-    assert [s["rows"] for s in data.shards] == [7, 4, 3] and data.column("action").tolist() == [2] * 7 + [1] * 4 + [2] * 3
+    assert [s["rows"] for s in data.shards] == [7, 4, 3] and data.column("action").tolist() == [2] * 7 + [1] * 4 + [
+        2
+    ] * 3
     check_consecutive(tmp_path / "rec")
 
 
-def test_window_opens_and_renders_under_the_dummy_driver(lively_checkpoint: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_window_opens_and_renders_under_the_dummy_driver(
+    lively_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     monkeypatch.setenv("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     import pygame
@@ -149,7 +191,6 @@ def test_window_opens_and_renders_under_the_dummy_driver(lively_checkpoint: Path
     recorder.close()
     assert ShardedDataset(tmp_path / "rec").column("action").tolist() == [2] * 12  # RIGHT was held throughout
     assert not pygame.display.get_init()  # the window closed
-
 
 
 # ---------------------------------------------------------------------------------------------- scores and episode ends
@@ -210,7 +251,11 @@ def test_the_dream_ends_when_its_end_head_says_so_and_starts_anew(lively_checkpo
     assert dream.score == 0 and dream.played == 1 and len(frames) == 1
     assert dream.notice == dream.score_text() == "dream over: score 1   real score 0   new start"
     run_headless(dream, [3, 2], scale=2, both=True, show=frames.append)
-    assert dream.starts == 4 and dream.played == 3 and dream.score_text() == "dream over: score 1   real score 0   new start"
+    assert (
+        dream.starts == 4
+        and dream.played == 3
+        and dream.score_text() == "dream over: score 1   real score 0   new start"
+    )
     dream.new_start()  # N clears it
     assert dream.score_text() == "dream score 0   real score 0"
     recorder.cut()
@@ -225,7 +270,9 @@ def test_a_frames_only_model_plays_without_a_score(lively_checkpoint: Path) -> N
     """No event head: no dream score and no dream end; the real game's end (it cuts episodes at 60 steps, the no-op
     start and the warm-up among them) still starts both anew and shows the real score."""
     state = read_checkpoint(lively_checkpoint)
-    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8, events=False), state["dataset"]["num_actions"]).eval()
+    model = build_model(
+        ModelConfig(channels=[8, 16], action_embed_dim=8, events=False), state["dataset"]["num_actions"]
+    ).eval()
     dream = Dream(model, state["dataset"], torch.device("cpu"), 0)
     paid = real_rewards(dream, every=10)
     texts, frames = [], []
@@ -234,18 +281,26 @@ def test_a_frames_only_model_plays_without_a_score(lively_checkpoint: Path) -> N
         run_headless(dream, [2], scale=1, both=True, show=frames.append)
     n = dream.played
     assert dream.starts == 2 and dream.steps == 0 and 10 < n < 60 - 8 and len(frames) == n and dream.score == 0
-    assert texts[1] == "the model predicts no score   real score 0" and texts[-1] == f"the model predicts no score   real score {(n - 1) // 10}"
+    assert (
+        texts[1] == "the model predicts no score   real score 0"
+        and texts[-1] == f"the model predicts no score   real score {(n - 1) // 10}"
+    )
     assert dream.score_text() == f"real game over: score {n // 10}   new start" and sum(paid[:n]) == n // 10
     run_headless(dream, [2] * 30, scale=1, both=True, show=frames.append)  # the notice is gone after NOTICE_STEPS
     assert len(paid) == n + WARMUP_STEPS + 30  # the new start's warm-up steps do not count
-    assert dream.score_text() == f"the model predicts no score   real score {sum(paid[n + WARMUP_STEPS:]):.0f}"
+    assert dream.score_text() == f"the model predicts no score   real score {sum(paid[n + WARMUP_STEPS :]):.0f}"
 
 
 def test_start_from_a_dataset(lively_checkpoint: Path, small_dataset: Path) -> None:
     """With --data_dir the dream starts from recorded frames; there is no real game to show beside it."""
     state = read_checkpoint(lively_checkpoint)
-    dream = Dream(model_from_checkpoint(state).eval(), state["dataset"], torch.device("cpu"), 5,
-                  dataset=ShardedDataset(small_dataset, verify="none"))
+    dream = Dream(
+        model_from_checkpoint(state).eval(),
+        state["dataset"],
+        torch.device("cpu"),
+        5,
+        dataset=ShardedDataset(small_dataset, verify="none"),
+    )
     first = dream.context.clone()
     assert first.shape == (1, 4, 84, 84) and first.max() > 0 and dream.real_obs is None
     frames: list[np.ndarray] = []
@@ -263,7 +318,10 @@ SETTINGS = EnvSettings(game="Pong", max_episode_steps=60)
 def consecutive_steps(n: int, seed: int = 0, first: int = 0) -> list[Transition]:
     """n synthetic transitions of one episode whose frames follow each other, as a game's do (no emulator: fast)."""
     frames = np.random.default_rng(seed).integers(0, 256, (first + n + 4, 84, 84), dtype=np.uint8)
-    return [Transition(frames[t : t + 4], t % 6, frames[t + 1 : t + 5], False, float(t % 3 == 0)) for t in range(first, first + n)]
+    return [
+        Transition(frames[t : t + 4], t % 6, frames[t + 1 : t + 5], False, float(t % 3 == 0))
+        for t in range(first, first + n)
+    ]
 
 
 def listed_rows(root: Path) -> list[int]:
@@ -297,7 +355,11 @@ def test_recorder_writes_a_shard_every_256_rows_so_a_kill_loses_less(tmp_path: P
         assert again.cut() == 5
     manifest = ShardedDataset(root, verify="full").manifest
     assert listed_rows(root) == [SHARD_ROWS, SHARD_ROWS, 5] and [s["session"] for s in manifest.shards] == [0, 0, 1]
-    assert manifest.shards[-1]["episodes"] == [1] and len(manifest.sessions) == 2 and manifest.sessions[1]["steps_before"] == 512
+    assert (
+        manifest.shards[-1]["episodes"] == [1]
+        and len(manifest.sessions) == 2
+        and manifest.sessions[1]["steps_before"] == 512
+    )
     assert manifest.complete and manifest.policy == "human"
 
 
@@ -306,7 +368,9 @@ def test_a_second_recorder_in_the_same_directory_is_refused_while_the_first_reco
     root, info = tmp_path / "rec", {"env_settings": SETTINGS.to_dict()}
     with Recorder(root, info, seed=0):
         before = {p.name: p.read_bytes() for p in root.iterdir()}
-        with pytest.raises(UserError, match=rf"another process \(pid {os.getpid()}\) is writing to '{re.escape(str(root))}'"):
+        with pytest.raises(
+            UserError, match=rf"another process \(pid {os.getpid()}\) is writing to '{re.escape(str(root))}'"
+        ):
             Recorder(root, info, seed=0)
         assert {p.name: p.read_bytes() for p in root.iterdir()} == before
     with Recorder(root, info, seed=0) as later:  # once the first has ended, the next one continues
@@ -337,12 +401,14 @@ def test_recording_refuses_a_directory_it_cannot_continue(case: str, tmp_path: P
         else:
             info = {"env_settings": EnvSettings(game="Pong", max_episode_steps=61).to_dict()}
     before = {str(p): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
-    expected = {"file": "is a file, not a directory; choose a new directory for the recording",
-                "foreign": "is not empty; choose a new directory for the recording ('notes.txt' is not a file of a dataset)",
-                "shards-no-manifest": "is not empty; choose a new directory for the recording (it holds shards but no manifest.json)",
-                "policy": "is not empty; choose a new directory for the recording (it holds a dataset of policy 'random', not a play",
-                "settings": "holds a play recording with max_episode_steps 60, the checkpoint's game has 61; choose a new directory",
-                "ale-py": "was recorded with ale-py 0.0.1, this is ale-py"}[case]
+    expected = {
+        "file": "is a file, not a directory; choose a new directory for the recording",
+        "foreign": "is not empty; choose a new directory for the recording ('notes.txt' is not a file of a dataset)",
+        "shards-no-manifest": "is not empty; choose a new directory for the recording (it holds shards but no manifest.json)",
+        "policy": "is not empty; choose a new directory for the recording (it holds a dataset of policy 'random', not a play",
+        "settings": "holds a play recording with max_episode_steps 60, the checkpoint's game has 61; choose a new directory",
+        "ale-py": "was recorded with ale-py 0.0.1, this is ale-py",
+    }[case]
     with pytest.raises(UserError, match=re.escape(expected)):
         Recorder(root, info, seed=0)
     assert {str(p): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
@@ -386,11 +452,31 @@ def long_checkpoint(lively_checkpoint: Path, tmp_path_factory: pytest.TempPathFa
 
 def start_play(checkpoint: Path, record: Path, video: Path, steps: int) -> subprocess.Popen:
     """A headless play of `steps` NOOPs recording into `record`, once it has listed its first full shard."""
-    cmd = [sys.executable, "-m", "src.play", "--checkpoint", str(checkpoint), "--headless", "--keys", f"NOOP*{steps}",
-           "--video", str(video), "--record", str(record), "--scale", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.play",
+        "--checkpoint",
+        str(checkpoint),
+        "--headless",
+        "--keys",
+        f"NOOP*{steps}",
+        "--video",
+        str(video),
+        "--record",
+        str(record),
+        "--scale",
+        "1",
+    ]
     before = len(listed_rows(record)) if (record / "manifest.json").exists() else 0
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         try:
@@ -404,7 +490,9 @@ def start_play(checkpoint: Path, record: Path, video: Path, steps: int) -> subpr
 
 
 @pytest.mark.slow
-def test_ctrl_c_and_sigterm_keep_every_step_played_and_the_next_play_continues(long_checkpoint: Path, tmp_path: Path) -> None:
+def test_ctrl_c_and_sigterm_keep_every_step_played_and_the_next_play_continues(
+    long_checkpoint: Path, tmp_path: Path
+) -> None:
     record, played = tmp_path / "rec", []
     for i, (signum, code) in enumerate([(signal.SIGINT, 130), (signal.SIGTERM, 143)]):
         proc = start_play(long_checkpoint, record, tmp_path / f"play{i}.mp4", steps=100_000)
@@ -413,7 +501,9 @@ def test_ctrl_c_and_sigterm_keep_every_step_played_and_the_next_play_continues(l
         assert proc.returncode == code, (out, err)
         n = int(re.search(r"^interrupted: played (\d+) steps headless", out, flags=re.M)[1])
         assert f"recorded {n} real steps in {record}" in out and "Traceback" not in err
-        assert n >= SHARD_ROWS and iio.imread(tmp_path / f"play{i}.mp4", plugin="FFMPEG").shape[0] == n  # the video so far, kept
+        assert (
+            n >= SHARD_ROWS and iio.imread(tmp_path / f"play{i}.mp4", plugin="FFMPEG").shape[0] == n
+        )  # the video so far, kept
         played.append(n)
     data = ShardedDataset(record, verify="full")
     assert len(data) == sum(played)  # not a row lost
@@ -422,12 +512,16 @@ def test_ctrl_c_and_sigterm_keep_every_step_played_and_the_next_play_continues(l
     assert sum(s["rows"] for s in data.shards if s["session"] == 1) == played[1]
     assert [s["episodes"] for s in data.shards][0] == [0] and [s["episodes"] for s in data.shards][-1] == [1]
     first = [s["rows"] for s in data.shards if s["session"] == 0]
-    assert first == [SHARD_ROWS] * (len(first) - 1) + [played[0] - SHARD_ROWS * (len(first) - 1)]  # a shard every 256 rows
+    assert first == [SHARD_ROWS] * (len(first) - 1) + [
+        played[0] - SHARD_ROWS * (len(first) - 1)
+    ]  # a shard every 256 rows
     check_consecutive(record)
 
 
 @pytest.mark.slow
-def test_a_kill_loses_only_the_shard_being_filled_and_the_next_play_continues(long_checkpoint: Path, tmp_path: Path) -> None:
+def test_a_kill_loses_only_the_shard_being_filled_and_the_next_play_continues(
+    long_checkpoint: Path, tmp_path: Path
+) -> None:
     record = tmp_path / "rec"
     proc = start_play(long_checkpoint, record, tmp_path / "play.mp4", steps=100_000)
     time.sleep(0.5)
@@ -436,12 +530,32 @@ def test_a_kill_loses_only_the_shard_being_filled_and_the_next_play_continues(lo
     kept = ShardedDataset(record, verify="full")  # every listed shard whole and intact
     assert len(kept) >= SHARD_ROWS and all(s["rows"] == SHARD_ROWS for s in kept.shards)
     check_consecutive(record)
-    result = run([sys.executable, "-m", "src.play", "--checkpoint", str(long_checkpoint), "--headless", "--keys", "RIGHT*7",
-                  "--video", str(tmp_path / "again.mp4"), "--record", str(record), "--scale", "1"])
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "src.play",
+            "--checkpoint",
+            str(long_checkpoint),
+            "--headless",
+            "--keys",
+            "RIGHT*7",
+            "--video",
+            str(tmp_path / "again.mp4"),
+            "--record",
+            str(record),
+            "--scale",
+            "1",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     assert f"continuing the recording in {record} ({len(kept)} steps so far)" in result.stdout
     data = ShardedDataset(record, verify="full")
-    assert len(data) == len(kept) + 7 and data.shards[-1]["episodes"] == [1] and data.column("action")[-7:].tolist() == [2] * 7
+    assert (
+        len(data) == len(kept) + 7
+        and data.shards[-1]["episodes"] == [1]
+        and data.column("action")[-7:].tolist() == [2] * 7
+    )
     assert not [p.name for p in record.iterdir() if p.name.startswith(".tmp_")]  # what the kill left was cleared
 
 
@@ -451,27 +565,40 @@ def test_a_kill_loses_only_the_shard_being_filled_and_the_next_play_continues(lo
 def test_a_device_this_machine_lacks_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert choose_device("cpu") == torch.device("cpu") and choose_device(None) == torch.device("cpu")
-    for requested, message in (("cuda", "--device cuda: CUDA is not available on this machine; use --device cpu"),
-                               ("cuda:1", "--device cuda:1: CUDA is not available"),
-                               ("gpu", "--device gpu: not a device; use cpu, cuda, cuda:N (the N-th GPU) or mps"),
-                               ("cuda:x", "--device cuda:x: not a device"), ("meta", "--device meta: not a device")):
+    for requested, message in (
+        ("cuda", "--device cuda: CUDA is not available on this machine; use --device cpu"),
+        ("cuda:1", "--device cuda:1: CUDA is not available"),
+        ("gpu", "--device gpu: not a device; use cpu, cuda, cuda:N (the N-th GPU) or mps"),
+        ("cuda:x", "--device cuda:x: not a device"),
+        ("meta", "--device meta: not a device"),
+    ):
         with pytest.raises(UserError, match=re.escape(message)):
             choose_device(requested)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert choose_device("cuda:1") == torch.device("cuda", 1)
-    with pytest.raises(UserError, match=re.escape("--device cuda:2: this machine has 2 CUDA devices (cuda:0 to cuda:1)")):
+    with pytest.raises(
+        UserError, match=re.escape("--device cuda:2: this machine has 2 CUDA devices (cuda:0 to cuda:1)")
+    ):
         choose_device("cuda:2")
-    assert choose_device(None, local_rank=1) == torch.device("cuda", 1) and choose_device(None, cpu=True, local_rank=5).type == "cpu"
-    with pytest.raises(UserError, match=re.escape("this is process 2 of this machine (torchrun LOCAL_RANK), but it has 2 CUDA")):
+    assert (
+        choose_device(None, local_rank=1) == torch.device("cuda", 1)
+        and choose_device(None, cpu=True, local_rank=5).type == "cpu"
+    )
+    with pytest.raises(
+        UserError, match=re.escape("this is process 2 of this machine (torchrun LOCAL_RANK), but it has 2 CUDA")
+    ):
         choose_device(None, local_rank=2)  # torchrun --nproc_per_node 3 on a machine with 2 GPUs
 
 
 def test_keys_repeat_and_length_are_bounded() -> None:
     assert len(parse_keys(f"NOOP*{MAX_STEPS - 1},RIGHT", PONG)) == MAX_STEPS
-    for bad, message in ((f"NOOP*{MAX_STEPS + 1}", f"'NOOP*{MAX_STEPS + 1}' repeats {MAX_STEPS + 1} times; N must be in [1, 1,000,000]"),
-                         ("NOOP*0", "'NOOP*0' repeats 0 times"), ("NOOP*" + "9" * 5000, "'NOOP*9999999999999999...' repeats 999999999999999999999... times"),
-                         (f"NOOP*{MAX_STEPS},RIGHT", "the sequence is longer than 1,000,000 steps (at 'RIGHT'); play it in parts")):
+    for bad, message in (
+        (f"NOOP*{MAX_STEPS + 1}", f"'NOOP*{MAX_STEPS + 1}' repeats {MAX_STEPS + 1} times; N must be in [1, 1,000,000]"),
+        ("NOOP*0", "'NOOP*0' repeats 0 times"),
+        ("NOOP*" + "9" * 5000, "'NOOP*9999999999999999...' repeats 999999999999999999999... times"),
+        (f"NOOP*{MAX_STEPS},RIGHT", "the sequence is longer than 1,000,000 steps (at 'RIGHT'); play it in parts"),
+    ):
         with pytest.raises(UserError, match=re.escape(message)):
             parse_keys(bad, PONG)
 
@@ -500,33 +627,66 @@ def foreign_file(c: SimpleNamespace) -> None:
 
 HEADLESS = ["--headless", "--keys", "RIGHT", "--video", "{tmp}/play.mp4"]
 BAD_INPUT = {  # id: (argv after --checkpoint, the line's text, setup); the cases of docs/errors.md this file adds
-    "play-device-unavailable": ([*HEADLESS, "--device", "cuda", "--record", "{tmp}/rec"],
-                                "--device cuda: CUDA is not available on this machine; use --device cpu", with_cuda_gone),
-    "device-unknown": ([*HEADLESS, "--device", "gpu"], "--device gpu: not a device; use cpu, cuda, cuda:N (the N-th GPU) or mps", None),
+    "play-device-unavailable": (
+        [*HEADLESS, "--device", "cuda", "--record", "{tmp}/rec"],
+        "--device cuda: CUDA is not available on this machine; use --device cpu",
+        with_cuda_gone,
+    ),
+    "device-unknown": (
+        [*HEADLESS, "--device", "gpu"],
+        "--device gpu: not a device; use cpu, cuda, cuda:N (the N-th GPU) or mps",
+        None,
+    ),
     "play-scale-out-of-range": ([*HEADLESS, "--scale", "17"], "--scale must be in [1, 16], got 17", None),
     "play-fps-out-of-range": ([*HEADLESS, "--fps", "1000"], "--fps must be in (0, 240], got 1000", None),
     "play-seed-out-of-range": ([*HEADLESS, "--seed", "-1"], "--seed must be in [0, 2147483647], got -1", None),
-    "play-keys-too-long": (["--headless", "--keys", "NOOP*2000000", "--video", "{tmp}/play.mp4"],
-                           "--keys: 'NOOP*2000000' repeats 2000000 times; N must be in [1, 1,000,000]", None),
-    "play-gif-too-long": (["--headless", "--keys", "NOOP*1001", "--video", "{tmp}/play.gif"],
-                          "--video: a .gif holds at most 1000 frames, --keys plays 1001 steps; write an .mp4", None),
-    "play-video-folder-missing": (["--headless", "--keys", "RIGHT", "--video", "{tmp}/nowhere/play.mp4"],
-                                  "--video: the folder of '{tmp}/nowhere/play.mp4' does not exist; create it or choose another path", None),
-    "play-record-not-a-recording": ([*HEADLESS, "--record", "{copy}"], "--record '{copy}' is not empty; choose a new directory for the "
-                                    "recording (it holds a dataset of policy 'random', not a play recording to continue)", None),
-    "play-record-foreign": ([*HEADLESS, "--record", "{tmp}/mine"], "--record '{tmp}/mine' is not empty; choose a new directory for the "
-                            "recording ('notes.txt' is not a file of a dataset)", foreign_file),
-    "play-record-other-settings": ([*HEADLESS, "--record", "{copy}"], "--record '{copy}' holds a play recording with frame_skip 3, the "
-                                   "checkpoint's game has 4; choose a new directory for the recording, or continue a recording of this "
-                                   "checkpoint's game and settings", other_settings_recording),
-    "play-record-locked": ([*HEADLESS, "--record", "{tmp}/rec"], "another process (pid {pid}) is writing to '{tmp}/rec'; wait for it to "
-                           "end or choose another --record directory", locked_record_dir),
+    "play-keys-too-long": (
+        ["--headless", "--keys", "NOOP*2000000", "--video", "{tmp}/play.mp4"],
+        "--keys: 'NOOP*2000000' repeats 2000000 times; N must be in [1, 1,000,000]",
+        None,
+    ),
+    "play-gif-too-long": (
+        ["--headless", "--keys", "NOOP*1001", "--video", "{tmp}/play.gif"],
+        "--video: a .gif holds at most 1000 frames, --keys plays 1001 steps; write an .mp4",
+        None,
+    ),
+    "play-video-folder-missing": (
+        ["--headless", "--keys", "RIGHT", "--video", "{tmp}/nowhere/play.mp4"],
+        "--video: the folder of '{tmp}/nowhere/play.mp4' does not exist; create it or choose another path",
+        None,
+    ),
+    "play-record-not-a-recording": (
+        [*HEADLESS, "--record", "{copy}"],
+        "--record '{copy}' is not empty; choose a new directory for the "
+        "recording (it holds a dataset of policy 'random', not a play recording to continue)",
+        None,
+    ),
+    "play-record-foreign": (
+        [*HEADLESS, "--record", "{tmp}/mine"],
+        "--record '{tmp}/mine' is not empty; choose a new directory for the "
+        "recording ('notes.txt' is not a file of a dataset)",
+        foreign_file,
+    ),
+    "play-record-other-settings": (
+        [*HEADLESS, "--record", "{copy}"],
+        "--record '{copy}' holds a play recording with frame_skip 3, the "
+        "checkpoint's game has 4; choose a new directory for the recording, or continue a recording of this "
+        "checkpoint's game and settings",
+        other_settings_recording,
+    ),
+    "play-record-locked": (
+        [*HEADLESS, "--record", "{tmp}/rec"],
+        "another process (pid {pid}) is writing to '{tmp}/rec'; wait for it to "
+        "end or choose another --record directory",
+        locked_record_dir,
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUT))
-def test_bad_input_to_play_is_one_line_and_touches_nothing(name: str, short_run, small_dataset: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_input_to_play_is_one_line_and_touches_nothing(
+    name: str, short_run, small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """As tests/test_bad_input.py runs every row of docs/errors.md: exit 2, one line, no file made, changed or removed."""
     from src import play
 
@@ -551,8 +711,9 @@ def test_bad_input_to_play_is_one_line_and_touches_nothing(name: str, short_run,
         lock.close()
 
 
-def test_sigterm_in_the_window_stops_after_the_whole_step_and_keeps_its_row(lively_checkpoint: Path, tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigterm_in_the_window_stops_after_the_whole_step_and_keeps_its_row(
+    lively_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A signal that lands inside a step waits for the step's end (its row and picture), then the loop stops as a
     KeyboardInterrupt, after the window is closed; the rows recorded are all there to cut."""
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
@@ -592,8 +753,20 @@ def test_play_takes_a_run_folder_for_its_best_checkpoint(short_run, tmp_path: Pa
     (tmp_path / "empty").mkdir()
     err = io.StringIO()
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_:
-        run_cli(play.main, ["--checkpoint", str(tmp_path / "empty"), "--headless", "--keys", "RIGHT", "--video", str(tmp_path / "v.mp4")])
+        run_cli(
+            play.main,
+            [
+                "--checkpoint",
+                str(tmp_path / "empty"),
+                "--headless",
+                "--keys",
+                "RIGHT",
+                "--video",
+                str(tmp_path / "v.mp4"),
+            ],
+        )
     assert exit_.value.code == 2 and err.getvalue() == (
         f"error: --checkpoint '{tmp_path / 'empty'}' is a folder without checkpoints/best.pt or checkpoints/last.pt; pass a run "
-        "folder written by src.train (runs/<run>) or a .pt file\n")
+        "folder written by src.train (runs/<run>) or a .pt file\n"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "play.mp4"]

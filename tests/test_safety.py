@@ -35,8 +35,14 @@ EVAL = [sys.executable, "-m", "src.eval"]
 def tiny_state(**extra: object) -> dict:
     """A dict shaped like a training checkpoint, with a tiny model's real weights."""
     model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), num_actions=6)
-    return {"model": model.state_dict(), "optimizer": {}, "step": 3, "config": {"model": {"name": "unet_film"}},
-            "env": {"game": "Pong", "num_actions": 6, "env": {"context_frames": 4, "screen_size": 84}}, **extra}
+    return {
+        "model": model.state_dict(),
+        "optimizer": {},
+        "step": 3,
+        "config": {"model": {"name": "unet_film"}},
+        "env": {"game": "Pong", "num_actions": 6, "env": {"context_frames": 4, "screen_size": 84}},
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -67,7 +73,9 @@ def test_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path: Path, via_sh
     marker, bad = tmp_path / "MARKER", tmp_path / "bad.pt"
     torch.save(tiny_state(config={"model": {"name": "unet_film"}, "payload": Touch(marker, via_shell)}), bad)
 
-    with pytest.raises(UserError, match=r"was refused: it holds a pickled object \((posix\.system|getattr)\) that could run code") as e:
+    with pytest.raises(
+        UserError, match=r"was refused: it holds a pickled object \((posix\.system|getattr)\) that could run code"
+    ) as e:
         load_checkpoint(bad)
     assert str(bad) in str(e.value) and not marker.exists()
     line = error_line(run([*EVAL, "--checkpoint", str(bad), "--game", "Pong"]))
@@ -90,7 +98,9 @@ def test_corrupt_checkpoints_get_a_clear_line(checkpoint: Path, tmp_path: Path) 
         with pytest.raises(UserError, match="cannot be loaded: it is corrupt or not a PyTorch checkpoint"):
             load_checkpoint(path)
         line = error_line(run([*EVAL, "--checkpoint", str(path), "--game", "Pong"]))
-        assert line.startswith(f"error: checkpoint '{path}' cannot be loaded: it is corrupt or not a PyTorch checkpoint (")
+        assert line.startswith(
+            f"error: checkpoint '{path}' cannot be loaded: it is corrupt or not a PyTorch checkpoint ("
+        )
 
 
 def test_checkpoint_round_trip_leaves_only_the_file(tmp_path: Path) -> None:
@@ -112,8 +122,10 @@ def test_failed_save_keeps_the_previous_checkpoint(checkpoint: Path, monkeypatch
     monkeypatch.setattr(torch, "save", fill_disk)
     with pytest.raises(UserError) as e:
         save_checkpoint(checkpoint, tiny_state(step=4))
-    assert str(e.value) == (f"cannot save checkpoint '{checkpoint}': no space left on device: free some space; "
-                            "the previous checkpoint is kept")
+    assert str(e.value) == (
+        f"cannot save checkpoint '{checkpoint}': no space left on device: free some space; "
+        "the previous checkpoint is kept"
+    )
     assert checkpoint.read_bytes() == before and os.listdir(checkpoint.parent) == [checkpoint.name]
 
 
@@ -180,8 +192,20 @@ def edit_shards(m: dict) -> str:
     return "shards must be a list"
 
 
-@pytest.mark.parametrize("edit", [edit_rows, edit_index, edit_bool_index, edit_duplicate, edit_missing_file,
-                                  edit_unknown_file, edit_checksum, edit_screen, edit_shards])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        edit_rows,
+        edit_index,
+        edit_bool_index,
+        edit_duplicate,
+        edit_missing_file,
+        edit_unknown_file,
+        edit_checksum,
+        edit_screen,
+        edit_shards,
+    ],
+)
 def test_bad_manifest_entry_is_named(dataset_copy: Path, edit) -> None:
     """Catches a manifest whose values reach shard paths and array shapes unchecked (a KeyError or path traversal)."""
     path = dataset_copy / MANIFEST
@@ -190,7 +214,9 @@ def test_bad_manifest_entry_is_named(dataset_copy: Path, edit) -> None:
     path.write_text(json.dumps(manifest))
     with pytest.raises(DatasetError) as e:
         Manifest.read(dataset_copy)
-    assert str(e.value).startswith(f"{path}: {expected}") and str(e.value).endswith("; the manifest is corrupt: regenerate the dataset")
+    assert str(e.value).startswith(f"{path}: {expected}") and str(e.value).endswith(
+        "; the manifest is corrupt: regenerate the dataset"
+    )
     assert error_line(run([*INSPECT, str(dataset_copy)])) == f"error: {e.value}"
 
 
@@ -216,21 +242,30 @@ def test_failed_atomic_write_leaves_no_temporary_file(tmp_path: Path) -> None:
 def test_eval_outputs_leave_only_final_files(tmp_path: Path) -> None:
     """Catches metrics.csv (or any eval output) written in place: only the final names may be in the folder."""
     rng = np.random.default_rng(0)
-    windows = Windows(rng.integers(0, 256, (3, 4, 84, 84), dtype=np.uint8), rng.integers(0, 6, (3, 5)),
-                      rng.integers(0, 256, (3, 5, 84, 84), dtype=np.uint8), rng.choice([-1.0, 0.0, 1.0], (3, 5)).astype(np.float32))
+    windows = Windows(
+        rng.integers(0, 256, (3, 4, 84, 84), dtype=np.uint8),
+        rng.integers(0, 6, (3, 5)),
+        rng.integers(0, 256, (3, 5, 84, 84), dtype=np.uint8),
+        rng.choice([-1.0, 0.0, 1.0], (3, 5)).astype(np.float32),
+    )
     model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), num_actions=6)
     curves = summarise(evaluate(model, windows, batch_size=2, device=torch.device("cpu"), seed=0))
     for sub in ("plots", "videos"):
         (tmp_path / sub).mkdir()
     write_outputs(tmp_path, {"game": "Pong", "starts": 3}, curves, model, windows, videos=0, device=torch.device("cpu"))
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert files == ["metrics.csv", "plots/mse_vs_horizon.png", "plots/psnr_vs_horizon.png", "plots/sharpness_vs_horizon.png",
-                     "plots/ssim_vs_horizon.png", "summary.json"]
+    assert files == [
+        "metrics.csv",
+        "plots/mse_vs_horizon.png",
+        "plots/psnr_vs_horizon.png",
+        "plots/sharpness_vs_horizon.png",
+        "plots/ssim_vs_horizon.png",
+        "summary.json",
+    ]
     with open(tmp_path / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
     assert float(rows[4]["model_mse"]) == pytest.approx(curves["mse"]["model"][4], rel=1e-5)
-
 
 
 def test_lock_messages_keep_braces_in_paths(tmp_path: Path) -> None:

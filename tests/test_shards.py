@@ -118,7 +118,10 @@ def test_writer_round_trip_is_byte_equal(tmp_path: Path) -> None:
         on_disk = np.load(shard_path(tmp_path, 0, field))
         np.testing.assert_array_equal(on_disk, data[field])
         assert on_disk.tobytes() == data[field].tobytes()
-        assert entry["files"][field]["xxh3_128"] == xxhash.xxh3_128(shard_path(tmp_path, 0, field).read_bytes()).hexdigest()
+        assert (
+            entry["files"][field]["xxh3_128"]
+            == xxhash.xxh3_128(shard_path(tmp_path, 0, field).read_bytes()).hexdigest()
+        )
     assert len(loaded) == rows
 
 
@@ -248,11 +251,14 @@ def test_a_truncated_or_replaced_file_is_caught(dataset_copy: Path, hashes: list
         ShardedDataset(dataset_copy)
 
 
-def test_a_read_only_dataset_is_hashed_in_full_and_left_as_it_is(dataset_copy: Path, hashes: list[str],
-                                                                 monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_a_read_only_dataset_is_hashed_in_full_and_left_as_it_is(
+    dataset_copy: Path, hashes: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     (dataset_copy / shards.VERIFIED_FILE).unlink(missing_ok=True)
     if os.geteuid() == 0:  # root writes through permission bits: the write fails as it would for anyone else
-        monkeypatch.setattr(shards, "atomic_write_json", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+        monkeypatch.setattr(
+            shards, "atomic_write_json", lambda *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
+        )
     dataset_copy.chmod(0o555)
     try:
         before = sorted(p.name for p in dataset_copy.iterdir())
@@ -303,9 +309,14 @@ def test_a_record_that_is_not_ours_only_means_hashing(dataset_copy: Path, hashes
     """Catches an odd .verified.json giving a traceback, a hang (a pipe, a link to /dev/zero) or skipped hashes."""
     path = dataset_copy / shards.VERIFIED_FILE
     path.unlink(missing_ok=True)
-    make = {"garbage": lambda: path.write_bytes(b"\xff{"), "list": lambda: path.write_text("[]"),
-            "other version": lambda: path.write_text(json.dumps({"version": 99, "files": {}})),
-            "link": lambda: path.symlink_to("/dev/zero"), "directory": path.mkdir, "fifo": lambda: os.mkfifo(path)}
+    make = {
+        "garbage": lambda: path.write_bytes(b"\xff{"),
+        "list": lambda: path.write_text("[]"),
+        "other version": lambda: path.write_text(json.dumps({"version": 99, "files": {}})),
+        "link": lambda: path.symlink_to("/dev/zero"),
+        "directory": path.mkdir,
+        "fifo": lambda: os.mkfifo(path),
+    }
     make[record]()
     assert ShardedDataset(dataset_copy).hashed == FILES
 

@@ -19,15 +19,38 @@ from tests.conftest import tiny_config
 
 def test_auto_choices_per_device(small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny_config(small_dataset, tmp_path)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an Ampere or later GPU
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: True
+    )  # an Ampere or later GPU
     cuda = FastPath.choose(cfg, torch.device("cuda"))
-    assert (cuda.autocast, cuda.compile, cuda.channels_last, cuda.pin_memory, cuda.fused) == (torch.bfloat16, True, True, True, True)
+    assert (cuda.autocast, cuda.compile, cuda.channels_last, cuda.pin_memory, cuda.fused) == (
+        torch.bfloat16,
+        True,
+        True,
+        True,
+        True,
+    )
     cpu = FastPath.choose(cfg, torch.device("cpu"))
-    assert (cpu.autocast, cpu.compile, cpu.channels_last, cpu.pin_memory, cpu.fused) == (None, False, CHANNELS_LAST["cpu"], False, False)
+    assert (cpu.autocast, cpu.compile, cpu.channels_last, cpu.pin_memory, cpu.fused) == (
+        None,
+        False,
+        CHANNELS_LAST["cpu"],
+        False,
+        False,
+    )
     eager = FastPath.choose(tiny_config(small_dataset, tmp_path, "train.compile=false"), torch.device("cuda"))
     assert not eager.channels_last  # eager CUDA GroupNorm would turn channels-last back at every block
-    forced = FastPath.choose(tiny_config(small_dataset, tmp_path, "train.precision=fp32", "train.compile=false",
-                                         "train.channels_last=false", "data.pin_memory=false"), torch.device("cuda"))
+    forced = FastPath.choose(
+        tiny_config(
+            small_dataset,
+            tmp_path,
+            "train.precision=fp32",
+            "train.compile=false",
+            "train.channels_last=false",
+            "data.pin_memory=false",
+        ),
+        torch.device("cuda"),
+    )
     assert (forced.autocast, forced.compile, forced.channels_last, forced.pin_memory) == (None, False, False, False)
     with pytest.raises(ConfigError, match="train.precision must be auto, fp32 or bf16, got 'fp16'"):
         tiny_config(small_dataset, tmp_path, "train.precision=fp16")
@@ -58,16 +81,28 @@ def test_channels_last_and_bf16_compute_the_same_step() -> None:
     assert layout == pytest.approx(reference, rel=1e-4)
     assert all(torch.allclose(layout_grads[n], g, rtol=1e-3, atol=1e-6) for n, g in grads.items())
     bf16, _ = one_step(FastPath(cpu, torch.bfloat16, False, False, False), batch)
-    assert bf16["loss"] == pytest.approx(reference["loss"], rel=0.05) and bf16["loss"] != reference["loss"]  # autocast was on
+    assert (
+        bf16["loss"] == pytest.approx(reference["loss"], rel=0.05) and bf16["loss"] != reference["loss"]
+    )  # autocast was on
 
 
 @pytest.mark.slow
 def test_compiled_bf16_channels_last_run_saves_a_plain_checkpoint(small_dataset: Path, tmp_path: Path) -> None:
     """Every switch of the GPU path at once, on the CPU: the run trains, and its checkpoint holds the model's own
     parameter names (not torch.compile's wrapper's), in float32, and reloads into a plain model."""
-    result = train(tiny_config(small_dataset, tmp_path, "train.max_steps=4", "train.log_every=2", "train.val_every_steps=4",
-                               "train.val_rollout_enabled=false", "train.precision=bf16", "train.compile=true",
-                               "train.channels_last=true"))
+    result = train(
+        tiny_config(
+            small_dataset,
+            tmp_path,
+            "train.max_steps=4",
+            "train.log_every=2",
+            "train.val_every_steps=4",
+            "train.val_rollout_enabled=false",
+            "train.precision=bf16",
+            "train.compile=true",
+            "train.channels_last=true",
+        )
+    )
     state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
     assert state["step"] == 4 and not any(k.startswith("_orig_mod") for k in state["model"])
     assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
@@ -77,8 +112,17 @@ def test_compiled_bf16_channels_last_run_saves_a_plain_checkpoint(small_dataset:
 @pytest.mark.gpu
 def test_gpu_defaults_train_and_reload_on_cpu(small_dataset: Path, tmp_path: Path) -> None:
     """On CUDA the defaults are bf16 autocast, channels-last, torch.compile, pinned memory and fused AdamW."""
-    result = train(tiny_config(small_dataset, tmp_path, "train.max_steps=30", "train.log_every=10", "train.val_every_steps=30",
-                               "data.num_workers=2", "data.prefetch_factor=2"))
+    result = train(
+        tiny_config(
+            small_dataset,
+            tmp_path,
+            "train.max_steps=30",
+            "train.log_every=10",
+            "train.val_every_steps=30",
+            "data.num_workers=2",
+            "data.prefetch_factor=2",
+        )
+    )
     metrics = (Path(result["run_dir"]) / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 4
     state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")

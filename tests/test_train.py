@@ -32,7 +32,9 @@ def test_split_keeps_whole_episodes_apart(small_dataset: Path) -> None:
     train_rows, val_rows = split_episodes(episodes, 0.2, seed=0)
     assert not set(episodes[train_rows]) & set(episodes[val_rows])
     assert sorted([*train_rows, *val_rows]) == list(range(len(episodes)))
-    assert len(set(episodes[val_rows])) == math.ceil(0.2 * len(np.unique(episodes)))  # rounded up: never an empty val set
+    assert len(set(episodes[val_rows])) == math.ceil(
+        0.2 * len(np.unique(episodes))
+    )  # rounded up: never an empty val set
     again, _ = split_episodes(episodes, 0.2, seed=0)
     other, _ = split_episodes(episodes, 0.2, seed=1)
     assert np.array_equal(again, train_rows) and not np.array_equal(other, train_rows)
@@ -46,7 +48,9 @@ def test_split_keeps_whole_episodes_apart(small_dataset: Path) -> None:
         (["data.dir=/nonexistent/data"], "data.dir: dataset directory '/nonexistent/data' does not exist"),
     ],
 )
-def test_config_that_disagrees_with_the_dataset_stops_before_writing(small_dataset: Path, tmp_path: Path, overrides: list[str], message: str) -> None:
+def test_config_that_disagrees_with_the_dataset_stops_before_writing(
+    small_dataset: Path, tmp_path: Path, overrides: list[str], message: str
+) -> None:
     cfg = tiny_config(small_dataset, tmp_path, *overrides)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         train(cfg)
@@ -67,7 +71,9 @@ def test_run_folder_has_every_file(short_run: tuple[Config, dict]) -> None:
     assert {"loss", "mse", "lr", "grad_norm", "samples_per_s"} <= set(rows[0]) and float(rows[0]["loss"]) > 0
     val = read_csv(run_dir / "val_metrics.csv")
     assert [r["step"] for r in val] == ["3", "6"]
-    assert float(val[-1]["ratio_to_copy"]) == pytest.approx(float(val[-1]["mse"]) / float(val[-1]["copy_last_mse"]), rel=1e-4)
+    assert float(val[-1]["ratio_to_copy"]) == pytest.approx(
+        float(val[-1]["mse"]) / float(val[-1]["copy_last_mse"]), rel=1e-4
+    )
     images = sorted((run_dir / "images").glob("*.png"))
     assert [p.name for p in images] == ["step_000003.png", "step_000006.png"]
     image = iio.imread(images[0])
@@ -79,18 +85,26 @@ def test_run_folder_has_every_file(short_run: tuple[Config, dict]) -> None:
     assert load_config(run_dir / "resolved_config.yaml") == cfg
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
     log = (run_dir / "train.log").read_text()  # the console's lines, timed: the config, the steps, the validations
-    assert "  max_steps: 6" in log and "step 3/6 | loss" in log and "validation at step 6: mse" in log and f"run {run_dir}" in log
+    assert (
+        "  max_steps: 6" in log
+        and "step 3/6 | loss" in log
+        and "validation at step 6: mse" in log
+        and f"run {run_dir}" in log
+    )
 
 
-def test_a_second_start_skips_hashing_the_unchanged_data(dataset_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture) -> None:
+def test_a_second_start_skips_hashing_the_unchanged_data(
+    dataset_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """A run records its dataset's passed full verification; the next run hashes no file that did not change."""
     import os
     import time
 
     from src.dataset import shards
 
-    for path in dataset_copy.iterdir():  # as if recorded a while ago: files changed in the last 2 s are never vouched for
+    for (
+        path
+    ) in dataset_copy.iterdir():  # as if recorded a while ago: files changed in the last 2 s are never vouched for
         os.utime(path, (time.time() - 60, time.time() - 60))
     time.sleep(2.1)  # ctime, which utime cannot set back, must be older than that too
     hashed = []
@@ -111,7 +125,11 @@ def test_checkpoint_reloads_to_identical_outputs(short_run: tuple[Config, dict])
     state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
     assert state["step"] == 6 and state["config"] == to_dict(cfg) and state["dataset"]["game"] == "Pong"
     assert {"model", "optimizer", "elapsed_s"} <= set(state)
-    model = build_model(ModelConfig(**state["config"]["model"]), state["dataset"]["num_actions"], state["dataset"]["env_settings"]["context_frames"])
+    model = build_model(
+        ModelConfig(**state["config"]["model"]),
+        state["dataset"]["num_actions"],
+        state["dataset"]["env_settings"]["context_frames"],
+    )
     model.load_state_dict(state["model"])
     dataset, _, val_rows = open_data(cfg)
     metrics = validate(model, fixed_val_batches(dataset, val_rows, cfg), cfg, torch.device("cpu"))
@@ -121,8 +139,18 @@ def test_checkpoint_reloads_to_identical_outputs(short_run: tuple[Config, dict])
 
 def test_cli_with_the_seed_override(small_dataset: Path, tmp_path: Path) -> None:
     """The README's `python -m src.train optimizer.lr=1e-4 train.max_steps=5` works end to end."""
-    result = run([sys.executable, "-m", "src.train", f"data.dir={small_dataset}", f"experiment.runs_dir={tmp_path}",
-                  *TINY, "optimizer.lr=1e-4", "train.max_steps=5"])
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "src.train",
+            f"data.dir={small_dataset}",
+            f"experiment.runs_dir={tmp_path}",
+            *TINY,
+            "optimizer.lr=1e-4",
+            "train.max_steps=5",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     assert "step 5/5" in result.stdout and "run folder" in result.stdout
     (run_dir,) = tmp_path.iterdir()
@@ -131,8 +159,14 @@ def test_cli_with_the_seed_override(small_dataset: Path, tmp_path: Path) -> None
 
 def test_offline_wandb_run_has_the_logged_keys(small_dataset: Path, tmp_path: Path, wandb_env: Path) -> None:
     """With experiment.wandb.mode=offline the run is written under the run folder with scalars, media and config."""
-    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=4", "train.log_every=2", "train.val_every_steps=2",
-                      "experiment.wandb.mode=offline")
+    cfg = tiny_config(
+        small_dataset,
+        tmp_path,
+        "train.max_steps=4",
+        "train.log_every=2",
+        "train.val_every_steps=2",
+        "experiment.wandb.mode=offline",
+    )
     result = train(cfg)
     (sync_dir,) = (Path(result["run_dir"]) / "wandb").glob("offline-run-*")
     (log_file,) = sync_dir.glob("run-*.wandb")
@@ -148,8 +182,15 @@ def test_offline_wandb_run_has_the_logged_keys(small_dataset: Path, tmp_path: Pa
 
 def test_dataloader_workers(small_dataset: Path, tmp_path: Path) -> None:
     """Catches a Dataset that cannot cross into worker processes (memmaps opened too early, unpicklable state)."""
-    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=3", "train.val_rollout_enabled=false", "data.num_workers=2",
-                      "data.prefetch_factor=2", "data.persistent_workers=true")
+    cfg = tiny_config(
+        small_dataset,
+        tmp_path,
+        "train.max_steps=3",
+        "train.val_rollout_enabled=false",
+        "data.num_workers=2",
+        "data.prefetch_factor=2",
+        "data.persistent_workers=true",
+    )
     result = train(cfg)
     assert result["step"] == 3 and not list((Path(result["run_dir"]) / "videos").iterdir())
 
@@ -191,10 +232,14 @@ def test_unrolled_loss_feeds_predictions_back() -> None:
     expected = torch.cat(expected, dim=1)
     torch.testing.assert_close(predicted, expected)
     assert loss.item() == pytest.approx(torch.nn.functional.mse_loss(expected, targets).item(), rel=1e-5)
-    teacher = torch.cat([model(torch.cat([frames, targets], 1)[:, j : j + 4], batch.actions[:, j]) for j in range(3)], 1)
+    teacher = torch.cat(
+        [model(torch.cat([frames, targets], 1)[:, j : j + 4], batch.actions[:, j]) for j in range(3)], 1
+    )
     assert not torch.allclose(predicted[:, 1:], teacher[:, 1:])  # feeding the truth back gives other predictions
     one_step, _, _ = unrolled_loss(model, batch, 1, t, Feedback("float"))
-    assert one_step.item() == pytest.approx(torch.nn.functional.mse_loss(expected[:, :1], targets[:, :1]).item(), rel=1e-5)
+    assert one_step.item() == pytest.approx(
+        torch.nn.functional.mse_loss(expected[:, :1], targets[:, :1]).item(), rel=1e-5
+    )
 
     first_output = {}
     model.head.register_forward_hook(lambda m, i, o: first_output.setdefault("out", o))
@@ -205,16 +250,26 @@ def test_unrolled_loss_feeds_predictions_back() -> None:
 
 def test_curriculum_run_grows_the_unroll(small_dataset: Path, tmp_path: Path) -> None:
     """A short run with the 1 -> 3 curriculum logs one-step steps, then three-step ones, and validates."""
-    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=6", "train.log_every=1", "train.val_every_steps=6",
-                      "train.val_rollout_enabled=false", "train.rollout_steps=[1,3]", "train.rollout_stage_ends=[0.5]",
-                      "train.changed_pixel_weight=5")
+    cfg = tiny_config(
+        small_dataset,
+        tmp_path,
+        "train.max_steps=6",
+        "train.log_every=1",
+        "train.val_every_steps=6",
+        "train.val_rollout_enabled=false",
+        "train.rollout_steps=[1,3]",
+        "train.rollout_stage_ends=[0.5]",
+        "train.changed_pixel_weight=5",
+    )
     result = train(cfg)
     rows = read_csv(Path(result["run_dir"]) / "metrics.csv")
     assert [int(r["rollout_steps"]) for r in rows] == [1, 1, 1, 3, 3, 3]
     assert all(math.isfinite(float(r["loss"])) for r in rows) and math.isfinite(result["val/mse"])
 
 
-def test_a_run_needs_the_room_it_writes_not_a_fixed_floor(small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_needs_the_room_it_writes_not_a_fixed_floor(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Catches the free-space check refusing a short run of a tiny model on a small disk (a fixed 200 MB floor did),
     or estimating less than the run really writes: on a disk with 60 MB free a 4-step run trains, and its folder
     takes less than the estimate; the estimate grows with the steps (strips, videos) and with W&B's copies."""
@@ -222,8 +277,14 @@ def test_a_run_needs_the_room_it_writes_not_a_fixed_floor(small_dataset: Path, t
 
     from src.training.outputs import run_bytes
 
-    cfg = tiny_config(small_dataset, tmp_path, "train.max_steps=4", "train.log_every=1", "train.val_every_steps=2",
-                      "experiment.wandb.mode=disabled")
+    cfg = tiny_config(
+        small_dataset,
+        tmp_path,
+        "train.max_steps=4",
+        "train.log_every=1",
+        "train.val_every_steps=2",
+        "experiment.wandb.mode=disabled",
+    )
     params = sum(p.numel() for p in build_model(cfg.model, 6, 4, 84).parameters())
     needed = run_bytes(cfg, 3 * 4 * params)
     real_usage = shutil.disk_usage

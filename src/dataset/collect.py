@@ -9,8 +9,8 @@ disk waits never stall the emulators.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 
@@ -72,7 +72,9 @@ def record(
                 elif recording[j]:
                     if writers[i] is None:
                         rows = min(shard_size, int(left[i]) + 1)  # + 1: left already counts this step
-                        writers[i] = ShardWriter(root, f"{tag}_e{i}_{shard_counts[i]}", rows, settings.context_frames, settings.screen_size)
+                        writers[i] = ShardWriter(
+                            root, f"{tag}_e{i}_{shard_counts[i]}", rows, settings.context_frames, settings.screen_size
+                        )
                         shard_counts[i] += 1
                     writers[i].append(last_obs[i], last_action[i], obs[j, -1:], done[j], reward[j], episode[i])
                     if writers[i].full:

@@ -29,7 +29,15 @@ from src.dataset.manifest import (
     bytes_per_row,
     emulator_change,
 )
-from src.dataset.shards import LOCK_FILE, READERS_FILE, SHARD_FILE, clear_unlisted, is_dataset_file, lock_readers, promote_shard
+from src.dataset.shards import (
+    LOCK_FILE,
+    READERS_FILE,
+    SHARD_FILE,
+    clear_unlisted,
+    is_dataset_file,
+    lock_readers,
+    promote_shard,
+)
 from src.envs.atari import EnvSettings, available_cores, available_games, resolve_game
 from src.envs.policies import POLICIES
 from src.utils.errors import ArgumentParser, UserError, run_cli
@@ -53,19 +61,28 @@ def parse_args(argv: list[str] | None) -> tuple[dict, set[str]]:
     """Returns all options (defaults filled in) and the names the user gave explicitly."""
     p = ArgumentParser(prog="python -m src.dataset.generate_dataset", description=__doc__.split("\n\n")[0])
     p.add_argument("--game", help="ALE game as you would write it: Pong, MsPacman, ALE/Pong-v5 (default Pong)")
-    p.add_argument("--steps", type=int, help="total transitions in the dataset (with --resume: default the original target)")
+    p.add_argument(
+        "--steps", type=int, help="total transitions in the dataset (with --resume: default the original target)"
+    )
     p.add_argument("--out_dir", help="dataset directory to create")
     p.add_argument("--seed", type=int, help="seeds the no-op starts and the policy (default 0)")
     p.add_argument("--shard_size", type=int, help=f"rows per shard (default {DEFAULTS['shard_size']})")
-    p.add_argument("--num_envs", type=int, help="games stepped in parallel, in C++ threads on every core (default: 2 per core)")
+    p.add_argument(
+        "--num_envs", type=int, help="games stepped in parallel, in C++ threads on every core (default: 2 per core)"
+    )
     p.add_argument("--policy", choices=sorted(POLICIES), help="behaviour policy (default random)")
     p.add_argument("--repeat_action_probability", type=float, help="sticky actions (default 0.0)")
     p.add_argument("--frame_skip", type=int, help="emulator frames per step, max-pooled over the last two (default 4)")
     p.add_argument("--noop_max", type=int, help="at most this many no-op actions at reset (default 30)")
     p.add_argument("--max_episode_steps", type=int, help="truncate episodes after this many steps (default 27000)")
-    p.add_argument("--part", help="K/N: this machine records part K of N (own seeds and episode ids), "
-                                  "to be merged with src.dataset.merge_datasets")
-    p.add_argument("--resume", action="store_true", help="continue the dataset in out_dir (or start it if out_dir is empty)")
+    p.add_argument(
+        "--part",
+        help="K/N: this machine records part K of N (own seeds and episode ids), "
+        "to be merged with src.dataset.merge_datasets",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the dataset in out_dir (or start it if out_dir is empty)"
+    )
     p.add_argument("--overwrite", action="store_true", help="delete the dataset in out_dir and record a new one")
     p.add_argument("--list_games", action="store_true", help="print the available games and exit")
     args = vars(p.parse_args(argv))
@@ -74,7 +91,9 @@ def parse_args(argv: list[str] | None) -> tuple[dict, set[str]]:
         if args[key] is None:
             args[key] = value
     if args["num_envs"] is None:
-        args["num_envs"] = min(2 * available_cores(), MAX_NUM_ENVS)  # half emulate while half are recorded; 4 was fastest on 2 cores
+        args["num_envs"] = min(
+            2 * available_cores(), MAX_NUM_ENVS
+        )  # half emulate while half are recorded; 4 was fastest on 2 cores
     return args, given
 
 
@@ -96,9 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = manifest.env if manifest else new_settings(args)
     target = args["steps"] if "steps" in given else manifest.target_steps
     check_target(root, target, manifest)
-    check_disk(root, (target - (manifest.steps if manifest else 0)) * bytes_per_row(settings.context_frames, settings.screen_size))
+    check_disk(
+        root,
+        (target - (manifest.steps if manifest else 0)) * bytes_per_row(settings.context_frames, settings.screen_size),
+    )
     # A new dataset's manifest opens the game: the emulator has taken the settings before anything is deleted.
-    new = None if manifest else Manifest.create(settings, args["seed"], args["policy"], args["shard_size"], target, args["part"])
+    new = (
+        None
+        if manifest
+        else Manifest.create(settings, args["seed"], args["policy"], args["shard_size"], target, args["part"])
+    )
 
     with ExitStack() as held:
         if args["overwrite"]:
@@ -112,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         return generate(root, manifest, args["num_envs"])
 
 
-LIMITS = {"steps": (1, MAX_STEPS), "shard_size": (1, MAX_SHARD_ROWS), "num_envs": (1, MAX_NUM_ENVS), "seed": (0, MAX_SEED)}
+LIMITS = {
+    "steps": (1, MAX_STEPS),
+    "shard_size": (1, MAX_SHARD_ROWS),
+    "num_envs": (1, MAX_NUM_ENVS),
+    "seed": (0, MAX_SEED),
+}
 
 
 def check_numbers(args: dict) -> None:
@@ -127,7 +158,9 @@ def check_numbers(args: dict) -> None:
         if not match or not 1 <= int(match[1]) <= int(match[2]):
             raise UserError(f"--part must be K/N with 1 <= K <= N, e.g. 2/4, got '{args['part']}'")
         if int(match[2]) > MAX_PART:
-            raise UserError(f"--part: at most {MAX_PART} parts (each part's episode ids take a range of their own), got '{args['part']}'")
+            raise UserError(
+                f"--part: at most {MAX_PART} parts (each part's episode ids take a range of their own), got '{args['part']}'"
+            )
         args["part"] = [int(match[1]), int(match[2])]
 
 
@@ -166,7 +199,9 @@ def previous_manifest(root: Path, args: dict, given: set[str], ours: tuple[str, 
             "pass --resume to continue its dataset, --overwrite to replace it, or choose another directory"
         )
     if foreign:
-        raise UserError(f"'{root}' holds files that are not part of a dataset (e.g. '{foreign[0]}'); choose another --out_dir")
+        raise UserError(
+            f"'{root}' holds files that are not part of a dataset (e.g. '{foreign[0]}'); choose another --out_dir"
+        )
     if args["overwrite"]:
         return None
     if MANIFEST not in entries:
@@ -175,24 +210,35 @@ def previous_manifest(root: Path, args: dict, given: set[str], ours: tuple[str, 
         return None  # killed before its first manifest: nothing to keep
     manifest = Manifest.read(root)
     check_continuable(root, manifest)
-    stored = {**manifest.env.to_dict(), "seed": manifest.seed, "policy": manifest.policy, "shard_size": manifest.shard_size,
-              "part": manifest.part}
+    stored = {
+        **manifest.env.to_dict(),
+        "seed": manifest.seed,
+        "policy": manifest.policy,
+        "shard_size": manifest.shard_size,
+        "part": manifest.part,
+    }
     for key in sorted(given & set(stored)):
         value = resolve_game(args[key]) if key == "game" else args[key]
         if value != stored[key]:
-            raise UserError(f"--{key} {args[key]} differs from the dataset's {stored[key]}; --resume keeps the dataset's settings")
+            raise UserError(
+                f"--{key} {args[key]} differs from the dataset's {stored[key]}; --resume keeps the dataset's settings"
+            )
     return manifest
 
 
 def check_continuable(root: Path, manifest: Manifest) -> None:
     """A dataset --resume can add to: recorded by a policy (not by hand), with the emulator that runs now."""
     if manifest.policy == HUMAN:
-        raise UserError(f"'{root}' is a game recorded by hand in src.play (policy {HUMAN}): a policy cannot continue it; "
-                        "record more with src.play --record, or choose another --out_dir")
+        raise UserError(
+            f"'{root}' is a game recorded by hand in src.play (policy {HUMAN}): a policy cannot continue it; "
+            "record more with src.play --record, or choose another --out_dir"
+        )
     change = emulator_change(manifest)
     if change:
-        raise UserError(f"'{root}' was recorded with ale-py {change[0]}, this is ale-py {change[1]}: frames of two emulator "
-                        f"versions would mix; resume it with ale-py {change[0]}, or record a new dataset")
+        raise UserError(
+            f"'{root}' was recorded with ale-py {change[0]}, this is ale-py {change[1]}: frames of two emulator "
+            f"versions would mix; resume it with ale-py {change[0]}, or record a new dataset"
+        )
 
 
 def look_again(root: Path, args: dict, given: set[str], manifest: Manifest | None) -> Manifest | None:
@@ -205,8 +251,12 @@ def look_again(root: Path, args: dict, given: set[str], manifest: Manifest | Non
 
 
 def check_disk(root: Path, needed: int) -> None:
-    check_free_space(root, needed, "not enough disk space: the dataset needs about {needed} more, {free} is free at "
-                                   "'{folder}'; free some space, lower --steps or choose another --out_dir")
+    check_free_space(
+        root,
+        needed,
+        "not enough disk space: the dataset needs about {needed} more, {free} is free at "
+        "'{folder}'; free some space, lower --steps or choose another --out_dir",
+    )
 
 
 class DirectoryLock:
@@ -221,8 +271,12 @@ class DirectoryLock:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(unwritable.format(folder=self.root, error=e.strerror)) from None
-        self.file = hold_lock(self.root / LOCK_FILE, "another generation (pid {pid}) is writing to '{folder}'; "
-                              "wait for it to finish or choose another --out_dir", unwritable)
+        self.file = hold_lock(
+            self.root / LOCK_FILE,
+            "another generation (pid {pid}) is writing to '{folder}'; "
+            "wait for it to finish or choose another --out_dir",
+            unwritable,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -241,8 +295,10 @@ class ReadersExcluded:
             try:
                 self.file = lock_readers(self.root, exclusive=True)
             except BlockingIOError:
-                raise UserError(f"a training, evaluation or play is reading '{self.root}'; wait for it to end, "
-                                "or choose another --out_dir") from None
+                raise UserError(
+                    f"a training, evaluation or play is reading '{self.root}'; wait for it to end, "
+                    "or choose another --out_dir"
+                ) from None
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -292,7 +348,14 @@ def run_session(root: Path, manifest: Manifest, num_envs: int, remaining: int, s
         manifest.add_shard(entry, session)
         manifest.write(root)
 
-    with tqdm(total=manifest.target_steps, initial=manifest.target_steps - remaining, unit="step", smoothing=0.05, mininterval=0.5, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=manifest.target_steps,
+        initial=manifest.target_steps - remaining,
+        unit="step",
+        smoothing=0.05,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    ) as bar:
         record(
             str(root),
             manifest.env,
@@ -301,7 +364,10 @@ def run_session(root: Path, manifest: Manifest, num_envs: int, remaining: int, s
             shard_size=manifest.shard_size,
             # Part K of N: its own seeds, and episode ids from K * PART_EPISODES, so that merged parts never collide.
             seed_key=(manifest.seed, session, *(manifest.part or ())),
-            first_episode=max((e for s in manifest.shards for e in s["episodes"]), default=part_first_episode(manifest) - 1) + 1,
+            first_episode=max(
+                (e for s in manifest.shards for e in s["episodes"]), default=part_first_episode(manifest) - 1
+            )
+            + 1,
             tag=f"s{session}",
             on_shard=on_shard,
             on_progress=bar.update,

@@ -60,7 +60,9 @@ def field_specs(context_frames: int, screen_size: int) -> dict[str, tuple[np.dty
 
 
 def bytes_per_row(context_frames: int, screen_size: int) -> int:
-    return sum(dtype.itemsize * int(np.prod(shape)) for dtype, shape in field_specs(context_frames, screen_size).values())
+    return sum(
+        dtype.itemsize * int(np.prod(shape)) for dtype, shape in field_specs(context_frames, screen_size).values()
+    )
 
 
 def now() -> str:
@@ -86,23 +88,35 @@ class Manifest:
     target_steps: int
     part: list[int] | None = None  # [K, N] of a dataset recorded in parts on several machines
     sessions: list[dict] = field(default_factory=list)  # one per run of the generator: started, steps_before, num_envs
-    shards: list[dict] = field(default_factory=list)  # index, session, rows, episodes, dones, files {field: bytes, xxh3_128}
+    shards: list[dict] = field(
+        default_factory=list
+    )  # index, session, rows, episodes, dones, files {field: bytes, xxh3_128}
     totals: dict | None = None  # recomputed by write
     complete: bool = False  # recomputed by write: all of target_steps are recorded
     merged_from: list[dict] | None = None  # the parts of a merged dataset
     version: int = MANIFEST_VERSION
 
     @classmethod
-    def create(cls, settings: EnvSettings, seed: int, policy: str, shard_size: int, target: int,
-               part: list[int] | None = None) -> Manifest:
+    def create(
+        cls, settings: EnvSettings, seed: int, policy: str, shard_size: int, target: int, part: list[int] | None = None
+    ) -> Manifest:
         """A new dataset's manifest, no shard yet (the game is opened once to read its action meanings)."""
         meanings = action_meanings(settings)
         specs = field_specs(settings.context_frames, settings.screen_size)
-        return cls(game=settings.game, env=settings, num_actions=len(meanings), action_meanings=meanings, seed=seed,
-                   part=part, policy=policy, shard_size=shard_size,
-                   fields={name: {"dtype": dtype.name, "shape": list(shape)} for name, (dtype, shape) in specs.items()},
-                   versions=package_versions("ale-py", "gymnasium", "numpy", "opencv-python-headless", "opencv-python"),
-                   created=now(), target_steps=target)
+        return cls(
+            game=settings.game,
+            env=settings,
+            num_actions=len(meanings),
+            action_meanings=meanings,
+            seed=seed,
+            part=part,
+            policy=policy,
+            shard_size=shard_size,
+            fields={name: {"dtype": dtype.name, "shape": list(shape)} for name, (dtype, shape) in specs.items()},
+            versions=package_versions("ale-py", "gymnasium", "numpy", "opencv-python-headless", "opencv-python"),
+            created=now(),
+            target_steps=target,
+        )
 
     @property
     def env_id(self) -> str:
@@ -132,11 +146,26 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """What manifest.json holds, in its key order (merged_from only in a merged dataset's)."""
-        d = {"version": self.version, "game": self.game, "env_id": self.env_id, "env": self.env.to_dict(),
-             "num_actions": self.num_actions, "action_meanings": self.action_meanings, "seed": self.seed, "part": self.part,
-             "policy": self.policy, "shard_size": self.shard_size, "fields": self.fields, "versions": self.versions,
-             "created": self.created, "target_steps": self.target_steps, "sessions": self.sessions, "shards": self.shards,
-             "totals": self.totals, "complete": self.complete}
+        d = {
+            "version": self.version,
+            "game": self.game,
+            "env_id": self.env_id,
+            "env": self.env.to_dict(),
+            "num_actions": self.num_actions,
+            "action_meanings": self.action_meanings,
+            "seed": self.seed,
+            "part": self.part,
+            "policy": self.policy,
+            "shard_size": self.shard_size,
+            "fields": self.fields,
+            "versions": self.versions,
+            "created": self.created,
+            "target_steps": self.target_steps,
+            "sessions": self.sessions,
+            "shards": self.shards,
+            "totals": self.totals,
+            "complete": self.complete,
+        }
         return d if self.merged_from is None else {**d, "merged_from": self.merged_from}
 
     def write(self, root: str | os.PathLike) -> None:
@@ -172,10 +201,26 @@ class Manifest:
         problem = manifest_problem(d)
         if problem:
             raise DatasetError(f"{path}: {problem}; the manifest is corrupt: regenerate the dataset")
-        return cls(game=d["game"], env=EnvSettings.from_dict(d["env"]), num_actions=d["num_actions"], action_meanings=d["action_meanings"],
-                   seed=d["seed"], part=d["part"], policy=d["policy"], shard_size=d["shard_size"], fields=d["fields"],
-                   versions=d["versions"], created=d["created"], target_steps=d["target_steps"], sessions=d["sessions"],
-                   shards=d["shards"], totals=d["totals"], complete=d["complete"], merged_from=d.get("merged_from"), version=d["version"])
+        return cls(
+            game=d["game"],
+            env=EnvSettings.from_dict(d["env"]),
+            num_actions=d["num_actions"],
+            action_meanings=d["action_meanings"],
+            seed=d["seed"],
+            part=d["part"],
+            policy=d["policy"],
+            shard_size=d["shard_size"],
+            fields=d["fields"],
+            versions=d["versions"],
+            created=d["created"],
+            target_steps=d["target_steps"],
+            sessions=d["sessions"],
+            shards=d["shards"],
+            totals=d["totals"],
+            complete=d["complete"],
+            merged_from=d.get("merged_from"),
+            version=d["version"],
+        )
 
     def describe(self, root: str | os.PathLike) -> str:
         """A few lines that summarise the dataset for the console."""
@@ -206,7 +251,12 @@ def short(value: object) -> str:
 
 
 def is_int(value: object, minimum: int, maximum: int | None = None) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value and (maximum is None or value <= maximum)
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and minimum <= value
+        and (maximum is None or value <= maximum)
+    )
 
 
 def is_number(value: object) -> bool:
@@ -233,11 +283,33 @@ def bad(key: str, expected: str, value: object) -> str:
     return f"{key} must be {expected}, got {short(value)}"
 
 
-KEYS = ("version", "game", "env_id", "env", "num_actions", "action_meanings", "seed", "part", "policy", "shard_size", "fields",
-        "versions", "created", "target_steps", "sessions", "shards", "totals", "complete")  # Manifest.to_dict's
-SESSION_KEYS = {"started": (True, is_str), "steps_before": (True, lambda v: is_int(v, 0, MAX_STEPS)),
-                "num_envs": (True, lambda v: is_int(v, 1, MAX_NUM_ENVS)), "seconds": (False, lambda v: is_number(v) and 0 <= v < 1e12),
-                "from": (False, is_str)}  # key: (required, check); "from" names the part of a merged dataset
+KEYS = (
+    "version",
+    "game",
+    "env_id",
+    "env",
+    "num_actions",
+    "action_meanings",
+    "seed",
+    "part",
+    "policy",
+    "shard_size",
+    "fields",
+    "versions",
+    "created",
+    "target_steps",
+    "sessions",
+    "shards",
+    "totals",
+    "complete",
+)  # Manifest.to_dict's
+SESSION_KEYS = {
+    "started": (True, is_str),
+    "steps_before": (True, lambda v: is_int(v, 0, MAX_STEPS)),
+    "num_envs": (True, lambda v: is_int(v, 1, MAX_NUM_ENVS)),
+    "seconds": (False, lambda v: is_number(v) and 0 <= v < 1e12),
+    "from": (False, is_str),
+}  # key: (required, check); "from" names the part of a merged dataset
 TOTALS = ("steps", "shards", "episodes", "completed_episodes", "bytes")
 SHARD_KEYS = ("index", "session", "rows", "episodes", "dones", "files")
 
@@ -285,21 +357,58 @@ def header_problem(manifest: dict) -> str | None:
         ("game", m["game"] == game, f"the same as env.game ({game})"),
         ("env_id", m["env_id"] == env.env_id, env.env_id),
         ("num_actions", is_int(m["num_actions"], 1, MAX_ACTIONS), f"an integer in [1, {MAX_ACTIONS}]"),
-        ("action_meanings", isinstance(m["action_meanings"], list) and len(m["action_meanings"]) == m["num_actions"]
-         and all(is_str(a, 32) and a.isalnum() for a in m["action_meanings"]), "num_actions names such as NOOP, FIRE"),
+        (
+            "action_meanings",
+            isinstance(m["action_meanings"], list)
+            and len(m["action_meanings"]) == m["num_actions"]
+            and all(is_str(a, 32) and a.isalnum() for a in m["action_meanings"]),
+            "num_actions names such as NOOP, FIRE",
+        ),
         ("seed", is_int(m["seed"], 0, MAX_SEED), f"an integer in [0, {MAX_SEED}]"),
-        ("part", part is None or (isinstance(part, list) and len(part) == 2 and all(is_int(k, 1, MAX_PART) for k in part)
-                                  and part[0] <= part[1]), f"null or [K, N] with 1 <= K <= N <= {MAX_PART}"),
-        ("policy", is_str(m["policy"]) and m["policy"] in (*POLICIES, HUMAN), f"one of {', '.join((*POLICIES, HUMAN))}"),
-        ("shard_size", is_int(m["shard_size"], 0 if m["policy"] == HUMAN else 1, MAX_SHARD_ROWS),
-         f"an integer in [1, {MAX_SHARD_ROWS}] (0 for a recording made by hand)"),
-        ("fields", same(m["fields"], fields), f"the fields of {env.context_frames} frames of {env.screen_size}x{env.screen_size}"),
-        ("versions", isinstance(m["versions"], dict) and all(is_str(k, 100) and is_str(v, 100) for k, v in m["versions"].items()),
-         "a mapping of package names to versions"),
+        (
+            "part",
+            part is None
+            or (
+                isinstance(part, list)
+                and len(part) == 2
+                and all(is_int(k, 1, MAX_PART) for k in part)
+                and part[0] <= part[1]
+            ),
+            f"null or [K, N] with 1 <= K <= N <= {MAX_PART}",
+        ),
+        (
+            "policy",
+            is_str(m["policy"]) and m["policy"] in (*POLICIES, HUMAN),
+            f"one of {', '.join((*POLICIES, HUMAN))}",
+        ),
+        (
+            "shard_size",
+            is_int(m["shard_size"], 0 if m["policy"] == HUMAN else 1, MAX_SHARD_ROWS),
+            f"an integer in [1, {MAX_SHARD_ROWS}] (0 for a recording made by hand)",
+        ),
+        (
+            "fields",
+            same(m["fields"], fields),
+            f"the fields of {env.context_frames} frames of {env.screen_size}x{env.screen_size}",
+        ),
+        (
+            "versions",
+            isinstance(m["versions"], dict)
+            and all(is_str(k, 100) and is_str(v, 100) for k, v in m["versions"].items()),
+            "a mapping of package names to versions",
+        ),
         ("created", is_str(m["created"], 100), "a time"),
         ("target_steps", is_int(m["target_steps"], 0, MAX_STEPS), f"an integer in [0, {MAX_STEPS}]"),
-        ("totals", totals is None or (isinstance(totals, dict) and sorted(totals) == sorted(TOTALS)
-                                      and all(is_int(v, 0) for v in totals.values())), f"null or a mapping of {', '.join(TOTALS)}"),
+        (
+            "totals",
+            totals is None
+            or (
+                isinstance(totals, dict)
+                and sorted(totals) == sorted(TOTALS)
+                and all(is_int(v, 0) for v in totals.values())
+            ),
+            f"null or a mapping of {', '.join(TOTALS)}",
+        ),
         ("complete", isinstance(m["complete"], bool), "true or false"),
     ):
         if not ok:
@@ -319,7 +428,9 @@ def sessions_problem(manifest: dict) -> str | None:
             return f"sessions[{i}] has a key this version does not know ({short(unknown[0])})"
         for key, (required, check) in SESSION_KEYS.items():
             if (required or key in session) and not check(session.get(key)):
-                return bad(f"sessions[{i}].{key}", "a string" if check is is_str else "a number in range", session.get(key))
+                return bad(
+                    f"sessions[{i}].{key}", "a string" if check is is_str else "a number in range", session.get(key)
+                )
     return None
 
 
@@ -342,8 +453,15 @@ def shards_problem(manifest: dict) -> str | None:
             ("session", lambda: is_int(get("session"), 0, MAX_SHARD_INDEX), "a non-negative integer"),
             ("rows", lambda: is_int(get("rows"), 1), "a positive integer"),
             ("rows", lambda: get("rows") <= MAX_SHARD_ROWS, f"at most {MAX_SHARD_ROWS}"),
-            ("episodes", lambda: isinstance(get("episodes"), list) and 1 <= len(get("episodes")) <= get("rows")
-             and all(is_int(e, 0, MAX_EPISODE) for e in get("episodes")), f"a list of 1 to rows integers in [0, {MAX_EPISODE}]"),
+            (
+                "episodes",
+                lambda: (
+                    isinstance(get("episodes"), list)
+                    and 1 <= len(get("episodes")) <= get("rows")
+                    and all(is_int(e, 0, MAX_EPISODE) for e in get("episodes"))
+                ),
+                f"a list of 1 to rows integers in [0, {MAX_EPISODE}]",
+            ),
             ("dones", lambda: is_int(get("dones"), 0, get("rows")), "an integer in [0, rows]"),
             ("files", lambda: isinstance(get("files"), dict), "a mapping"),
         ):
@@ -357,8 +475,12 @@ def shards_problem(manifest: dict) -> str | None:
             what = f"lacks {missing[0]!r}" if missing else f"has an unknown field {short(unknown[0])}"
             return f"{at}.files {what} (expected exactly {', '.join(sorted(fields))})"
         for name, file in shard["files"].items():
-            if not (isinstance(file, dict) and is_int(file.get("bytes"), 0)
-                    and isinstance(file.get("xxh3_128"), str) and re.fullmatch(r"[0-9a-f]{32}", file["xxh3_128"])):
+            if not (
+                isinstance(file, dict)
+                and is_int(file.get("bytes"), 0)
+                and isinstance(file.get("xxh3_128"), str)
+                and re.fullmatch(r"[0-9a-f]{32}", file["xxh3_128"])
+            ):
                 return bad(f"{at}.files.{name}", '{"bytes": integer >= 0, "xxh3_128": 32 hex digits}', file)
     return None
 

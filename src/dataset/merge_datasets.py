@@ -50,23 +50,31 @@ def check_parts(parts: list[ShardedDataset]) -> None:
         for key in SAME:
             mine, theirs = described[key], reference[key]
             if mine != theirs:
-                raise UserError(f"'{part.root}' differs from '{first.root}' in {key} ({mine} vs {theirs}); "
-                                "only datasets of the same game and settings merge")
+                raise UserError(
+                    f"'{part.root}' differs from '{first.root}' in {key} ({mine} vs {theirs}); "
+                    "only datasets of the same game and settings merge"
+                )
         mine, theirs = part.manifest.versions.get("ale-py"), first.manifest.versions.get("ale-py")
         if mine and theirs and mine != theirs:
-            raise UserError(f"'{part.root}' was recorded with ale-py {mine}, '{first.root}' with {theirs}: frames of two "
-                            "emulator versions would mix; merge only datasets of one ale-py version")
+            raise UserError(
+                f"'{part.root}' was recorded with ale-py {mine}, '{first.root}' with {theirs}: frames of two "
+                "emulator versions would mix; merge only datasets of one ale-py version"
+            )
         if part.manifest.policy == HUMAN:
             for shard in part.shards:
                 checksum = shard["files"]["obs"]["xxh3_128"]
                 if checksum in recorded:
-                    raise UserError(f"'{part.root}' and '{recorded[checksum]}' hold the same recorded steps; merge each recording once")
+                    raise UserError(
+                        f"'{part.root}' and '{recorded[checksum]}' hold the same recorded steps; merge each recording once"
+                    )
                 recorded[checksum] = part.root
             continue
         for episode in {e for s in part.shards for e in s["episodes"]}:
             if episode in seen:
-                raise UserError(f"'{part.root}' and '{seen[episode]}' both hold episode {episode}; record each machine's "
-                                "part with --part K/N (or merge each dataset only once)")
+                raise UserError(
+                    f"'{part.root}' and '{seen[episode]}' both hold episode {episode}; record each machine's "
+                    "part with --part K/N (or merge each dataset only once)"
+                )
             seen[episode] = part.root
 
 
@@ -105,18 +113,32 @@ def write_episodes(source: Path, target: Path, offset: int) -> dict:
 def merge(out: Path, parts: list[ShardedDataset]) -> tuple[Manifest, int]:
     """Link the parts' shards into `out` in order and write the merged manifest; returns it and the files linked."""
     manifest = dataclasses.replace(
-        parts[0].manifest, part=None, created=now(), sessions=[], shards=[],
-        merged_from=[{"dir": str(p.root.resolve()), "seed": p.manifest.seed, "part": p.manifest.part, "steps": len(p)} for p in parts])
+        parts[0].manifest,
+        part=None,
+        created=now(),
+        sessions=[],
+        shards=[],
+        merged_from=[
+            {"dir": str(p.root.resolve()), "seed": p.manifest.seed, "part": p.manifest.part, "steps": len(p)}
+            for p in parts
+        ],
+    )
     linked = 0
     for part in parts:
         offset = renumbered(part, max((e + 1 for s in manifest.shards for e in s["episodes"]), default=0))
         for shard in part.shards:
             entry = {k: v for k, v in shard.items() if k not in ("index", "session")}
             for field in shard["files"]:
-                source, target = shard_path(part.root, shard["index"], field), shard_path(out, manifest.next_shard, field)
+                source, target = (
+                    shard_path(part.root, shard["index"], field),
+                    shard_path(out, manifest.next_shard, field),
+                )
                 if field == "episode" and offset:
-                    entry = {**entry, "episodes": [e + offset for e in shard["episodes"]],
-                             "files": {**entry["files"], field: write_episodes(source, target, offset)}}
+                    entry = {
+                        **entry,
+                        "episodes": [e + offset for e in shard["episodes"]],
+                        "files": {**entry["files"], field: write_episodes(source, target, offset)},
+                    }
                 else:
                     linked += link_or_copy(source, target)
             manifest.add_shard(entry, len(manifest.sessions))
@@ -147,14 +169,20 @@ def lock_staging(staging: Path, out: Path) -> IO[str]:
         except FileNotFoundError:  # its folder was removed meanwhile
             continue
         except OSError as e:
-            raise UserError(f"cannot write beside --out_dir '{out}' ({e.strerror}); choose a writable directory") from None
+            raise UserError(
+                f"cannot write beside --out_dir '{out}' ({e.strerror}); choose a writable directory"
+            ) from None
         if lock is None:
-            raise UserError(f"another merge (pid {holder}) is writing to '{out}'; wait for it to finish or choose another --out_dir")
+            raise UserError(
+                f"another merge (pid {holder}) is writing to '{out}'; wait for it to finish or choose another --out_dir"
+            )
         with contextlib.suppress(FileNotFoundError):
             if os.path.samestat(os.fstat(lock.fileno()), os.stat(staging / LOCK_FILE)):
                 return lock
         lock.close()
-    raise UserError(f"other merges into '{out}' keep starting and ending; wait for them to finish or choose another --out_dir")
+    raise UserError(
+        f"other merges into '{out}' keep starting and ending; wait for them to finish or choose another --out_dir"
+    )
 
 
 def killed_merge_files(staging: Path, out: Path) -> list[Path]:
@@ -162,7 +190,9 @@ def killed_merge_files(staging: Path, out: Path) -> list[Path]:
     found = [path for path in staging.iterdir() if path.name != LOCK_FILE]
     for path in found:
         if not is_dataset_file(path.name) or (path.is_dir() and not path.is_symlink()):
-            raise UserError(f"'{staging}' holds '{path.name}', which no merge writes; remove that folder to merge into '{out}'")
+            raise UserError(
+                f"'{staging}' holds '{path.name}', which no merge writes; remove that folder to merge into '{out}'"
+            )
     return found
 
 
@@ -190,8 +220,12 @@ def already_merged(out: Path, dirs: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m src.dataset.merge_datasets", description=__doc__.split("\n\n")[0])
     p.add_argument("parts", nargs="+", help="the datasets to merge, in order")
-    p.add_argument("--out_dir", required=True, help="a new directory for the merged dataset (on the parts' filesystem: no copy)")
-    p.add_argument("--verify", choices=("full", "quick"), default="full", help="check the parts' checksums first (default full)")
+    p.add_argument(
+        "--out_dir", required=True, help="a new directory for the merged dataset (on the parts' filesystem: no copy)"
+    )
+    p.add_argument(
+        "--verify", choices=("full", "quick"), default="full", help="check the parts' checksums first (default full)"
+    )
     args = p.parse_args(argv)
     out = Path(args.out_dir)
     for part in args.parts:  # the merged dataset inside a part would make that part unusable (a foreign entry)
@@ -200,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     check_writable(out.absolute().parent, "--out_dir")  # the merge is built beside it: before the parts' checksums
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if already_merged(out, args.parts):
-            print(f"--out_dir '{out}' already holds the merge of these {len(args.parts)} datasets; nothing to do", flush=True)
+            print(
+                f"--out_dir '{out}' already holds the merge of these {len(args.parts)} datasets; nothing to do",
+                flush=True,
+            )
             return 0
         raise UserError(f"--out_dir '{out}' is not empty; choose a new directory for the merged dataset")
     if len({Path(d).resolve() for d in args.parts}) != len(args.parts):
@@ -212,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     check_parts(parts)
     staging = staging_dir(out)
     with lock_staging(staging, out):
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):  # again, under the lock: a merge that ran meanwhile
+        if out.exists() and (
+            not out.is_dir() or any(out.iterdir())
+        ):  # again, under the lock: a merge that ran meanwhile
             remove_staging(staging, out)
             raise UserError(f"--out_dir '{out}' is not empty; choose a new directory for the merged dataset")
         for path in killed_merge_files(staging, out):  # a killed merge's links and manifest: it starts over
@@ -229,15 +268,23 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             remove_staging(staging, out)
             if e.errno in (errno.ENOTEMPTY, errno.EEXIST):  # a generation wrote to it meanwhile
-                raise UserError(f"--out_dir '{out}' is not empty; choose a new directory for the merged dataset") from None
-            raise UserError(f"cannot move the merged dataset from '{staging}' onto --out_dir '{out}' ({e.strerror}); "
-                            "choose a new directory beside it") from None
+                raise UserError(
+                    f"--out_dir '{out}' is not empty; choose a new directory for the merged dataset"
+                ) from None
+            raise UserError(
+                f"cannot move the merged dataset from '{staging}' onto --out_dir '{out}' ({e.strerror}); "
+                "choose a new directory beside it"
+            ) from None
         fsync_dir(staging.parent)
     for part in parts:
         part.close()
     files = sum(len(s["files"]) for s in manifest.shards)
-    print(manifest.describe(out) + f"\nmerged    {len(parts)} datasets: {linked} of {files} files hard-linked (no bytes copied), "
-          f"{files - linked} copied", flush=True)
+    print(
+        manifest.describe(out)
+        + f"\nmerged    {len(parts)} datasets: {linked} of {files} files hard-linked (no bytes copied), "
+        f"{files - linked} copied",
+        flush=True,
+    )
     return 0
 
 

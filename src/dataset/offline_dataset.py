@@ -28,8 +28,13 @@ class Batch:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """Move to `device` and normalise: uint8 crosses to the GPU, 4x smaller than float."""
         move = lambda x: x if x is None else x.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(frames_to_float(move(self.frames)), move(self.actions), frames_to_float(move(self.targets)),
-                     move(self.rewards), move(self.dones))
+        return Batch(
+            frames_to_float(move(self.frames)),
+            move(self.actions),
+            frames_to_float(move(self.targets)),
+            move(self.rewards),
+            move(self.dones),
+        )
 
     def pin_memory(self) -> Batch:
         """Page-locked copies, which the DataLoader's pin_memory=True calls: then .to(cuda, non_blocking=True) overlaps."""
@@ -81,5 +86,10 @@ class WindowDataset(Dataset):
         bool), copied out of the memory maps."""
         pos, row = self.data.locate(int(self.starts[i]))
         array, window = self.data.array, slice(row, row + self.k)
-        return (np.array(array(pos, "obs")[row]), np.array(array(pos, "action")[window]), np.array(array(pos, "next_obs")[window, 0]),
-                np.array(array(pos, "reward")[window], dtype=np.float32), np.array(array(pos, "done")[window], dtype=bool))
+        return (
+            np.array(array(pos, "obs")[row]),
+            np.array(array(pos, "action")[window]),
+            np.array(array(pos, "next_obs")[window, 0]),
+            np.array(array(pos, "reward")[window], dtype=np.float32),
+            np.array(array(pos, "done")[window], dtype=bool),
+        )

@@ -15,13 +15,23 @@ from pathlib import Path
 from typing import IO
 
 from src.dataset.manifest import HUMAN, MANIFEST, Manifest, emulator_change
-from src.dataset.shards import LOCK_FILE, SHARD_FILE, ShardedDataset, ShardWriter, clear_unlisted, is_dataset_file, promote_shard
+from src.dataset.shards import (
+    LOCK_FILE,
+    SHARD_FILE,
+    ShardedDataset,
+    ShardWriter,
+    clear_unlisted,
+    is_dataset_file,
+    promote_shard,
+)
 from src.envs.atari import EnvSettings
 from src.envs.game import Transition
 from src.utils.errors import UserError
 from src.utils.io import hold_lock
 
-SHARD_ROWS = 256  # rows of a shard cut while recording goes on: at most this many (9 MB) wait in memory, or die in a kill
+SHARD_ROWS = (
+    256  # rows of a shard cut while recording goes on: at most this many (9 MB) wait in memory, or die in a kill
+)
 
 
 class Recorder:
@@ -37,8 +47,11 @@ class Recorder:
         except OSError as e:
             raise UserError(f"--record: cannot create '{root}' ({e.strerror}); choose a writable directory") from None
         self.lock: IO[str] | None = hold_lock(
-            root / LOCK_FILE, "another process (pid {pid}) is writing to '{folder}'; wait for it to end or choose another "
-            "--record directory", "--record: cannot write to '{folder}' ({error}); choose a writable directory")
+            root / LOCK_FILE,
+            "another process (pid {pid}) is writing to '{folder}'; wait for it to end or choose another "
+            "--record directory",
+            "--record: cannot write to '{folder}' ({error}); choose a writable directory",
+        )
         try:
             self._open(seed)
         except BaseException:
@@ -74,7 +87,9 @@ class Recorder:
 
     def add(self, step: Transition, episode: int) -> None:
         """One step of the real game's episode `episode` (the session's count: ids follow the recorded ones)."""
-        self.rows.append((step.obs, step.action, step.next_obs[-1:], step.done, step.reward, self.first_episode + episode))
+        self.rows.append(
+            (step.obs, step.action, step.next_obs[-1:], step.done, step.reward, self.first_episode + episode)
+        )
         if len(self.rows) == SHARD_ROWS:
             self.cut()
 
@@ -98,8 +113,10 @@ class Recorder:
     def summary(self) -> str:
         """What this session recorded and what the directory now holds, for the console."""
         episodes = len({e for s in self.manifest.shards for e in s["episodes"]})
-        return (f"recorded {self.recorded} real steps in {self.root} (it holds {self.manifest.steps} steps of {episodes} "
-                f"episodes in {len(self.manifest.shards)} shards, {len(self.manifest.sessions)} sessions)")
+        return (
+            f"recorded {self.recorded} real steps in {self.root} (it holds {self.manifest.steps} steps of {episodes} "
+            f"episodes in {len(self.manifest.shards)} shards, {len(self.manifest.sessions)} sessions)"
+        )
 
 
 def recording_to_continue(root: Path, settings: EnvSettings) -> Manifest | None:
@@ -118,15 +135,21 @@ def recording_to_continue(root: Path, settings: EnvSettings) -> Manifest | None:
         return None
     manifest = Manifest.read(root)
     if manifest.policy != HUMAN:
-        raise UserError(f"--record '{root}' is not empty; {new_dir} (it holds a dataset of policy '{manifest.policy}', "
-                        "not a play recording to continue)")
+        raise UserError(
+            f"--record '{root}' is not empty; {new_dir} (it holds a dataset of policy '{manifest.policy}', "
+            "not a play recording to continue)"
+        )
     if manifest.env != settings:
         ours, theirs = settings.to_dict(), manifest.env.to_dict()
         key = next(k for k in ours if ours[k] != theirs.get(k))
-        raise UserError(f"--record '{root}' holds a play recording with {key} {theirs.get(key)}, the checkpoint's game "
-                        f"has {ours[key]}; {new_dir}, or continue a recording of this checkpoint's game and settings")
+        raise UserError(
+            f"--record '{root}' holds a play recording with {key} {theirs.get(key)}, the checkpoint's game "
+            f"has {ours[key]}; {new_dir}, or continue a recording of this checkpoint's game and settings"
+        )
     change = emulator_change(manifest)
     if change:
-        raise UserError(f"--record '{root}' was recorded with ale-py {change[0]}, this is ale-py {change[1]}: frames of two "
-                        f"emulator versions would mix; {new_dir}")
+        raise UserError(
+            f"--record '{root}' was recorded with ale-py {change[0]}, this is ale-py {change[1]}: frames of two "
+            f"emulator versions would mix; {new_dir}"
+        )
     return manifest

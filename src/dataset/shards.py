@@ -58,7 +58,9 @@ class ShardWriter:
     `chunk_rows` rows per field however large the shard. `finish` fsyncs and returns the manifest entry.
     """
 
-    def __init__(self, root: str | os.PathLike, tag: str, rows: int, context_frames: int, screen_size: int, chunk_rows: int = 64) -> None:
+    def __init__(
+        self, root: str | os.PathLike, tag: str, rows: int, context_frames: int, screen_size: int, chunk_rows: int = 64
+    ) -> None:
         self.root, self.tag, self.capacity, self.rows = Path(root), tag, int(rows), 0
         self.specs = field_specs(context_frames, screen_size)
         self.chunk = {f: np.empty((min(chunk_rows, rows), *shape), dtype) for f, (dtype, shape) in self.specs.items()}
@@ -70,7 +72,12 @@ class ShardWriter:
         for field, (dtype, shape) in self.specs.items():
             header = io.BytesIO()
             np.lib.format.write_array_header_1_0(
-                header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (self.capacity, *shape)}
+                header,
+                {
+                    "descr": np.lib.format.dtype_to_descr(dtype),
+                    "fortran_order": False,
+                    "shape": (self.capacity, *shape),
+                },
             )
             self._write(field, header.getvalue())
 
@@ -85,7 +92,9 @@ class ShardWriter:
             self._write(field, memoryview(chunk[: self.filled]).cast("B"))
         self.filled = 0
 
-    def append(self, obs: np.ndarray, action: int, next_obs: np.ndarray, done: bool, reward: float, episode: int) -> None:
+    def append(
+        self, obs: np.ndarray, action: int, next_obs: np.ndarray, done: bool, reward: float, episode: int
+    ) -> None:
         assert self.rows < self.capacity, "shard is full"
         i, c = self.filled, self.chunk
         c["obs"][i], c["action"][i], c["next_obs"][i] = obs, action, next_obs
@@ -114,14 +123,20 @@ class ShardWriter:
         return {"rows": self.rows, "episodes": sorted(self.episodes), "dones": self.dones, "files": files}
 
 
-MANIFEST_TMP = re.compile(rf"\.{re.escape(Path(MANIFEST).stem)}\.\d+\.tmp{re.escape(Path(MANIFEST).suffix)}")  # io.replaced_atomically's
+MANIFEST_TMP = re.compile(
+    rf"\.{re.escape(Path(MANIFEST).stem)}\.\d+\.tmp{re.escape(Path(MANIFEST).suffix)}"
+)  # io.replaced_atomically's
 
 
 def is_dataset_file(name: str) -> bool:
     """A file that a generation or a recording writes: the manifest, the locks, a shard, a temporary file of either
     that a kill left, or the readers' verification record (.verified.json)."""
-    return name in (MANIFEST, LOCK_FILE, READERS_FILE) or bool(SHARD_FILE.fullmatch(name) or MANIFEST_TMP.fullmatch(name)) \
-        or name.startswith(TMP_PREFIX) or is_verification_file(name)
+    return (
+        name in (MANIFEST, LOCK_FILE, READERS_FILE)
+        or bool(SHARD_FILE.fullmatch(name) or MANIFEST_TMP.fullmatch(name))
+        or name.startswith(TMP_PREFIX)
+        or is_verification_file(name)
+    )
 
 
 def clear_unlisted(root: Path, manifest: Manifest | None) -> None:
@@ -130,11 +145,17 @@ def clear_unlisted(root: Path, manifest: Manifest | None) -> None:
     verification record stays with a manifest (its entries remain true of the listed shards)."""
     listed = set()
     if manifest is not None:
-        listed = {shard_path(root, s["index"], field).name for s in manifest.shards for field in s["files"]} | {VERIFIED_FILE}
+        listed = {shard_path(root, s["index"], field).name for s in manifest.shards for field in s["files"]} | {
+            VERIFIED_FILE
+        }
     else:
         (root / MANIFEST).unlink(missing_ok=True)  # first, so that no manifest ever names a deleted shard
     for path in root.iterdir():
-        if path.name not in (MANIFEST, LOCK_FILE, READERS_FILE) and is_dataset_file(path.name) and path.name not in listed:
+        if (
+            path.name not in (MANIFEST, LOCK_FILE, READERS_FILE)
+            and is_dataset_file(path.name)
+            and path.name not in listed
+        ):
             path.unlink()
 
 
@@ -187,8 +208,14 @@ def is_verification_file(name: str) -> bool:
 def record_entry(st: os.stat_result, checksum: str) -> dict:
     """What identifies a file's content between two verifications without reading it: a write changes ctime (which
     no user call can set back, unlike mtime), a replacement the inode, a copy elsewhere the device."""
-    return {"xxh3_128": checksum, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
-            "inode": st.st_ino, "device": st.st_dev}
+    return {
+        "xxh3_128": checksum,
+        "bytes": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+        "device": st.st_dev,
+    }
 
 
 def settled(st: os.stat_result) -> bool:
@@ -214,7 +241,9 @@ def read_record(root: Path) -> dict[str, dict]:
         record = json.loads(data) if len(data) <= MAX_RECORD_BYTES else None
     except (OSError, ValueError, RecursionError):  # unreadable, not JSON, not UTF-8, an int of 4300+ digits, too deep
         return {}
-    if not (isinstance(record, dict) and record.get("version") == RECORD_VERSION and isinstance(record.get("files"), dict)):
+    if not (
+        isinstance(record, dict) and record.get("version") == RECORD_VERSION and isinstance(record.get("files"), dict)
+    ):
         return {}
     return record["files"]
 
@@ -267,12 +296,16 @@ class ShardedDataset:
         self._record: dict[str, dict] = {}  # what this verification vouches for, for save_verification
         self._readers: IO[bytes] | None = None
         if not self.root.is_dir():
-            raise DatasetError(f"dataset directory '{root}' does not exist; generate one with src.dataset.generate_dataset")
+            raise DatasetError(
+                f"dataset directory '{root}' does not exist; generate one with src.dataset.generate_dataset"
+            )
         Manifest.read(self.root)  # a dataset: only then is its reader file made
         try:
             self._readers = lock_readers(self.root, exclusive=False)
         except BlockingIOError:
-            raise DatasetError(f"'{root}' is being replaced (generate_dataset --overwrite); wait for it to finish") from None
+            raise DatasetError(
+                f"'{root}' is being replaced (generate_dataset --overwrite); wait for it to finish"
+            ) from None
         self.manifest = Manifest.read(self.root)  # again, under the lock: the one that no --overwrite can delete now
         self.shards = self.manifest.shards
         if not self.shards:
@@ -282,7 +315,9 @@ class ShardedDataset:
         if verify == "full":
             self._recorded = read_record(self.root)
         if verify != "none":  # a bar on a terminal when checking takes long enough to be seen (tqdm's delay)
-            for shard in tqdm(self.shards, desc=f"checking {self.root.name}", unit="shard", delay=1.0, leave=False, disable=None):
+            for shard in tqdm(
+                self.shards, desc=f"checking {self.root.name}", unit="shard", delay=1.0, leave=False, disable=None
+            ):
                 self._check_shard(shard, checksums=verify == "full")
         rows = np.array([s["rows"] for s in self.shards], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(rows)])  # global row of each shard's first row
@@ -326,8 +361,10 @@ class ShardedDataset:
             return {"quick": "sizes and headers (no checksums)", "none": "nothing (trusted the manifest)"}[self.verify]
         if self.unchanged == 0:
             return f"checksums of all {self.hashed} files computed"
-        return (f"checksums of {self.hashed} files computed, {self.unchanged} taken from {VERIFIED_FILE} "
-                "(unchanged since a full verification)")
+        return (
+            f"checksums of {self.hashed} files computed, {self.unchanged} taken from {VERIFIED_FILE} "
+            "(unchanged since a full verification)"
+        )
 
     def _check_shard(self, shard: dict, checksums: bool) -> None:
         arrays = {}
@@ -338,7 +375,9 @@ class ShardedDataset:
                 raise DatasetError(f"{path}: missing (listed in the manifest); restore it or regenerate the dataset")
             st = path.stat()  # before reading: a write that comes after it changes what the record compares
             if st.st_size != expected["bytes"]:
-                raise DatasetError(f"{path}: {st.st_size} bytes, the manifest says {expected['bytes']} (truncated or replaced)")
+                raise DatasetError(
+                    f"{path}: {st.st_size} bytes, the manifest says {expected['bytes']} (truncated or replaced)"
+                )
             try:
                 array = np.load(path, mmap_mode="r")
             except ValueError as e:
@@ -362,26 +401,35 @@ class ShardedDataset:
             if checksum_file(path) != checksum:
                 if vouched:
                     forget_record(self.root)
-                raise DatasetError(f"{path}: checksum differs from the manifest (altered or corrupt); restore or regenerate it")
+                raise DatasetError(
+                    f"{path}: checksum differs from the manifest (altered or corrupt); restore or regenerate it"
+                )
         if settled(st):
             self._record[path.name] = entry
 
     def _check_columns(self, shard: dict, arrays: dict[str, np.ndarray]) -> None:
         """The small columns against the manifest (8 bytes a row, read in a blink): an action outside the game's
         num_actions would pass every size and checksum check and only fail deep inside training."""
+
         def path(field: str) -> Path:
             return shard_path(self.root, shard["index"], field)
 
         action, episode, done = np.asarray(arrays["action"]), np.asarray(arrays["episode"]), np.asarray(arrays["done"])
         if action.min() < 0 or action.max() >= self.manifest.num_actions:
-            raise DatasetError(f"{path('action')}: actions {action.min()}..{action.max()}, the manifest says the game has "
-                               f"{self.manifest.num_actions}; the manifest is corrupt: regenerate the dataset")
+            raise DatasetError(
+                f"{path('action')}: actions {action.min()}..{action.max()}, the manifest says the game has "
+                f"{self.manifest.num_actions}; the manifest is corrupt: regenerate the dataset"
+            )
         if np.unique(episode).tolist() != shard["episodes"]:
-            raise DatasetError(f"{path('episode')}: its episodes differ from the manifest's list for shard {shard['index']}; "
-                               "the manifest is corrupt: regenerate the dataset")
+            raise DatasetError(
+                f"{path('episode')}: its episodes differ from the manifest's list for shard {shard['index']}; "
+                "the manifest is corrupt: regenerate the dataset"
+            )
         if int(done.sum()) != shard["dones"]:
-            raise DatasetError(f"{path('done')}: {int(done.sum())} episode ends, the manifest says {shard['dones']}; "
-                               "the manifest is corrupt: regenerate the dataset")
+            raise DatasetError(
+                f"{path('done')}: {int(done.sum())} episode ends, the manifest says {shard['dones']}; "
+                "the manifest is corrupt: regenerate the dataset"
+            )
 
     # -- metadata
     @property
@@ -418,7 +466,9 @@ class ShardedDataset:
         sl = slice(local, local + k)
         out = Steps(**{field: np.array(self.array(pos, field)[sl]) for field in self.specs})
         if len(out.done) != k or out.done[:-1].any():
-            raise ValueError(f"rows {row}..{row + k - 1} cross an episode or shard end; take starts from window_starts({k})")
+            raise ValueError(
+                f"rows {row}..{row + k - 1} cross an episode or shard end; take starts from window_starts({k})"
+            )
         return out
 
     def column(self, field: str) -> np.ndarray:
@@ -429,5 +479,8 @@ class ShardedDataset:
     def window_starts(self, k: int) -> np.ndarray:
         """Global rows where k consecutive steps of one episode begin (windows never cross shards)."""
         return np.concatenate(
-            [valid_starts(np.asarray(self.array(pos, "done")), k) + self.offsets[pos] for pos in range(len(self.shards))]
+            [
+                valid_starts(np.asarray(self.array(pos, "done")), k) + self.offsets[pos]
+                for pos in range(len(self.shards))
+            ]
         )

@@ -61,19 +61,37 @@ class EnvSettings:
     def check(self) -> None:
         """Raise UserError naming the first setting that is out of range. The upper bounds keep what the
         emulator is given inside its C ints (max_frames) and what a shard allocates per row reasonable."""
-        ranges = (("frame_skip", 1, MAX_FRAME_SKIP), ("noop_max", 0, MAX_NOOP), ("max_episode_steps", 1, MAX_EPISODE_STEPS),
-                  ("screen_size", 1, MAX_SCREEN_SIZE), ("context_frames", 1, MAX_CONTEXT_FRAMES))
+        ranges = (
+            ("frame_skip", 1, MAX_FRAME_SKIP),
+            ("noop_max", 0, MAX_NOOP),
+            ("max_episode_steps", 1, MAX_EPISODE_STEPS),
+            ("screen_size", 1, MAX_SCREEN_SIZE),
+            ("context_frames", 1, MAX_CONTEXT_FRAMES),
+        )
         for name, low, high in ranges:
             value = getattr(self, name)
             if not low <= value <= high:
-                raise UserError(f"{name} must be in [{low}, {high}], got {value}" if value >= low else f"{name} must be >= {low}, got {value}")
+                raise UserError(
+                    f"{name} must be in [{low}, {high}], got {value}"
+                    if value >= low
+                    else f"{name} must be >= {low}, got {value}"
+                )
         if not 0.0 <= self.repeat_action_probability <= 1.0:
             raise UserError(f"repeat_action_probability must be in [0, 1], got {self.repeat_action_probability}")
 
 
 GAME_NAME = re.compile(r"[A-Za-z0-9]{1,64}")  # a canonical ALE name: run folders and env ids are built from it
-SETTING_TYPES = {"game": str, "frame_skip": int, "noop_max": int, "repeat_action_probability": float, "max_episode_steps": int,
-                 "screen_size": int, "context_frames": int, "full_action_space": bool, "terminal_on_life_loss": bool}
+SETTING_TYPES = {
+    "game": str,
+    "frame_skip": int,
+    "noop_max": int,
+    "repeat_action_probability": float,
+    "max_episode_steps": int,
+    "screen_size": int,
+    "context_frames": int,
+    "full_action_space": bool,
+    "terminal_on_life_loss": bool,
+}
 
 
 def settings_problem(d: object, prefix: str) -> str | None:
@@ -131,7 +149,9 @@ def resolve_game(name: str) -> str:
         return games[key]
     close = difflib.get_close_matches(key, list(games), n=3, cutoff=0.6)
     hint = f" Did you mean: {', '.join(games[c] for c in close)}?" if close else ""
-    raise UserError(f"unknown game '{name}'.{hint} (python -m src.dataset.generate_dataset --list_games shows all {len(games)})")
+    raise UserError(
+        f"unknown game '{name}'.{hint} (python -m src.dataset.generate_dataset --list_games shows all {len(games)})"
+    )
 
 
 def make_env(settings: EnvSettings) -> gym.Env:
@@ -158,7 +178,9 @@ def make_env(settings: EnvSettings) -> gym.Env:
     return FrameStackObservation(env, settings.context_frames, padding_type="zero")
 
 
-def make_vector_env(settings: EnvSettings, num_envs: int, batch_size: int = 0, num_threads: int | None = None) -> gym.vector.VectorEnv:
+def make_vector_env(
+    settings: EnvSettings, num_envs: int, batch_size: int = 0, num_threads: int | None = None
+) -> gym.vector.VectorEnv:
     """`num_envs` games stepped in C++ threads; observations (batch, context_frames, H, W) uint8.
 
     batch_size 0 steps all games together. A smaller batch makes it asynchronous: `recv` returns the

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -74,7 +74,9 @@ class Game:
         self.env.close()
 
 
-def play_episodes(settings: EnvSettings, episodes: int, seed: int, on_step: Callable[[], object] | None = None) -> list[Steps]:
+def play_episodes(
+    settings: EnvSettings, episodes: int, seed: int, on_step: Callable[[], object] | None = None
+) -> list[Steps]:
     """Fresh episodes of the real game with uniformly random actions, one Steps per episode (episode e is seeded
     with seed + e); `on_step` is called after every step (a progress bar's update)."""
     game = Game(settings)
@@ -87,8 +89,15 @@ def play_episodes(settings: EnvSettings, episodes: int, seed: int, on_step: Call
             steps.append(game.step(int(policy.act(game.obs[None], np.zeros(1, dtype=int))[0])))
             if on_step is not None:
                 on_step()
-        played.append(Steps(obs=np.stack([s.obs for s in steps]), action=np.array([s.action for s in steps], dtype=np.int64),
-                            next_obs=np.stack([s.next_obs[-1:] for s in steps]), done=np.array([s.done for s in steps]),
-                            reward=np.array([s.reward for s in steps], dtype=np.float32), episode=np.full(len(steps), e)))
+        played.append(
+            Steps(
+                obs=np.stack([s.obs for s in steps]),
+                action=np.array([s.action for s in steps], dtype=np.int64),
+                next_obs=np.stack([s.next_obs[-1:] for s in steps]),
+                done=np.array([s.done for s in steps]),
+                reward=np.array([s.reward for s in steps], dtype=np.float32),
+                episode=np.full(len(steps), e),
+            )
+        )
     game.close()
     return played

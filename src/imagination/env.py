@@ -47,8 +47,10 @@ UINT8 = Feedback("uint8")  # the feedback of a model given without its checkpoin
 RESET_MASK = "reset_mask"  # the vector env's only reset option (gymnasium's name for it)
 # gymnasium's OrderEnforcing wrapper (gym.make adds it) says this; these envs are also built without gym.make
 STEP_BEFORE_RESET = "Cannot call env.step() before calling env.reset() (or env.reset_to(frames))"
-RENDER_BEFORE_RESET = ("Cannot call `env.render()` before calling `env.reset()` (or `env.reset_to(frames)`): there is no "
-                       "frame to render yet")
+RENDER_BEFORE_RESET = (
+    "Cannot call `env.render()` before calling `env.reset()` (or `env.reset_to(frames)`): there is no "
+    "frame to render yet"
+)
 
 
 def _is_int(value: Any) -> bool:
@@ -63,8 +65,10 @@ def _check_action(action: Any, n: int) -> int:
         if not np.issubdtype(action.dtype, np.integer):
             raise TypeError(f"action must be an int in [0, {n}), got an array of dtype {action.dtype}")
         if action.shape != ():
-            raise ValueError(f"action must be one int in [0, {n}) (a 0-d array at most), got an array of shape "
-                             f"{action.shape}; the vector env takes one action per game")
+            raise ValueError(
+                f"action must be one int in [0, {n}) (a 0-d array at most), got an array of shape "
+                f"{action.shape}; the vector env takes one action per game"
+            )
         action = action[()]
     if not _is_int(action):
         raise TypeError(f"action must be an int in [0, {n}), got {action!r} ({type(action).__name__})")
@@ -83,8 +87,10 @@ def _check_actions(actions: Any, n: int, num_envs: int) -> np.ndarray:
         raise ValueError(f"actions must have shape ({num_envs},) (one action per game), got {actions.shape}")
     bad = np.flatnonzero((actions < 0) | (actions >= n))
     if len(bad):
-        raise ValueError(f"actions must be in [0, {n}) (the single action space Discrete({n})), got "
-                         f"{actions[bad].tolist()} for games {bad.tolist()}")
+        raise ValueError(
+            f"actions must be in [0, {n}) (the single action space Discrete({n})), got "
+            f"{actions[bad].tolist()} for games {bad.tolist()}"
+        )
     return actions.astype(np.int64, copy=False)
 
 
@@ -118,8 +124,10 @@ def _check_options(options: Any, known: tuple[str, ...]) -> dict[str, Any]:
 def _check_reset_mask(mask: Any, num_envs: int) -> np.ndarray:
     """options["reset_mask"] as gymnasium's SyncVectorEnv takes it: a (num_envs,) bool numpy array with a True."""
     if not isinstance(mask, np.ndarray):
-        raise TypeError(f"options['reset_mask'] must be a numpy array of shape ({num_envs},) and dtype bool, "
-                        f"got {type(mask).__name__}")
+        raise TypeError(
+            f"options['reset_mask'] must be a numpy array of shape ({num_envs},) and dtype bool, "
+            f"got {type(mask).__name__}"
+        )
     if mask.shape != (num_envs,):
         raise ValueError(f"options['reset_mask'] must have shape ({num_envs},) (one flag per game), got {mask.shape}")
     if mask.dtype != np.bool_:
@@ -134,17 +142,35 @@ class _Imagined:
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 15}
 
-    def _setup(self, model: nn.Module, num_actions: int, num_envs: int, env_settings: EnvSettings | None,
-               dataset: ShardedDataset | None, feedback: Feedback, action_meanings: list[str] | None,
-               device: str | torch.device | None, horizon: int, end_threshold: float, render_mode: str | None) -> None:
+    def _setup(
+        self,
+        model: nn.Module,
+        num_actions: int,
+        num_envs: int,
+        env_settings: EnvSettings | None,
+        dataset: ShardedDataset | None,
+        feedback: Feedback,
+        action_meanings: list[str] | None,
+        device: str | torch.device | None,
+        horizon: int,
+        end_threshold: float,
+        render_mode: str | None,
+    ) -> None:
         settings = dataset.manifest.env if dataset is not None else env_settings
         if settings is None:
-            raise UserError("a world model env needs env_settings= (starts from real resets of the game) or dataset= "
-                            "(starts from recorded frames)")
+            raise UserError(
+                "a world model env needs env_settings= (starts from real resets of the game) or dataset= "
+                "(starts from recorded frames)"
+            )
         if env_settings is not None and dataset is not None:
-            mine, theirs = (env_settings.context_frames, env_settings.screen_size), (settings.context_frames, settings.screen_size)
+            mine, theirs = (
+                (env_settings.context_frames, env_settings.screen_size),
+                (settings.context_frames, settings.screen_size),
+            )
             if mine != theirs:
-                raise UserError(f"the dataset's frames (context_frames, screen_size) {theirs} differ from the model's {mine}")
+                raise UserError(
+                    f"the dataset's frames (context_frames, screen_size) {theirs} differ from the model's {mine}"
+                )
         if not _is_int(num_actions) or num_actions < 1:
             raise UserError(f"num_actions must be an int >= 1, got {num_actions!r}")
         if dataset is not None and dataset.num_actions != num_actions:
@@ -165,7 +191,9 @@ class _Imagined:
         self.action_meanings = list(action_meanings) if action_meanings is not None else None
         self.horizon, self.end_threshold, self.render_mode = horizon, end_threshold, render_mode
         self.steps = np.zeros(num_envs, dtype=np.int64)  # (B,) since each game's start
-        self.started = np.zeros(num_envs, dtype=bool)  # (B,) started by a reset: step before it refused, as gymnasium does
+        self.started = np.zeros(
+            num_envs, dtype=bool
+        )  # (B,) started by a reset: step before it refused, as gymnasium does
         self.frame_space = spaces.Box(0, 255, shape, np.uint8)
 
     @classmethod
@@ -189,8 +217,13 @@ class _Imagined:
         """ResetNeeded unless every game has been started: before it, the context is black frames, no real game."""
         if not self.started.all():
             never = np.flatnonzero(~self.started)
-            detail = "" if len(never) == len(self.started) else (
-                f": games {never.tolist()} were never started (a reset with options['reset_mask'] starts only those it marks)")
+            detail = (
+                ""
+                if len(never) == len(self.started)
+                else (
+                    f": games {never.tolist()} were never started (a reset with options['reset_mask'] starts only those it marks)"
+                )
+            )
             raise ResetNeeded(message + detail)
 
     def _advance(self, actions: np.ndarray, rows: np.ndarray | None) -> tuple[np.ndarray, ...]:
@@ -217,12 +250,33 @@ class WorldModelEnv(_Imagined, gym.Env):
     the game's num_actions. The model (it must have an event head) is put in eval mode and moved to `device` (None:
     where its parameters are)."""
 
-    def __init__(self, model: nn.Module, num_actions: int, *, env_settings: EnvSettings | None = None,
-                 dataset: ShardedDataset | None = None, feedback: Feedback = UINT8,
-                 action_meanings: list[str] | None = None, device: str | torch.device | None = None, horizon: int = 1000,
-                 end_threshold: float = 0.5, render_mode: str | None = None) -> None:
-        self._setup(model, num_actions, 1, env_settings, dataset, feedback, action_meanings, device, horizon,
-                    end_threshold, render_mode)
+    def __init__(
+        self,
+        model: nn.Module,
+        num_actions: int,
+        *,
+        env_settings: EnvSettings | None = None,
+        dataset: ShardedDataset | None = None,
+        feedback: Feedback = UINT8,
+        action_meanings: list[str] | None = None,
+        device: str | torch.device | None = None,
+        horizon: int = 1000,
+        end_threshold: float = 0.5,
+        render_mode: str | None = None,
+    ) -> None:
+        self._setup(
+            model,
+            num_actions,
+            1,
+            env_settings,
+            dataset,
+            feedback,
+            action_meanings,
+            device,
+            horizon,
+            end_threshold,
+            render_mode,
+        )
         self.observation_space = self.frame_space
         self.action_space = spaces.Discrete(num_actions)
 
@@ -269,19 +323,43 @@ class WorldModelVectorEnv(_Imagined, VectorEnv):
     "Disabled": games are never restarted by step (a planner's lookahead); restart them with
     reset(options={"reset_mask": mask}) or reset_to."""
 
-    def __init__(self, model: nn.Module, num_actions: int, num_envs: int = 1, *, env_settings: EnvSettings | None = None,
-                 dataset: ShardedDataset | None = None, feedback: Feedback = UINT8,
-                 action_meanings: list[str] | None = None, device: str | torch.device | None = None, horizon: int = 1000,
-                 end_threshold: float = 0.5, render_mode: str | None = None,
-                 autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP) -> None:
-        self._setup(model, num_actions, num_envs, env_settings, dataset, feedback, action_meanings, device, horizon,
-                    end_threshold, render_mode)
+    def __init__(
+        self,
+        model: nn.Module,
+        num_actions: int,
+        num_envs: int = 1,
+        *,
+        env_settings: EnvSettings | None = None,
+        dataset: ShardedDataset | None = None,
+        feedback: Feedback = UINT8,
+        action_meanings: list[str] | None = None,
+        device: str | torch.device | None = None,
+        horizon: int = 1000,
+        end_threshold: float = 0.5,
+        render_mode: str | None = None,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+    ) -> None:
+        self._setup(
+            model,
+            num_actions,
+            num_envs,
+            env_settings,
+            dataset,
+            feedback,
+            action_meanings,
+            device,
+            horizon,
+            end_threshold,
+            render_mode,
+        )
         try:
             mode = AutoresetMode(autoreset_mode)
         except ValueError:
             mode = None
         if mode not in AUTORESET_MODES:
-            raise UserError(f"autoreset_mode must be one of {', '.join(m.value for m in AUTORESET_MODES)}, got {autoreset_mode!r}")
+            raise UserError(
+                f"autoreset_mode must be one of {', '.join(m.value for m in AUTORESET_MODES)}, got {autoreset_mode!r}"
+            )
         self.autoreset_mode = mode
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.num_envs = num_envs
@@ -292,7 +370,9 @@ class WorldModelVectorEnv(_Imagined, VectorEnv):
         self.rngs = [seeding.np_random()[0] for _ in range(num_envs)]  # game i's starts
         self.restart = np.zeros(num_envs, dtype=bool)  # (B,) games that the next step starts anew (NextStep)
 
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
         """seed: s (game i gets s + i), a list of num_envs seeds (None for a game: its generator goes on), or None
         (the games' generators go on); each a Python int >= 0 (gymnasium's rule: else gymnasium.error.Error).
         options["reset_mask"]: (B,) bool numpy array, restart only those games (at least one), reseeding only them,
@@ -305,8 +385,10 @@ class WorldModelVectorEnv(_Imagined, VectorEnv):
         elif isinstance(seed, (list, tuple)):
             seeds = list(seed)
         else:
-            raise TypeError(f"seed must be a Python int, a list of {self.num_envs} ints (one per game) or None, "
-                            f"got {type(seed).__name__}")
+            raise TypeError(
+                f"seed must be a Python int, a list of {self.num_envs} ints (one per game) or None, "
+                f"got {type(seed).__name__}"
+            )
         if len(seeds) != self.num_envs:
             raise ValueError(f"seed as a list must have {self.num_envs} seeds (one per game), got {len(seeds)}")
         mask = _check_reset_mask(options[RESET_MASK], self.num_envs) if RESET_MASK in options else None

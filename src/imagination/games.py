@@ -30,8 +30,10 @@ from src.utils.device import choose_device
 from src.utils.errors import UserError
 from src.utils.frames import frames_to_float
 
-NO_EVENTS = ("predicts frames only (no event head: model.events=false, or saved before the head existed), so it cannot "
-             "give rewards or episode ends; retrain it with model.events=true")
+NO_EVENTS = (
+    "predicts frames only (no event head: model.events=false, or saved before the head existed), so it cannot "
+    "give rewards or episode ends; retrain it with model.events=true"
+)
 
 
 class Starts:
@@ -63,8 +65,15 @@ class ImaginedGames:
     the games stepped, on the model's device. The context holds the frames as fed back (`feedback`); observations are
     them rounded to uint8."""
 
-    def __init__(self, model: nn.Module, num_actions: int, num_envs: int, frame_shape: tuple[int, int, int],
-                 feedback: Feedback, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        num_actions: int,
+        num_envs: int,
+        frame_shape: tuple[int, int, int],
+        feedback: Feedback,
+        device: torch.device,
+    ) -> None:
         if not has_events(model):
             raise UserError(f"the world model {NO_EVENTS}")
         if num_envs < 1:
@@ -73,16 +82,25 @@ class ImaginedGames:
         if trained_for is not None and trained_for != num_actions:
             # more actions than the model embeds would fail deep in torch at the first step that plays one
             raise UserError(f"num_actions is {num_actions}, but the world model was built for {trained_for} actions")
-        self.model, self.num_actions, self.feedback, self.device = model.eval().to(device), num_actions, feedback, device
+        self.model, self.num_actions, self.feedback, self.device = (
+            model.eval().to(device),
+            num_actions,
+            feedback,
+            device,
+        )
         self.context = torch.zeros(num_envs, *frame_shape, device=device)  # (B, T, H, W) float in [0, 1]
 
     @torch.inference_mode()
     def set(self, rows: np.ndarray, frames: np.ndarray) -> None:
         """Start games `rows` (n,) from real frames (n, T, H, W) uint8."""
         if frames.shape != (len(rows), *self.context.shape[1:]) or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be ({len(rows)}, {', '.join(map(str, self.context.shape[1:]))}) uint8 frame "
-                             f"stacks (one per game started), got {tuple(frames.shape)} {frames.dtype}")
-        self.context[torch.as_tensor(rows, device=self.device)] = frames_to_float(torch.from_numpy(frames).to(self.device))
+            raise ValueError(
+                f"frames must be ({len(rows)}, {', '.join(map(str, self.context.shape[1:]))}) uint8 frame "
+                f"stacks (one per game started), got {tuple(frames.shape)} {frames.dtype}"
+            )
+        self.context[torch.as_tensor(rows, device=self.device)] = frames_to_float(
+            torch.from_numpy(frames).to(self.device)
+        )
 
     @torch.inference_mode()
     def step(self, actions: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -127,8 +145,14 @@ class CheckpointWorld:
             raise UserError(f"checkpoint '{file}' {NO_EVENTS}")
         dataset = state["dataset"]
         device = device if isinstance(device, torch.device) else choose_device(device)
-        return cls(model, dataset["num_actions"], Feedback.of(model_config(state)), list(dataset["action_meanings"]),
-                   EnvSettings.from_dict(dataset["env_settings"]), device)
+        return cls(
+            model,
+            dataset["num_actions"],
+            Feedback.of(model_config(state)),
+            list(dataset["action_meanings"]),
+            EnvSettings.from_dict(dataset["env_settings"]),
+            device,
+        )
 
     def kwargs(self) -> dict:
         return dict(self.__dict__)

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -43,12 +44,32 @@ from src.utils.versions import package_versions
 REQUIRED = ("model", "config", "dataset", "step")
 
 
-def checkpoint_contents(model: nn.Module, optimizer: torch.optim.Optimizer, step: int, elapsed_s: float, config: dict,
-                        dataset: dict, val: dict[str, float], best_mse: float, rng: dict, wandb_id: str | None) -> dict[str, Any]:
+def checkpoint_contents(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    elapsed_s: float,
+    config: dict,
+    dataset: dict,
+    val: dict[str, float],
+    best_mse: float,
+    rng: dict,
+    wandb_id: str | None,
+) -> dict[str, Any]:
     """The dict that a checkpoint file holds (see the module's docstring)."""
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed_s": elapsed_s,
-            "config": config, "dataset": dataset, "val": val, "best_mse": best_mse, "rng": rng, "wandb_id": wandb_id,
-            "versions": package_versions(*VERSIONED)}
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "elapsed_s": elapsed_s,
+        "config": config,
+        "dataset": dataset,
+        "val": val,
+        "best_mse": best_mse,
+        "rng": rng,
+        "wandb_id": wandb_id,
+        "versions": package_versions(*VERSIONED),
+    }
 
 
 VERSIONED = ("torch", "numpy", "atari-world-model")  # what decides the numbers a resumed run computes
@@ -58,7 +79,11 @@ def version_changes(state: dict[str, Any]) -> list[str]:
     """'torch 2.12.0 -> 2.13.0' for each package whose version differs from the checkpoint's (none for a checkpoint that
     recorded none)."""
     saved, now = state.get("versions", {}), package_versions(*VERSIONED)
-    return [f"{name} {saved[name]} -> {now.get(name)}" for name in VERSIONED if name in saved and saved[name] != now.get(name)]
+    return [
+        f"{name} {saved[name]} -> {now.get(name)}"
+        for name in VERSIONED
+        if name in saved and saved[name] != now.get(name)
+    ]
 
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what a run folder given as a checkpoint stands for, in this order
@@ -75,8 +100,10 @@ def find_checkpoint_file(path: str | Path, flag: str = "--checkpoint") -> Path:
         for name in CHECKPOINT_NAMES:
             if (folder / name).is_file():
                 return folder / name
-    raise UserError(f"{flag} '{path}' is a folder without checkpoints/best.pt or checkpoints/last.pt; pass a run folder "
-                    "written by src.train (runs/<run>) or a .pt file")
+    raise UserError(
+        f"{flag} '{path}' is a folder without checkpoints/best.pt or checkpoints/last.pt; pass a run folder "
+        "written by src.train (runs/<run>) or a .pt file"
+    )
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -92,8 +119,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in state] if isinstance(state, dict) else ["all"]
     if missing:
         raise UserError(f"'{path}' is not a checkpoint of this project (missing {', '.join(missing)})")
-    nested = {"config.model": state["config"].get("model") if isinstance(state["config"], dict) else None,
-              "dataset.env_settings": state["dataset"].get("env_settings") if isinstance(state["dataset"], dict) else None}
+    nested = {
+        "config.model": state["config"].get("model") if isinstance(state["config"], dict) else None,
+        "dataset.env_settings": state["dataset"].get("env_settings") if isinstance(state["dataset"], dict) else None,
+    }
     for key, value in nested.items():
         if not isinstance(value, dict):
             raise UserError(f"'{path}' is not a checkpoint of this project ({key} is missing or not a mapping)")
@@ -102,7 +131,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         model_config(state)  # a model this version cannot build: its own message
         problem = restated_problem(state)
     if problem:
-        raise UserError(f"checkpoint '{path}': {problem}; the checkpoint was altered or is corrupt: restore it or train a new one")
+        raise UserError(
+            f"checkpoint '{path}': {problem}; the checkpoint was altered or is corrupt: restore it or train a new one"
+        )
     return state
 
 
@@ -118,7 +149,10 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
     def number(value: object) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
-    if not (isinstance(state["model"], dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items())):
+    if not (
+        isinstance(state["model"], dict)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items())
+    ):
         return "model must map parameter names to tensors"
     if not (isinstance(state["step"], int) and not isinstance(state["step"], bool) and 0 <= state["step"] <= MAX_STEP):
         return f"step must be an integer in [0, {MAX_STEP}], got {repr(state['step'])[:80]}"
@@ -132,9 +166,14 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
     if not (isinstance(dataset.get("game"), str) and GAME_NAME.fullmatch(dataset["game"])):
         return f"dataset.game must be an ALE game name, got {repr(dataset.get('game'))[:80]}"
     if not (isinstance(dataset.get("num_actions"), int) and 1 <= dataset["num_actions"] <= MAX_ACTIONS):
-        return f"dataset.num_actions must be an integer in [1, {MAX_ACTIONS}], got {repr(dataset.get('num_actions'))[:80]}"
-    if not (isinstance(meanings, list) and len(meanings) == dataset["num_actions"]
-            and all(is_text(m, 32) and m.isalnum() for m in meanings)):  # the manifest's rule: they reach --keys and the screen
+        return (
+            f"dataset.num_actions must be an integer in [1, {MAX_ACTIONS}], got {repr(dataset.get('num_actions'))[:80]}"
+        )
+    if not (
+        isinstance(meanings, list)
+        and len(meanings) == dataset["num_actions"]
+        and all(is_text(m, 32) and m.isalnum() for m in meanings)
+    ):  # the manifest's rule: they reach --keys and the screen
         return f"dataset.action_meanings must be {dataset['num_actions']} action names such as NOOP, FIRE, got {repr(meanings)[:80]}"
     if "dir" in dataset and not is_text(dataset["dir"]):
         return f"dataset.dir must be a path of at most {MAX_TEXT} characters without control characters, got {repr(dataset['dir'])[:80]}"
@@ -143,10 +182,15 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
         return f"dataset.{problem}"
     hexes = lambda v: isinstance(v, list) and all(isinstance(x, str) and HEX32.fullmatch(x) for x in v)  # noqa: E731
     for key, ok, expected in (
-        ("train_rows", lambda v: is_count(v), "a count"), ("val_rows", lambda v: is_count(v), "a count"),
-        ("split_rows", lambda v: is_count(v), "a count"), ("processes", lambda v: is_count(v) and v >= 1, "a count >= 1"),
-        ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 - 1,  # eval plays with seed + 1
-         f"an integer in [0, {2**63 - 2}] (the dataset's seed)"),
+        ("train_rows", lambda v: is_count(v), "a count"),
+        ("val_rows", lambda v: is_count(v), "a count"),
+        ("split_rows", lambda v: is_count(v), "a count"),
+        ("processes", lambda v: is_count(v) and v >= 1, "a count >= 1"),
+        (
+            "seed",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 - 1,  # eval plays with seed + 1
+            f"an integer in [0, {2**63 - 2}] (the dataset's seed)",
+        ),
         ("fingerprint", lambda v: isinstance(v, str) and HEX32.fullmatch(v), "32 hex digits"),
         ("shards", hexes, "a list of shard digests (32 hex digits)"),
         ("val_episodes", lambda v: isinstance(v, list) and all(is_count(e) for e in v), "a list of episode ids"),
@@ -158,7 +202,13 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
     if not number(state.get("best_mse", 0.0)) and state.get("best_mse") != math.inf:
         return f"best_mse must be a number, got {repr(state.get('best_mse'))[:80]}"
     val = state.get("val", {})
-    if not (isinstance(val, dict) and all(isinstance(k, str) and (number(v) or (isinstance(v, float) and not math.isfinite(v))) for k, v in val.items())):
+    if not (
+        isinstance(val, dict)
+        and all(
+            isinstance(k, str) and (number(v) or (isinstance(v, float) and not math.isfinite(v)))
+            for k, v in val.items()
+        )
+    ):
         return "val must map metric names to numbers"  # NaN is one: an event rate with nothing to count
     wandb_id = state.get("wandb_id")
     if not (wandb_id is None or (isinstance(wandb_id, str) and WANDB_ID.fullmatch(wandb_id))):
@@ -171,7 +221,10 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
     return None
 
 
-NON_FINITE_ALLOWED = ("val", "best_mse")  # an event rate with nothing to count is NaN; no validation yet is an infinite best
+NON_FINITE_ALLOWED = (
+    "val",
+    "best_mse",
+)  # an event rate with nothing to count is NaN; no validation yet is an infinite best
 
 
 def contents_problem(state: dict[str, Any]) -> str | None:
@@ -221,7 +274,9 @@ def restated_problem(state: dict[str, Any]) -> str | None:
         for buffer, setting in getattr(module, "RESTATES", {}).items():
             key = f"{name}.{buffer}" if name else buffer
             saved, expected = state["model"].get(key), getattr(module, buffer)
-            if isinstance(saved, torch.Tensor) and not (saved.shape == expected.shape and torch.equal(saved.to(expected.dtype), expected)):
+            if isinstance(saved, torch.Tensor) and not (
+                saved.shape == expected.shape and torch.equal(saved.to(expected.dtype), expected)
+            ):
                 return f"model.{key} differs from config.model.{setting} {state['config']['model'][setting]}"
     return None
 
@@ -271,11 +326,20 @@ def model_config(state: dict[str, Any]) -> ModelConfig:
         model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.create(saved)))
         check_model_config(model)
         if "palette" in (model.feedback, model.output) and model.palette is None:  # training fills it in before saving
-            raise UserError(f"model.{'feedback' if model.feedback == 'palette' else 'output'} is palette but model.palette is null")
-    except (UserError, OmegaConfBaseException, ValueError, TypeError) as e:  # a name, key or value this version does not know
+            raise UserError(
+                f"model.{'feedback' if model.feedback == 'palette' else 'output'} is palette but model.palette is null"
+            )
+    except (
+        UserError,
+        OmegaConfBaseException,
+        ValueError,
+        TypeError,
+    ) as e:  # a name, key or value this version does not know
         detail = " ".join(str(e).split())[:200]
-        raise UserError(f"the checkpoint's model cannot be built by this version of the code ({detail}); "
-                        "evaluate it with the version that trained it") from None
+        raise UserError(
+            f"the checkpoint's model cannot be built by this version of the code ({detail}); "
+            "evaluate it with the version that trained it"
+        ) from None
     return model
 
 
@@ -294,5 +358,7 @@ def load_weights(model: nn.Module, state: dict[str, Any]) -> None:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         detail = [line.strip() for line in str(e).splitlines() if line.strip()][-1][:200]  # the first line is a title
-        raise UserError(f"the checkpoint's weights do not fit its model '{state['config']['model']['name']}' ({detail}); "
-                        "the checkpoint was altered or made by another version") from None
+        raise UserError(
+            f"the checkpoint's weights do not fit its model '{state['config']['model']['name']}' ({detail}); "
+            "the checkpoint was altered or made by another version"
+        ) from None

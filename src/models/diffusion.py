@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +48,7 @@ class DiffusionConfig:
     sigma_min: float = 2e-3  # the sampler's last noise level before 0
     sigma_max: float = 5.0  # the sampler's first: the sample starts as Gaussian noise of this level
     rho: float = 7.0  # the schedule's curvature (Karras et al.'s ρ): higher spends more steps at low noise
-    sigma_data: Optional[float] = None  # the standard deviation (in [-1, 1] space) of what is diffused, that the
+    sigma_data: float | None = None  # the standard deviation (in [-1, 1] space) of what is diffused, that the
     # preconditioning assumes; null: training measures it on its training frames (checkpoints keep it)
     train_log_sigma_mean: float = -0.4  # training's noise levels: log σ ~ N(this, train_log_sigma_std²) (DIAMOND's)
     train_log_sigma_std: float = 1.2
@@ -62,14 +61,32 @@ def check_diffusion_config(d: DiffusionConfig) -> list[tuple[bool, str, str]]:
         (d.target in TARGETS, "model.diffusion.target", f"must be {' or '.join(TARGETS)}, got {d.target!r}"),
         (1 <= d.steps <= 1000, "model.diffusion.steps", f"must be in [1, 1000], got {d.steps}"),
         (d.sampler in SAMPLERS, "model.diffusion.sampler", f"must be {' or '.join(SAMPLERS)}, got {d.sampler!r}"),
-        (0 < d.sigma_min < d.sigma_max <= 1000, "model.diffusion.sigma_min",
-         f"must be > 0 and below model.diffusion.sigma_max (at most 1000), got {d.sigma_min} and {d.sigma_max}"),
+        (
+            0 < d.sigma_min < d.sigma_max <= 1000,
+            "model.diffusion.sigma_min",
+            f"must be > 0 and below model.diffusion.sigma_max (at most 1000), got {d.sigma_min} and {d.sigma_max}",
+        ),
         (0 < d.rho <= 100, "model.diffusion.rho", f"must be in (0, 100], got {d.rho}"),
-        (d.sigma_data is None or 0 < d.sigma_data <= 10, "model.diffusion.sigma_data", f"must be in (0, 10] or null, got {d.sigma_data}"),
-        (-10 <= d.train_log_sigma_mean <= 10, "model.diffusion.train_log_sigma_mean", f"must be in [-10, 10], got {d.train_log_sigma_mean}"),
-        (0 <= d.train_log_sigma_std <= 10, "model.diffusion.train_log_sigma_std", f"must be in [0, 10], got {d.train_log_sigma_std}"),
-        (d.sigma_min < d.train_sigma_max <= 1000, "model.diffusion.train_sigma_max",
-         f"must be above model.diffusion.sigma_min and at most 1000, got {d.train_sigma_max}"),
+        (
+            d.sigma_data is None or 0 < d.sigma_data <= 10,
+            "model.diffusion.sigma_data",
+            f"must be in (0, 10] or null, got {d.sigma_data}",
+        ),
+        (
+            -10 <= d.train_log_sigma_mean <= 10,
+            "model.diffusion.train_log_sigma_mean",
+            f"must be in [-10, 10], got {d.train_log_sigma_mean}",
+        ),
+        (
+            0 <= d.train_log_sigma_std <= 10,
+            "model.diffusion.train_log_sigma_std",
+            f"must be in [0, 10], got {d.train_log_sigma_std}",
+        ),
+        (
+            d.sigma_min < d.train_sigma_max <= 1000,
+            "model.diffusion.train_sigma_max",
+            f"must be above model.diffusion.sigma_min and at most 1000, got {d.train_sigma_max}",
+        ),
     ]
 
 
@@ -77,10 +94,10 @@ def check_diffusion_config(d: DiffusionConfig) -> list[tuple[bool, str, str]]:
 class Preconditioning:
     """EDM's scalings at noise level σ (Karras et al. 2022, table 1), each (B, 1, 1, 1) but c_noise (B,):
 
-        c_in    = 1 / sqrt(σ² + σ_data²)          the network's input scaled to unit variance
-        c_skip  = σ_data² / (σ² + σ_data²)        how much of the noisy input the denoiser keeps
-        c_out   = σ σ_data / sqrt(σ² + σ_data²)   the scale of the network's output
-        c_noise = log(σ) / 4                      how the network is told the level
+    c_in    = 1 / sqrt(σ² + σ_data²)          the network's input scaled to unit variance
+    c_skip  = σ_data² / (σ² + σ_data²)        how much of the noisy input the denoiser keeps
+    c_out   = σ σ_data / sqrt(σ² + σ_data²)   the scale of the network's output
+    c_noise = log(σ) / 4                      how the network is told the level
     """
 
     c_in: Tensor
@@ -159,7 +176,9 @@ def anchor(frames: Tensor, d: DiffusionConfig) -> Tensor | float:
     return 2 * frames[:, -1:].float() - 1 if d.target == "residual" else 0.0
 
 
-def denoising_loss(model: nn.Module, frames: Tensor, actions: Tensor, targets: Tensor, d: DiffusionConfig) -> tuple[Tensor, Tensor]:
+def denoising_loss(
+    model: nn.Module, frames: Tensor, actions: Tensor, targets: Tensor, d: DiffusionConfig
+) -> tuple[Tensor, Tensor]:
     """EDM's training loss on one step: a noise level per sample, log σ ~ N(d.train_log_sigma_mean, std²) clipped to
     [sigma_min, train_sigma_max], and the network's output F regressed onto (x0 - c_skip x) / c_out: the loss
     λ(σ) ||D(x; σ) - x0||² with EDM's weighting λ = 1 / c_out². `model` is called (it may be the DDP or compiled

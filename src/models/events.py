@@ -41,8 +41,15 @@ class EventHead(nn.Module):
     things are (the score digits sit at fixed places) and the action's embedding. About 5% of unet_film's compute.
     """
 
-    def __init__(self, num_actions: int, context_frames: int = 4, frame_size: int = 84, channels: tuple[int, ...] = (32, 64, 64),
-                 hidden: int = 256, action_dim: int = 32) -> None:
+    def __init__(
+        self,
+        num_actions: int,
+        context_frames: int = 4,
+        frame_size: int = 84,
+        channels: tuple[int, ...] = (32, 64, 64),
+        hidden: int = 256,
+        action_dim: int = 32,
+    ) -> None:
         super().__init__()
         self.context_frames = context_frames
         widths = [(2 * context_frames + 1) * 4, *channels]
@@ -64,7 +71,9 @@ class EventHead(nn.Module):
         with torch.no_grad():
             rates = np.clip(np.asarray(reward_rates, dtype=np.float64), 1e-6, 1)
             end = min(max(end_rate, 1e-6), 1 - 1e-6)
-            self.out.bias.copy_(torch.tensor([*np.log(rates / rates[ZERO]), np.log(end / (1 - end))], dtype=torch.float32))
+            self.out.bias.copy_(
+                torch.tensor([*np.log(rates / rates[ZERO]), np.log(end / (1 - end))], dtype=torch.float32)
+            )
 
     def forward(self, context: Tensor, next_frame: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """context: (B, T, H, W) float in [0, 1]; next_frame: (B, 1, H, W), as fed back; actions: (B,) int64."""
@@ -95,8 +104,9 @@ class EventWeights:
         return cls(tuple(float(w) for w in reward), float((max(steps - ends, 1) / max(ends, 1)) ** balance))
 
 
-def event_loss(reward_logits: Tensor, end_logits: Tensor, rewards: Tensor, ends: Tensor,
-               weights: EventWeights = EventWeights()) -> tuple[Tensor, Tensor]:
+def event_loss(
+    reward_logits: Tensor, end_logits: Tensor, rewards: Tensor, ends: Tensor, weights: EventWeights = EventWeights()
+) -> tuple[Tensor, Tensor]:
     """Weighted cross-entropy of the reward sign and binary cross-entropy of the end, each a mean over the steps.
     reward_logits: (N, 3); end_logits: (N,); rewards: (N,) raw; ends: (N,) bool. Returns (reward loss, end loss)."""
     classes = reward_class(rewards)
@@ -143,13 +153,23 @@ class EventCounts:
         self.true_ends += int((ends & real_ends).sum())
 
     def as_tuple(self) -> tuple[float, ...]:
-        return (self.reward_steps, self.reward_right, self.quiet_steps, self.false_rewards, self.real_ends,
-                self.predicted_ends, self.true_ends)
+        return (
+            self.reward_steps,
+            self.reward_right,
+            self.quiet_steps,
+            self.false_rewards,
+            self.real_ends,
+            self.predicted_ends,
+            self.true_ends,
+        )
 
     def rates(self) -> dict[str, float]:
         """reward_sign_accuracy (on the steps with a real reward), false_reward_rate (on those without), end_precision
         and end_recall; NaN where there was nothing to count."""
         rate = lambda a, b: a / b if b else math.nan  # noqa: E731
-        return {"reward_sign_accuracy": rate(self.reward_right, self.reward_steps),
-                "false_reward_rate": rate(self.false_rewards, self.quiet_steps),
-                "end_precision": rate(self.true_ends, self.predicted_ends), "end_recall": rate(self.true_ends, self.real_ends)}
+        return {
+            "reward_sign_accuracy": rate(self.reward_right, self.reward_steps),
+            "false_reward_rate": rate(self.false_rewards, self.quiet_steps),
+            "end_precision": rate(self.true_ends, self.predicted_ends),
+            "end_recall": rate(self.true_ends, self.real_ends),
+        }

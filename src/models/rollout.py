@@ -56,8 +56,14 @@ class Feedback:
         return frame
 
 
-def unroll(model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedback = Feedback("uint8"),
-           noise_level: Tensor | None = None, logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+def unroll(
+    model: nn.Module,
+    context: Tensor,
+    actions: Tensor,
+    feedback: Feedback = Feedback("uint8"),
+    noise_level: Tensor | None = None,
+    logits: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """context: (B, T, H, W) float in [0, 1], oldest first; actions: (B, K) int64; noise_level: (B,) the level of
     the noise put on the context in training (told to the model at every step), None for a clean context.
     Returns the K raw predictions (B, K, H, W); each re-enters the context through `feedback`. Keeps gradients:
@@ -65,8 +71,13 @@ def unroll(model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedbac
     logits of every step (B, K, L, H, W) for L palette levels."""
     frames, predictions, scores = context, [], []
     # The context keeps its memory layout as predictions enter it: a compiled model sees the same strides at every step.
-    layout = torch.channels_last if context.dim() == 4 and not context.is_contiguous() and context.is_contiguous(
-        memory_format=torch.channels_last) else torch.contiguous_format
+    layout = (
+        torch.channels_last
+        if context.dim() == 4
+        and not context.is_contiguous()
+        and context.is_contiguous(memory_format=torch.channels_last)
+        else torch.contiguous_format
+    )
     told = {"noise_level": noise_level} if noise_level is not None else {}
     if logits:
         told["logits"] = True
@@ -76,7 +87,9 @@ def unroll(model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedbac
             next_frame, step_scores = next_frame
             scores.append(step_scores)
         predictions.append(next_frame)
-        frames = torch.cat([frames[:, 1:], feedback(next_frame)], dim=1).contiguous(memory_format=layout)  # (B, T, H, W)
+        frames = torch.cat([frames[:, 1:], feedback(next_frame)], dim=1).contiguous(
+            memory_format=layout
+        )  # (B, T, H, W)
     predicted = torch.cat(predictions, dim=1)  # (B, K, H, W)
     return (predicted, torch.stack(scores, dim=1)) if logits else predicted
 

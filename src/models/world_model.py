@@ -64,6 +64,7 @@ class ModelConfig:
     # network of its own beside every variant: src/models/events.py); false: frames only, as checkpoints from before it
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # edm only: noise levels and sampler
 
+
 PATCH = 2  # space-to-depth factor: 84x84 frames become 42x42 maps of 2x2-pixel patches, losslessly
 
 
@@ -92,7 +93,9 @@ class NoiseLevelEmbedding(nn.Module):
         return self.mlp((levels / self.max_level).unsqueeze(1))  # (B, D)
 
 
-def condition(actions: Tensor, action_embedding: nn.Module, noise_embedding: nn.Module | None, noise_level: Tensor | None) -> Tensor:
+def condition(
+    actions: Tensor, action_embedding: nn.Module, noise_embedding: nn.Module | None, noise_level: Tensor | None
+) -> Tensor:
     """What conditions every block: the action's embedding, plus the noise level's when the model has one (level 0,
     clean context, unless given). (B,) -> (B, D)."""
     cond = action_embedding(actions)
@@ -147,7 +150,9 @@ class PaletteHead(nn.Module):
         """x: (B, C, H/2, W/2); last_frame: (B, 1, H, W) -> the next frame (B, 1, H, W), the most likely levels; with
         logits=True, (that frame, the logits (B, K, H, W))."""
         scores = F.pixel_shuffle(self.conv(F.silu(self.norm(x))), PATCH)  # (B, K, H, W)
-        scores = scores + self.stay * F.one_hot(nearest_level(last_frame[:, 0], self.levels), len(self.levels)).permute(0, 3, 1, 2).to(scores.dtype)
+        scores = scores + self.stay * F.one_hot(nearest_level(last_frame[:, 0], self.levels), len(self.levels)).permute(
+            0, 3, 1, 2
+        ).to(scores.dtype)
         frame = self.levels[scores.argmax(1, keepdim=True)].to(last_frame.dtype)  # (B, 1, H, W)
         return (frame, scores) if logits else frame
 
@@ -156,7 +161,9 @@ def output_head(cfg: ModelConfig, channels: int) -> nn.Module:
     """The U-Nets' last layer as model.output says: ResidualHead or PaletteHead."""
     if cfg.output == "palette":
         if not cfg.palette:
-            raise ConfigError("model.output=palette needs model.palette: the grey levels (training fills them in from the data)")
+            raise ConfigError(
+                "model.output=palette needs model.palette: the grey levels (training fills them in from the data)"
+            )
         return PaletteHead(channels, cfg.palette)
     return ResidualHead(channels)
 
@@ -199,14 +206,23 @@ class UNetFiLM(nn.Module):
     to the skip's exact size going up. The coarsest encoder level is the bottleneck: the decoder has one level less.
     """
 
-    def __init__(self, cfg: ModelConfig, num_actions: int, context_frames: int = 4, frame_size: int = 84,
-                 noise_embedding: nn.Module | None = None, head: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        num_actions: int,
+        context_frames: int = 4,
+        frame_size: int = 84,
+        noise_embedding: nn.Module | None = None,
+        head: nn.Module | None = None,
+    ) -> None:
         """noise_embedding, head: a level embedding and a last layer other than the config's (edm's denoiser)."""
         super().__init__()
         widths, n, d = list(cfg.channels), cfg.blocks_per_level, cfg.action_embed_dim
         self.context_frames = context_frames
         self.action_embedding = ActionEmbedding(num_actions, d)
-        self.noise_embedding = noise_embedding or (NoiseLevelEmbedding(d, cfg.context_noise) if cfg.context_noise > 0 else None)
+        self.noise_embedding = noise_embedding or (
+            NoiseLevelEmbedding(d, cfg.context_noise) if cfg.context_noise > 0 else None
+        )
         self.stem = nn.Conv2d(context_frames * PATCH**2, widths[0], 3, padding=1)
         self.encoder = nn.ModuleList(
             EncoderLevel(widths[max(i - 1, 0)], widths[i], n, d, downsample=i > 0) for i in range(len(widths))
@@ -216,7 +232,9 @@ class UNetFiLM(nn.Module):
         )
         self.head = head or output_head(cfg, widths[0])
 
-    def forward(self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None, logits: bool = False) -> Tensor:
+    def forward(
+        self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None, logits: bool = False
+    ) -> Tensor:
         """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64; noise_level: (B,) float, the
         level of the noise on `frames` (None: clean, as at test time).
 
@@ -253,22 +271,30 @@ class UNetDiamond(nn.Module):
         self.action_embedding = ActionEmbedding(num_actions, d)
         self.noise_embedding = NoiseLevelEmbedding(d, cfg.context_noise) if cfg.context_noise > 0 else None
         self.stem = nn.Conv2d(context_frames * PATCH**2, widths[0], 3, padding=1)
-        self.downsamples = nn.ModuleList(Downsample(widths[i - 1]) if i > 0 else nn.Identity() for i in range(len(widths)))
+        self.downsamples = nn.ModuleList(
+            Downsample(widths[i - 1]) if i > 0 else nn.Identity() for i in range(len(widths))
+        )
         self.down_blocks = nn.ModuleList()
         self.up_blocks = nn.ModuleList()
         for i, width in enumerate(widths):
             previous = widths[max(i - 1, 0)]
             self.down_blocks.append(nn.ModuleList(ResBlock(c, width, d) for c in [previous] + [width] * (n - 1)))
             # The n block outputs come back first (as width each), then the level's input (as `previous`).
-            self.up_blocks.insert(0, nn.ModuleList(
-                ResBlock(width + skip, out, d) for skip, out in zip([width] * n + [previous], [width] * n + [previous])
-            ))
+            self.up_blocks.insert(
+                0,
+                nn.ModuleList(
+                    ResBlock(width + skip, out, d)
+                    for skip, out in zip([width] * n + [previous], [width] * n + [previous])
+                ),
+            )
         self.upsamples = nn.ModuleList(Upsample(widths[i], widths[i]) for i in reversed(range(len(widths) - 1)))
         self.middle = nn.ModuleList([ResBlock(widths[-1], widths[-1], d), ResBlock(widths[-1], widths[-1], d)])
         self.attention = SelfAttention(widths[-1])
         self.head = output_head(cfg, widths[0])
 
-    def forward(self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None, logits: bool = False) -> Tensor:
+    def forward(
+        self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None, logits: bool = False
+    ) -> Tensor:
         """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64; noise_level and logits as in
         UNetFiLM -> (B, 1, H, W), not clamped."""
         assert frames.dim() == 4 and frames.size(1) == self.context_frames, frames.shape
@@ -306,9 +332,13 @@ class ActionConditionalTransformation(nn.Module):
     def __init__(self, cfg: ModelConfig, num_actions: int, context_frames: int = 4, frame_size: int = 84) -> None:
         super().__init__()
         if cfg.context_noise > 0:
-            raise ConfigError("model.context_noise: oh2015 has no path to tell it the noise level; use unet_film or unet_diamond")
+            raise ConfigError(
+                "model.context_noise: oh2015 has no path to tell it the noise level; use unet_film or unet_diamond"
+            )
         if cfg.output != "residual":
-            raise ConfigError("model.output: oh2015 predicts a residual only; use unet_film or unet_diamond for palette output")
+            raise ConfigError(
+                "model.output: oh2015 predicts a residual only; use unet_film or unet_diamond for palette output"
+            )
         widths, hidden = list(cfg.channels), cfg.hidden_dim
         kernels = [OH2015_KERNELS[min(i, len(OH2015_KERNELS) - 1)] for i in range(len(widths))]
         self.context_frames = context_frames
@@ -365,8 +395,14 @@ class EDM(nn.Module):
         self.context_frames = context_frames
         self.diffusion: DiffusionConfig = replace(cfg.diffusion)  # its own: src.eval --sampling_steps changes its steps
         backbone = replace(cfg, context_noise=0.0, output="residual")
-        self.net = UNetFiLM(backbone, num_actions, context_frames + 1, frame_size,
-                            noise_embedding=SigmaEmbedding(cfg.action_embed_dim), head=DenoiserHead(cfg.channels[0], PATCH))
+        self.net = UNetFiLM(
+            backbone,
+            num_actions,
+            context_frames + 1,
+            frame_size,
+            noise_embedding=SigmaEmbedding(cfg.action_embed_dim),
+            head=DenoiserHead(cfg.channels[0], PATCH),
+        )
         self.sampling_seed = 0
         self._generators: dict[torch.device, torch.Generator] = {}
 
@@ -402,7 +438,9 @@ class EDM(nn.Module):
         x = sample_frames(lambda x, sigma: self.denoise(frames, actions, x, sigma), noise, sigmas, d.sampler)
         return ((x + anchor(frames, d) + 1) / 2).to(frames.dtype)
 
-    def forward(self, frames: Tensor, actions: Tensor, noisy: Tensor | None = None, sigma: Tensor | None = None) -> Tensor:
+    def forward(
+        self, frames: Tensor, actions: Tensor, noisy: Tensor | None = None, sigma: Tensor | None = None
+    ) -> Tensor:
         """frames: (B, T, H, W) float in [0, 1], oldest first; actions: (B,) int64. Without `noisy`, a sampled next
         frame (B, 1, H, W) in [0, 1]; with `noisy` (B, 1, H, W) and `sigma` (B,), training's call: the raw output F."""
         assert frames.dim() == 4 and frames.size(1) == self.context_frames, frames.shape
@@ -429,22 +467,55 @@ def check_model_config(m: ModelConfig) -> None:
     the command line and a checkpoint's saved config."""
     ints = lambda values: all(isinstance(v, int) and not isinstance(v, bool) for v in values)  # noqa: E731
     checks = [
-        (ints(m.channels) and 1 <= len(m.channels) <= MAX_LEVELS and all(1 <= c <= MAX_WIDTH for c in m.channels), "model.channels",
-         f"must be 1 to {MAX_LEVELS} widths in [1, {MAX_WIDTH}], got {m.channels}"),
-        (1 <= m.blocks_per_level <= MAX_BLOCKS, "model.blocks_per_level", f"must be in [1, {MAX_BLOCKS}], got {m.blocks_per_level}"),
-        (1 <= m.action_embed_dim <= MAX_WIDTH, "model.action_embed_dim", f"must be in [1, {MAX_WIDTH}], got {m.action_embed_dim}"),
-        (1 <= m.hidden_dim <= 16 * MAX_WIDTH, "model.hidden_dim", f"must be in [1, {16 * MAX_WIDTH}], got {m.hidden_dim}"),
+        (
+            ints(m.channels) and 1 <= len(m.channels) <= MAX_LEVELS and all(1 <= c <= MAX_WIDTH for c in m.channels),
+            "model.channels",
+            f"must be 1 to {MAX_LEVELS} widths in [1, {MAX_WIDTH}], got {m.channels}",
+        ),
+        (
+            1 <= m.blocks_per_level <= MAX_BLOCKS,
+            "model.blocks_per_level",
+            f"must be in [1, {MAX_BLOCKS}], got {m.blocks_per_level}",
+        ),
+        (
+            1 <= m.action_embed_dim <= MAX_WIDTH,
+            "model.action_embed_dim",
+            f"must be in [1, {MAX_WIDTH}], got {m.action_embed_dim}",
+        ),
+        (
+            1 <= m.hidden_dim <= 16 * MAX_WIDTH,
+            "model.hidden_dim",
+            f"must be in [1, {16 * MAX_WIDTH}], got {m.hidden_dim}",
+        ),
         (0 <= m.context_noise <= 1, "model.context_noise", f"must be in [0, 1], got {m.context_noise}"),
-        (m.feedback in FEEDBACK, "model.feedback", f"must be {', '.join(FEEDBACK[:-1])} or {FEEDBACK[-1]}, got {m.feedback!r}"),
+        (
+            m.feedback in FEEDBACK,
+            "model.feedback",
+            f"must be {', '.join(FEEDBACK[:-1])} or {FEEDBACK[-1]}, got {m.feedback!r}",
+        ),
         (m.output in ("residual", "palette"), "model.output", f"must be residual or palette, got {m.output!r}"),
         (2 <= m.palette_size <= 256, "model.palette_size", f"must be in [2, 256], got {m.palette_size}"),
-        (m.palette is None or (2 <= len(m.palette) <= 256 and ints(m.palette) and all(0 <= v <= 255 for v in m.palette)
-                               and list(m.palette) == sorted(set(m.palette))), "model.palette",
-         f"must be null or at least two increasing grey levels in [0, 255], got {m.palette}"),
-        (m.name != "edm" or m.output == "residual", "model.output",
-         f"must be residual with model.name=edm (the denoiser's output is its own), got {m.output!r}"),
-        (m.name != "edm" or m.context_noise == 0, "model.context_noise",
-         f"must be 0 with model.name=edm (its noise level is the diffusion's), got {m.context_noise}"),
+        (
+            m.palette is None
+            or (
+                2 <= len(m.palette) <= 256
+                and ints(m.palette)
+                and all(0 <= v <= 255 for v in m.palette)
+                and list(m.palette) == sorted(set(m.palette))
+            ),
+            "model.palette",
+            f"must be null or at least two increasing grey levels in [0, 255], got {m.palette}",
+        ),
+        (
+            m.name != "edm" or m.output == "residual",
+            "model.output",
+            f"must be residual with model.name=edm (the denoiser's output is its own), got {m.output!r}",
+        ),
+        (
+            m.name != "edm" or m.context_noise == 0,
+            "model.context_noise",
+            f"must be 0 with model.name=edm (its noise level is the diffusion's), got {m.context_noise}",
+        ),
         *check_diffusion_config(m.diffusion),
     ]
     for ok, key, problem in checks:

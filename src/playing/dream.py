@@ -59,7 +59,9 @@ class Dream:
 
     def __post_init__(self) -> None:
         self.meanings: list[str] = self.dataset_info["action_meanings"]
-        self.keeps_score = has_events(self.model)  # frames-only models (checkpoints from before the event head) keep none
+        self.keeps_score = has_events(
+            self.model
+        )  # frames-only models (checkpoints from before the event head) keep none
         self.game = None if self.dataset is not None else Game(EnvSettings.from_dict(self.dataset_info["env_settings"]))
         self.rng = np.random.default_rng(self.seed)
         seed_sampling(self.model, self.seed)  # a diffusion model's samples: the same dream for the same seed and keys
@@ -105,9 +107,18 @@ class Dream:
 
     def over_text(self, dream_over: bool, real_done: bool) -> str:
         """The band's line for the end of the dream's episode, the real game's, or both."""
-        dream = f"dream over: score {self.score:.0f}" if dream_over else f"dream score {self.score:.0f}" if self.keeps_score else ""
-        real = f"real game over: score {self.real_score:.0f}" if real_done else (
-            f"real score {self.real_score:.0f}" if self.game is not None else "")
+        dream = (
+            f"dream over: score {self.score:.0f}"
+            if dream_over
+            else f"dream score {self.score:.0f}"
+            if self.keeps_score
+            else ""
+        )
+        real = (
+            f"real game over: score {self.real_score:.0f}"
+            if real_done
+            else (f"real score {self.real_score:.0f}" if self.game is not None else "")
+        )
         return "   ".join(t for t in (dream, real, "new start") if t)
 
     def score_text(self) -> str:
@@ -115,8 +126,11 @@ class Dream:
         episode's end, how it ended."""
         if self.notice and self.steps < NOTICE_STEPS:
             return self.notice
-        dream = (f"dream score {self.score:.0f}" + (f" ({self.reward:+.0f})" if self.reward else "") if self.keeps_score
-                 else "the model predicts no score")
+        dream = (
+            f"dream score {self.score:.0f}" + (f" ({self.reward:+.0f})" if self.reward else "")
+            if self.keeps_score
+            else "the model predicts no score"
+        )
         return f"{dream}   real score {self.real_score:.0f}" if self.game is not None else dream
 
     @property
@@ -137,11 +151,18 @@ class Dream:
         dream = self.context[0, -1].float().cpu().numpy()
         if side_by_side_view:
             real = frames_to_float(self.real_obs[-1]) if self.real_obs is not None else np.zeros_like(dream)
-            picture = side_by_side([gray_panel(real, scale), gray_panel(dream, scale)],
-                                   ["real game" if self.real_obs is not None else "no real game (started from data)", "dream"], BAND)
+            picture = side_by_side(
+                [gray_panel(real, scale), gray_panel(dream, scale)],
+                ["real game" if self.real_obs is not None else "no real game (started from data)", "dream"],
+                BAND,
+            )
         else:
             picture = side_by_side([gray_panel(dream, scale)], ["dream"], BAND)
         width = picture.shape[1]
-        line = f"step {self.steps}   {self.meanings[action]}" + ("   REC" if self.recording else "") + (f"   {status}" if status else "")
+        line = (
+            f"step {self.steps}   {self.meanings[action]}"
+            + ("   REC" if self.recording else "")
+            + (f"   {status}" if status else "")
+        )
         lines = [text_band([text], width, BAND, [width // 2]) for text in (line, self.score_text(), HELP)]
         return pad_to_even(np.concatenate([picture, *lines], axis=0)[None])[0]

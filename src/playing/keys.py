@@ -33,10 +33,14 @@ def parse_keys(spec: str, meanings: list[str]) -> list[int]:
     for token in (t.strip() for t in spec.split(",") if t.strip()):
         match = re.fullmatch(r"([A-Za-z+]+)(?:\*(\d+))?", token)
         if not match:
-            raise UserError(f"--keys: cannot read '{shortened(token)}'; write KEYS or KEYS*N, e.g. RIGHT*30 or UP+FIRE*5")
+            raise UserError(
+                f"--keys: cannot read '{shortened(token)}'; write KEYS or KEYS*N, e.g. RIGHT*30 or UP+FIRE*5"
+            )
         repeat = repeat_count(token, match[2])
         if len(actions) + repeat > MAX_STEPS:
-            raise UserError(f"--keys: the sequence is longer than {MAX_STEPS:,} steps (at '{shortened(token)}'); play it in parts")
+            raise UserError(
+                f"--keys: the sequence is longer than {MAX_STEPS:,} steps (at '{shortened(token)}'); play it in parts"
+            )
         name = match[1].upper()
         if name in meanings:
             action = meanings.index(name)
@@ -44,8 +48,10 @@ def parse_keys(spec: str, meanings: list[str]) -> list[int]:
             keys = {"FIRE" if k == "SPACE" else k for k in name.split("+")} - {"NOOP"}
             unknown = sorted(keys - set(KEYS))
             if unknown:
-                raise UserError(f"--keys: unknown key '{shortened(unknown[0])}' in '{shortened(token)}'; use {', '.join(KEYS)}, NOOP "
-                                f"or an action of this game: {', '.join(meanings)}")
+                raise UserError(
+                    f"--keys: unknown key '{shortened(unknown[0])}' in '{shortened(token)}'; use {', '.join(KEYS)}, NOOP "
+                    f"or an action of this game: {', '.join(meanings)}"
+                )
             action = action_for(keys, meanings)
         actions += [action] * repeat
     if not actions:
@@ -59,7 +65,9 @@ def repeat_count(token: str, digits: str | None) -> int:
         return 1
     repeat = int(digits) if len(digits) <= len(str(MAX_STEPS)) else MAX_STEPS + 1
     if not 1 <= repeat <= MAX_STEPS:
-        raise UserError(f"--keys: '{shortened(token)}' repeats {shortened(digits)} times; N must be in [1, {MAX_STEPS:,}]")
+        raise UserError(
+            f"--keys: '{shortened(token)}' repeats {shortened(digits)} times; N must be in [1, {MAX_STEPS:,}]"
+        )
     return repeat
 
 

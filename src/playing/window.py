@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -99,7 +99,9 @@ def run_window(dream: Dream, fps: float, scale: int, max_frames: int | None = No
             while max_frames is None or frames < max_frames:
                 with INTERRUPTS.whole_step():  # keys, the step and what it records, and the picture: all or none
                     for event in pygame.event.get():
-                        quit_ |= event.type == pygame.QUIT or (event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE)
+                        quit_ |= event.type == pygame.QUIT or (
+                            event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE
+                        )
                         if event.type == pygame.KEYDOWN:
                             held |= {keys[event.key]} if event.key in keys else set()
                             if event.key == pygame.K_n:
@@ -117,7 +119,9 @@ def run_window(dream: Dream, fps: float, scale: int, max_frames: int | None = No
                     action = action_for(held, dream.meanings)
                     if not paused:
                         dream.step(action)
-                    image = dream.frame(action, both, scale, f"{clock.get_fps():.0f} fps" + ("   PAUSED" if paused else ""))
+                    image = dream.frame(
+                        action, both, scale, f"{clock.get_fps():.0f} fps" + ("   PAUSED" if paused else "")
+                    )
                     if screen is None or screen.get_size() != (image.shape[1], image.shape[0]):
                         screen = pygame.display.set_mode((image.shape[1], image.shape[0]))
                     pygame.surfarray.blit_array(screen, image.swapaxes(0, 1))

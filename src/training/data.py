@@ -10,8 +10,8 @@ import itertools
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,20 +27,26 @@ from src.utils.errors import UserError
 from src.utils.io import human_bytes
 
 
-def open_data(cfg: Config, trained_on: dict | None = None, main: bool = True) -> tuple[ShardedDataset, np.ndarray, np.ndarray]:
+def open_data(
+    cfg: Config, trained_on: dict | None = None, main: bool = True
+) -> tuple[ShardedDataset, np.ndarray, np.ndarray]:
     """The validated dataset and its train/val rows; every disagreement with the config is a ConfigError. A resumed
     run passes its checkpoint's "dataset" (`trained_on`): the dataset must be that one (or, with data.allow_grown,
     that one with episodes added), and the split is the checkpoint's. Under torchrun the main process alone hashes
     the files (data.verify=full); the others check sizes and headers."""
     if not Path(cfg.data.dir).is_dir():
-        raise ConfigError(f"data.dir: dataset directory '{cfg.data.dir}' does not exist; {datasets_nearby(Path(cfg.data.dir))}")
+        raise ConfigError(
+            f"data.dir: dataset directory '{cfg.data.dir}' does not exist; {datasets_nearby(Path(cfg.data.dir))}"
+        )
     try:
         dataset = ShardedDataset(cfg.data.dir, verify=cfg.data.verify if main else "quick")
     except UserError as e:
         raise ConfigError(f"data.dir: {e}") from None
     if cfg.data.game is not None and resolve_game(cfg.data.game) != dataset.game:
-        raise ConfigError(f"data.game is {cfg.data.game} but the dataset in {cfg.data.dir} is {dataset.game}; "
-                          f"point data.dir at a {resolve_game(cfg.data.game)} dataset or leave data.game null")
+        raise ConfigError(
+            f"data.game is {cfg.data.game} but the dataset in {cfg.data.dir} is {dataset.game}; "
+            f"point data.dir at a {resolve_game(cfg.data.game)} dataset or leave data.game null"
+        )
     episodes = dataset.column("episode")
     if trained_on is not None:
         check_same_data(trained_on, dataset, cfg.data.allow_grown)
@@ -48,7 +54,11 @@ def open_data(cfg: Config, trained_on: dict | None = None, main: bool = True) ->
         # The first split_rows rows are the dataset the split was made on (a grown one appends shards). Its episodes
         # keep their side; added rows train, except those of a validation episode, which stay out of both sets, so
         # that validation (and best.pt's score) is measured on the same samples as before.
-        split = trained_on["split_rows"] if "split_rows" in trained_on else trained_on.get("train_rows", 0) + trained_on.get("val_rows", 0)
+        split = (
+            trained_on["split_rows"]
+            if "split_rows" in trained_on
+            else trained_on.get("train_rows", 0) + trained_on.get("val_rows", 0)
+        )
         before = np.arange(len(episodes)) < split
         is_val = np.isin(episodes, np.asarray(trained_on["val_episodes"], dtype=np.int64))
         train_rows, val_rows = np.flatnonzero(~is_val), np.flatnonzero(is_val & before)
@@ -58,7 +68,9 @@ def open_data(cfg: Config, trained_on: dict | None = None, main: bool = True) ->
         except ValueError as e:
             raise ConfigError(f"data.dir: {e}") from None
     if cfg.train.batch_size > len(train_rows):
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than the training set ({len(train_rows)} samples)")
+        raise ConfigError(
+            f"train.batch_size {cfg.train.batch_size} is larger than the training set ({len(train_rows)} samples)"
+        )
     return dataset, train_rows, val_rows
 
 
@@ -82,7 +94,9 @@ def datasets_nearby(missing: Path, limit: int = 4) -> str:
 
 def shard_digest(shard: dict) -> str:
     """One shard, recognised by its files' checksums (from the manifest)."""
-    return hashlib.sha256(json.dumps({f: shard["files"][f]["xxh3_128"] for f in sorted(shard["files"])}).encode()).hexdigest()[:32]
+    return hashlib.sha256(
+        json.dumps({f: shard["files"][f]["xxh3_128"] for f in sorted(shard["files"])}).encode()
+    ).hexdigest()[:32]
 
 
 def fingerprint(dataset: ShardedDataset) -> dict:
@@ -90,8 +104,12 @@ def fingerprint(dataset: ShardedDataset) -> dict:
     each shard's digest (a grown dataset keeps the old ones, first)."""
     shards = [shard_digest(s) for s in dataset.shards]
     settings = dataset.manifest.env.to_dict()
-    return {"fingerprint": hashlib.sha256(json.dumps({"env": settings, "shards": shards}, sort_keys=True).encode()).hexdigest()[:32],
-            "shards": shards}
+    return {
+        "fingerprint": hashlib.sha256(
+            json.dumps({"env": settings, "shards": shards}, sort_keys=True).encode()
+        ).hexdigest()[:32],
+        "shards": shards,
+    }
 
 
 def data_identity(dataset: ShardedDataset, val_rows: np.ndarray) -> dict:
@@ -105,27 +123,37 @@ def check_same_data(trained_on: dict, dataset: ShardedDataset, allow_grown: bool
     game and env settings, and the same shards (or, with allow_grown, those shards and more)."""
     where = f"set data.dir to the run's dataset ({trained_on.get('dir')})"
     if trained_on["game"] != dataset.game:
-        raise ConfigError(f"train.resume: the checkpoint was trained on {trained_on['game']} but {dataset.root} holds {dataset.game}; {where}")
+        raise ConfigError(
+            f"train.resume: the checkpoint was trained on {trained_on['game']} but {dataset.root} holds {dataset.game}; {where}"
+        )
     saved, now = trained_on["env_settings"], dataset.manifest.env.to_dict()
     for key in sorted(set(saved) | set(now)):
         if saved.get(key) != now.get(key):
-            raise ConfigError(f"train.resume: {dataset.root} was recorded with {key}={now.get(key)}, the checkpoint's dataset with "
-                              f"{key}={saved.get(key)}; {where}")
+            raise ConfigError(
+                f"train.resume: {dataset.root} was recorded with {key}={now.get(key)}, the checkpoint's dataset with "
+                f"{key}={saved.get(key)}; {where}"
+            )
     if "shards" not in trained_on:  # a checkpoint from before fingerprints: its row count is what it recorded
         if trained_on["train_rows"] + trained_on["val_rows"] != len(dataset):
-            raise ConfigError(f"train.resume: {dataset.root} holds {len(dataset):,} transitions, the checkpoint's dataset held "
-                              f"{trained_on['train_rows'] + trained_on['val_rows']:,}; {where}")
+            raise ConfigError(
+                f"train.resume: {dataset.root} holds {len(dataset):,} transitions, the checkpoint's dataset held "
+                f"{trained_on['train_rows'] + trained_on['val_rows']:,}; {where}"
+            )
         return
     identity = fingerprint(dataset)
     old, new = trained_on["shards"], identity["shards"]
     if identity["fingerprint"] == trained_on["fingerprint"]:
         return
-    if new[:len(old)] != old:
-        raise ConfigError(f"train.resume: {dataset.root} is not the dataset the checkpoint was trained on (its shards differ); {where}")
+    if new[: len(old)] != old:
+        raise ConfigError(
+            f"train.resume: {dataset.root} is not the dataset the checkpoint was trained on (its shards differ); {where}"
+        )
     if not allow_grown:
-        raise ConfigError(f"train.resume: {dataset.root} has grown since the checkpoint ({len(old)} shards then, {len(new)} now); "
-                          "set data.allow_grown=true to train on the added episodes (validation keeps the checkpoint's), "
-                          "or start a new run")
+        raise ConfigError(
+            f"train.resume: {dataset.root} has grown since the checkpoint ({len(old)} shards then, {len(new)} now); "
+            "set data.allow_grown=true to train on the added episodes (validation keeps the checkpoint's), "
+            "or start a new run"
+        )
 
 
 def starts_within(dataset: ShardedDataset, rows: np.ndarray, k: int) -> np.ndarray:
@@ -168,27 +196,39 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def train_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, step: int,
-                  pin_memory: bool = False, ranks: Ranks = Ranks()) -> Iterator[Batch]:
+def train_batches(
+    dataset: ShardedDataset,
+    starts: np.ndarray,
+    k: int,
+    cfg: Config,
+    step: int,
+    pin_memory: bool = False,
+    ranks: Ranks = Ranks(),
+) -> Iterator[Batch]:
     """Endless shuffled batches of k-step training windows from optimizer step `step` on (the longest unroll of
     the curriculum: a shorter stage uses each window's first steps); this process's share under torchrun."""
     d, t = cfg.data, cfg.train
-    return iter(DataLoader(
-        WindowDataset(dataset.root, starts, k),
-        batch_size=t.batch_size,
-        sampler=SampleStream(len(starts), t.seed, step * t.batch_size * ranks.world, t.batch_size, ranks),
-        collate_fn=collate,
-        num_workers=d.num_workers,
-        prefetch_factor=d.prefetch_factor,
-        persistent_workers=d.persistent_workers,
-        pin_memory=pin_memory,
-        generator=torch.Generator().manual_seed(t.seed),  # worker seeds; the global RNG is left alone
-    ))
+    return iter(
+        DataLoader(
+            WindowDataset(dataset.root, starts, k),
+            batch_size=t.batch_size,
+            sampler=SampleStream(len(starts), t.seed, step * t.batch_size * ranks.world, t.batch_size, ranks),
+            collate_fn=collate,
+            num_workers=d.num_workers,
+            prefetch_factor=d.prefetch_factor,
+            persistent_workers=d.persistent_workers,
+            pin_memory=pin_memory,
+            generator=torch.Generator().manual_seed(t.seed),  # worker seeds; the global RNG is left alone
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------- data on the device
 
-DEVICE_SHARE, DEVICE_RESERVE = 0.8, 2 << 30  # the arrays may take 80% of the free memory less 2 GiB (model, activations)
+DEVICE_SHARE, DEVICE_RESERVE = (
+    0.8,
+    2 << 30,
+)  # the arrays may take 80% of the free memory less 2 GiB (model, activations)
 ORDER_STEPS = 256  # optimizer steps whose sample order is drawn on the host and uploaded in one copy
 STAGING_BYTES = 64 << 20  # the pinned host buffer that shards pass through on their way to a GPU
 
@@ -242,22 +282,34 @@ class DeviceBatches:
     alone, so a resumed run reads on exactly; it is drawn on the host ORDER_STEPS steps at a time and uploaded in one
     small copy, and each batch is a few gathers on the device, with no wait for it."""
 
-    def __init__(self, dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, step: int, device: torch.device,
-                 ranks: Ranks = Ranks()) -> None:
+    def __init__(
+        self,
+        dataset: ShardedDataset,
+        starts: np.ndarray,
+        k: int,
+        cfg: Config,
+        step: int,
+        device: torch.device,
+        ranks: Ranks = Ranks(),
+    ) -> None:
         self.starts, self.k, self.device, self.ranks = np.asarray(starts, dtype=np.int64), k, device, ranks
         self.batch, self.seed, self.step = cfg.train.batch_size, cfg.train.seed, step
         n, (t, h, w) = len(dataset), dataset.specs["obs"][1]
-        self.arrays = {"obs": torch.empty((n, t, h, w), dtype=torch.uint8, device=device),  # (N, T, H, W) contexts
-                       "next_obs": torch.empty((n, h, w), dtype=torch.uint8, device=device),  # (N, H, W) next frames
-                       "action": torch.empty(n, dtype=torch.int64, device=device),
-                       "reward": torch.empty(n, dtype=torch.float32, device=device),
-                       "done": torch.empty(n, dtype=torch.bool, device=device)}
+        self.arrays = {
+            "obs": torch.empty((n, t, h, w), dtype=torch.uint8, device=device),  # (N, T, H, W) contexts
+            "next_obs": torch.empty((n, h, w), dtype=torch.uint8, device=device),  # (N, H, W) next frames
+            "action": torch.empty(n, dtype=torch.int64, device=device),
+            "reward": torch.empty(n, dtype=torch.float32, device=device),
+            "done": torch.empty(n, dtype=torch.bool, device=device),
+        }
         staging = torch.empty(STAGING_BYTES, dtype=torch.uint8, pin_memory=True) if device.type == "cuda" else None
         for pos in range(len(dataset.shards)):  # shard by shard, straight from the memory maps
             rows = slice(int(dataset.offsets[pos]), int(dataset.offsets[pos + 1]))
             for field, dest in self.arrays.items():
                 source = dataset.array(pos, field)
-                copy_rows(dest[rows], source[:, 0] if field == "next_obs" else source, staging)  # next_obs: (rows, 1, H, W)
+                copy_rows(
+                    dest[rows], source[:, 0] if field == "next_obs" else source, staging
+                )  # next_obs: (rows, 1, H, W)
         self.window = torch.arange(k, device=device)  # (K,)
         self.order: Tensor | None = None  # (ORDER_STEPS, B) start rows of steps order_step.., on the device
         self.order_step = step
@@ -288,7 +340,9 @@ class DeviceBatches:
         """(steps, B) start rows of this process's samples at optimizer steps step.., on the device: step s reads
         positions s * B * world + rank * B + (0..B-1) of the sample stream, as SampleStream shares them out."""
         b, n = self.batch, len(self.starts)
-        positions = np.arange(step, step + steps)[:, None] * b * self.ranks.world + self.ranks.rank * b + np.arange(b)  # (S, B)
+        positions = (
+            np.arange(step, step + steps)[:, None] * b * self.ranks.world + self.ranks.rank * b + np.arange(b)
+        )  # (S, B)
         epochs, offsets = np.divmod(positions, n)
         samples = np.empty_like(positions)
         for epoch in np.unique(epochs).tolist():
@@ -300,8 +354,17 @@ class DeviceBatches:
         return self.upload(self.starts[samples])  # (S, B)
 
 
-def training_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: Config, step: int, device: torch.device,
-                     pin_memory: bool = False, ranks: Ranks = Ranks(), say: Callable[[str], None] = print) -> Iterator[Batch]:
+def training_batches(
+    dataset: ShardedDataset,
+    starts: np.ndarray,
+    k: int,
+    cfg: Config,
+    step: int,
+    device: torch.device,
+    pin_memory: bool = False,
+    ranks: Ranks = Ranks(),
+    say: Callable[[str], None] = print,
+) -> Iterator[Batch]:
     """The training batches from step `step` on, where data.on_device puts them: DeviceBatches (the dataset loaded into
     `device`'s memory once) or train_batches (the DataLoader over the memory maps). true: on the device, a ConfigError
     before any copy when it does not fit (fits_on_device); false: the loader; null: on the device with CUDA when it
@@ -312,15 +375,19 @@ def training_batches(dataset: ShardedDataset, starts: np.ndarray, k: int, cfg: C
     need = device_arrays_bytes(dataset)
     fits, free = fits_on_device(need, device)
     if not fits:
-        why = (f"the dataset's frames need {human_bytes(need)} but {device} has {human_bytes(free)} free (at most "
-               f"{DEVICE_SHARE:.0%} of it, less {DEVICE_RESERVE >> 30} GiB, is used for data)")
+        why = (
+            f"the dataset's frames need {human_bytes(need)} but {device} has {human_bytes(free)} free (at most "
+            f"{DEVICE_SHARE:.0%} of it, less {DEVICE_RESERVE >> 30} GiB, is used for data)"
+        )
         if on:
             raise ConfigError(f"data.on_device=true: {why}; set data.on_device=false to read batches from disk")
         say(f"data.on_device=null: {why}; reading batches from disk")
         return train_batches(dataset, starts, k, cfg, step, pin_memory, ranks)
     begin = time.perf_counter()
     batches = DeviceBatches(dataset, starts, k, cfg, step, device, ranks)
-    say(f"data on {device}: {human_bytes(need)} of frames loaded in {time.perf_counter() - begin:.1f} s; batches are indexed there")
+    say(
+        f"data on {device}: {human_bytes(need)} of frames loaded in {time.perf_counter() - begin:.1f} s; batches are indexed there"
+    )
     return batches
 
 
@@ -332,8 +399,17 @@ class EventBatches:
     what one process would have. Given `on_device` (the training batches' DeviceBatches), the steps are gathered from
     the arrays it holds, not read from the memory maps on the launching thread: the same batches, on the device."""
 
-    def __init__(self, dataset: ShardedDataset, rows: np.ndarray, size: int, share: float, seed: int, step: int,
-                 ranks: Ranks = Ranks(), on_device: DeviceBatches | None = None) -> None:
+    def __init__(
+        self,
+        dataset: ShardedDataset,
+        rows: np.ndarray,
+        size: int,
+        share: float,
+        seed: int,
+        step: int,
+        ranks: Ranks = Ranks(),
+        on_device: DeviceBatches | None = None,
+    ) -> None:
         rewards, dones = dataset.column("reward")[rows], dataset.column("done")[rows]
         self.rows, self.events = rows, rows[(rewards != 0) | dones]
         self.samples = WindowDataset(dataset.root, np.arange(len(dataset)))  # sample i is the step at row i
@@ -348,9 +424,16 @@ class EventBatches:
         self.step += 1
         rare = round(self.size * self.share) if len(self.events) else 0
         world, rank = self.ranks.world, self.ranks.rank
-        rare_rows, common_rows = rng.choice(self.events, rare * world), rng.choice(self.rows, (self.size - rare) * world)
-        picks = np.concatenate([rare_rows[rank * rare : (rank + 1) * rare],
-                                common_rows[rank * (self.size - rare) : (rank + 1) * (self.size - rare)]])
+        rare_rows, common_rows = (
+            rng.choice(self.events, rare * world),
+            rng.choice(self.rows, (self.size - rare) * world),
+        )
+        picks = np.concatenate(
+            [
+                rare_rows[rank * rare : (rank + 1) * rare],
+                common_rows[rank * (self.size - rare) : (rank + 1) * (self.size - rare)],
+            ]
+        )
         if self.on_device is not None:  # single steps: windows of 1
             return self.on_device.gather(self.on_device.upload(picks), self.on_device.window[:1])
         return collate([self.samples[int(row)] for row in picks])

@@ -30,18 +30,30 @@ class FastPath:
         cuda, t = device.type == "cuda", cfg.train
         native_bf16 = not cuda or torch.cuda.is_bf16_supported(including_emulation=False)
         if t.precision == "bf16" and not native_bf16:
-            raise ConfigError(f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no native bf16 (it came with "
-                              "Ampere, compute capability 8.0); use train.precision=fp32 or auto")
+            raise ConfigError(
+                f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no native bf16 (it came with "
+                "Ampere, compute capability 8.0); use train.precision=fp32 or auto"
+            )
         precision = t.precision if t.precision != "auto" else ("bf16" if cuda and native_bf16 else "fp32")
         compiled = cuda if t.compile is None else t.compile
         channels_last = CHANNELS_LAST[device.type] and (compiled or not cuda)  # eager CUDA: see CHANNELS_LAST
-        return cls(device, torch.bfloat16 if precision == "bf16" else None, compiled,
-                   channels_last if t.channels_last is None else t.channels_last,
-                   cuda if cfg.data.pin_memory is None else cfg.data.pin_memory, fused=cuda)
+        return cls(
+            device,
+            torch.bfloat16 if precision == "bf16" else None,
+            compiled,
+            channels_last if t.channels_last is None else t.channels_last,
+            cuda if cfg.data.pin_memory is None else cfg.data.pin_memory,
+            fused=cuda,
+        )
 
     def __str__(self) -> str:
-        return ", ".join([str(self.autocast).removeprefix("torch.") if self.autocast else "fp32",
-                          "channels-last" if self.channels_last else "contiguous", "compiled" if self.compile else "eager"])
+        return ", ".join(
+            [
+                str(self.autocast).removeprefix("torch.") if self.autocast else "fp32",
+                "channels-last" if self.channels_last else "contiguous",
+                "compiled" if self.compile else "eager",
+            ]
+        )
 
 
 # Measured with benchmarks/bench_train.py (its "channels-last" row): see docs/speed.md. The CUDA entry is
@@ -59,7 +71,9 @@ def configure_backends(fast: FastPath) -> None:
         torch.set_float32_matmul_precision("high")
 
 
-def make_optimizer(model: nn.Module, cfg: Config, device: torch.device | None = None, fused: bool | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, cfg: Config, device: torch.device | None = None, fused: bool | None = None
+) -> torch.optim.Optimizer:
     """AdamW or Adam; fused kernels (one launch for all parameters) when `fused`, by default on CUDA. The frame model's
     parameters are the first group; the event head's (model.events), when there is one, a second, whose "lr_scale" is
     train.event_lr_scale (the loop sets each group's learning rate to optimizer.lr x its lr_scale x the schedule)."""
@@ -69,7 +83,9 @@ def make_optimizer(model: nn.Module, cfg: Config, device: torch.device | None = 
     named = list(model.named_parameters())
     groups = [{"params": [p for n, p in named if not n.startswith("events.")], "lr_scale": 1.0}]
     if any(n.startswith("events.") for n, _ in named):
-        groups.append({"params": [p for n, p in named if n.startswith("events.")], "lr_scale": cfg.train.event_lr_scale})
+        groups.append(
+            {"params": [p for n, p in named if n.startswith("events.")], "lr_scale": cfg.train.event_lr_scale}
+        )
     return cls(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **fused)
 
 
@@ -108,7 +124,9 @@ def prepare_model(model: nn.Module, fast: FastPath, ranks: Ranks = Ranks(), ddp:
         model.to(memory_format=torch.channels_last)
     forward = model
     if ddp if ddp is not None else ranks.world > 1:  # averages the gradients over the processes during backward
-        forward = nn.parallel.DistributedDataParallel(model, device_ids=[fast.device.index] if fast.device.type == "cuda" else None)
+        forward = nn.parallel.DistributedDataParallel(
+            model, device_ids=[fast.device.index] if fast.device.type == "cuda" else None
+        )
     # dynamic=False: every batch has the same shapes; a shape that changes is a new graph, never a slower dynamic one.
     return torch.compile(forward, dynamic=False) if fast.compile else forward
 
@@ -124,7 +142,10 @@ class FiniteGuard:
     """
 
     def __init__(self, deferred: bool, device: torch.device) -> None:
-        self.deferred, self.bad_at = deferred, None if not deferred else torch.zeros((), dtype=torch.long, device=device)
+        self.deferred, self.bad_at = (
+            deferred,
+            None if not deferred else torch.zeros((), dtype=torch.long, device=device),
+        )
         self.now: tuple[torch.Tensor, int] | None = None
 
     def before_step(self, optimizer: torch.optim.Optimizer, finite: torch.Tensor, step: int) -> None:

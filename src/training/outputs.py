@@ -52,7 +52,9 @@ class Console:
 
     def progress(self, total: int, done: int) -> tqdm:
         """The steps' progress bar, on stderr; none when stderr is not a terminal (logs, CI) or off rank 0."""
-        self.bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, disable=None if self.main else True, leave=False)
+        self.bar = tqdm(
+            total=total, initial=done, unit="step", dynamic_ncols=True, disable=None if self.main else True, leave=False
+        )
         return self.bar
 
     def close(self) -> None:
@@ -63,7 +65,9 @@ class Console:
 def create_run_dir(cfg: Config, game: str) -> Path:
     """runs_dir/<YYYYmmdd-HHMMSS>_<game>[_<name>]/ with images/, videos/ and checkpoints/."""
     suffix = game + (f"_{cfg.experiment.name}" if cfg.experiment.name else "")
-    return create_timestamped_dir(cfg.experiment.runs_dir, suffix, ("images", "videos", "checkpoints"), "experiment.runs_dir")
+    return create_timestamped_dir(
+        cfg.experiment.runs_dir, suffix, ("images", "videos", "checkpoints"), "experiment.runs_dir"
+    )
 
 
 # What a run writes besides its checkpoints, measured on runs of the default model with a margin: a strip (5 frames
@@ -82,7 +86,11 @@ def run_bytes(cfg: Config, checkpoint_bytes: int) -> int:
     t = cfg.train
     logs = t.max_steps // t.log_every + 1
     validations = t.max_steps // t.val_every_steps + 1
-    videos = (validations // t.val_rollout_every + 1) * t.val_rollout_videos * t.val_rollout_horizon if t.val_rollout_enabled else 0
+    videos = (
+        (validations // t.val_rollout_every + 1) * t.val_rollout_videos * t.val_rollout_horizon
+        if t.val_rollout_enabled
+        else 0
+    )
     media = logs * STRIP_BYTES + videos * VIDEO_FRAME_BYTES
     wandb = media + WANDB_BYTES if cfg.experiment.wandb.mode != "disabled" else 0
     return 3 * checkpoint_bytes + media + (logs + validations) * ROW_BYTES + wandb + SLACK_BYTES
@@ -90,15 +98,21 @@ def run_bytes(cfg: Config, checkpoint_bytes: int) -> int:
 
 def check_run_space(cfg: Config, checkpoint_bytes: int) -> None:
     """ConfigError when the disk under experiment.runs_dir cannot hold what the run will write (run_bytes)."""
-    check_free_space(cfg.experiment.runs_dir, run_bytes(cfg, checkpoint_bytes),
-                     "experiment.runs_dir: {free} free at '{folder}', a run needs about {needed}; "
-                     "free some space or choose another experiment.runs_dir", ConfigError)
+    check_free_space(
+        cfg.experiment.runs_dir,
+        run_bytes(cfg, checkpoint_bytes),
+        "experiment.runs_dir: {free} free at '{folder}', a run needs about {needed}; "
+        "free some space or choose another experiment.runs_dir",
+        ConfigError,
+    )
 
 
 def check_run_location(cfg: Config) -> None:
     """ConfigError unless experiment.runs_dir can be written to and lies outside the dataset the run reads."""
     check_writable(cfg.experiment.runs_dir, "experiment.runs_dir", ConfigError)
-    check_apart(cfg.experiment.runs_dir, "experiment.runs_dir", {"data.dir": cfg.data.dir}, both_ways=False, error=ConfigError)
+    check_apart(
+        cfg.experiment.runs_dir, "experiment.runs_dir", {"data.dir": cfg.data.dir}, both_ways=False, error=ConfigError
+    )
     check_outside_datasets(cfg.experiment.runs_dir, "experiment.runs_dir", ConfigError)
 
 
@@ -142,7 +156,8 @@ class CsvLog:
     def line(self, row: dict[str, Any]) -> str:
         text = io.StringIO()
         csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore").writerow(
-            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+        )
         return text.getvalue()
 
     def write(self, row: dict[str, Any]) -> None:
@@ -172,11 +187,20 @@ def branch_run_dir(cfg: Config, game: str, parent: Path, checkpoint: Path, state
         header, kept, _ = read_csv_rows(parent / name, step)
         if header:
             atomic_write_bytes(run_dir / name, (header + "".join(kept)).encode())
-    if state.get("val", {}).get("val/mse") == state.get("best_mse"):  # the best weights at that step: the branch's best.pt so far
+    if state.get("val", {}).get("val/mse") == state.get(
+        "best_mse"
+    ):  # the best weights at that step: the branch's best.pt so far
         with replaced_atomically(run_dir / "checkpoints" / "best.pt") as tmp:
             shutil.copyfile(checkpoint, tmp)
-    atomic_write_json(run_dir / "parent.json", {"run": str(parent.resolve()), "checkpoint": str(checkpoint.resolve()), "step": step,
-                                               "parent_last_step": newest})
+    atomic_write_json(
+        run_dir / "parent.json",
+        {
+            "run": str(parent.resolve()),
+            "checkpoint": str(checkpoint.resolve()),
+            "step": step,
+            "parent_last_step": newest,
+        },
+    )
     return run_dir
 
 
@@ -191,19 +215,48 @@ class RunOutputs:
 
     def __init__(self, run_dir: Path, resumed_at: int | None = None, best_mse: float = math.inf) -> None:
         self.run_dir, self.best_mse, self.logger = run_dir, best_mse, None
-        self.lock = hold_lock(run_dir / ".lock", "train.resume: another training (pid {pid}) is writing to '{folder}'; "
-                              "wait for it to end or stop it", "cannot write to the run folder '{folder}' ({error}); fix its permissions",
-                              ConfigError)
+        self.lock = hold_lock(
+            run_dir / ".lock",
+            "train.resume: another training (pid {pid}) is writing to '{folder}'; wait for it to end or stop it",
+            "cannot write to the run folder '{folder}' ({error}); fix its permissions",
+            ConfigError,
+        )
         if resumed_at is not None:  # temporary files of writes the killed process did not finish
             for folder in (run_dir, *(run_dir / sub for sub in ("checkpoints", "images", "videos"))):
                 for tmp in folder.glob(".*.tmp*"):
                     tmp.unlink()
-        self.train_csv = CsvLog(run_dir / "metrics.csv",
-                                ["step", "loss", "mse", "lr", "grad_norm", "rollout_steps", "samples_per_s", "elapsed_s",
-                                 "reward_loss", "end_loss"], resumed_at)
-        self.val_csv = CsvLog(run_dir / "val_metrics.csv", ["step", "loss", "mse", "copy_last_mse", "ratio_to_copy", "elapsed_s",
-                                                            "reward_sign_accuracy", "false_reward_rate", "end_precision",
-                                                            "end_recall"], resumed_at)
+        self.train_csv = CsvLog(
+            run_dir / "metrics.csv",
+            [
+                "step",
+                "loss",
+                "mse",
+                "lr",
+                "grad_norm",
+                "rollout_steps",
+                "samples_per_s",
+                "elapsed_s",
+                "reward_loss",
+                "end_loss",
+            ],
+            resumed_at,
+        )
+        self.val_csv = CsvLog(
+            run_dir / "val_metrics.csv",
+            [
+                "step",
+                "loss",
+                "mse",
+                "copy_last_mse",
+                "ratio_to_copy",
+                "elapsed_s",
+                "reward_sign_accuracy",
+                "false_reward_rate",
+                "end_precision",
+                "end_recall",
+            ],
+            resumed_at,
+        )
 
     def log_train_row(self, step: int, row: dict[str, float], strip: np.ndarray) -> None:
         self.train_csv.write({"step": step, **row})
@@ -212,7 +265,9 @@ class RunOutputs:
         self.logger.log_image("train/prediction", strip, step)
 
     def log_validation(self, step: int, metrics: dict[str, float], elapsed: float) -> None:
-        self.val_csv.write({"step": step, **{k.removeprefix("val/"): v for k, v in metrics.items()}, "elapsed_s": elapsed})
+        self.val_csv.write(
+            {"step": step, **{k.removeprefix("val/"): v for k, v in metrics.items()}, "elapsed_s": elapsed}
+        )
         self.logger.log(metrics, step)
 
     def log_videos(self, step: int, paths: list[Path]) -> None:

@@ -10,7 +10,14 @@ from src.models.checkpoint import read_checkpoint
 
 # A resumed run keeps these: they define its weights' shapes, its data split and its data order.
 # (train.pushforward and pushforward_steps set the length of the training windows, as train.rollout_steps does.)
-RESUME_FIXED = ("model.", "train.seed", "train.batch_size", "train.rollout_steps", "train.pushforward", "data.val_ratio")
+RESUME_FIXED = (
+    "model.",
+    "train.seed",
+    "train.batch_size",
+    "train.rollout_steps",
+    "train.pushforward",
+    "data.val_ratio",
+)
 
 
 def find_checkpoint(resume: str, runs_dir: str) -> Path:
@@ -19,8 +26,10 @@ def find_checkpoint(resume: str, runs_dir: str) -> Path:
     if resume == "auto":
         found = sorted(Path(runs_dir).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
         if not found:
-            raise ConfigError(f"train.resume=auto: no run under '{runs_dir}' has a checkpoints/last.pt to resume; "
-                              "start a run first, or set experiment.runs_dir")
+            raise ConfigError(
+                f"train.resume=auto: no run under '{runs_dir}' has a checkpoints/last.pt to resume; "
+                "start a run first, or set experiment.runs_dir"
+            )
         return found[-1]
     path = Path(resume)
     if path.is_dir():
@@ -28,8 +37,9 @@ def find_checkpoint(resume: str, runs_dir: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"train.resume: '{resume}' is neither a checkpoint nor a run folder with checkpoints/last.pt")
     if not (path.parent.parent / "resolved_config.yaml").is_file():
-        raise ConfigError(f"train.resume: '{path}' is not in a run folder (<run>/checkpoints/); "
-                          "a run continues in its own folder")
+        raise ConfigError(
+            f"train.resume: '{path}' is not in a run folder (<run>/checkpoints/); a run continues in its own folder"
+        )
     return path
 
 
@@ -58,15 +68,23 @@ def check_resumable(state: dict, cfg: Config, checkpoint: Path, world: int = 1) 
     saved, now = flatten(state["config"]), flatten(to_dict(cfg))
     for key in sorted(saved):
         if key.startswith(RESUME_FIXED) and key in now and saved[key] != now[key]:
-            raise ConfigError(f"train.resume: {key} is {saved[key]} in {checkpoint} but {now[key]} now; a resumed run keeps "
-                              "its model, seed, batch size, unroll lengths and split (start a new run to change them)")
+            raise ConfigError(
+                f"train.resume: {key} is {saved[key]} in {checkpoint} but {now[key]} now; a resumed run keeps "
+                "its model, seed, batch size, unroll lengths and split (start a new run to change them)"
+            )
     processes = state["dataset"].get("processes", 1)
     if processes != world:
-        raise ConfigError(f"train.resume: {checkpoint} was trained by {processes} process(es), this is {world}; a resumed run keeps "
-                          f"its global batch and data order: resume it with {processes} (torchrun --nproc_per_node {processes})")
+        raise ConfigError(
+            f"train.resume: {checkpoint} was trained by {processes} process(es), this is {world}; a resumed run keeps "
+            f"its global batch and data order: resume it with {processes} (torchrun --nproc_per_node {processes})"
+        )
     if state["step"] >= cfg.train.max_steps:
-        raise ConfigError(f"train.resume: {checkpoint} is at step {state['step']}, train.max_steps is {cfg.train.max_steps}; "
-                          "raise train.max_steps to train on")
+        raise ConfigError(
+            f"train.resume: {checkpoint} is at step {state['step']}, train.max_steps is {cfg.train.max_steps}; "
+            "raise train.max_steps to train on"
+        )
     if cfg.train.max_minutes is not None and state.get("elapsed_s", 0.0) >= 60 * cfg.train.max_minutes:
-        raise ConfigError(f"train.resume: {checkpoint} has trained {state['elapsed_s'] / 60:.1f} minutes, train.max_minutes is "
-                          f"{cfg.train.max_minutes}; raise train.max_minutes to train on")
+        raise ConfigError(
+            f"train.resume: {checkpoint} has trained {state['elapsed_s'] / 60:.1f} minutes, train.max_minutes is "
+            f"{cfg.train.max_minutes}; raise train.max_minutes to train on"
+        )

@@ -26,7 +26,9 @@ from src.utils.metrics import frame_loss, mse_per_sample
 from src.utils.video import write_rollout_videos
 
 
-def pushed_forward(model: nn.Module, batch: Batch, n: int, share: float, feedback: Feedback, static: bool = False) -> Batch:
+def pushed_forward(
+    model: nn.Module, batch: Batch, n: int, share: float, feedback: Feedback, static: bool = False
+) -> Batch:
     """The pushforward trick: the batch moved n steps on, where for a random `share` of the samples the n newest
     context frames are the model's own predictions, made and fed back without gradients (the others get the true
     frames). The model learns to correct the errors it makes, and no gradient flows into the steps that made them.
@@ -45,8 +47,12 @@ def pushed_forward(model: nn.Module, batch: Batch, n: int, share: float, feedbac
     picked = chosen.nonzero().squeeze(1)
     if len(picked):
         with torch.no_grad():
-            imagined = feedback(unroll(model, batch.frames[picked], batch.actions[picked, :n], feedback))  # (P, n, H, W)
-        frames = frames.index_copy(0, picked, torch.cat([batch.frames[picked], imagined.to(frames.dtype)], dim=1)[:, -t:])
+            imagined = feedback(
+                unroll(model, batch.frames[picked], batch.actions[picked, :n], feedback)
+            )  # (P, n, H, W)
+        frames = frames.index_copy(
+            0, picked, torch.cat([batch.frames[picked], imagined.to(frames.dtype)], dim=1)[:, -t:]
+        )
     return replace(batch.steps_from(n), frames=frames)
 
 
@@ -68,7 +74,9 @@ class EventLoss:
     reward_weight: float = 1.0
     end_weight: float = 1.0
 
-    def __call__(self, batch: Batch, predicted: Tensor, feedback: Feedback, events: Batch | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(
+        self, batch: Batch, predicted: Tensor, feedback: Feedback, events: Batch | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Two parts. The head asked about every step of the unroll as imagination asks it: the clean context before
         the step, the step's prediction as fed back (no gradient into the frame model) and its action, the rare
         classes weighted up. And, when given, `events` (EventBatches: steps rich in rewards and ends, one step each),
@@ -79,18 +87,34 @@ class EventLoss:
         frames = torch.cat([batch.frames.float(), fed], dim=1)  # (B, T + k, H, W)
         contexts = torch.stack([frames[:, i : i + t] for i in range(k)], dim=1).flatten(0, 1)  # (B * k, T, H, W)
         reward_logits, end_logits = self.head(contexts, fed.flatten(0, 1).unsqueeze(1), batch.actions[:, :k].flatten())
-        reward, end = event_loss(reward_logits, end_logits, batch.rewards[:, :k].flatten(), batch.dones[:, :k].flatten(), self.weights)
+        reward, end = event_loss(
+            reward_logits, end_logits, batch.rewards[:, :k].flatten(), batch.dones[:, :k].flatten(), self.weights
+        )
         if events is not None:
-            rich = event_loss(*self.head(events.frames, events.targets[:, :1], events.actions[:, 0]), events.rewards[:, 0],
-                              events.dones[:, 0])
+            rich = event_loss(
+                *self.head(events.frames, events.targets[:, :1], events.actions[:, 0]),
+                events.rewards[:, 0],
+                events.dones[:, 0],
+            )
             reward, end = reward + rich[0], end + rich[1]
-        return self.reward_weight * reward + self.end_weight * end, {"reward_loss": reward.detach(), "end_loss": end.detach()}
+        return self.reward_weight * reward + self.end_weight * end, {
+            "reward_loss": reward.detach(),
+            "end_loss": end.detach(),
+        }
 
 
-def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: Feedback = Feedback("uint8"),
-                  context_noise: float = 0.0, output_palette: tuple[int, ...] | None = None,
-                  events: EventLoss | None = None, event_batch: Batch | None = None,
-                  diffusion: DiffusionConfig | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
+def unrolled_loss(
+    model: nn.Module,
+    batch: Batch,
+    k: int,
+    t: TrainConfig,
+    feedback: Feedback = Feedback("uint8"),
+    context_noise: float = 0.0,
+    output_palette: tuple[int, ...] | None = None,
+    events: EventLoss | None = None,
+    event_batch: Batch | None = None,
+    diffusion: DiffusionConfig | None = None,
+) -> tuple[Tensor, dict[str, float], Tensor]:
     """With `events`, the event head's loss on the same steps (and on `event_batch`) is added (EventLoss);
     metrics["loss"] stays the frames'. With `diffusion` (model.name=edm), the frames' loss is EDM's denoising loss on
     one step (`diffusion_loss`), and the event head sees the real next frames, which a sample resembles more than
@@ -100,7 +124,9 @@ def unrolled_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedba
     else:
         loss, metrics, predicted = frames_loss(model, batch, k, t, feedback, context_noise, output_palette)
     if events is not None:
-        event_total, event_metrics = events(batch, batch.targets[:, :1] if diffusion is not None else predicted, feedback, event_batch)
+        event_total, event_metrics = events(
+            batch, batch.targets[:, :1] if diffusion is not None else predicted, feedback, event_batch
+        )
         loss = loss + event_total
         metrics = {**metrics, **event_metrics}
     return loss, metrics, predicted
@@ -114,8 +140,15 @@ def diffusion_loss(model: nn.Module, batch: Batch, d: DiffusionConfig) -> tuple[
     return loss, {"loss": loss.detach(), "mse": (estimate - targets.float()).pow(2).mean()}, estimate
 
 
-def frames_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback: Feedback = Feedback("uint8"),
-                context_noise: float = 0.0, output_palette: tuple[int, ...] | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
+def frames_loss(
+    model: nn.Module,
+    batch: Batch,
+    k: int,
+    t: TrainConfig,
+    feedback: Feedback = Feedback("uint8"),
+    context_noise: float = 0.0,
+    output_palette: tuple[int, ...] | None = None,
+) -> tuple[Tensor, dict[str, float], Tensor]:
     """The loss of k predictions in a row, each made from the model's own previous ones (Oh et al. 2015), with
     gradients through the whole unroll; k=1 is plain one-step training. With context_noise > 0 the context is first
     corrupted (rollout.corrupt) and its level told to the model: training only, validation and rollouts see clean
@@ -130,16 +163,34 @@ def frames_loss(model: nn.Module, batch: Batch, k: int, t: TrainConfig, feedback
         return loss, {**metrics, "mse": (predicted.detach().float() - targets).pow(2).mean()}, predicted
     predicted = unroll(model, context, batch.actions[:, :k], feedback, levels).float()  # (B, k, H, W)
     previous = torch.cat([batch.frames[:, -1:], targets[:, :-1]], dim=1)  # the true frame before each target
-    loss, metrics = frame_loss(predicted, targets, t.loss, t.huber_delta, previous, t.changed_pixel_weight,
-                               t.worst_pixel_weight, t.worst_pixel_share)
+    loss, metrics = frame_loss(
+        predicted,
+        targets,
+        t.loss,
+        t.huber_delta,
+        previous,
+        t.changed_pixel_weight,
+        t.worst_pixel_weight,
+        t.worst_pixel_share,
+    )
     return loss, metrics, predicted
 
 
-def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, k: int, t: TrainConfig,
-               fast: FastPath, feedback: Feedback = Feedback("uint8"), context_noise: float = 0.0,
-               pushforward: float = 0.0, output_palette: tuple[int, ...] | None = None,
-               events: EventLoss | None = None, event_batch: Batch | None = None,
-               diffusion: DiffusionConfig | None = None) -> tuple[dict[str, Tensor], Tensor, Batch]:
+def train_step(
+    forward: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    k: int,
+    t: TrainConfig,
+    fast: FastPath,
+    feedback: Feedback = Feedback("uint8"),
+    context_noise: float = 0.0,
+    pushforward: float = 0.0,
+    output_palette: tuple[int, ...] | None = None,
+    events: EventLoss | None = None,
+    event_batch: Batch | None = None,
+    diffusion: DiffusionConfig | None = None,
+) -> tuple[dict[str, Tensor], Tensor, Batch]:
     """Forward (autocast per `fast`) and backward of one batch with a k-step unroll, gradients clipped; with
     pushforward > 0, that share of the samples first moved on t.pushforward_steps steps by the model itself
     (`pushed_forward`). Returns (metrics as 0-d tensors, predictions, the batch they predict: moved on by
@@ -147,24 +198,36 @@ def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, batch: Batc
     loss and every parameter group's gradient norm are finite (a step that may update the weights)."""
     with torch.autocast(fast.device.type, dtype=fast.autocast or torch.float32, enabled=fast.autocast is not None):
         if pushforward > 0:
-            batch = pushed_forward(forward, batch, t.pushforward_steps, pushforward, feedback,
-                                   static=fast.compile or fast.device.type != "cpu")
+            batch = pushed_forward(
+                forward,
+                batch,
+                t.pushforward_steps,
+                pushforward,
+                feedback,
+                static=fast.compile or fast.device.type != "cpu",
+            )
         if fast.channels_last:
             batch = replace(batch, frames=batch.frames.contiguous(memory_format=torch.channels_last))
-        loss, metrics, predicted = unrolled_loss(forward, batch, k, t, feedback, context_noise, output_palette, events,
-                                                 event_batch, diffusion)
+        loss, metrics, predicted = unrolled_loss(
+            forward, batch, k, t, feedback, context_noise, output_palette, events, event_batch, diffusion
+        )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     # Each parameter group clipped on its own: the event head's gradient jumps when a rare reward is in the batch, and
     # must not scale the frame model's step down. grad_norm is the frame model's.
-    norms = [nn.utils.clip_grad_norm_(group["params"], t.grad_clip if t.grad_clip > 0 else math.inf) for group in optimizer.param_groups]
+    norms = [
+        nn.utils.clip_grad_norm_(group["params"], t.grad_clip if t.grad_clip > 0 else math.inf)
+        for group in optimizer.param_groups
+    ]
     metrics["grad_norm"] = norms[0]
     metrics["finite"] = torch.isfinite(torch.stack([loss.detach().float(), *(n.float() for n in norms)])).all()
     return metrics, predicted, batch
 
 
 @torch.no_grad()
-def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.device, ranks: Ranks = Ranks()) -> dict[str, float]:
+def validate(
+    model: nn.Module, batches: list[Batch], cfg: Config, device: torch.device, ranks: Ranks = Ranks()
+) -> dict[str, float]:
     """Loss and MSE on the held-out samples, and the copy-last-frame baseline's MSE on the same samples (summed over
     the processes' shares under torchrun). A diffusion model's predictions are samples, the same ones at every
     validation (its sampling seeded with 0)."""
@@ -195,8 +258,15 @@ def validate(model: nn.Module, batches: list[Batch], cfg: Config, device: torch.
     return metrics
 
 
-def rollout_videos(model: nn.Module, dataset: ShardedDataset, starts: np.ndarray, horizon: int, device: torch.device, out: Path,
-                   feedback: Feedback = Feedback("uint8")) -> list[Path]:
+def rollout_videos(
+    model: nn.Module,
+    dataset: ShardedDataset,
+    starts: np.ndarray,
+    horizon: int,
+    device: torch.device,
+    out: Path,
+    feedback: Feedback = Feedback("uint8"),
+) -> list[Path]:
     """Open-loop rollouts from held-out windows, written as MP4: ground truth | prediction | error."""
     windows = [dataset.steps(int(s), horizon) for s in starts]
     context = frames_to_float(torch.from_numpy(np.stack([w.obs[0] for w in windows]))).to(device)  # (V, T, H, W)

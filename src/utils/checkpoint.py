@@ -17,7 +17,10 @@ from src.utils.errors import UserError
 from src.utils.io import replaced_atomically
 
 # What to do about the commonest reasons a save fails; other errors show their own text.
-SAVE_HINTS = {errno.ENOSPC: "no space left on device: free some space", errno.EDQUOT: "disk quota exceeded: free some space"}
+SAVE_HINTS = {
+    errno.ENOSPC: "no space left on device: free some space",
+    errno.EDQUOT: "disk quota exceeded: free some space",
+}
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -60,8 +63,10 @@ def load_failure(path: Path, e: Exception) -> UserError:
     text = str(e)
     found = re.search(r"GLOBAL (\S+) (?:whose module|was not an allowed)", text)
     if found:
-        return UserError(f"checkpoint '{path}' was refused: it holds a pickled object ({found[1]}) that could run code "
-                         "when loaded; load only checkpoints you trust, or train a new one with src.train")
+        return UserError(
+            f"checkpoint '{path}' was refused: it holds a pickled object ({found[1]}) that could run code "
+            "when loaded; load only checkpoints you trust, or train a new one with src.train"
+        )
     operand = re.search(r"Unsupported operand \d+", text)  # bytes that are no pickle opcode torch accepts
     lines = text.strip().splitlines()
     if operand:
@@ -70,5 +75,7 @@ def load_failure(path: Path, e: Exception) -> UserError:
         reason = lines[0].split(". ")[0][:160]  # torch's first sentence, e.g. "... failed finding central directory"
     else:
         reason = f"{type(e).__name__}: the file ends early"  # an empty or cut-off pickle
-    return UserError(f"checkpoint '{path}' cannot be loaded: it is corrupt or not a PyTorch checkpoint ({reason}); "
-                     "restore it or train a new one")
+    return UserError(
+        f"checkpoint '{path}' cannot be loaded: it is corrupt or not a PyTorch checkpoint ({reason}); "
+        "restore it or train a new one"
+    )

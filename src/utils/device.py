@@ -19,9 +19,11 @@ def choose_device(requested: str | None = None, cpu: bool = False, local_rank: i
     if not torch.cuda.is_available() or cpu:
         return torch.device("cpu")
     if local_rank >= torch.cuda.device_count():  # torchrun --nproc_per_node above the GPUs of this machine
-        raise UserError(f"this is process {local_rank} of this machine (torchrun LOCAL_RANK), but it has "
-                        f"{torch.cuda.device_count()} CUDA device(s); start at most that many processes per machine "
-                        "(torchrun --nproc_per_node), or train.cpu=true")
+        raise UserError(
+            f"this is process {local_rank} of this machine (torchrun LOCAL_RANK), but it has "
+            f"{torch.cuda.device_count()} CUDA device(s); start at most that many processes per machine "
+            "(torchrun --nproc_per_node), or train.cpu=true"
+        )
     return torch.device("cuda", local_rank)
 
 
@@ -39,8 +41,10 @@ def checked_device(requested: str) -> torch.device:
             raise UserError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise UserError(f"--device {requested}: this machine has {count} CUDA device{'s' if count > 1 else ''} "
-                            f"(cuda:0 to cuda:{count - 1}); use one of them or --device cpu")
+            raise UserError(
+                f"--device {requested}: this machine has {count} CUDA device{'s' if count > 1 else ''} "
+                f"(cuda:0 to cuda:{count - 1}); use one of them or --device cpu"
+            )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {requested}: MPS (Apple GPU) is not available on this machine; use --device cpu")
     return device

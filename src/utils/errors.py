@@ -6,7 +6,8 @@ import argparse
 import errno
 import os
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 # A disk that fills up while a command writes (after its checks of free space passed): one line, not a traceback.
 DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
@@ -62,8 +63,11 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         if e.errno not in DISK_FULL or os.environ.get(DEBUG_ENV):
             raise
         where = f" writing '{e.filename}'" if e.filename else ""
-        print(f"error: {DISK_FULL[e.errno]}{where}; free some space and run the command again: what it completed is kept "
-              "(a dataset's listed shards, a run's last checkpoint, a recording's listed shards)", file=sys.stderr)
+        print(
+            f"error: {DISK_FULL[e.errno]}{where}; free some space and run the command again: what it completed is kept "
+            "(a dataset's listed shards, a run's last checkpoint, a recording's listed shards)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -79,7 +79,9 @@ def cpu_peak(dtype: torch.dtype, cpuinfo: str | None = None, threads: int | None
         if not path.is_file():
             return UNKNOWN
         cpuinfo = path.read_text()
-    blocks = [dict(re.findall(r"^([^:\n]+?)\s*:\s*(.*)$", block, flags=re.M)) for block in cpuinfo.strip().split("\n\n")]
+    blocks = [
+        dict(re.findall(r"^([^:\n]+?)\s*:\s*(.*)$", block, flags=re.M)) for block in cpuinfo.strip().split("\n\n")
+    ]
     first = blocks[0]
     flags = set(first.get("flags", "").split())
     cores = len({(b.get("physical id"), b.get("core id")) for b in blocks}) if "core id" in first else len(blocks)
@@ -104,4 +106,7 @@ def cpu_peak(dtype: torch.dtype, cpuinfo: str | None = None, threads: int | None
         per_cycle, why = 2 * per_cycle, f"avx512_bf16, twice {why}"
     elif dtype == torch.bfloat16:
         why += ", bf16 as fp32"
-    return cores * ghz * 1e9 * per_cycle, f"CPU estimate: {cores} cores x {ghz:.2f} GHz ({clock}) x {per_cycle} FLOP/cycle ({why})"
+    return (
+        cores * ghz * 1e9 * per_cycle,
+        f"CPU estimate: {cores} cores x {ghz:.2f} GHz ({clock}) x {per_cycle} FLOP/cycle ({why})",
+    )

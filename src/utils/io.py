@@ -9,10 +9,11 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import xxhash
 
@@ -87,7 +88,9 @@ def create_timestamped_dir(parent: str | os.PathLike, suffix: str, subdirs: tupl
     mkdir without exist_ok is the claim, so two processes never share a folder. `option` names the
     setting that chose `parent`, for the error message.
     """
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", suffix) or suffix.startswith("."):  # from a game name or a config: never a path
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", suffix) or suffix.startswith(
+        "."
+    ):  # from a game name or a config: never a path
         raise UserError(f"{option}: a folder cannot be named after {suffix!r}; use letters, digits, _ . and - only")
     stem = f"{datetime.now():%Y%m%d-%H%M%S}_{suffix}"
     for attempt in range(1, 1000):
@@ -111,7 +114,9 @@ def try_lock(path: str | os.PathLike) -> tuple[IO[str] | None, str]:
     process holds it. The kernel releases the lock when its holder dies, however it dies: no stale locks.
     OSError if `path` cannot be opened.
     """
-    f = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+")  # a link planted as the lock: ELOOP
+    f = os.fdopen(
+        os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+"
+    )  # a link planted as the lock: ELOOP
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -164,30 +169,42 @@ def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_apart(output: str | os.PathLike, option: str, inputs: dict[str, str | os.PathLike | None],
-                both_ways: bool = True, error: type[UserError] = UserError) -> None:
+def check_apart(
+    output: str | os.PathLike,
+    option: str,
+    inputs: dict[str, str | os.PathLike | None],
+    both_ways: bool = True,
+    error: type[UserError] = UserError,
+) -> None:
     """`error` when the output `option` names is one of `inputs` (the options that name them: paths), lies inside
     one, or (`both_ways`: an output folder that is filled) holds one: a command never writes into what it reads."""
     for name, path in inputs.items():
         if path is None:
             continue
         if is_within(output, path):
-            raise error(f"{option} '{output}' lies inside {name} '{path}', which the command reads; choose a location "
-                        f"outside it")
+            raise error(
+                f"{option} '{output}' lies inside {name} '{path}', which the command reads; choose a location "
+                f"outside it"
+            )
         if both_ways and is_within(path, output):
-            raise error(f"{option} '{output}' holds {name} '{path}', which the command reads; choose a location outside it")
+            raise error(
+                f"{option} '{output}' holds {name} '{path}', which the command reads; choose a location outside it"
+            )
 
 
-def check_outside_datasets(output: str | os.PathLike, option: str, error: type[UserError] = UserError,
-                           strict: bool = False) -> None:
+def check_outside_datasets(
+    output: str | os.PathLike, option: str, error: type[UserError] = UserError, strict: bool = False
+) -> None:
     """`error` when `output` lies inside a dataset's folder (one that holds a manifest.json), or is one unless
     `strict`: a dataset's folder holds its own files only, and a foreign entry makes generate --resume, --overwrite
     and src.play --record refuse it."""
     path = Path(output).resolve()
-    for folder in (path.parents if strict else [path, *path.parents]):
+    for folder in path.parents if strict else [path, *path.parents]:
         if (folder / "manifest.json").is_file():  # src.dataset.manifest.MANIFEST (utils sits below the dataset layer)
-            raise error(f"{option} '{output}' lies inside the dataset '{folder}'; a dataset's folder holds only its own "
-                        f"files: choose a location outside it")
+            raise error(
+                f"{option} '{output}' lies inside the dataset '{folder}'; a dataset's folder holds only its own "
+                f"files: choose a location outside it"
+            )
 
 
 def check_free_space(path: str | os.PathLike, needed: int, message: str, error: type[UserError] = UserError) -> None:

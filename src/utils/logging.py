@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Protocol
 
 import numpy as np
 import wandb
@@ -36,7 +37,9 @@ from src.utils.errors import ConfigError, UserError
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 # WANDB_MODE values that wandb accepts, and what they mean (run and dryrun are its old names).
 ENV_MODES = {"online": "online", "offline": "offline", "disabled": "disabled", "run": "online", "dryrun": "offline"}
-NO_LOGIN = "W&B: no login found (wandb login, or WANDB_API_KEY): not logging to W&B; {setting}=offline keeps a local copy"
+NO_LOGIN = (
+    "W&B: no login found (wandb login, or WANDB_API_KEY): not logging to W&B; {setting}=offline keeps a local copy"
+)
 
 
 @dataclass
@@ -45,13 +48,15 @@ class WandbConfig:
 
     mode: str = "auto"  # auto (online after `wandb login`, else off; WANDB_MODE wins), online, offline or disabled
     project: str = "atari-world-model"
-    entity: Optional[str] = None
+    entity: str | None = None
     init_timeout: float = 15.0  # seconds an online run may take to start before it logs offline instead
 
     def __post_init__(self) -> None:
         if self.mode not in WANDB_MODES:
-            raise ConfigError(f"experiment.wandb.mode must be online, offline or disabled, or auto (online after `wandb "
-                              f"login`, else not logged), got {self.mode!r}")
+            raise ConfigError(
+                f"experiment.wandb.mode must be online, offline or disabled, or auto (online after `wandb "
+                f"login`, else not logged), got {self.mode!r}"
+            )
         if not 0 < self.init_timeout <= 3600:
             raise ConfigError(f"experiment.wandb.init_timeout must be in (0, 3600] seconds, got {self.init_timeout}")
 
@@ -111,14 +116,19 @@ class WandbLogger:
             line = describe_run(self.run, cfg.mode)
         except wandb.errors.Error as e:  # no network, a key the server refuses, init timeout
             if cfg.mode != "online":
-                raise UserError(f"wandb.init failed (mode {cfg.mode}): {first_line(e)}; fix the cause or log "
-                                "offline or disabled") from e
-            for leftover in set((run_dir / "wandb").glob("run-*")) - before:  # the online attempt's folder: never synced
+                raise UserError(
+                    f"wandb.init failed (mode {cfg.mode}): {first_line(e)}; fix the cause or log offline or disabled"
+                ) from e
+            for leftover in (
+                set((run_dir / "wandb").glob("run-*")) - before
+            ):  # the online attempt's folder: never synced
                 shutil.rmtree(leftover, ignore_errors=True)
             self.run = start_run(cfg, "offline", run_dir, info)
             sync_dir = self.run.settings.sync_dir
-            line = (f"W&B: the online run did not start within {cfg.init_timeout:g} s ({first_line(e)[:160]}): logging "
-                    f"offline in {sync_dir} instead (upload later: wandb sync {sync_dir})")
+            line = (
+                f"W&B: the online run did not start within {cfg.init_timeout:g} s ({first_line(e)[:160]}): logging "
+                f"offline in {sync_dir} instead (upload later: wandb sync {sync_dir})"
+            )
         self.run_id = self.run.id
         say(line)
 
@@ -140,9 +150,19 @@ def start_run(cfg: WandbConfig, mode: str, run_dir: Path, info: RunInfo) -> wand
     # silent: wandb's banners are replaced by one line of ours (warnings still show); console="off": stdout stays ours,
     # not captured and re-uploaded; init_timeout: an unreachable server costs seconds, not wandb's default 90.
     settings = wandb.Settings(silent=True, console="off", init_timeout=cfg.init_timeout)
-    return wandb.init(mode=mode, project=cfg.project, entity=cfg.entity, dir=str(run_dir), name=info.name,
-                      config=info.config, settings=settings, id=info.run_id, resume="allow" if info.run_id else None,
-                      group=info.group, job_type=info.job_type)
+    return wandb.init(
+        mode=mode,
+        project=cfg.project,
+        entity=cfg.entity,
+        dir=str(run_dir),
+        name=info.name,
+        config=info.config,
+        settings=settings,
+        id=info.run_id,
+        resume="allow" if info.run_id else None,
+        group=info.group,
+        job_type=info.job_type,
+    )
 
 
 def first_line(error: BaseException) -> str:
@@ -169,8 +189,10 @@ def has_wandb_login(setting: str = "experiment.wandb.mode") -> bool:
     try:
         return wandb.login(prompt=False, verify=False)
     except wandb.errors.AuthenticationError as e:  # a key was found but is malformed
-        raise UserError(f"{setting}: the W&B credentials are invalid: {first_line(e)}; fix them (wandb login --relogin) "
-                        f"or set {setting}=disabled") from None
+        raise UserError(
+            f"{setting}: the W&B credentials are invalid: {first_line(e)}; fix them (wandb login --relogin) "
+            f"or set {setting}=disabled"
+        ) from None
 
 
 def env_mode() -> str | None:
@@ -192,8 +214,10 @@ def resolve_mode(cfg: WandbConfig, setting: str = "experiment.wandb.mode") -> tu
     if mode == "auto":
         return ("online", None) if has_wandb_login(setting) else ("disabled", NO_LOGIN.format(setting=setting))
     if mode == "online" and not has_wandb_login(setting):
-        raise UserError(f"{source} needs a W&B login: run `wandb login`, or set {setting}=offline (logs under the run "
-                        "folder, sync later) or disabled")
+        raise UserError(
+            f"{source} needs a W&B login: run `wandb login`, or set {setting}=offline (logs under the run "
+            "folder, sync later) or disabled"
+        )
     return mode, None
 
 
@@ -202,9 +226,17 @@ def check_wandb(cfg: WandbConfig, setting: str = "experiment.wandb.mode") -> Non
     resolve_mode(cfg, setting)
 
 
-def make_logger(cfg: WandbConfig, run_dir: Path, run_name: str, config: dict, run_id: str | None = None,
-                group: str | None = None, job_type: str = "train", setting: str = "experiment.wandb.mode",
-                say: Callable[[str], None] = print) -> Logger:
+def make_logger(
+    cfg: WandbConfig,
+    run_dir: Path,
+    run_name: str,
+    config: dict,
+    run_id: str | None = None,
+    group: str | None = None,
+    job_type: str = "train",
+    setting: str = "experiment.wandb.mode",
+    say: Callable[[str], None] = print,
+) -> Logger:
     """The logger of the mode that resolve_mode picks: NullLogger when disabled, else a WandbLogger writing under
     run_dir/wandb/ (continuing W&B run `run_id` if given). A training run is the group of its own name (`group`
     None), so that the evaluations of it, which name it as their group, show beside it. Its one line about W&B goes

@@ -6,8 +6,8 @@ summary.json, its metrics.csv and its plots pick it up from there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -17,9 +17,16 @@ from torch import Tensor
 CHANGED = 2 / 255  # a pixel "changes" when it moves by more than this from the previous frame
 
 
-def frame_loss(prediction: Tensor, target: Tensor, kind: str, huber_delta: float = 1.0,
-               previous: Tensor | None = None, changed_weight: float = 0.0, worst_weight: float = 0.0,
-               worst_share: float = 0.01) -> tuple[Tensor, dict[str, Tensor]]:
+def frame_loss(
+    prediction: Tensor,
+    target: Tensor,
+    kind: str,
+    huber_delta: float = 1.0,
+    previous: Tensor | None = None,
+    changed_weight: float = 0.0,
+    worst_weight: float = 0.0,
+    worst_share: float = 0.01,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """The training loss and what to log about it (0-d tensors, detached: reading them is the caller's choice,
     since on a GPU each read waits for the device). prediction, target, previous: (B, K, H, W).
 
@@ -30,7 +37,9 @@ def frame_loss(prediction: Tensor, target: Tensor, kind: str, huber_delta: float
     bounded by w times the largest pixel loss (changed_weight instead grows with whatever changes).
     """
     error = prediction - target
-    per_pixel = F.huber_loss(prediction, target, delta=huber_delta, reduction="none") if kind == "huber" else error.pow(2)
+    per_pixel = (
+        F.huber_loss(prediction, target, delta=huber_delta, reduction="none") if kind == "huber" else error.pow(2)
+    )
     loss = per_pixel.mean()
     if changed_weight > 0:
         assert previous is not None, "changed_weight needs the previous frames"
@@ -88,11 +97,11 @@ def ssim(prediction: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     assert min(prediction.shape[-2:]) >= SSIM_WINDOW, f"images must be at least {SSIM_WINDOW} pixels a side"
     dtype = torch.promote_types(prediction.dtype, torch.float32)  # half precision loses sigma^2 to cancellation
     x = prediction.to(dtype).reshape(prediction.size(0), -1, *prediction.shape[-2:])  # (N, C, H, W)
-    y = target.to(dtype).reshape(x.shape)                                           # (N, C, H, W)
+    y = target.to(dtype).reshape(x.shape)  # (N, C, H, W)
     c = x.size(1)
     window = gaussian_window(SSIM_WINDOW, SSIM_SIGMA, dtype, x.device)
     moments = gaussian_blur_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1), window)  # (N, 5C, H', W')
-    mu_x, mu_y, xx, yy, xy = moments.split(c, dim=1)                                     # (N, C, H', W') each
+    mu_x, mu_y, xx, yy, xy = moments.split(c, dim=1)  # (N, C, H', W') each
     var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     numerator = (2 * mu_x * mu_y + c1) * (2 * cov + c2)

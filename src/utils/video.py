@@ -5,8 +5,8 @@ K frames (horizon steps), H/W pixels of one frame, s the upscale factor.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
-from typing import Generator
 
 import imageio_ffmpeg
 import numpy as np
@@ -17,8 +17,13 @@ from src.utils.images import error_panel, gray_panel, side_by_side, text_band
 from src.utils.io import replaced_atomically
 
 VIDEO_LABEL_HEIGHT = 20  # pixels of the label band above and of the step-counter band below
-GIF_MAX_FRAMES = 1000  # a .gif's frames wait in memory (0.6 GB of them at src.play's default size, side by side): longer, .mp4
-GIF_FPS = (100 / 65535, 50.0)  # a GIF frame waits 2 to 65535 hundredths of a second (browsers show a shorter delay as 10)
+GIF_MAX_FRAMES = (
+    1000  # a .gif's frames wait in memory (0.6 GB of them at src.play's default size, side by side): longer, .mp4
+)
+GIF_FPS = (
+    100 / 65535,
+    50.0,
+)  # a GIF frame waits 2 to 65535 hundredths of a second (browsers show a shorter delay as 10)
 
 
 def rollout_frame(truth: np.ndarray, prediction: np.ndarray, scale: int, counter: str) -> np.ndarray:
@@ -80,7 +85,9 @@ class VideoWriter:
         if self.path.suffix not in (".mp4", ".gif"):
             raise ValueError(f"video path must end in .mp4 or .gif, got '{path}'")
         if self.path.suffix == ".gif" and not GIF_FPS[0] <= fps <= GIF_FPS[1]:
-            raise ValueError(f"a .gif plays {GIF_FPS[0]:.4f} to {GIF_FPS[1]:g} frames per second, got {fps:g}; write an .mp4")
+            raise ValueError(
+                f"a .gif plays {GIF_FPS[0]:.4f} to {GIF_FPS[1]:g} frames per second, got {fps:g}; write an .mp4"
+            )
         self.frames = 0
         self.written: Path | None = None
         self._encoder: Generator | None = None  # ffmpeg, fed one frame at a time (.mp4)
@@ -111,7 +118,9 @@ class VideoWriter:
                 self._encoder.close()  # ffmpeg encodes what it has and writes the file's index
             if keep and self._palettised:
                 first, *rest = self._palettised  # duration per frame in ms, loop=0 repeats forever
-                first.save(self._tmp, format="GIF", save_all=True, append_images=rest, duration=round(1000 / self.fps), loop=0)
+                first.save(
+                    self._tmp, format="GIF", save_all=True, append_images=rest, duration=round(1000 / self.fps), loop=0
+                )
         except BaseException:
             keep = False
             raise
@@ -146,7 +155,9 @@ def mp4_encoder(path: Path, width: int, height: int, fps: float) -> Generator:
     return encoder
 
 
-def write_rollout_videos(truth: np.ndarray, predicted: np.ndarray, stems: list[Path], suffixes: tuple[str, ...] = ("mp4",)) -> list[dict[str, Path]]:
+def write_rollout_videos(
+    truth: np.ndarray, predicted: np.ndarray, stems: list[Path], suffixes: tuple[str, ...] = ("mp4",)
+) -> list[dict[str, Path]]:
     """Open-loop rollouts as videos of truth | model | |error|: truth (V, K, H, W) uint8 as stored, predicted
     (V, K, H, W) float in [0, 1]; rollout v is written to stems[v] + each suffix. Returns {suffix: path} per rollout."""
     written = []
@@ -154,4 +165,3 @@ def write_rollout_videos(truth: np.ndarray, predicted: np.ndarray, stems: list[P
         frames = rollout_frames(frames_to_float(truth[v]), predicted[v])
         written.append({suffix: write_video(stem.with_name(f"{stem.name}.{suffix}"), frames) for suffix in suffixes})
     return written
-
