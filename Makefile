@@ -6,7 +6,7 @@ DEMO_DATA := data/demo_pong
 DEMO_STEPS := 30000
 DEMO_MINUTES := 10
 
-.PHONY: setup demo test test-fast test-gpu bench bench-quality clean-demo
+.PHONY: setup demo test test-fast test-gpu lint bench bench-quality clean-demo
 
 .venv/.installed: pyproject.toml requirements.lock scripts/setup_venv.sh
 	./scripts/setup_venv.sh
@@ -19,6 +19,8 @@ demo: .venv/.installed
 	$(PY) -m src.train data.dir=$(DEMO_DATA) train.max_steps=100000 train.max_minutes=$(DEMO_MINUTES) experiment.name=demo
 	$(PY) -m src.eval --game Pong --horizon 100 --event_episodes 16 --checkpoint "$$(ls -td runs/*_Pong_demo | head -n 1)/checkpoints/best.pt"
 
+# make test: the whole suite, what CI runs (under 10 minutes on 2 cores). make test-fast: without the tests marked
+# slow (processes that import torch, kill drills, fuzzing, torchrun, trainings of seconds), about 2 minutes.
 test: .venv/.installed
 	$(PY) -m pytest
 
@@ -28,6 +30,11 @@ test-fast: .venv/.installed
 # The CUDA path's own tests, on a machine with a GPU (make test runs everything else on the CPU, GPU or not).
 test-gpu: .venv/.installed
 	AWM_TEST_GPU=1 $(PY) -m pytest -m gpu
+
+# The formatting and lint check that make test also runs (tests/test_lint.py); ruff skips what .gitignore lists.
+lint: .venv/.installed
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
 
 bench: .venv/.installed
 	$(PY) benchmarks/bench_generate.py

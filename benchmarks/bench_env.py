@@ -97,7 +97,8 @@ def main() -> None:
 
         reference, env_s = medians([forward, env_step], args.steps, args.rounds, device)
         print(
-            f"| {batch} | {batch / reference:,.1f} | {batch / env_s:,.1f} | {env_s * 1000:,.1f} | {env_s / reference:.2f} |",
+            f"| {batch} | {batch / reference:,.1f} | {batch / env_s:,.1f} | {env_s * 1000:,.1f} "
+            f"| {env_s / reference:.2f} |",
             flush=True,
         )
         envs.close()

@@ -61,17 +61,8 @@ def tree_rss(proc: psutil.Process) -> int:
 def generator(game: str, steps: int, num_envs: int | None, work: Path) -> tuple[float, int]:
     """(steps/s end to end, peak RSS bytes) of one generation run into a fresh directory."""
     out = work / f"gen_{num_envs}_{steps}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "src.dataset.generate_dataset",
-        "--game",
-        game,
-        "--steps",
-        str(steps),
-        "--out_dir",
-        str(out),
-    ]
+    cmd = [sys.executable, "-m", "src.dataset.generate_dataset", "--game", game, "--steps", str(steps)]
+    cmd += ["--out_dir", str(out)]
     if num_envs is not None:
         cmd += ["--num_envs", str(num_envs)]
     start = time.perf_counter()

@@ -54,10 +54,12 @@ from src.config import Config, load_config  # noqa: E402
 from src.dataset.manifest import MANIFEST, Manifest  # noqa: E402
 from src.envs.atari import EnvSettings, resolve_game  # noqa: E402
 from src.envs.game import play_episodes  # noqa: E402
-from src.eval import Windows, evaluate, headline, spread, summarise, windows_from_episodes  # noqa: E402
+from src.eval import evaluate, headline, summarise  # noqa: E402
+from src.evaluation.cases import Windows, spread, windows_from_episodes  # noqa: E402
 from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint  # noqa: E402
 from src.models.diffusion import is_stochastic  # noqa: E402
 from src.models.rollout import Feedback, rollout  # noqa: E402
+from src.models.run import TrainedOn  # noqa: E402
 from src.training.loop import train  # noqa: E402
 from src.utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from src.utils.frames import frames_to_float  # noqa: E402
@@ -197,7 +199,8 @@ def plural(n: int, noun: str) -> str:
 def variant_config(
     budget: Budget, variant: str, data_dir: Path, out_dir: Path, minutes: float, device: torch.device, train_seed: int
 ) -> Config:
-    """config.yaml + the budget's overrides + the variant's + where this benchmark puts data, runs and the time budget."""
+    """config.yaml + the budget's overrides + the variant's + where this benchmark puts data, runs and the time
+    budget."""
     overrides = [
         *budget.overrides,
         *VARIANTS[variant][1],
@@ -224,21 +227,8 @@ def make_dataset(game: str, root: Path, budget: Budget, seed: int) -> None:
                 f"'{root}' holds a dataset of {manifest.target_steps} steps with seed {manifest.seed}; "
                 f"this budget needs {budget.dataset_steps} with seed {seed}: choose another --out_dir"
             )
-    cmd = [
-        sys.executable,
-        "-m",
-        "src.dataset.generate_dataset",
-        "--game",
-        game,
-        "--steps",
-        str(budget.dataset_steps),
-        "--out_dir",
-        str(root),
-        "--seed",
-        str(seed),
-        "--resume",
-        *budget.generate_flags,
-    ]
+    cmd = [sys.executable, "-m", "src.dataset.generate_dataset", "--game", game, "--steps", str(budget.dataset_steps)]
+    cmd += ["--out_dir", str(root), "--seed", str(seed), "--resume", *budget.generate_flags]
     print(f"[{game}] dataset: {' '.join(cmd[1:])}", flush=True)
     if subprocess.run(cmd, cwd=ROOT, check=False).returncode != 0:
         raise UserError(f"recording the {game} dataset into '{root}' failed (the generator's message is above)")
@@ -264,7 +254,8 @@ def held_out_windows(data_dir: Path, budget: Budget, seed: int) -> tuple[Windows
         "window_episode": window_episode,
     }
     print(
-        f"[{env['game']}] test: {info['windows']} windows of {HORIZON} steps from {plural(budget.episodes, 'fresh episode')} "
+        f"[{env['game']}] test: {info['windows']} windows of {HORIZON} steps from "
+        f"{plural(budget.episodes, 'fresh episode')} "
         f"({sum(info['episode_steps']):,} steps, seed {seed}) in {time.perf_counter() - start:.1f}s",
         flush=True,
     )
@@ -352,7 +343,7 @@ def run_variant(
     result = train(cfg)
     seconds = time.perf_counter() - start
     state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
-    assert state["dataset"]["env_settings"] == test_info["env"], (
+    assert TrainedOn.of(state).env_settings == test_info["env"], (
         "the run's dataset is not the one the test episodes were played for"
     )
     model = model_from_checkpoint(state).to(device)
@@ -513,16 +504,17 @@ def markdown(results: dict) -> str:
         second += [f"| {' | '.join(second_row(n, seeds))} |" for n, seeds in rows.items() if seeds]
         copy = ", ".join(f"h={k} {v:.3g}" for k, v in (entry["copy_last_mse"] or {}).items())
         parts.append(
-            f"### {game}\n\nBudget {results['budget']}: {budget['minutes']:g} min per variant and seed (max {budget['max_steps']:,} steps), "
-            f"{budget['dataset_steps']:,}-step dataset (seed {results['seed']}); {test['windows']} test windows of {test['horizon']} "
-            f"steps from {plural(test['episodes'], 'fresh episode')} (seed {test['seed']}). Mean ± standard deviation over the "
+            f"### {game}\n\nBudget {results['budget']}: {budget['minutes']:g} min per variant and seed "
+            f"(max {budget['max_steps']:,} steps), {budget['dataset_steps']:,}-step dataset (seed {results['seed']}); "
+            f"{test['windows']} test windows of {test['horizon']} steps from "
+            f"{plural(test['episodes'], 'fresh episode')} (seed {test['seed']}). Mean ± standard deviation over the "
             f"training seeds.\n\n"
             + "\n".join(lines)
-            + f"\n\nCopy-last MSE on the same windows: {copy or '-'}. The two halves of the test windows disagree about the "
-            f"default's ratio by at most: {test_noise(default)}.\n\nSSIM and sharpness (the prediction's gradient magnitude "
-            f"over the true frame's: 1 right, < 1 blur, > 1 noise) at each step ahead; training samples/s (set-up and "
-            f"validation included); imagined frames/s on {EVAL_BATCH_SIZE} games at once (a diffusion model: per number "
-            f"of denoising steps).\n\n" + "\n".join(second) + "\n"
+            + f"\n\nCopy-last MSE on the same windows: {copy or '-'}. The two halves of the test windows disagree "
+            f"about the default's ratio by at most: {test_noise(default)}.\n\nSSIM and sharpness (the prediction's "
+            f"gradient magnitude over the true frame's: 1 right, < 1 blur, > 1 noise) at each step ahead; training "
+            f"samples/s (set-up and validation included); imagined frames/s on {EVAL_BATCH_SIZE} games at once (a "
+            f"diffusion model: per number of denoising steps).\n\n" + "\n".join(second) + "\n"
         )
     return "\n".join(parts)
 
@@ -586,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
         ]  # every variant at a seed before the next seed: early rows compare
         for i, (variant, seed) in enumerate(runs, 1):
             print(
-                f"[{game} {i}/{len(runs)}] {variant}, seed {seed}: {VARIANTS[variant][0]}; training for {minutes:g} min on {device}",
+                f"[{game} {i}/{len(runs)}] {variant}, seed {seed}: {VARIANTS[variant][0]}; "
+                f"training for {minutes:g} min on {device}",
                 flush=True,
             )
             feedbacks = OTHER_FEEDBACK if variant == next(iter(VARIANTS)) and seed == seeds[0] else ()
@@ -616,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
             if "error" not in row:
                 ratios = ", ".join(f"h={k} {v:.3f}" for k, v in row["mse_ratio_to_copy"].items())
                 print(
-                    f"[{game}] {variant}, seed {seed}: {row['steps']:,} steps in {row['train_minutes']:.1f} min; MSE / copy-last "
+                    f"[{game}] {variant}, seed {seed}: {row['steps']:,} steps in {row['train_minutes']:.1f} min; "
+                    f"MSE / copy-last "
                     f"{ratios}; saved to {out_dir / 'results.json'}",
                     flush=True,
                 )

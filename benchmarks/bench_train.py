@@ -53,8 +53,12 @@ from src.dataset.offline_dataset import Batch, split_episodes  # noqa: E402
 from src.dataset.shards import ShardedDataset  # noqa: E402
 from src.models.rollout import rollout  # noqa: E402
 from src.models.world_model import build_model  # noqa: E402
-from src.training.data import DeviceBatches, device_arrays_bytes, fits_on_device, starts_within, train_batches  # noqa: E402
-from src.training.fast_path import FastPath, configure_backends, make_optimizer, prepare_model  # noqa: E402
+from src.training.batches import DeviceBatches, device_arrays_bytes, fits_on_device, train_batches  # noqa: E402
+from src.training.data import starts_within  # noqa: E402
+from src.training.fast_path import FastPath, configure_backends, prepare_model  # noqa: E402
+from src.training.objective import Objective, PixelLoss  # noqa: E402
+from src.training.optimizer import make_optimizer  # noqa: E402
+from src.training.schedule import Stage  # noqa: E402
 from src.training.step import train_step  # noqa: E402
 from src.utils.flops import peak_flops, step_flops  # noqa: E402
 from src.utils.frames import frames_to_float  # noqa: E402
@@ -69,18 +73,9 @@ def record(out: Path) -> Path:
                 sys.executable,
                 "-m",
                 "src.dataset.generate_dataset",
-                "--game",
-                "Pong",
-                "--steps",
-                str(DATA_STEPS),
-                "--seed",
-                "0",
-                "--num_envs",
-                "4",
-                "--out_dir",
-                str(out),
-                "--resume",
-            ],
+                *f"--game Pong --steps {DATA_STEPS} --seed 0".split(),
+            ]
+            + ["--num_envs", "4", "--out_dir", str(out), "--resume"],
             cwd=ROOT,
             check=True,
             stdout=subprocess.DEVNULL,
@@ -144,8 +139,10 @@ def trainer(
     forward = prepare_model(model, fast, ddp=ddp)
     optimizer = make_optimizer(model, cfg, device, fused=fast.fused)
 
+    objective = Objective(pixels=PixelLoss.of(cfg.train), fast=fast, grad_clip=cfg.train.grad_clip)
+
     def step(batch: Batch) -> int:
-        train_step(forward, optimizer, batch.to(device, non_blocking=True), 1, cfg.train, fast)
+        train_step(forward, optimizer, objective, batch.to(device, non_blocking=True), Stage(1))
         optimizer.step()
         return len(batch)
 
@@ -181,7 +178,8 @@ def main() -> None:
     dtype = FastPath.choose(base, device).autocast or torch.float32
     peak, source = (args.peak_tflops * 1e12, "--peak_tflops") if args.peak_tflops else peak_flops(device, dtype)
     print(
-        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {data} ({len(dataset):,} steps), "
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"dataset {data} ({len(dataset):,} steps), "
         f"model {base.model.name}, {args.rounds} rounds x {args.steps} steps\n"
         f"peak {peak / 1e12:.4g} TFLOP/s {str(dtype).removeprefix('torch.')} ({source})",
         flush=True,
@@ -321,7 +319,8 @@ def main() -> None:
         unit = " frames/s" if name.startswith("rollout") else ""
         achieved = value * per_sample  # FLOP/s
         print(
-            f"| {name} | {batch_size} | {w} | {value:,.1f}{unit} | {cell(ratio, '.2f')} | {cell(achieved / 1e12, '.3g')} | "
+            f"| {name} | {batch_size} | {w} | {value:,.1f}{unit} | {cell(ratio, '.2f')} "
+            f"| {cell(achieved / 1e12, '.3g')} | "
             f"{cell(100 * achieved / peak, '.3g', '%')} | {cell(100 * idle, '.0f', '%')} |"
         )
 

@@ -1,7 +1,8 @@
 """Frames of several checkpoints side by side at chosen steps ahead, on bench_quality's held-out test windows.
 
-    python benchmarks/side_by_side.py --checkpoints runs/bench_quality/runs/<unet_film run>,runs/bench_quality/runs/<edm run>
-                                      [--steps 1,10,50] [--windows 4] [--out_dir runs/bench_quality] [--out side_by_side.png]
+    python benchmarks/side_by_side.py
+        --checkpoints runs/bench_quality/runs/<unet_film run>,runs/bench_quality/runs/<edm run>
+        [--steps 1,10,50] [--windows 4] [--out_dir runs/bench_quality] [--out side_by_side.png]
 
 What the MSE and sharpness columns of bench_quality summarise, to be looked at: for --windows test windows spread
 over bench_quality's test set of the checkpoints' game (the same fresh episodes, seed --seed + 1000, the same
@@ -26,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_quality import BUDGETS, EVAL_BATCH_SIZE, EVAL_SEED_OFFSET, HORIZON, held_out_windows  # noqa: E402
-from src.eval import spread  # noqa: E402
-from src.models.checkpoint import find_checkpoint_file, model_config, model_from_checkpoint, read_checkpoint  # noqa: E402
+from src.evaluation.cases import spread  # noqa: E402
+from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint  # noqa: E402
 from src.models.diffusion import seed_sampling  # noqa: E402
 from src.models.rollout import Feedback, rollout  # noqa: E402
+from src.models.run import TrainedOn, find_checkpoint  # noqa: E402
 from src.utils.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from src.utils.frames import frames_to_float  # noqa: E402
 from src.utils.metrics import mse_per_sample, sharpness  # noqa: E402
@@ -59,7 +61,7 @@ def last_checkpoint(path: Path) -> Path:
     return (
         path / "checkpoints" / "last.pt"
         if (path / "checkpoints" / "last.pt").is_file()
-        else find_checkpoint_file(path, "--checkpoints")
+        else find_checkpoint(path, "weights", "--checkpoints")
     )
 
 
@@ -88,14 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.windows < 1:
         raise UserError(f"--windows must be >= 1, got {args.windows}")
     checkpoints = [last_checkpoint(Path(c.strip())) for c in args.checkpoints.split(",") if c.strip()]
-    games = {read_checkpoint(c)["dataset"]["game"] for c in checkpoints}
+    games = {TrainedOn.of(read_checkpoint(c)).game for c in checkpoints}
     if len(games) != 1:
         raise UserError(f"the checkpoints are of different games ({', '.join(sorted(games))}); compare one game's")
     game = games.pop()
     data_dir = Path(args.out_dir) / "data" / game
     if not data_dir.is_dir():
         raise UserError(
-            f"'{data_dir}' does not exist: run benchmarks/bench_quality.py --budget {args.budget} first (or pass its --out_dir)"
+            f"'{data_dir}' does not exist: run benchmarks/bench_quality.py --budget {args.budget} first "
+            "(or pass its --out_dir)"
         )
     windows, _ = held_out_windows(data_dir, BUDGETS[args.budget], args.seed + EVAL_SEED_OFFSET)
 

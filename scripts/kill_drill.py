@@ -1,4 +1,5 @@
-"""Kill generation, training, checkpoint saves, merges and play's recording at random moments, resume them, and check what they left.
+"""Kill generation, training, checkpoint saves, merges and play's recording at random moments, resume them, and check
+what they left.
 
     python scripts/kill_drill.py --trials 20          # 20 kills of each section, about 40 minutes
     python scripts/kill_drill.py --trials 6 --only play
@@ -9,10 +10,11 @@ full checksum check with exactly the requested steps. Training: a kill anywhere 
 then train.resume, must end with last.pt and best.pt bit-identical to an uninterrupted run's and the CSVs
 holding each step once with the same values. Branch: a resume from a best.pt older than the run's last.pt goes to
 a new run folder; killed anywhere after its first checkpoint and resumed, it must end bit-identical to a branch never
-killed, with every CSV row once (0 lost), and the parent run byte for byte as it was. Play (headless, --record): SIGKILL, SIGINT and SIGTERM in turn at a
-random moment; what the recording holds must pass a full checksum check and be consecutive steps; SIGINT and
-SIGTERM must lose no row (rows = steps played = video frames), SIGKILL fewer than a shard's 256 (counted against the
-frames of the video the kill left under its temporary name); the same command again must continue the recording.
+killed, with every CSV row once (0 lost), and the parent run byte for byte as it was. Play (headless, --record):
+SIGKILL, SIGINT and SIGTERM in turn at a random moment; what the recording holds must pass a full checksum check and
+be consecutive steps; SIGINT and SIGTERM must lose no row (rows = steps played = video frames), SIGKILL fewer than a
+shard's 256 (counted against the frames of the video the kill left under its temporary name); the same command again
+must continue the recording.
 Save: a training SIGKILLed the moment the temporary file of one of its checkpoint saves appears (polled without a
 pause), and a child looping save_checkpoint over a 32 MB state SIGKILLed at a random moment: the checkpoint must be
 the old complete file or the new complete one (bit for bit the old one when the kill left the temporary file, i.e.
@@ -183,7 +185,10 @@ def branch_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> s
         got, want = rows(branch / name), rows(reference / name)
         lost += sum(row not in got for row in want)
         assert got == want, f"{name} differs ({lost} rows lost)"
-    return f"branch killed after the checkpoint of step {killed_at}; resumed: weights bit-identical, 0 rows lost, parent unchanged"
+    return (
+        f"branch killed after the checkpoint of step {killed_at}; resumed: weights bit-identical, 0 rows lost, "
+        "parent unchanged"
+    )
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
@@ -238,7 +243,10 @@ def play_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str
     assert proc.returncode in (0, 128 + signum), f"exit {proc.returncode}"
     lost, frames = played_steps - rows, video_frames(video)
     assert lost == 0 and frames == played_steps, f"{played_steps} steps played, {rows} rows recorded, {frames} frames"
-    return f"{name} after {played_steps} steps (exit {proc.returncode}): {rows} rows kept, 0 lost, {frames} frames, checksums verified"
+    return (
+        f"{name} after {played_steps} steps (exit {proc.returncode}): {rows} rows kept, 0 lost, {frames} frames, "
+        "checksums verified"
+    )
 
 
 def wait_for(ready: Callable[[], bool], seconds: float) -> None:
@@ -297,7 +305,8 @@ TMP_CHECKPOINT = re.compile(r"\.(\w+)\.\d+\.tmp\.pt")  # io.replaced_atomically'
 SAVER = """
 import sys, torch
 from src.utils.checkpoint import save_checkpoint
-bigs = [torch.arange(int(sys.argv[2]), dtype=torch.int64) * k for k in (1, 2)]  # made once: the loop does little but save
+# made once: the loop does little but save
+bigs = [torch.arange(int(sys.argv[2]), dtype=torch.int64) * k for k in (1, 2)]
 for i in range(1_000_000):
     save_checkpoint(sys.argv[1], {"step": i, "big": bigs[i % 2]})
     print(i, flush=True)
@@ -474,7 +483,8 @@ def part_checksums(parts: list[Path]) -> dict[str, tuple[int, str]]:
 
 class Shared:
     """What the sections need, made once, on first use: a small dataset, an uninterrupted training run on it, and
-    that run's checkpoint with 27,000-step episodes for play (the dataset's 60-step ones would cut every shard short)."""
+    that run's checkpoint with 27,000-step episodes for play (the dataset's 60-step ones would cut every shard
+    short)."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp

@@ -185,7 +185,8 @@ class Config:
             (
                 not (d.on_device and d.num_workers > 0),
                 "data.on_device",
-                f"true is refused with data.num_workers={d.num_workers} (batches are indexed on the device: no worker loads them); "
+                f"true is refused with data.num_workers={d.num_workers} (batches are indexed on the device: "
+                "no worker loads them); "
                 "set data.num_workers=0 or data.on_device=false",
             ),
             (o.name in ("adamw", "adam"), "optimizer.name", f"must be adamw or adam, got {o.name!r}"),
@@ -216,7 +217,8 @@ class Config:
             (
                 len(t.rollout_stage_ends) == len(t.rollout_steps) - 1,
                 "train.rollout_stage_ends",
-                f"needs one entry per stage but the last ({len(t.rollout_steps) - 1} for train.rollout_steps={t.rollout_steps}), "
+                f"needs one entry per stage but the last ({len(t.rollout_steps) - 1} for "
+                f"train.rollout_steps={t.rollout_steps}), "
                 f"got {t.rollout_stage_ends}",
             ),
             (

@@ -31,8 +31,9 @@ from pathlib import Path
 
 from src.dataset.recorder import Recorder
 from src.dataset.shards import ShardedDataset
-from src.models.checkpoint import find_checkpoint_file, model_config, model_from_checkpoint, read_checkpoint
+from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint
 from src.models.rollout import Feedback
+from src.models.run import TrainedOn, find_checkpoint
 from src.playing.dream import Dream
 from src.playing.keys import parse_keys
 from src.playing.window import INTERRUPTS, run_headless, run_window
@@ -115,10 +116,10 @@ def check_args(args: Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    state = read_checkpoint(find_checkpoint_file(args.checkpoint))
-    trained_on = state["dataset"]
+    state = read_checkpoint(find_checkpoint(args.checkpoint, "weights"))
+    trained_on = TrainedOn.of(state)
     device = choose_device(args.device)  # a wrong --device is one line here, before any folder is made
-    actions = parse_keys(args.keys, trained_on["action_meanings"]) if args.headless else []
+    actions = parse_keys(args.keys, trained_on.action_meanings) if args.headless else []
     if args.video and Path(args.video).suffix == ".gif" and len(actions) > GIF_MAX_FRAMES:
         raise UserError(
             f"--video: a .gif holds at most {GIF_MAX_FRAMES} frames, --keys plays {len(actions)} steps; write an .mp4"
@@ -126,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset = None
     if args.data_dir:
         dataset = ShardedDataset(args.data_dir, verify="quick")
-        if dataset.game != trained_on["game"]:
-            raise UserError(f"--data_dir holds {dataset.game} data, the checkpoint is for {trained_on['game']}")
+        if dataset.game != trained_on.game:
+            raise UserError(f"--data_dir holds {dataset.game} data, the checkpoint is for {trained_on.game}")
     if not args.headless and not (
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("SDL_VIDEODRIVER") == "dummy"
     ):
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with (
         INTERRUPTS.installed(),
-        Recorder(Path(args.record), trained_on, args.seed) if args.record else nullcontext() as recorder,
+        Recorder(Path(args.record), trained_on.settings, args.seed) if args.record else nullcontext() as recorder,
     ):
         if recorder is not None and recorder.continued:
             print(f"continuing the recording in {args.record} ({recorder.manifest.steps} steps so far)", flush=True)

@@ -13,8 +13,9 @@ from tests.conftest import run
 
 @pytest.mark.slow
 def test_bench_train_prints_every_row(small_dataset: Path) -> None:
-    """Every row with its samples/s (DDP in a process group of one, the dataset held on the device); the training rows with TFLOP/s and MFU against the CPU's estimated peak (a
-    missing FLOP count or peak would print "-"), and "-" outside GPU on the CPU."""
+    """Every row with its samples/s (DDP in a process group of one, the dataset held on the device); the training rows
+    with TFLOP/s and MFU against the CPU's estimated peak (a missing FLOP count or peak would print "-"), and "-"
+    outside GPU on the CPU."""
     result = run(
         [
             sys.executable,

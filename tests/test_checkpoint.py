@@ -47,6 +47,7 @@ def test_a_checkpoint_holds_what_its_docstring_lists(short_run) -> None:
     assert state["dataset"]["game"] == "Pong" and state["dataset"]["env_settings"]["env_id"] == "ALE/Pong-v5"
 
 
+@pytest.mark.slow  # starts eval as a process
 def test_a_checkpoint_of_the_first_layout_still_loads_and_evaluates(short_run, tmp_path: Path) -> None:
     """Catches the rename of "env" to "dataset" (and "env"."env" to "env_settings") breaking older checkpoints."""
     _, result = short_run

@@ -71,6 +71,7 @@ def test_bad_keys_and_values_name_the_key(override: str, message: str) -> None:
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.slow  # starts train as a process, twice
 def test_cli_bad_key_exits_2_before_creating_anything(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     result = run([sys.executable, "-m", "src.train", f"experiment.runs_dir={runs}", "train.batchsize=64"])
@@ -110,6 +111,7 @@ def test_without_a_config_file_the_built_in_defaults_are_config_yamls(tmp_path: 
     assert load_config(None, ["train.max_steps=7"]).train.max_steps == 7
 
 
+@pytest.mark.slow  # starts train as a process
 def test_train_outside_the_repository_uses_the_defaults_and_lists_the_datasets_it_sees(
     small_dataset: Path, tmp_path: Path
 ) -> None:
@@ -125,8 +127,8 @@ def test_train_outside_the_repository_uses_the_defaults_and_lists_the_datasets_i
         [sys.executable, "-m", "src.train"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
     )
     assert error_line(result) == (
-        "error: data.dir: dataset directory 'data/pong' does not exist; datasets here: data/demo_pong (Pong, 1,200 steps); "
-        "train on one with data.dir=data/demo_pong, or record one with python -m src.dataset.generate_dataset --game Pong "
-        "--steps 300000 --out_dir data/pong"
+        "error: data.dir: dataset directory 'data/pong' does not exist; datasets here: data/demo_pong (Pong, 1,200 "
+        "steps); train on one with data.dir=data/demo_pong, or record one with python -m src.dataset.generate_dataset "
+        "--game Pong --steps 300000 --out_dir data/pong"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no runs/ folder

@@ -13,8 +13,9 @@ import torch
 
 from src.config import ConfigError
 from src.dataset.offline_dataset import Batch
-from src.training import data
-from src.training.data import DeviceBatches, EventBatches, open_data, starts_within, train_batches, training_batches
+from src.training import batches
+from src.training.batches import DeviceBatches, EventBatches, train_batches, training_batches
+from src.training.data import open_data, starts_within
 from src.utils.distributed import Ranks
 from tests.conftest import tiny_config
 
@@ -45,7 +46,7 @@ def test_device_batches_are_the_loaders_byte_for_byte(
 ) -> None:
     """20 steps of 64 samples cross at least one epoch end (about 16 steps an epoch) and, with orders drawn 3 steps at
     a time, several draws; step 23 is a resume in the second epoch."""
-    monkeypatch.setattr(data, "ORDER_STEPS", 3)
+    monkeypatch.setattr(batches, "ORDER_STEPS", 3)
     cfg, dataset, starts = setup(small_dataset, tmp_path, k, "train.batch_size=64")
     steps = 20
     assert steps * 64 > len(starts)  # an epoch end is crossed
@@ -96,7 +97,7 @@ def test_copy_through_a_staging_buffer(small_dataset: Path, tmp_path: Path, fiel
     source = dataset.array(1, field)
     dest = torch.from_numpy(np.zeros_like(source))
     staging = torch.empty(3 * 4 * 84 * 84 if field == "obs" else 1000, dtype=torch.uint8)
-    data.copy_rows(dest, source, staging)
+    batches.copy_rows(dest, source, staging)
     np.testing.assert_array_equal(dest.numpy(), source)
 
 
@@ -114,12 +115,12 @@ def test_refused_with_one_line_before_loading_when_it_does_not_fit(
 ) -> None:
     cfg, dataset, starts = setup(small_dataset, tmp_path, 1, "data.on_device=true")
     built = []
-    monkeypatch.setattr(data, "DeviceBatches", lambda *args: built.append(args))
-    monkeypatch.setattr(data, "free_memory", lambda device: 2 << 30)  # 80% of 2 GiB, less 2 GiB: nothing
+    monkeypatch.setattr(batches, "DeviceBatches", lambda *args: built.append(args))
+    monkeypatch.setattr(batches, "free_memory", lambda device: 2 << 30)  # 80% of 2 GiB, less 2 GiB: nothing
     with pytest.raises(ConfigError) as error:
         training_batches(dataset, starts, 1, cfg, 0, CPU)
     message = str(error.value)
-    need = data.device_arrays_bytes(dataset)
+    need = batches.device_arrays_bytes(dataset)
     assert need == len(dataset) * (5 * 84 * 84 + 13)
     assert message.startswith("data.on_device=true: the dataset's frames need 42.4 MB but cpu has 2.1 GB free")
     assert message.endswith("set data.on_device=false to read batches from disk") and "\n" not in message
@@ -132,10 +133,10 @@ def test_auto_falls_back_to_the_loader(small_dataset: Path, tmp_path: Path, monk
     cfg, dataset, starts = setup(small_dataset, tmp_path, 1)
     assert cfg.data.on_device is None
     said: list[str] = []
-    monkeypatch.setattr(data, "DeviceBatches", lambda *args: pytest.fail("loaded onto the device"))
+    monkeypatch.setattr(batches, "DeviceBatches", lambda *args: pytest.fail("loaded onto the device"))
     loader = training_batches(dataset, starts, 1, cfg, 0, CPU, say=said.append)
     assert isinstance(loader, torch.utils.data.dataloader._BaseDataLoaderIter) and said == []
-    monkeypatch.setattr(data, "free_memory", lambda device: 2 << 30)
+    monkeypatch.setattr(batches, "free_memory", lambda device: 2 << 30)
     cuda = torch.device("cuda:0")
     assert isinstance(
         training_batches(dataset, starts, 1, cfg, 0, cuda, say=said.append),
@@ -146,7 +147,7 @@ def test_auto_falls_back_to_the_loader(small_dataset: Path, tmp_path: Path, monk
         "less 2 GiB, is used for data); reading batches from disk"
     ]
     off = tiny_config(small_dataset, tmp_path, "data.on_device=false")
-    monkeypatch.setattr(data, "free_memory", lambda device: pytest.fail("asked for memory"))
+    monkeypatch.setattr(batches, "free_memory", lambda device: pytest.fail("asked for memory"))
     assert isinstance(
         training_batches(dataset, starts, 1, off, 0, cuda), torch.utils.data.dataloader._BaseDataLoaderIter
     )

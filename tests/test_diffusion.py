@@ -20,13 +20,13 @@ from src.models.checkpoint import model_from_checkpoint, read_checkpoint
 from src.models.diffusion import (
     DiffusionConfig,
     Preconditioning,
-    denoising_loss,
     karras_sigmas,
     sample_frames,
     seed_sampling,
 )
 from src.models.rollout import Feedback, rollout
 from src.models.world_model import ModelConfig, build_model
+from src.training.objective import denoising_loss
 from src.utils.errors import UserError
 from tests.conftest import ROOT, tiny_config
 from tests.test_model import NUM_ACTIONS, moving_square_batch, random_frames
@@ -153,6 +153,7 @@ def trained_edm() -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow  # the trained_edm fixture trains 400 steps
 def test_denoising_loss_falls(trained_edm: torch.nn.Module) -> None:
     """Catches a loss that cannot be learned (a target in the wrong space, the preconditioning applied twice)."""
     frames, actions, targets = moving_square_batch()
@@ -166,6 +167,7 @@ def test_denoising_loss_falls(trained_edm: torch.nn.Module) -> None:
     assert losses[1] < losses[0] / 5, losses
 
 
+@pytest.mark.slow  # the trained_edm fixture trains 400 steps
 def test_samples_put_the_square_where_the_action_sends_it(trained_edm: torch.nn.Module) -> None:
     """The trained model's samples, in 3 Euler steps: nearer the true next frame than copying the last one, and
     nearer with the true action than with another (the action reaches the denoiser)."""
@@ -180,6 +182,7 @@ def test_samples_put_the_square_where_the_action_sends_it(trained_edm: torch.nn.
     assert true_action < wrong_action / 2, (true_action, wrong_action)
 
 
+@pytest.mark.slow  # the trained_edm fixture trains 400 steps
 def test_rollout_feeds_back_clamped_rounded_samples(trained_edm: torch.nn.Module) -> None:
     """A rollout of samples: every frame clamped to [0, 1] and on the 256 grey levels, as any fed-back frame."""
     frames, actions, _ = moving_square_batch(num_starts=1)
@@ -224,7 +227,8 @@ def test_config_refuses_what_edm_cannot_do(overrides: list[str], key: str) -> No
 
 @pytest.fixture(scope="module")
 def edm_run(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 real training steps of a tiny edm with its event head, validating (samples, and the rollout videos) at 2 and 4."""
+    """4 real training steps of a tiny edm with its event head, validating (samples, and the rollout videos) at 2
+    and 4."""
     from src.training.loop import train
 
     cfg = tiny_config(
@@ -258,19 +262,22 @@ def test_eval_scores_single_samples_and_their_mean(edm_run: Path, tmp_path: Path
     """--samples 3 --sampling_steps 1: the summary says so, holds the mean's ratios and curves beside a sample's, the
     CSV has model_mean_* columns; the same seed gives the same figures."""
     from src.eval import evaluate_checkpoint
+    from src.evaluation.config import EvalConfig
 
     runs = [
         evaluate_checkpoint(
-            edm_run,
-            episodes=1,
-            starts_per_episode=2,
-            horizon=3,
-            videos=1,
-            out_dir=tmp_path / str(i),
-            samples=3,
-            sampling_steps=1,
-            event_episodes=1,
-            event_horizon=2,
+            EvalConfig(
+                edm_run,
+                episodes=1,
+                starts_per_episode=2,
+                horizon=3,
+                videos=1,
+                out_dir=tmp_path / str(i),
+                samples=3,
+                sampling_steps=1,
+                event_episodes=1,
+                event_horizon=2,
+            )
         )
         for i in range(2)
     ]
@@ -287,16 +294,19 @@ def test_eval_scores_single_samples_and_their_mean(edm_run: Path, tmp_path: Path
 
 def test_sampling_steps_on_a_deterministic_checkpoint_is_refused(short_run, tmp_path: Path) -> None:
     from src.eval import evaluate_checkpoint
+    from src.evaluation.config import EvalConfig
 
     with pytest.raises(UserError, match="--sampling_steps is for a diffusion model"):
         evaluate_checkpoint(
-            short_run[1]["run_dir"],
-            episodes=1,
-            starts_per_episode=1,
-            horizon=2,
-            videos=0,
-            out_dir=tmp_path,
-            sampling_steps=3,
+            EvalConfig(
+                short_run[1]["run_dir"],
+                episodes=1,
+                starts_per_episode=1,
+                horizon=2,
+                videos=0,
+                out_dir=tmp_path,
+                sampling_steps=3,
+            )
         )
 
 

@@ -16,20 +16,13 @@ from torch import Tensor, nn
 
 from src.dataset.shards import ShardedDataset
 from src.envs.game import Steps
-from src.eval import (
-    Windows,
-    evaluate,
-    evaluate_checkpoint,
-    event_cases,
-    event_curves,
-    headline,
-    return_fidelity,
-    summarise,
-    windows_from_dataset,
-    write_outputs,
-)
-from src.models.checkpoint import find_checkpoint_file, read_checkpoint
+from src.eval import evaluate, evaluate_checkpoint, event_curves, headline, return_fidelity, summarise
+from src.evaluation.cases import Windows, event_cases, windows_from_dataset
+from src.evaluation.config import EvalConfig
+from src.evaluation.outputs import write_outputs
+from src.models.checkpoint import read_checkpoint
 from src.models.rollout import Feedback, rollout
+from src.models.run import find_checkpoint
 from src.models.world_model import ModelConfig, build_model
 from src.utils.checkpoint import save_checkpoint
 from src.utils.errors import UserError
@@ -74,7 +67,9 @@ class Oracle(nn.Module):
                 self.table[(np.stack(frames[-4:]).tobytes(), int(action))] = frame
                 frames.append(frame)
 
-    def forward(self, frames: Tensor, actions: Tensor) -> Tensor:
+    def forward(
+        self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None, logits: bool = False
+    ) -> Tensor:
         stored = (frames * 255).round().to(torch.uint8).numpy()  # (B, T, H, W)
         # Unknown pairs (the shuffled-action rollouts) get the last frame: only the true-action score is asserted.
         nexts = [self.table.get((f.tobytes(), int(a)), f[-1]) for f, a in zip(stored, actions)]
@@ -94,6 +89,7 @@ def test_oracle_scores_zero_error_over_the_whole_horizon(small_dataset: Path) ->
     assert ratio == {"1": 0.0} and set(gap) == {"1"}
 
 
+@pytest.mark.slow  # starts eval as a process
 def test_eval_command_writes_every_file(short_run, tmp_path: Path) -> None:
     cfg, result = short_run
     checkpoint = Path(result["run_dir"]) / "checkpoints" / "best.pt"
@@ -144,18 +140,20 @@ def test_eval_command_writes_every_file(short_run, tmp_path: Path) -> None:
         assert frames.shape[0] == 12 and frames.shape[1] >= 84 and frames.shape[2] >= 3 * 84
 
 
+@pytest.mark.slow  # a full evaluation
 def test_evaluate_checkpoint_returns_what_it_writes(short_run, tmp_path: Path) -> None:
     """The function benchmarks and tests call (no argparse): its result is summary.json, plus where it wrote."""
     _, result = short_run
     checkpoint = Path(result["run_dir"]) / "checkpoints" / "last.pt"
     summary = evaluate_checkpoint(
-        checkpoint, "Pong", episodes=1, starts_per_episode=3, horizon=4, videos=1, out_dir=tmp_path
+        EvalConfig(checkpoint, "Pong", episodes=1, starts_per_episode=3, horizon=4, videos=1, out_dir=tmp_path)
     )
     written = json.loads((summary["out_dir"] / "summary.json").read_text())
     assert written == {k: v for k, v in summary.items() if k not in ("out_dir", "paths")}
     assert summary["starts"] == 3 and len(summary["ssim"]["model"]) == 4 and summary["paths"]["video_0_gif"].is_file()
 
 
+@pytest.mark.slow  # three evaluations
 def test_an_evaluation_plays_and_scores_what_it_was_asked(
     short_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,11 +168,11 @@ def test_an_evaluation_plays_and_scores_what_it_was_asked(
     )
     _, result = short_run
     args = dict(checkpoint=result["run_dir"], episodes=1, starts_per_episode=2, horizon=3, videos=0, event_horizon=2)
-    summary = evaluate_checkpoint(**args, out_dir=tmp_path / "a")
+    summary = evaluate_checkpoint(EvalConfig(**args, out_dir=tmp_path / "a"))
     assert played == [1] and summary["events"]["episodes"] == 1 and summary["events"]["rollouts"] > 0
-    summary = evaluate_checkpoint(**args, event_episodes=2, out_dir=tmp_path / "b")
+    summary = evaluate_checkpoint(EvalConfig(**args, event_episodes=2, out_dir=tmp_path / "b"))
     assert played[-1] == 2 and summary["events"]["episodes"] == 2
-    summary = evaluate_checkpoint(**args, event_episodes=0, out_dir=tmp_path / "c")
+    summary = evaluate_checkpoint(EvalConfig(**args, event_episodes=0, out_dir=tmp_path / "c"))
     assert played[-1] == 1 and "events" not in summary and "return_fidelity" not in summary
 
 
@@ -201,6 +199,7 @@ def test_a_new_metric_is_one_registry_entry(
     assert iio.imread(tmp_path / "plots" / "max_error_vs_horizon.png").shape[:2] == (500, 800)
 
 
+@pytest.mark.slow  # starts eval as a process, 5 times
 def test_eval_bad_input_exits_2(short_run, tmp_path: Path) -> None:
     _, result = short_run
     checkpoint = str(Path(result["run_dir"]) / "checkpoints" / "last.pt")
@@ -222,7 +221,7 @@ def test_eval_bad_input_exits_2(short_run, tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]
 
 
-# ------------------------------------------------------------------------------------------ run folders, W&B, progress, eval.log
+# ------------------------------------------------------------------------ run folders, W&B, progress, eval.log
 
 
 def test_a_run_folder_stands_for_its_best_checkpoint_else_its_last(tmp_path: Path) -> None:
@@ -231,21 +230,22 @@ def test_a_run_folder_stands_for_its_best_checkpoint_else_its_last(tmp_path: Pat
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
-    assert find_checkpoint_file(run_dir) == run_dir / "checkpoints" / "last.pt"
+    assert find_checkpoint(run_dir, "weights") == run_dir / "checkpoints" / "last.pt"
     (run_dir / "checkpoints" / "best.pt").write_bytes(b"")
-    assert find_checkpoint_file(run_dir) == run_dir / "checkpoints" / "best.pt"
-    assert find_checkpoint_file(run_dir / "checkpoints") == run_dir / "checkpoints" / "best.pt"
+    assert find_checkpoint(run_dir, "weights") == run_dir / "checkpoints" / "best.pt"
+    assert find_checkpoint(run_dir / "checkpoints", "weights") == run_dir / "checkpoints" / "best.pt"
     assert (
-        find_checkpoint_file(run_dir / "checkpoints" / "last.pt") == run_dir / "checkpoints" / "last.pt"
+        find_checkpoint(run_dir / "checkpoints" / "last.pt", "weights") == run_dir / "checkpoints" / "last.pt"
     )  # a file as it is
-    assert find_checkpoint_file(tmp_path / "none.pt") == tmp_path / "none.pt"  # read_checkpoint says 'not found'
+    assert find_checkpoint(tmp_path / "none.pt", "weights") == tmp_path / "none.pt"  # read_checkpoint says 'not found'
     (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
     with pytest.raises(
         UserError, match=r"^--checkpoint '.*empty' is a folder without checkpoints/best.pt or checkpoints/last.pt"
     ):
-        find_checkpoint_file(tmp_path / "empty")
+        find_checkpoint(tmp_path / "empty", "weights")
 
 
+@pytest.mark.slow  # a full evaluation
 def test_eval_of_a_run_folder_without_game_prints_progress_and_keeps_its_log(
     short_run, tmp_path: Path, wandb_env: Path, monkeypatch
 ) -> None:
@@ -284,12 +284,15 @@ def test_eval_of_a_run_folder_without_game_prints_progress_and_keeps_its_log(
     assert not (eval_dir / "wandb").exists()
 
 
+@pytest.mark.slow  # an evaluation logged to W&B offline
 def test_eval_wandb_run_joins_the_training_runs_project_and_group(short_run, tmp_path: Path, wandb_env: Path) -> None:
     """Catches an evaluation logged to a project of its own, unlinked to the run it scores, or without its config."""
     cfg, result = short_run
     run_dir = Path(result["run_dir"])
     summary = evaluate_checkpoint(
-        run_dir, episodes=1, starts_per_episode=2, horizon=3, videos=0, out_dir=tmp_path / "a", wandb_mode="offline"
+        EvalConfig(
+            run_dir, episodes=1, starts_per_episode=2, horizon=3, videos=0, out_dir=tmp_path / "a", wandb_mode="offline"
+        )
     )
     run = offline_run(summary["out_dir"])
     assert (run.project, run.run_group, run.job_type) == (cfg.experiment.wandb.project, run_dir.name, "eval")
@@ -297,19 +300,22 @@ def test_eval_wandb_run_joins_the_training_runs_project_and_group(short_run, tmp
     assert config["checkpoint_config"]["model"]["channels"] == [8, 16] and config["trained"]["run"] == run_dir.name
     assert config["trained"]["step"] == read_checkpoint(run_dir / "checkpoints" / "best.pt")["step"]
     other = evaluate_checkpoint(
-        run_dir,
-        episodes=1,
-        starts_per_episode=2,
-        horizon=3,
-        videos=0,
-        out_dir=tmp_path / "b",
-        wandb_mode="offline",
-        wandb_project="elsewhere",
-        wandb_entity="someone",
+        EvalConfig(
+            run_dir,
+            episodes=1,
+            starts_per_episode=2,
+            horizon=3,
+            videos=0,
+            out_dir=tmp_path / "b",
+            wandb_mode="offline",
+            wandb_project="elsewhere",
+            wandb_entity="someone",
+        )
     )
     assert (offline_run(other["out_dir"]).project, offline_run(other["out_dir"]).entity) == ("elsewhere", "someone")
 
 
+@pytest.mark.slow  # waits out W&B's init timeout
 def test_eval_with_a_key_but_no_network_logs_offline_within_the_runs_init_timeout(
     short_run, tmp_path: Path, wandb_env: Path, monkeypatch
 ) -> None:
@@ -324,14 +330,16 @@ def test_eval_with_a_key_but_no_network_logs_offline_within_the_runs_init_timeou
     save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
     with silent_server(monkeypatch):
         summary = evaluate_checkpoint(
-            run_dir,
-            "Pong",
-            episodes=1,
-            starts_per_episode=2,
-            horizon=3,
-            videos=0,
-            out_dir=tmp_path / "evals",
-            wandb_mode="auto",
+            EvalConfig(
+                run_dir,
+                "Pong",
+                episodes=1,
+                starts_per_episode=2,
+                horizon=3,
+                videos=0,
+                out_dir=tmp_path / "evals",
+                wandb_mode="auto",
+            )
         )
     (sync_dir,) = (summary["out_dir"] / "wandb").glob("offline-run-*")
     lines = [line for line in (summary["out_dir"] / "eval.log").read_text().splitlines() if line.startswith("W&B:")]
@@ -342,6 +350,7 @@ def test_eval_with_a_key_but_no_network_logs_offline_within_the_runs_init_timeou
     )
 
 
+@pytest.mark.slow  # starts eval as a process
 def test_eval_of_a_folder_without_checkpoints_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     line = error_line(run([*EVAL, "--checkpoint", str(tmp_path / "run"), "--out_dir", str(tmp_path / "out")]))
@@ -361,8 +370,10 @@ def offline_run(eval_dir: Path):
     return record
 
 
+@pytest.mark.slow  # starts eval as a process
 def test_eval_with_a_bad_wandb_mode_in_the_environment_is_one_line(short_run, tmp_path: Path, monkeypatch) -> None:
-    """Catches a WANDB_MODE that wandb would reject (a traceback from wandb.init after the work) let through to the end."""
+    """Catches a WANDB_MODE that wandb would reject (a traceback from wandb.init after the work) let through to the
+    end."""
     monkeypatch.setenv("WANDB_MODE", "sometimes")
     line = error_line(run([*EVAL, "--checkpoint", short_run[1]["run_dir"], "--out_dir", str(tmp_path / "out")]))
     assert line == "error: WANDB_MODE must be online, offline or disabled, got 'sometimes'; fix or unset it"

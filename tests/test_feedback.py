@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from src.dataset.offline_dataset import Batch
 from src.models.rollout import Feedback, rollout, unroll
+from src.models.run import TrainedOn
 from src.models.world_model import ModelConfig, build_model
 from src.playing.dream import Dream
 
@@ -24,7 +25,9 @@ class Recording(nn.Module):
         self.scale = nn.Parameter(torch.tensor(1.0))
         self.contexts: list[Tensor] = []
 
-    def forward(self, frames: Tensor, actions: Tensor) -> Tensor:
+    def forward(
+        self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None, logits: bool = False
+    ) -> Tensor:
         self.contexts.append(frames.detach().clone())
         return self.scale * torch.full_like(frames[:, -1:], 100.3 / 255)  # between grey levels 100 and 101
 
@@ -72,7 +75,7 @@ def test_play_feeds_back_grey_levels(small_dataset: Path) -> None:
     dataset = ShardedDataset(small_dataset)
     model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), dataset.num_actions)
     nn.init.normal_(model.head.conv.weight, std=0.1)  # a model that changes the frame
-    info = {"action_meanings": dataset.manifest.action_meanings, "game": "Pong"}
+    info = TrainedOn("Pong", dataset.num_actions, dataset.manifest.action_meanings, dataset.manifest.env.to_dict())
     dream = Dream(model.eval(), info, torch.device("cpu"), seed=0, dataset=dataset, feedback=Feedback("uint8"))
     for _ in range(3):
         dream.step(0)
@@ -109,7 +112,7 @@ def test_rollouts_and_play_feed_back_palette_levels(small_dataset: Path) -> None
     # No event head: an untrained one may end the dream, whose new start is a real (off-palette) frame.
     model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8, events=False), dataset.num_actions)
     nn.init.normal_(model.head.conv.weight, std=0.1)
-    info = {"action_meanings": dataset.manifest.action_meanings, "game": "Pong"}
+    info = TrainedOn("Pong", dataset.num_actions, dataset.manifest.action_meanings, dataset.manifest.env.to_dict())
     dream = Dream(
         model.eval(), info, torch.device("cpu"), seed=0, dataset=dataset, feedback=Feedback("palette", PALETTE)
     )
@@ -152,38 +155,42 @@ def test_the_noise_level_reaches_the_model_and_zero_is_the_test_time_path() -> N
 
 def test_corruption_is_applied_in_training_only() -> None:
     """Catches noise leaking into validation or rollouts, or a training step that does not tell the model its level."""
-    from src.config import TrainConfig
     from src.dataset.offline_dataset import Batch
-    from src.training.step import unrolled_loss
+    from src.training.objective import Objective
 
     seen: list[tuple[Tensor, Tensor | None]] = []
 
     class Spy(nn.Module):
-        def forward(self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None) -> Tensor:
+        def forward(
+            self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None, logits: bool = False
+        ) -> Tensor:
             seen.append((frames.detach().clone(), noise_level))
             return frames[:, -1:] * 1.0
 
     frames = torch.rand(3, 4, 84, 84).mul(255).round().div(255)
     batch = Batch(frames, torch.zeros(3, 2, dtype=torch.long), torch.rand(3, 2, 84, 84))
-    unrolled_loss(Spy(), batch, 2, TrainConfig(), Feedback("uint8"), context_noise=0.05)
+    Objective(Feedback("uint8"), context_noise=0.05).unrolled(Spy(), batch, 2)
     (noisy, level), (second, level2) = seen
     assert level is not None and level2 is level and ((0 <= level) & (level <= 0.05)).all()
     assert (
         not torch.equal(noisy, frames) and (noisy - frames).std() < 0.05
     )  # the context is corrupted, within the level
     seen.clear()
-    unrolled_loss(Spy(), batch, 1, TrainConfig(), Feedback("uint8"), context_noise=0.0)
+    Objective(Feedback("uint8"), context_noise=0.0).unrolled(Spy(), batch, 1)
     assert torch.equal(seen[0][0], frames) and seen[0][1] is None  # off: the clean context, no level
     seen.clear()
     rollout(Spy(), frames, torch.zeros(3, 2, dtype=torch.long), Feedback("uint8"))
     assert torch.equal(seen[0][0], frames) and seen[0][1] is None  # rollouts: clean and level 0
 
 
+@pytest.mark.slow  # trainings and evaluations
 def test_training_fills_in_the_palette_and_evaluation_uses_the_checkpoints(short_run, tmp_path: Path) -> None:
     """Catches a palette that is not saved with the model (evaluation or play would feed back something else)."""
     import pytest
 
-    from src.eval import checkpoint_feedback, evaluate_checkpoint
+    from src.eval import evaluate_checkpoint
+    from src.evaluation.config import EvalConfig
+    from src.evaluation.subject import checkpoint_feedback
     from src.models.checkpoint import read_checkpoint
     from src.utils.errors import UserError
 
@@ -192,13 +199,15 @@ def test_training_fills_in_the_palette_and_evaluation_uses_the_checkpoints(short
     saved = state["config"]["model"]
     assert saved["feedback"] == "palette" and len(saved["palette"]) == cfg.model.palette_size == 16
     summary = evaluate_checkpoint(
-        Path(result["run_dir"]) / "checkpoints" / "last.pt",
-        "Pong",
-        episodes=1,
-        starts_per_episode=2,
-        horizon=3,
-        videos=0,
-        out_dir=tmp_path,
+        EvalConfig(
+            Path(result["run_dir"]) / "checkpoints" / "last.pt",
+            "Pong",
+            episodes=1,
+            starts_per_episode=2,
+            horizon=3,
+            videos=0,
+            out_dir=tmp_path,
+        )
     )
     assert summary["feedback"] == "palette" and summary["palette"] == saved["palette"]
 
@@ -221,7 +230,9 @@ class TwoSteps(nn.Module):
         super().__init__()
         self.first, self.second = nn.Parameter(torch.tensor(0.9)), nn.Parameter(torch.tensor(1.1))
 
-    def forward(self, frames: Tensor, actions: Tensor) -> Tensor:
+    def forward(
+        self, frames: Tensor, actions: Tensor, noise_level: Tensor | None = None, logits: bool = False
+    ) -> Tensor:
         scale = torch.where(actions == 0, self.first, self.second).view(-1, 1, 1, 1)
         return frames[:, -1:] * scale
 
@@ -239,26 +250,27 @@ def two_step_batch() -> Batch:
 def test_pushforward_carries_no_gradient_into_the_earlier_step() -> None:
     """Catches a pushforward that back-propagates through the step that made its context (it would be an unroll)."""
     from src.config import TrainConfig
-    from src.training.step import pushed_forward, unrolled_loss
+    from src.training.objective import Objective, PixelLoss, pushed_forward
 
     model, batch, t = TwoSteps(), two_step_batch(), TrainConfig()
+    objective = Objective(Feedback("float"), PixelLoss.of(t))
     pushed = pushed_forward(model, batch, 1, share=1.0, feedback=Feedback("float"))
     assert torch.allclose(pushed.frames[:, -1], (batch.frames[:, -1] * 0.9).clamp(0, 1))  # the model's own step 1
     assert torch.equal(pushed.frames[:, :3], batch.frames[:, 1:]) and torch.equal(pushed.targets, batch.targets[:, 1:])
-    loss, _, _ = unrolled_loss(model, pushed, 1, t, Feedback("float"))
+    loss, _, _ = objective.unrolled(model, pushed, 1)
     loss.backward()
     assert grad(model.first) == 0 and grad(model.second) != 0  # only the trained step learns
 
     model = TwoSteps()  # the back-propagated unroll, for contrast: the first step gets a gradient
-    loss, _, _ = unrolled_loss(model, batch, 2, t, Feedback("float"))
+    loss, _, _ = objective.unrolled(model, batch, 2)
     loss.backward()
     assert grad(model.first) != 0
 
 
 def test_pushforward_share_picks_samples_and_the_rest_get_true_frames() -> None:
     from src.config import TrainConfig
+    from src.training.objective import pushed_forward
     from src.training.schedule import pushforward_share
-    from src.training.step import pushed_forward
 
     batch = two_step_batch()
     none = pushed_forward(TwoSteps(), batch, 1, share=1e-9, feedback=Feedback("float"))
@@ -287,9 +299,12 @@ def test_pushforward_share_picks_samples_and_the_rest_get_true_frames() -> None:
     assert pushforward_share(1.0, TrainConfig()) == 0.0  # off by default
 
 
+@pytest.mark.slow  # a training and an evaluation
 def test_palette_output_trains_saves_and_evaluates(small_dataset: Path, tmp_path: Path) -> None:
     """Catches a palette-output model that the training loop, the checkpoint or evaluation cannot handle."""
     from src.eval import evaluate_checkpoint
+    from src.evaluation.config import EvalConfig
+    from src.models.checkpoint import read_checkpoint
     from src.training.loop import train
     from tests.conftest import tiny_config
 
@@ -306,13 +321,18 @@ def test_palette_output_trains_saves_and_evaluates(small_dataset: Path, tmp_path
     result = train(cfg)
     assert math.isfinite(result["val/mse"]) and result["step"] == 4
     summary = evaluate_checkpoint(
-        Path(result["run_dir"]) / "checkpoints" / "last.pt",
-        "Pong",
-        episodes=1,
-        starts_per_episode=2,
-        horizon=3,
-        videos=0,
-        out_dir=tmp_path,
+        EvalConfig(
+            Path(result["run_dir"]) / "checkpoints" / "last.pt",
+            "Pong",
+            episodes=1,
+            starts_per_episode=2,
+            horizon=3,
+            videos=0,
+            out_dir=tmp_path,
+        )
     )
-    assert summary["palette"] == cfg.model.palette
+    assert (
+        summary["palette"]
+        == read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")["config"]["model"]["palette"]
+    )
     assert all(math.isfinite(v) for v in summary["mse_ratio_to_copy"].values())

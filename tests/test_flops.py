@@ -43,7 +43,10 @@ def test_cpu_peak_is_finite_here() -> None:
 
 
 ZEN4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\ncpu MHz\t\t: 2500.000\nflags\t\t: fma avx2 avx512f avx512_bf16\n"
-INTEL = "vendor_id\t: GenuineIntel\ncpu family\t: 6\nphysical id\t: 0\ncore id\t\t: {core}\ncpu MHz\t\t: 2000.000\nflags\t\t: fma avx2 avx512f\n"
+INTEL = (
+    "vendor_id\t: GenuineIntel\ncpu family\t: 6\nphysical id\t: 0\ncore id\t\t: {core}\ncpu MHz\t\t: 2000.000\n"
+    "flags\t\t: fma avx2 avx512f\n"
+)
 
 
 def test_cpu_peak_from_cpuinfo() -> None:

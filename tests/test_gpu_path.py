@@ -22,9 +22,11 @@ from src.dataset.offline_dataset import Batch
 from src.models.checkpoint import read_checkpoint
 from src.models.world_model import build_model
 from src.training import loop
-from src.training.fast_path import FastPath, FiniteGuard, configure_backends, make_optimizer, match_layouts
+from src.training.fast_path import FastPath, FiniteGuard, configure_backends
+from src.training.objective import Objective, PixelLoss
+from src.training.optimizer import make_optimizer, match_layouts
 from src.training.resume import flatten
-from src.training.schedule import CLOCK_EVERY
+from src.training.schedule import CLOCK_EVERY, Stage
 from src.training.step import train_step
 from src.utils.device import choose_device
 from src.utils.errors import UserError
@@ -108,6 +110,7 @@ def test_match_layouts_lays_moments_out_like_their_weights() -> None:
 # ------------------------------------------------------------------------------------------ 2: the suite's device
 
 
+@pytest.mark.slow  # starts a Python process
 def test_the_suite_and_its_commands_compute_on_the_cpu() -> None:
     """On a machine with a GPU the suite must not train on it (its tolerances are fp32's on the CPU): CUDA is hidden
     from it and from every command it starts, unless make test-gpu runs the tests marked gpu."""
@@ -232,7 +235,9 @@ def test_an_unroll_keeps_the_contexts_memory_layout() -> None:
 
     seen = []
 
-    def model(frames: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def model(
+        frames: torch.Tensor, action: torch.Tensor, noise_level: None = None, logits: bool = False
+    ) -> torch.Tensor:
         seen.append(frames.stride())
         return frames[:, -1:] * 0.5
 
@@ -273,6 +278,12 @@ def test_cuda_runs_autotune_convolutions_and_allow_tf32(monkeypatch: pytest.Monk
 # ------------------------------------------------------------------------------------------ 6: non-finite steps
 
 
+def plain(fast: FastPath) -> Objective:
+    """The objective of one-step training under the default config's loss, on `fast`."""
+    t = Config().train
+    return Objective(pixels=PixelLoss.of(t), fast=fast, grad_clip=t.grad_clip)
+
+
 def test_a_deferred_check_keeps_a_non_finite_step_from_the_weights() -> None:
     """Fused Adam with the check on the device (as on CUDA, where the loop reads values only at its logging steps):
     step 3 is NaN, step 4 finite; both leave the weights, the moments and the step counts as step 2 left them, and the
@@ -282,7 +293,7 @@ def test_a_deferred_check_keeps_a_non_finite_step_from_the_weights() -> None:
     optimizer = make_optimizer(model, Config(), CPU, fused=fast.fused)
     guard = FiniteGuard(deferred=True, device=CPU)
     for step in (1, 2, 3, 4):
-        metrics, _, _ = train_step(model, optimizer, batch_of(step, nan=step == 3), 1, Config().train, fast)
+        metrics, _, _ = train_step(model, optimizer, plain(fast), batch_of(step, nan=step == 3), Stage(1))
         guard.before_step(optimizer, metrics["finite"], step)
         optimizer.step()
         if step == 2:
@@ -301,7 +312,7 @@ def test_a_finite_run_is_never_held_back() -> None:
     optimizer = make_optimizer(model, Config(), CPU, fused=True)
     guard = FiniteGuard(deferred=True, device=CPU)
     before = copy.deepcopy(model.state_dict())
-    metrics, _, _ = train_step(model, optimizer, batch_of(1), 1, Config().train, fast)
+    metrics, _, _ = train_step(model, optimizer, plain(fast), batch_of(1), Stage(1))
     guard.before_step(optimizer, metrics["finite"], 1)
     optimizer.step()
     assert guard.first_bad() is None and not all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
@@ -312,9 +323,9 @@ def test_a_finite_run_is_never_held_back() -> None:
 def test_a_run_that_goes_non_finite_stops_with_its_last_checkpoint_weights(
     small_dataset: Path, tmp_path: Path, device: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The whole loop with the device-side check (fused Adam, as CUDA chooses; on the CPU forced): a NaN at step 3, found
-    at step 4 (a logging step): the run stops naming step 3, and the model holds step 2's weights, which its last.pt
-    saved. On CUDA with every default of the GPU path (bf16, channels-last, torch.compile)."""
+    """The whole loop with the device-side check (fused Adam, as CUDA chooses; on the CPU forced): a NaN at step 3,
+    found at step 4 (a logging step): the run stops naming step 3, and the model holds step 2's weights, which its
+    last.pt saved. On CUDA with every default of the GPU path (bf16, channels-last, torch.compile)."""
     if device == "cpu":
         choose = FastPath.choose
         monkeypatch.setattr(
@@ -329,13 +340,13 @@ def test_a_run_that_goes_non_finite_stops_with_its_last_checkpoint_weights(
     calls, models = [], []
     real_step = loop.train_step
 
-    def poisoned(forward, optimizer, batch, *args):
+    def poisoned(forward, optimizer, objective, batch, *args):
         if batch.frames.any():  # compile_ahead's batches are zeros
             calls.append(1)
             models.append(forward)
         if len(calls) == 3:
             batch = Batch(batch.frames * float("nan"), batch.actions, batch.targets, batch.rewards, batch.dones)
-        return real_step(forward, optimizer, batch, *args)
+        return real_step(forward, optimizer, objective, batch, *args)
 
     monkeypatch.setattr(loop, "train_step", poisoned)
     cfg = tiny_config(
@@ -395,9 +406,9 @@ def test_a_training_step_builds_no_tensor_from_host_data(monkeypatch: pytest.Mon
     """On a GPU, a tensor built from host data (torch.tensor) waits for all queued work: a hidden sync. After the first
     step, a step with the event head, palette feedback, a 2-step unroll and a palette output builds none (the
     constants are made once per device: src.utils.device.constant)."""
-    from src.models.events import EventHead, EventWeights
+    from src.models.events import EventHead
     from src.models.rollout import Feedback
-    from src.training.step import EventLoss
+    from src.training.objective import EventLoss, EventWeights
 
     palette = (0, 87, 144, 236)
     torch.manual_seed(0)
@@ -418,20 +429,13 @@ def test_a_training_step_builds_no_tensor_from_host_data(monkeypatch: pytest.Mon
     )
 
     def step() -> None:
-        train_step(
-            model,
-            optimizer,
-            batch,
-            2,
-            Config().train,
-            fast,
-            Feedback("palette", palette),
-            output_palette=palette,
-            events=events,
-            event_batch=Batch(
-                batch.frames, batch.actions[:, :1], batch.targets[:, :1], batch.rewards[:, :1], batch.dones[:, :1]
-            ),
+        objective = Objective(
+            Feedback("palette", palette), PixelLoss.of(Config().train), palette=palette, events=events, fast=fast
         )
+        event_batch = Batch(
+            batch.frames, batch.actions[:, :1], batch.targets[:, :1], batch.rewards[:, :1], batch.dones[:, :1]
+        )
+        train_step(model, optimizer, objective, batch, Stage(2), event_batch)
         optimizer.step()
 
     step()  # the first makes the constants

@@ -204,6 +204,7 @@ def test_auto_finds_a_netrc_login(wandb_env, monkeypatch):
     assert resolve_mode(WandbConfig(mode="auto")) == ("online", None)
 
 
+@pytest.mark.slow  # waits out W&B's init timeout
 def test_auto_with_a_key_but_no_network_logs_offline_after_init_timeout(unreachable_wandb, tmp_path, capsys):
     """Catches a run that hangs (wandb's own init timeout is 90 s, and retries) or fails when the key is there and the
     server cannot be reached: after init_timeout it logs offline under the run folder and says so in one line."""
@@ -222,6 +223,7 @@ def test_auto_with_a_key_but_no_network_logs_offline_after_init_timeout(unreacha
     assert rows.get(1, {}).get("train/loss") == 0.5, (rows, [r.WhichOneof("record_type") for r in records])
 
 
+@pytest.mark.slow  # waits out W&B's init timeout
 def test_explicit_online_without_network_also_falls_back_to_offline(unreachable_wandb, tmp_path, capsys):
     """Catches an online run that stops with an error (after its folder exists) instead of logging offline."""
     logger = make_logger(WandbConfig(mode="online", init_timeout=1), tmp_path / "run", "demo", {})
@@ -278,6 +280,7 @@ def test_only_wandbs_public_api_is_imported():
     assert "wandb.sdk" not in (ROOT / "src" / "utils" / "logging.py").read_text()
 
 
+@pytest.mark.slow  # a training with W&B offline
 def test_training_in_auto_mode_without_network_falls_back_and_keeps_the_offline_id(
     unreachable_wandb, small_dataset, tmp_path, capsys
 ):

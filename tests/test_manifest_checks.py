@@ -51,7 +51,8 @@ def write(root: Path, manifest: dict) -> None:
 
 
 def inspect(root: Path) -> tuple[int, str]:
-    """inspect_dataset as `python -m` runs it (in this process): exit code and stderr. Any other exception fails the test."""
+    """inspect_dataset as `python -m` runs it (in this process): exit code and stderr. Any other exception fails the
+    test."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
         run_cli(inspect_dataset.main, [str(root), "--verify", "quick"])

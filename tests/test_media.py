@@ -85,7 +85,8 @@ def test_rollout_frames_step_counter_changes():
 
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])
 def test_write_video_decodes_to_all_frames(tmp_path, suffix):
-    """Catches dropped/merged frames, ffmpeg's macro-block resize (sizes not multiples of 16) and leftover temp files."""
+    """Catches dropped/merged frames, ffmpeg's macro-block resize (sizes not multiples of 16) and leftover temp
+    files."""
     k = 6
     frames = rollout_frames(square(0, 0, shape=(k, H, W)), np.random.default_rng(1).random((k, H, W)), scale=1)
     path = write_video(tmp_path / f"rollout{suffix}", frames, fps=8)

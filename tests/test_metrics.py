@@ -9,7 +9,8 @@ import torch
 from matplotlib.figure import Figure
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from src.utils.metrics import frame_loss, mse_per_sample, psnr, sharpness, ssim
+from src.training.objective import PixelLoss
+from src.utils.metrics import mse_per_sample, psnr, sharpness, ssim
 from src.utils.plots import horizon_plot, save_figure
 
 H, W = 84, 84
@@ -174,11 +175,11 @@ def test_changed_pixel_weight_counts_changed_pixels_more():
     miss_static = target.clone()
     miss_static[0, 0, 5, 5] = 1.0  # right where it changed, wrong on one static pixel
     for w in (0.0, 4.0):
-        on_change, _ = frame_loss(miss_change, target, "mse", previous=previous, changed_weight=w)
-        off_change, _ = frame_loss(miss_static, target, "mse", previous=previous, changed_weight=w)
+        on_change, _ = PixelLoss("mse", changed_weight=w)(miss_change, target, previous)
+        off_change, _ = PixelLoss("mse", changed_weight=w)(miss_static, target, previous)
         assert off_change.item() == pytest.approx(1 / 64)
         assert on_change.item() == pytest.approx((1 + w) / 64)
-    _, logged = frame_loss(miss_change, target, "huber", previous=previous, changed_weight=4.0)
+    _, logged = PixelLoss("huber", changed_weight=4.0)(miss_change, target, previous)
     assert logged["mse"].item() == pytest.approx(1 / 64) and logged["loss"].item() == pytest.approx(
         5 * 0.5 / 64
     )  # Huber: x^2/2
@@ -204,13 +205,13 @@ def test_worst_pixel_weight_adds_the_worst_pixels_loss_and_is_bounded():
     one_miss[0, 0, 4, 4] = 1.0  # one pixel of 100 wrong: the worst 1%
     spread = torch.full_like(target, 0.1)  # the same squared error in total, spread over every pixel
     for prediction, plain in ((one_miss, 1 / 100), (spread, 0.01)):
-        base, _ = frame_loss(prediction, target, "mse")
-        with_worst, _ = frame_loss(prediction, target, "mse", worst_weight=2.0, worst_share=0.01)
+        base, _ = PixelLoss("mse")(prediction, target)
+        with_worst, _ = PixelLoss("mse", worst_weight=2.0, worst_share=0.01)(prediction, target)
         assert base.item() == pytest.approx(plain)
         worst = 1.0 if prediction is one_miss else 0.01  # the mean loss of the worst pixel
         assert with_worst.item() == pytest.approx(plain + 2.0 * worst)
     large = torch.rand(2, 3, 8, 8)
-    bounded, _ = frame_loss(large, torch.zeros_like(large), "mse", worst_weight=2.0, worst_share=1.0)
+    bounded, _ = PixelLoss("mse", worst_weight=2.0, worst_share=1.0)(large, torch.zeros_like(large))
     assert bounded.item() == pytest.approx(
-        3 * frame_loss(large, torch.zeros_like(large), "mse")[0].item()
+        3 * PixelLoss("mse")(large, torch.zeros_like(large))[0].item()
     )  # share 1: the whole frame, 1 + w times

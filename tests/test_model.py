@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from src.models.diffusion import DiffusionConfig, Preconditioning
 from src.models.world_model import MODELS, ModelConfig, build_model
 from src.utils.errors import ConfigError
 
@@ -150,11 +151,13 @@ def test_zero_init_head_still_learns(name: str) -> None:
     assert frame_layers - tables - with_grad == set(), "layers without gradient at the third step"
 
 
+@pytest.mark.slow  # the overfit fixture trains each model 200 steps
 def test_overfits_one_batch(overfit: Overfit) -> None:
     """Catches a model that cannot learn: broken gradients, a detached residual, or skips that carry nothing."""
     assert overfit.final_loss < overfit.initial_loss / 10, (overfit.initial_loss, overfit.final_loss)
 
 
+@pytest.mark.slow  # the overfit fixture trains each model 200 steps
 def test_prediction_depends_on_action(overfit: Overfit) -> None:
     """Catches an action embedding that is ignored or never reaches the features (FiLM not applied)."""
     model, frames, actions, targets = overfit.model, overfit.frames, overfit.actions, overfit.targets
@@ -168,6 +171,7 @@ def test_prediction_depends_on_action(overfit: Overfit) -> None:
             assert (true_error < wrong_error).all(), (shift, true_error, wrong_error)
 
 
+@pytest.mark.slow  # the overfit fixture trains each model 200 steps
 def test_state_dict_round_trip(overfit: Overfit) -> None:
     """Catches state that a checkpoint does not restore (a buffer or parameter outside the state_dict)."""
     torch.manual_seed(123)  # different initial weights, so only load_state_dict can make the outputs match
@@ -177,6 +181,42 @@ def test_state_dict_round_trip(overfit: Overfit) -> None:
         assert not torch.equal(rebuilt(frames, actions), overfit.model(frames, actions))
         rebuilt.load_state_dict(overfit.model.state_dict())
         assert torch.equal(rebuilt(frames, actions), overfit.model(frames, actions))
+
+
+def test_every_variant_takes_the_shared_call_and_refuses_what_it_cannot_use() -> None:
+    """Catches a variant that does not take the one call rollouts make, model(frames, actions, noise_level, logits),
+    or that silently ignores what it has no use for: a level told to a model trained on clean frames, logits asked
+    of a model that regresses or samples."""
+    torch.manual_seed(0)
+    frames, actions = random_frames(2)
+    level = torch.full((2,), 0.05)
+    edm = ModelConfig(name="edm", channels=[8, 16], action_embed_dim=8, diffusion=DiffusionConfig(sigma_data=0.1))
+    for cfg in [*VARIANTS.values(), edm]:
+        model = build_model(cfg, NUM_ACTIONS)
+        with torch.no_grad():
+            assert model(frames, actions, noise_level=None, logits=False).shape == (2, 1, SIZE, SIZE), cfg.name
+        with pytest.raises(ValueError, match="logits"):
+            model(frames, actions, logits=True)
+        if cfg.name != "edm":  # edm's level is the noisy next frame's: its own test below
+            with pytest.raises(ValueError, match="noise_level"):
+                model(frames, actions, noise_level=level)
+
+
+def test_edm_with_a_noise_level_denoises_its_last_input_frame() -> None:
+    """Catches edm's training call misreading its input: the context and then the noisy next frame, whose level is
+    noise_level; the raw output F must make the denoiser D = c_skip x + c_out F that sampling uses."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="edm", channels=[8, 16], action_embed_dim=8, diffusion=DiffusionConfig(sigma_data=0.1))
+    model = build_model(cfg, NUM_ACTIONS)
+    nn.init.normal_(model.net.head.conv.weight, std=0.1)  # a head at zero would make F 0 whatever the input
+    frames, actions = random_frames(2)
+    noisy, sigma = torch.randn(2, 1, SIZE, SIZE), torch.tensor([0.5, 2.0])
+    with torch.no_grad():
+        out = model(torch.cat([frames, noisy], dim=1), actions, noise_level=sigma)  # (B, 1, H, W)
+        c = Preconditioning.at(sigma, 0.1)
+        assert torch.equal(c.c_skip * noisy + c.c_out * out, model.denoise(frames, actions, noisy, sigma))
+        swapped = model(torch.cat([frames, noisy.flip(0)], dim=1), actions, noise_level=sigma)
+    assert not torch.allclose(out, swapped)  # the noisy frame is an input, not ignored
 
 
 def test_unknown_model_name_raises_config_error() -> None:
@@ -192,11 +232,12 @@ def test_unknown_model_name_raises_config_error() -> None:
 PALETTE_OUTPUT = ModelConfig(channels=[8, 16], action_embed_dim=8, output="palette", palette=[0, 128, 255])
 
 
+@pytest.mark.slow  # 150 training steps per model
 @pytest.mark.parametrize("name", ["unet_film", "unet_diamond"])
 def test_palette_output_starts_as_the_last_frame_and_learns_where_the_square_goes(name: str) -> None:
     """Catches a palette head that does not copy at first, cannot learn with its cross-entropy, predicts anything but
     palette levels, or ignores the action."""
-    from src.training.step import palette_loss
+    from src.training.objective import palette_loss
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(**{**vars(PALETTE_OUTPUT), "name": name}), NUM_ACTIONS)

@@ -26,6 +26,7 @@ from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings
 from src.envs.game import WARMUP_STEPS, Transition
 from src.models.checkpoint import model_from_checkpoint, read_checkpoint
+from src.models.run import TrainedOn
 from src.models.world_model import ModelConfig, build_model
 from src.playing.dream import Dream
 from src.playing.keys import MAX_STEPS, action_for, parse_keys
@@ -101,7 +102,7 @@ def lively_checkpoint(short_run, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def dream_frames(checkpoint: Path, keys: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(the dream's frames, the real game's frames) of a headless session, (K, H, W) each."""
     state = read_checkpoint(checkpoint)
-    dream = Dream(model_from_checkpoint(state).eval(), state["dataset"], torch.device("cpu"), seed)
+    dream = Dream(model_from_checkpoint(state).eval(), TrainedOn.of(state), torch.device("cpu"), seed)
     imagined, real = [], []
     for action in parse_keys(keys, state["dataset"]["action_meanings"]):
         dream.step(action)
@@ -110,6 +111,7 @@ def dream_frames(checkpoint: Path, keys: str, seed: int = 0) -> tuple[np.ndarray
     return np.stack(imagined), np.stack(real)
 
 
+@pytest.mark.slow  # three dreams of 12 steps beside the real game
 def test_the_model_answers_the_keys(lively_checkpoint: Path) -> None:
     right, real_right = dream_frames(lively_checkpoint, "RIGHT*12")
     left, real_left = dream_frames(lively_checkpoint, "LEFT*12")
@@ -119,6 +121,7 @@ def test_the_model_answers_the_keys(lively_checkpoint: Path) -> None:
     assert not np.array_equal(real_right, real_left)  # and the real game beside it answers too
 
 
+@pytest.mark.slow  # starts play as a process
 def test_headless_command_writes_the_video_and_records_a_dataset(lively_checkpoint: Path, tmp_path: Path) -> None:
     video, record = tmp_path / "play.mp4", tmp_path / "recorded"
     result = run(
@@ -152,8 +155,8 @@ def test_headless_command_writes_the_video_and_records_a_dataset(lively_checkpoi
 
 def test_recording_keeps_each_stretch_in_its_own_shard(lively_checkpoint: Path, tmp_path: Path) -> None:
     state = read_checkpoint(lively_checkpoint)
-    recorder = Recorder(tmp_path / "rec", state["dataset"], seed=0)
-    dream = Dream(model_from_checkpoint(state).eval(), state["dataset"], torch.device("cpu"), 0, recorder=recorder)
+    recorder = Recorder(tmp_path / "rec", TrainedOn.of(state).settings, seed=0)
+    dream = Dream(model_from_checkpoint(state).eval(), TrainedOn.of(state), torch.device("cpu"), 0, recorder=recorder)
     dream.toggle_recording()
     run_headless(dream, [2] * 7, scale=1, both=False, show=ignore)
     dream.toggle_recording()  # off: the stretch becomes a shard
@@ -179,8 +182,8 @@ def test_window_opens_and_renders_under_the_dummy_driver(
     import pygame
 
     state = read_checkpoint(lively_checkpoint)
-    recorder = Recorder(tmp_path / "rec", state["dataset"], seed=0)
-    dream = Dream(model_from_checkpoint(state).eval(), state["dataset"], torch.device("cpu"), 0, recorder=recorder)
+    recorder = Recorder(tmp_path / "rec", TrainedOn.of(state).settings, seed=0)
+    dream = Dream(model_from_checkpoint(state).eval(), TrainedOn.of(state), torch.device("cpu"), 0, recorder=recorder)
     pygame.display.init()  # the display only: no audio device is needed
     pygame.display.set_mode((10, 10))
     for key in (pygame.K_r, pygame.K_RIGHT, pygame.K_TAB):  # record, hold RIGHT, then the dream alone
@@ -205,7 +208,7 @@ def scoring_dream(checkpoint: Path, reward_sign: int, end_logit: float, **kwargs
         model.events.out.weight.zero_()
         model.events.out.bias.copy_(torch.tensor([-20.0, -20.0, -20.0, end_logit]))
         model.events.out.bias[reward_sign + 1] = 20.0
-    return Dream(model, state["dataset"], torch.device("cpu"), 0, **kwargs)
+    return Dream(model, TrainedOn.of(state), torch.device("cpu"), 0, **kwargs)
 
 
 def real_rewards(dream: Dream, every: int) -> list[float]:
@@ -242,7 +245,7 @@ def test_the_dream_ends_when_its_end_head_says_so_and_starts_anew(lively_checkpo
     """Each step ends the dream's episode: its score shows in the band and both games start anew, as N does; the real
     steps played are recorded all the same, a stretch (shard) per start."""
     state = read_checkpoint(lively_checkpoint)
-    recorder = Recorder(tmp_path / "rec", state["dataset"], seed=0)
+    recorder = Recorder(tmp_path / "rec", TrainedOn.of(state).settings, seed=0)
     dream = scoring_dream(lively_checkpoint, reward_sign=1, end_logit=20.0, recorder=recorder)
     dream.toggle_recording()
     frames: list[np.ndarray] = []
@@ -273,7 +276,7 @@ def test_a_frames_only_model_plays_without_a_score(lively_checkpoint: Path) -> N
     model = build_model(
         ModelConfig(channels=[8, 16], action_embed_dim=8, events=False), state["dataset"]["num_actions"]
     ).eval()
-    dream = Dream(model, state["dataset"], torch.device("cpu"), 0)
+    dream = Dream(model, TrainedOn.of(state), torch.device("cpu"), 0)
     paid = real_rewards(dream, every=10)
     texts, frames = [], []
     while dream.starts == 1 and dream.played < 60:
@@ -296,7 +299,7 @@ def test_start_from_a_dataset(lively_checkpoint: Path, small_dataset: Path) -> N
     state = read_checkpoint(lively_checkpoint)
     dream = Dream(
         model_from_checkpoint(state).eval(),
-        state["dataset"],
+        TrainedOn.of(state),
         torch.device("cpu"),
         5,
         dataset=ShardedDataset(small_dataset, verify="none"),
@@ -331,7 +334,7 @@ def listed_rows(root: Path) -> list[int]:
 def test_recorder_writes_a_shard_every_256_rows_so_a_kill_loses_less(tmp_path: Path) -> None:
     """Rows reach the disk as they are recorded, not at the end of the stretch: what a kill (no cut, no close) leaves
     is a full, checksummed dataset of consecutive steps, continued by the next recorder with later episode ids."""
-    root, info = tmp_path / "rec", {"env_settings": SETTINGS.to_dict()}
+    root, info = tmp_path / "rec", SETTINGS
     recorder = Recorder(root, info, seed=0)
     steps = consecutive_steps(600)
     for i, step in enumerate(steps):
@@ -365,7 +368,7 @@ def test_recorder_writes_a_shard_every_256_rows_so_a_kill_loses_less(tmp_path: P
 
 def test_a_second_recorder_in_the_same_directory_is_refused_while_the_first_records(tmp_path: Path) -> None:
     """Two plays on one fresh directory: both find it empty, the lock decides, and the loser writes nothing."""
-    root, info = tmp_path / "rec", {"env_settings": SETTINGS.to_dict()}
+    root, info = tmp_path / "rec", SETTINGS
     with Recorder(root, info, seed=0):
         before = {p.name: p.read_bytes() for p in root.iterdir()}
         with pytest.raises(
@@ -380,7 +383,7 @@ def test_a_second_recorder_in_the_same_directory_is_refused_while_the_first_reco
 @pytest.mark.parametrize("case", ["file", "foreign", "shards-no-manifest", "policy", "settings", "ale-py"])
 def test_recording_refuses_a_directory_it_cannot_continue(case: str, tmp_path: Path, small_dataset: Path) -> None:
     """One line naming the problem, and nothing in the directory touched (not even a lock file made)."""
-    root, info = tmp_path / "rec", {"env_settings": SETTINGS.to_dict()}
+    root, info = tmp_path / "rec", SETTINGS
     if case == "file":
         root.write_text("mine")
     elif case == "foreign":
@@ -399,14 +402,20 @@ def test_recording_refuses_a_directory_it_cannot_continue(case: str, tmp_path: P
             manifest["versions"]["ale-py"] = "0.0.1"
             (root / "manifest.json").write_text(json.dumps(manifest))
         else:
-            info = {"env_settings": EnvSettings(game="Pong", max_episode_steps=61).to_dict()}
+            info = EnvSettings(game="Pong", max_episode_steps=61)
     before = {str(p): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
     expected = {
         "file": "is a file, not a directory; choose a new directory for the recording",
         "foreign": "is not empty; choose a new directory for the recording ('notes.txt' is not a file of a dataset)",
-        "shards-no-manifest": "is not empty; choose a new directory for the recording (it holds shards but no manifest.json)",
-        "policy": "is not empty; choose a new directory for the recording (it holds a dataset of policy 'random', not a play",
-        "settings": "holds a play recording with max_episode_steps 60, the checkpoint's game has 61; choose a new directory",
+        "shards-no-manifest": (
+            "is not empty; choose a new directory for the recording (it holds shards but no manifest.json)"
+        ),
+        "policy": (
+            "is not empty; choose a new directory for the recording (it holds a dataset of policy 'random', not a play"
+        ),
+        "settings": (
+            "holds a play recording with max_episode_steps 60, the checkpoint's game has 61; choose a new directory"
+        ),
         "ale-py": "was recorded with ale-py 0.0.1, this is ale-py",
     }[case]
     with pytest.raises(UserError, match=re.escape(expected)):
@@ -417,11 +426,12 @@ def test_recording_refuses_a_directory_it_cannot_continue(case: str, tmp_path: P
 # ---------------------------------------------------------------------------------------------- streaming the video
 
 
+@pytest.mark.slow  # 14 dreamt steps, and a video encoded
 def test_headless_play_streams_each_frame_as_it_is_made(lively_checkpoint: Path, tmp_path: Path) -> None:
     """run_headless holds no (K, H, W, 3) array: each frame goes to `show` at the step that made it, and the video
     written from them has one frame per step."""
     state = read_checkpoint(lively_checkpoint)
-    dream = Dream(model_from_checkpoint(state).eval(), state["dataset"], torch.device("cpu"), 0)
+    dream = Dream(model_from_checkpoint(state).eval(), TrainedOn.of(state), torch.device("cpu"), 0)
     seen: list[tuple[int, tuple[int, ...]]] = []
     rate = run_headless(dream, [2] * 5, scale=2, both=True, show=lambda frame: seen.append((dream.played, frame.shape)))
     assert isinstance(rate, float) and rate > 0  # a number, not the frames
@@ -687,7 +697,8 @@ BAD_INPUT = {  # id: (argv after --checkpoint, the line's text, setup); the case
 def test_bad_input_to_play_is_one_line_and_touches_nothing(
     name: str, short_run, small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As tests/test_bad_input.py runs every row of docs/errors.md: exit 2, one line, no file made, changed or removed."""
+    """As tests/test_bad_input.py runs every row of docs/errors.md: exit 2, one line, no file made, changed or
+    removed."""
     from src import play
 
     monkeypatch.delenv("AWM_DEBUG", raising=False)
@@ -721,8 +732,8 @@ def test_sigterm_in_the_window_stops_after_the_whole_step_and_keeps_its_row(
     import pygame
 
     state = read_checkpoint(lively_checkpoint)
-    recorder = Recorder(tmp_path / "rec", state["dataset"], seed=0)
-    dream = Dream(model_from_checkpoint(state).eval(), state["dataset"], torch.device("cpu"), 0, recorder=recorder)
+    recorder = Recorder(tmp_path / "rec", TrainedOn.of(state).settings, seed=0)
+    dream = Dream(model_from_checkpoint(state).eval(), TrainedOn.of(state), torch.device("cpu"), 0, recorder=recorder)
     dream.toggle_recording()
     step = dream.step
 
@@ -766,7 +777,7 @@ def test_play_takes_a_run_folder_for_its_best_checkpoint(short_run, tmp_path: Pa
             ],
         )
     assert exit_.value.code == 2 and err.getvalue() == (
-        f"error: --checkpoint '{tmp_path / 'empty'}' is a folder without checkpoints/best.pt or checkpoints/last.pt; pass a run "
-        "folder written by src.train (runs/<run>) or a .pt file\n"
+        f"error: --checkpoint '{tmp_path / 'empty'}' is a folder without checkpoints/best.pt or checkpoints/last.pt; "
+        "pass a run folder written by src.train (runs/<run>) or a .pt file\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "play.mp4"]

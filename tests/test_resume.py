@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
 import re
 import shutil
@@ -22,7 +23,7 @@ import torch
 from src.config import ConfigError
 from src.dataset.manifest import Manifest
 from src.models.checkpoint import read_checkpoint
-from src.training.data import SampleStream
+from src.training.batches import SampleStream
 from src.training.loop import train
 from src.training.outputs import CsvLog, create_run_dir
 from src.training.resume import check_resumable
@@ -147,6 +148,7 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(
     assert not [p for p in run_dir.rglob(".*.tmp*")], "a temporary file of the killed run is left"
 
 
+@pytest.mark.slow  # three trainings
 def test_resume_extends_a_finished_run_and_auto_finds_the_newest(small_dataset: Path, tmp_path: Path) -> None:
     first = train(
         tiny_config(
@@ -185,6 +187,7 @@ def test_resume_extends_a_finished_run_and_auto_finds_the_newest(small_dataset: 
     assert [r["step"] for r in rows(run_dir / "val_metrics.csv")] == ["2", "4", "6"]
 
 
+@pytest.mark.slow  # starts train as a process
 def test_resume_from_the_command_line_takes_the_checkpoints_config(short_run, tmp_path: Path) -> None:
     """Only the overrides given change: config.yaml's defaults (a bigger model) do not replace the run's own config."""
     cfg, result = short_run
@@ -210,6 +213,7 @@ def test_resume_from_the_command_line_takes_the_checkpoints_config(short_run, tm
     assert not (tmp_path / "runs").exists()  # no new run folder
 
 
+@pytest.mark.slow  # trains until it diverges
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(small_dataset: Path, tmp_path: Path) -> None:
     base = [*TINY, "train.log_every=2", "train.val_every_steps=2", "train.val_rollout_enabled=false"]
     run_dir = Path(train(tiny_config(small_dataset, tmp_path, *base, "train.max_steps=4"))["run_dir"])
@@ -234,6 +238,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(small_datas
     assert math.isfinite(state["val"]["val/mse"])
 
 
+@pytest.mark.slow  # trains until it diverges
 def test_divergence_before_the_first_checkpoint_does_not_advise_a_resume(small_dataset: Path, tmp_path: Path) -> None:
     """Catches the advice to resume from a checkpoint that does not exist ("the last good checkpoint is none yet")."""
     cfg = tiny_config(
@@ -284,6 +289,7 @@ def test_two_runs_in_the_same_second_get_their_own_folders(
     assert all(sorted(p.name for p in f.iterdir()) == ["checkpoints", "images", "videos"] for f in folders)
 
 
+@pytest.mark.slow  # two trainings logged to W&B offline
 def test_offline_wandb_run_continues_under_the_same_id(small_dataset: Path, tmp_path: Path, wandb_env: Path) -> None:
     base = [
         *TINY,
@@ -309,6 +315,7 @@ def files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # three trainings
 def test_resume_from_an_older_best_pt_branches_and_leaves_the_run_as_it_is(small_dataset: Path, tmp_path: Path) -> None:
     run_dir = Path(train(tiny_config(small_dataset, tmp_path, *BASE, "train.max_steps=2"))["run_dir"])
     older = (run_dir / "checkpoints" / "best.pt").read_bytes()  # step 2
@@ -369,6 +376,7 @@ def shrunk_copy(small_dataset: Path, tmp_path: Path) -> tuple[Path, str]:
     return data, full
 
 
+@pytest.mark.slow  # two trainings and a generation
 def test_resume_refuses_a_grown_dataset_unless_allowed_and_then_keeps_the_split(
     small_dataset: Path, tmp_path: Path
 ) -> None:
@@ -447,3 +455,28 @@ def test_a_resume_under_other_package_versions_says_so(
         f"note: the checkpoint was computed with other versions (torch 1.0.0 -> {torch.__version__})"
         in capsys.readouterr().out
     )
+
+
+def test_a_run_folder_means_last_pt_to_a_resume_and_best_pt_to_evaluation(tmp_path: Path) -> None:
+    """Catches the two purposes' rules crossed: a resume must continue where the run stopped (last.pt) even when an
+    older best.pt exists, must refuse a .pt outside a run folder, and `auto` takes the newest run's last.pt."""
+    from src.models.run import find_checkpoint
+    from src.utils.errors import ConfigError
+
+    runs = tmp_path / "runs"
+    for name in ("old", "new"):
+        (runs / name / "checkpoints").mkdir(parents=True)
+        (runs / name / "resolved_config.yaml").write_text("{}\n")
+        for file in ("best.pt", "last.pt"):
+            (runs / name / "checkpoints" / file).write_bytes(b"")
+    os.utime(runs / "old" / "checkpoints" / "last.pt", (1, 1))
+    run = runs / "new"
+    assert find_checkpoint(run, "resume", "train.resume") == run / "checkpoints" / "last.pt"
+    assert find_checkpoint(run / "checkpoints", "resume", "train.resume") == run / "checkpoints" / "last.pt"
+    assert find_checkpoint(run, "weights") == run / "checkpoints" / "best.pt"
+    assert find_checkpoint("auto", "resume", "train.resume", runs) == run / "checkpoints" / "last.pt"
+    loose = tmp_path / "loose.pt"
+    loose.write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"^train.resume: '.*loose.pt' is not in a run folder"):
+        find_checkpoint(loose, "resume", "train.resume")
+    assert find_checkpoint(loose, "weights") == loose  # evaluation and play take any .pt

@@ -12,7 +12,8 @@ import xxhash
 
 from src.dataset import inspect_dataset, shards
 from src.dataset.manifest import DatasetError, Manifest
-from src.dataset.shards import ShardedDataset, ShardWriter, promote_shard, shard_path, valid_starts
+from src.dataset.shard_writer import ShardWriter, promote_shard
+from src.dataset.shards import ShardedDataset, shard_path, valid_starts
 from src.envs.atari import EnvSettings
 from src.utils.io import checksum_file, replaced_atomically
 from tests.conftest import INSPECT, SMALL, check_consecutive, error_line, run

@@ -11,8 +11,11 @@ from src.config import ConfigError, ModelConfig
 from src.dataset.offline_dataset import Batch
 from src.models.checkpoint import model_from_checkpoint, read_checkpoint
 from src.models.world_model import build_model
-from src.training.fast_path import CHANNELS_LAST, FastPath, make_optimizer, prepare_model
+from src.training.fast_path import CHANNELS_LAST, FastPath, prepare_model
 from src.training.loop import train
+from src.training.objective import Objective, PixelLoss
+from src.training.optimizer import make_optimizer
+from src.training.schedule import Stage
 from src.training.step import train_step
 from tests.conftest import tiny_config
 
@@ -67,7 +70,9 @@ def one_step(fast: FastPath, batch: Batch) -> tuple[dict[str, float], dict[str, 
     torch.nn.init.normal_(model.head.conv.weight, std=0.05)  # away from copy-last: real gradients everywhere
     forward = prepare_model(model, fast)
     optimizer = make_optimizer(model, Config(), fast.device)
-    metrics, _, _ = train_step(forward, optimizer, batch, 1, Config().train, fast)
+    t = Config().train
+    objective = Objective(pixels=PixelLoss.of(t), fast=fast, grad_clip=t.grad_clip)
+    metrics, _, _ = train_step(forward, optimizer, objective, batch, Stage(1))
     return {k: v.item() for k, v in metrics.items()}, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -13,15 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from src.config import Config, ConfigError, ModelConfig, TrainConfig, load_config, to_dict
+from src.config import Config, ConfigError, ModelConfig, TrainConfig, config_from_dict, load_config, to_dict
 from src.dataset.offline_dataset import Batch, WindowDataset, split_episodes
 from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import read_checkpoint
 from src.models.rollout import Feedback
 from src.models.world_model import build_model
-from src.training.data import fixed_val_batches, open_data
+from src.training.batches import fixed_val_batches
+from src.training.data import open_data
 from src.training.loop import train
-from src.training.step import unrolled_loss, validate
+from src.training.objective import Objective, PixelLoss
+from src.training.step import validate
 from tests.conftest import TINY, run, tiny_config
 from tests.test_logging import history_rows, read_records
 
@@ -82,7 +85,8 @@ def test_run_folder_has_every_file(short_run: tuple[Config, dict]) -> None:
     assert len(videos) == 2 * cfg.train.val_rollout_videos
     frames = np.stack(list(iio.imiter(videos[0])))
     assert frames.shape[0] == cfg.train.val_rollout_horizon and frames.shape[1] >= 84 and frames.shape[2] >= 3 * 84
-    assert load_config(run_dir / "resolved_config.yaml") == cfg
+    resolved = load_config(run_dir / "resolved_config.yaml")  # the caller's config with the palette filled in
+    assert resolved.model.palette and replace(resolved, model=replace(resolved.model, palette=None)) == cfg
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
     log = (run_dir / "train.log").read_text()  # the console's lines, timed: the config, the steps, the validations
     assert (
@@ -93,6 +97,7 @@ def test_run_folder_has_every_file(short_run: tuple[Config, dict]) -> None:
     )
 
 
+@pytest.mark.slow  # two trainings
 def test_a_second_start_skips_hashing_the_unchanged_data(
     dataset_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -123,7 +128,11 @@ def test_checkpoint_reloads_to_identical_outputs(short_run: tuple[Config, dict])
     """Rebuilding the model from the checkpoint alone reproduces the validation it was saved with, exactly."""
     cfg, result = short_run
     state = read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")
-    assert state["step"] == 6 and state["config"] == to_dict(cfg) and state["dataset"]["game"] == "Pong"
+    saved = state["config"]
+    assert state["step"] == 6 and state["dataset"]["game"] == "Pong"
+    assert saved == to_dict(load_config(str(Path(result["run_dir"]) / "resolved_config.yaml"), []))
+    # The run's config is the caller's with the palette filled in; the caller's own is left as it was.
+    assert saved["model"]["palette"] and {**saved, "model": {**saved["model"], "palette": None}} == to_dict(cfg)
     assert {"model", "optimizer", "elapsed_s"} <= set(state)
     model = build_model(
         ModelConfig(**state["config"]["model"]),
@@ -132,11 +141,14 @@ def test_checkpoint_reloads_to_identical_outputs(short_run: tuple[Config, dict])
     )
     model.load_state_dict(state["model"])
     dataset, _, val_rows = open_data(cfg)
-    metrics = validate(model, fixed_val_batches(dataset, val_rows, cfg), cfg, torch.device("cpu"))
+    metrics = validate(
+        model, fixed_val_batches(dataset, val_rows, cfg), Objective.of(config_from_dict(state["config"]))
+    )
     np.testing.assert_equal(metrics, state["val"])  # NaN equal to NaN: an event rate with nothing to count
     np.testing.assert_equal(metrics, {k: v for k, v in result.items() if k.startswith("val/")})
 
 
+@pytest.mark.slow  # starts train as a process
 def test_cli_with_the_seed_override(small_dataset: Path, tmp_path: Path) -> None:
     """The README's `python -m src.train optimizer.lr=1e-4 train.max_steps=5` works end to end."""
     result = run(
@@ -157,6 +169,7 @@ def test_cli_with_the_seed_override(small_dataset: Path, tmp_path: Path) -> None
     assert load_config(run_dir / "resolved_config.yaml").optimizer.lr == 1e-4
 
 
+@pytest.mark.slow  # a training logged to W&B offline
 def test_offline_wandb_run_has_the_logged_keys(small_dataset: Path, tmp_path: Path, wandb_env: Path) -> None:
     """With experiment.wandb.mode=offline the run is written under the run folder with scalars, media and config."""
     cfg = tiny_config(
@@ -180,6 +193,7 @@ def test_offline_wandb_run_has_the_logged_keys(small_dataset: Path, tmp_path: Pa
     assert config["train"]["max_steps"] == 4 and config["dataset"]["game"] == "Pong"
 
 
+@pytest.mark.slow  # trains with DataLoader worker processes
 def test_dataloader_workers(small_dataset: Path, tmp_path: Path) -> None:
     """Catches a Dataset that cannot cross into worker processes (memmaps opened too early, unpicklable state)."""
     cfg = tiny_config(
@@ -223,8 +237,8 @@ def test_unrolled_loss_feeds_predictions_back() -> None:
     torch.nn.init.normal_(model.head.conv.weight, std=0.05)  # away from copy-last, so predictions differ from truths
     frames, targets = torch.rand(2, 4, 84, 84), torch.rand(2, 3, 84, 84)
     batch = Batch(frames, torch.tensor([[1, 2, 3], [4, 5, 0]]), targets)
-    t = TrainConfig(loss="mse")
-    loss, metrics, predicted = unrolled_loss(model, batch, 3, t, Feedback("float"))
+    objective = Objective(Feedback("float"), PixelLoss.of(TrainConfig(loss="mse")))
+    loss, metrics, predicted = objective.unrolled(model, batch, 3)
     context, expected = frames, []
     for j in range(3):
         expected.append(model(context, batch.actions[:, j]))
@@ -236,18 +250,19 @@ def test_unrolled_loss_feeds_predictions_back() -> None:
         [model(torch.cat([frames, targets], 1)[:, j : j + 4], batch.actions[:, j]) for j in range(3)], 1
     )
     assert not torch.allclose(predicted[:, 1:], teacher[:, 1:])  # feeding the truth back gives other predictions
-    one_step, _, _ = unrolled_loss(model, batch, 1, t, Feedback("float"))
+    one_step, _, _ = objective.unrolled(model, batch, 1)
     assert one_step.item() == pytest.approx(
         torch.nn.functional.mse_loss(expected[:, :1], targets[:, :1]).item(), rel=1e-5
     )
 
     first_output = {}
     model.head.register_forward_hook(lambda m, i, o: first_output.setdefault("out", o))
-    _, _, predicted = unrolled_loss(model, batch, 2, t, Feedback("float"))
+    _, _, predicted = objective.unrolled(model, batch, 2)
     (grad,) = torch.autograd.grad(predicted[:, 1].sum(), first_output["out"])
     assert grad.abs().sum() > 0, "the second prediction does not depend on the first"
 
 
+@pytest.mark.slow  # a training of several unroll stages
 def test_curriculum_run_grows_the_unroll(small_dataset: Path, tmp_path: Path) -> None:
     """A short run with the 1 -> 3 curriculum logs one-step steps, then three-step ones, and validates."""
     cfg = tiny_config(

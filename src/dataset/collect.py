@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from src.dataset.shards import ShardWriter
+from src.dataset.shard_writer import ShardWriter
 from src.envs.atari import EnvSettings, make_vector_env
 from src.envs.policies import make_policy
 

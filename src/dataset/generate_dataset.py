@@ -17,27 +17,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from src.dataset.collect import record
-from src.dataset.manifest import (
-    HUMAN,
-    MANIFEST,
-    MAX_NUM_ENVS,
-    MAX_PART,
-    MAX_SEED,
-    MAX_SHARD_ROWS,
-    MAX_STEPS,
-    Manifest,
-    bytes_per_row,
-    emulator_change,
-)
-from src.dataset.shards import (
-    LOCK_FILE,
-    READERS_FILE,
-    SHARD_FILE,
-    clear_unlisted,
-    is_dataset_file,
-    lock_readers,
-    promote_shard,
-)
+from src.dataset.manifest import MANIFEST, Manifest, emulator_change
+from src.dataset.schema import HUMAN, MAX_NUM_ENVS, MAX_PART, MAX_SEED, MAX_SHARD_ROWS, MAX_STEPS, bytes_per_row
+from src.dataset.shard_writer import clear_unlisted, is_dataset_file, promote_shard
+from src.dataset.shards import LOCK_FILE, READERS_FILE, SHARD_FILE, lock_readers
 from src.envs.atari import EnvSettings, available_cores, available_games, resolve_game
 from src.envs.policies import POLICIES
 from src.utils.errors import ArgumentParser, UserError, run_cli
@@ -147,7 +130,7 @@ LIMITS = {
 
 
 def check_numbers(args: dict) -> None:
-    """Every number in range, before anything is read or written (the manifest's own limits: manifest.py)."""
+    """Every number in range, before anything is read or written (the manifest's own limits: schema.py)."""
     for key, (low, high) in LIMITS.items():
         if args[key] is not None and args[key] < low:
             raise UserError(f"--{key} must be >= {low}, got {args[key]}")
@@ -159,7 +142,8 @@ def check_numbers(args: dict) -> None:
             raise UserError(f"--part must be K/N with 1 <= K <= N, e.g. 2/4, got '{args['part']}'")
         if int(match[2]) > MAX_PART:
             raise UserError(
-                f"--part: at most {MAX_PART} parts (each part's episode ids take a range of their own), got '{args['part']}'"
+                f"--part: at most {MAX_PART} parts (each part's episode ids take a range of their own), "
+                f"got '{args['part']}'"
             )
         args["part"] = [int(match[1]), int(match[2])]
 

@@ -29,8 +29,10 @@ from typing import IO
 
 import numpy as np
 
-from src.dataset.manifest import HUMAN, MAX_EPISODE, DatasetError, Manifest, now
-from src.dataset.shards import LOCK_FILE, ShardedDataset, create_new, is_dataset_file, shard_path
+from src.dataset.manifest import DatasetError, Manifest, now
+from src.dataset.schema import HUMAN, MAX_EPISODE
+from src.dataset.shard_writer import create_new, is_dataset_file
+from src.dataset.shards import LOCK_FILE, ShardedDataset, shard_path
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.io import check_apart, check_outside_datasets, check_writable, checksum_file, fsync_dir, try_lock
 
@@ -65,7 +67,8 @@ def check_parts(parts: list[ShardedDataset]) -> None:
                 checksum = shard["files"]["obs"]["xxh3_128"]
                 if checksum in recorded:
                     raise UserError(
-                        f"'{part.root}' and '{recorded[checksum]}' hold the same recorded steps; merge each recording once"
+                        f"'{part.root}' and '{recorded[checksum]}' hold the same recorded steps; "
+                        "merge each recording once"
                     )
                 recorded[checksum] = part.root
             continue

@@ -37,7 +37,8 @@ class Batch:
         )
 
     def pin_memory(self) -> Batch:
-        """Page-locked copies, which the DataLoader's pin_memory=True calls: then .to(cuda, non_blocking=True) overlaps."""
+        """Page-locked copies, which the DataLoader's pin_memory=True calls: then .to(cuda, non_blocking=True)
+        overlaps."""
         pin = lambda x: x if x is None else x.pin_memory()  # noqa: E731
         return Batch(*(pin(x) for x in (self.frames, self.actions, self.targets, self.rewards, self.dones)))
 

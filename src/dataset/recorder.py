@@ -1,6 +1,7 @@
 """Steps of a game played by hand (src.play's real game) recorded into a dataset of generate_dataset's format.
 
-    with Recorder(Path("data/my_play"), checkpoint["dataset"], seed=0) as recorder:   # checks, locks, continues
+    settings = TrainedOn.of(checkpoint).settings   # src/models/run.py: the game as the model was trained on it
+    with Recorder(Path("data/my_play"), settings, seed=0) as recorder:   # checks, locks, continues
         recorder.add(transition, episode)   # a shard is written every SHARD_ROWS rows
         recorder.cut()                      # the end of a stretch (or of the session): the rest as a shard
 
@@ -14,16 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO
 
-from src.dataset.manifest import HUMAN, MANIFEST, Manifest, emulator_change
-from src.dataset.shards import (
-    LOCK_FILE,
-    SHARD_FILE,
-    ShardedDataset,
-    ShardWriter,
-    clear_unlisted,
-    is_dataset_file,
-    promote_shard,
-)
+from src.dataset.manifest import MANIFEST, Manifest, emulator_change
+from src.dataset.schema import HUMAN
+from src.dataset.shard_writer import ShardWriter, clear_unlisted, is_dataset_file, promote_shard
+from src.dataset.shards import LOCK_FILE, SHARD_FILE, ShardedDataset
 from src.envs.atari import EnvSettings
 from src.envs.game import Transition
 from src.utils.errors import UserError
@@ -39,8 +34,8 @@ class Recorder:
     a shard is cut every SHARD_ROWS rows and at the end of every recorded stretch (`cut`), and listed once complete.
     Holds an flock on <root>/.lock from creation to `close`, so that no other play or generation writes there."""
 
-    def __init__(self, root: Path, dataset_info: dict, seed: int) -> None:
-        self.root, self.settings = root, EnvSettings.from_dict(dataset_info["env_settings"])
+    def __init__(self, root: Path, settings: EnvSettings, seed: int) -> None:
+        self.root, self.settings = root, settings
         recording_to_continue(root, self.settings)  # every check before the first file is touched
         try:
             root.mkdir(parents=True, exist_ok=True)

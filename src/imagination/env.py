@@ -16,8 +16,8 @@ frames of your own (a planner's current real frames).
 Misuse is refused as gymnasium does (docs/imagination.md, "Misuse"): step or render before a reset raise
 gymnasium.error.ResetNeeded; an action, seed, option or reset_mask of the wrong type a TypeError, of the wrong shape
 or value a ValueError (a bad seed value gymnasium's own error), frames of the wrong shape or dtype a ValueError, each
-naming the argument and what it takes. The checks are on the Python/numpy values, before any tensor is built or any
-game changes.
+naming the argument and what it takes (checks.py). The checks are on the Python/numpy values, before any tensor is
+built or any game changes.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from torch import nn
 
 from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings
+from src.imagination.checks import check_action, check_actions, check_frames, check_options, check_reset_mask, is_int
 from src.imagination.games import CheckpointWorld, ImaginedGames, Starts
 from src.models.diffusion import seed_sampling
 from src.models.rollout import Feedback
@@ -51,90 +52,6 @@ RENDER_BEFORE_RESET = (
     "Cannot call `env.render()` before calling `env.reset()` (or `env.reset_to(frames)`): there is no "
     "frame to render yet"
 )
-
-
-def _is_int(value: Any) -> bool:
-    """A Python or numpy integer, not a bool (True as an action or a count is a mistake, not 1)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_action(action: Any, n: int) -> int:
-    """An action as gymnasium's Discrete(n) takes it: a Python or numpy int (a 0-d int array too) in [0, n). A float
-    (1.7) or a bool is refused rather than cast: cast to int64, 1.7 would silently play action 1."""
-    if isinstance(action, np.ndarray):
-        if not np.issubdtype(action.dtype, np.integer):
-            raise TypeError(f"action must be an int in [0, {n}), got an array of dtype {action.dtype}")
-        if action.shape != ():
-            raise ValueError(
-                f"action must be one int in [0, {n}) (a 0-d array at most), got an array of shape "
-                f"{action.shape}; the vector env takes one action per game"
-            )
-        action = action[()]
-    if not _is_int(action):
-        raise TypeError(f"action must be an int in [0, {n}), got {action!r} ({type(action).__name__})")
-    if not 0 <= action < n:
-        raise ValueError(f"action must be in [0, {n}) (the action space Discrete({n})), got {action}")
-    return int(action)
-
-
-def _check_actions(actions: Any, n: int, num_envs: int) -> np.ndarray:
-    """The vector env's actions as its MultiDiscrete space takes them: (num_envs,) ints in [0, n), an int array or a
-    list of ints. Floats, bools and strings are refused rather than cast, as a wrong shape is rather than reshaped."""
-    actions = np.asarray(actions)
-    if not np.issubdtype(actions.dtype, np.integer):
-        raise TypeError(f"actions must be ints in [0, {n}), one per game ({num_envs},), got dtype {actions.dtype}")
-    if actions.shape != (num_envs,):
-        raise ValueError(f"actions must have shape ({num_envs},) (one action per game), got {actions.shape}")
-    bad = np.flatnonzero((actions < 0) | (actions >= n))
-    if len(bad):
-        raise ValueError(
-            f"actions must be in [0, {n}) (the single action space Discrete({n})), got "
-            f"{actions[bad].tolist()} for games {bad.tolist()}"
-        )
-    return actions.astype(np.int64, copy=False)
-
-
-def _check_frames(frames: Any, shape: tuple[int, ...], num_envs: int | None = None) -> np.ndarray:
-    """reset_to's frames: one (T, H, W) uint8 frame stack, or for a vector env (num_envs, T, H, W) one per game.
-    Checked here because a wrong count of stacks would otherwise fail deep in torch's indexing."""
-    frames = np.asarray(frames)
-    dims = ", ".join(map(str, shape))
-    expected = f"({dims}) uint8"
-    if num_envs is not None:
-        expected += f" (every game alike) or ({num_envs}, {dims}) uint8 (one per game)"
-    if frames.dtype != np.uint8 or frames.shape not in (shape, (num_envs, *shape)):
-        raise ValueError(f"frames must be {expected}, got {frames.shape} {frames.dtype}")
-    return frames
-
-
-def _check_options(options: Any, known: tuple[str, ...]) -> dict[str, Any]:
-    """reset's options: a dict of the keys the env knows. An unknown key (a typo of reset_mask) is refused: ignored,
-    it would silently restart every game."""
-    if options is None:
-        return {}
-    if not isinstance(options, dict):
-        raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
-    unknown = [k for k in options if k not in known]
-    if unknown:
-        takes = f"only {', '.join(map(repr, known))}" if known else "none"
-        raise ValueError(f"options has unknown keys {unknown}: this env's reset takes {takes}")
-    return options
-
-
-def _check_reset_mask(mask: Any, num_envs: int) -> np.ndarray:
-    """options["reset_mask"] as gymnasium's SyncVectorEnv takes it: a (num_envs,) bool numpy array with a True."""
-    if not isinstance(mask, np.ndarray):
-        raise TypeError(
-            f"options['reset_mask'] must be a numpy array of shape ({num_envs},) and dtype bool, "
-            f"got {type(mask).__name__}"
-        )
-    if mask.shape != (num_envs,):
-        raise ValueError(f"options['reset_mask'] must have shape ({num_envs},) (one flag per game), got {mask.shape}")
-    if mask.dtype != np.bool_:
-        raise TypeError(f"options['reset_mask'] must have dtype bool, got {mask.dtype}")
-    if not mask.any():
-        raise ValueError(f"options['reset_mask'] must mark at least one game to restart (a True), got {mask}")
-    return mask
 
 
 class _Imagined:
@@ -171,13 +88,13 @@ class _Imagined:
                 raise UserError(
                     f"the dataset's frames (context_frames, screen_size) {theirs} differ from the model's {mine}"
                 )
-        if not _is_int(num_actions) or num_actions < 1:
+        if not is_int(num_actions) or num_actions < 1:
             raise UserError(f"num_actions must be an int >= 1, got {num_actions!r}")
         if dataset is not None and dataset.num_actions != num_actions:
             raise UserError(f"the dataset's game has {dataset.num_actions} actions, the model {num_actions}")
-        if not _is_int(num_envs) or num_envs < 1:
+        if not is_int(num_envs) or num_envs < 1:
             raise UserError(f"num_envs must be an int >= 1, got {num_envs!r}")
-        if not _is_int(horizon) or horizon < 1:
+        if not is_int(horizon) or horizon < 1:
             raise UserError(f"horizon must be an int >= 1 step, got {horizon!r}")
         if not 0.0 <= end_threshold <= 1.0:
             raise UserError(f"end_threshold must be a probability in [0, 1], got {end_threshold}")
@@ -221,13 +138,15 @@ class _Imagined:
                 ""
                 if len(never) == len(self.started)
                 else (
-                    f": games {never.tolist()} were never started (a reset with options['reset_mask'] starts only those it marks)"
+                    f": games {never.tolist()} were never started (a reset with options['reset_mask'] starts only "
+                    "those it marks)"
                 )
             )
             raise ResetNeeded(message + detail)
 
     def _advance(self, actions: np.ndarray, rows: np.ndarray | None) -> tuple[np.ndarray, ...]:
-        """One imagined step of games `rows` (all when None): (rewards, end probabilities, terminated, truncated), (n,)."""
+        """One imagined step of games `rows` (all when None): (rewards, end probabilities, terminated, truncated),
+        (n,)."""
         rewards, end_probs = self.games.step(actions, rows)
         self.steps[slice(None) if rows is None else rows] += 1
         steps = self.steps if rows is None else self.steps[rows]
@@ -283,7 +202,7 @@ class WorldModelEnv(_Imagined, gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """seed: a Python int >= 0 (gymnasium's rule: else gymnasium.error.Error), or None (the generator goes on).
         No options are taken (a SyncVectorEnv of these envs passes {} once it took its reset_mask)."""
-        _check_options(options, ())
+        check_options(options, ())
         super().reset(seed=seed)
         if seed is not None:
             seed_sampling(self.games.model, seed)  # a diffusion model's samples: the same game for the same seed
@@ -292,12 +211,12 @@ class WorldModelEnv(_Imagined, gym.Env):
 
     def reset_to(self, frames: np.ndarray) -> tuple[np.ndarray, dict]:
         """Start from real frames of your own: (T, H, W) uint8."""
-        self._start_from(np.zeros(1, dtype=np.int64), _check_frames(frames, self.frame_space.shape)[None])
+        self._start_from(np.zeros(1, dtype=np.int64), check_frames(frames, self.frame_space.shape)[None])
         return self.games.observations()[0], {}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         self._check_started(STEP_BEFORE_RESET)
-        action = _check_action(action, self.games.num_actions)
+        action = check_action(action, self.games.num_actions)
         rewards, end_probs, terminated, truncated = self._advance(np.array([action]), None)
         info = {"end_probability": float(end_probs[0]), "steps": int(self.steps[0])}
         return self.games.observations()[0], float(rewards[0]), bool(terminated[0]), bool(truncated[0]), info
@@ -377,7 +296,7 @@ class WorldModelVectorEnv(_Imagined, VectorEnv):
         (the games' generators go on); each a Python int >= 0 (gymnasium's rule: else gymnasium.error.Error).
         options["reset_mask"]: (B,) bool numpy array, restart only those games (at least one), reseeding only them,
         as gymnasium's SyncVectorEnv does. Everything is checked before any game or generator changes."""
-        options = _check_options(options, (RESET_MASK,))
+        options = check_options(options, (RESET_MASK,))
         if seed is None:
             seeds = [None] * self.num_envs
         elif isinstance(seed, int):  # a bool too, as gymnasium takes it; a numpy int not, as its seeding refuses one
@@ -391,7 +310,7 @@ class WorldModelVectorEnv(_Imagined, VectorEnv):
             )
         if len(seeds) != self.num_envs:
             raise ValueError(f"seed as a list must have {self.num_envs} seeds (one per game), got {len(seeds)}")
-        mask = _check_reset_mask(options[RESET_MASK], self.num_envs) if RESET_MASK in options else None
+        mask = check_reset_mask(options[RESET_MASK], self.num_envs) if RESET_MASK in options else None
         rows = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
         # every seed checked (gymnasium's seeding raises for a bad one), only the restarted games' generators replaced
         rngs = {i: seeding.np_random(s)[0] for i, s in enumerate(seeds) if s is not None}
@@ -405,7 +324,7 @@ class WorldModelVectorEnv(_Imagined, VectorEnv):
 
     def reset_to(self, frames: np.ndarray) -> tuple[np.ndarray, dict]:
         """Start every game from real frames of your own: (T, H, W) uint8 for all games alike, or (B, T, H, W)."""
-        frames = _check_frames(frames, self.frame_space.shape, self.num_envs)
+        frames = check_frames(frames, self.frame_space.shape, self.num_envs)
         frames = np.broadcast_to(frames, (self.num_envs, *frames.shape)) if frames.ndim == 3 else frames
         self._start_from(np.arange(self.num_envs), np.ascontiguousarray(frames))
         self.restart[:] = False
@@ -413,7 +332,7 @@ class WorldModelVectorEnv(_Imagined, VectorEnv):
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         self._check_started(STEP_BEFORE_RESET)
-        actions = _check_actions(actions, self.games.num_actions, self.num_envs)
+        actions = check_actions(actions, self.games.num_actions, self.num_envs)
         stepped = np.flatnonzero(~self.restart)
         rewards, end_probs = np.zeros(self.num_envs), np.zeros(self.num_envs)
         terminated, truncated = np.zeros(self.num_envs, dtype=bool), np.zeros(self.num_envs, dtype=bool)

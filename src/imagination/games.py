@@ -23,9 +23,10 @@ from torch import nn
 from src.dataset.shards import ShardedDataset
 from src.envs.atari import EnvSettings
 from src.envs.game import Game
-from src.models.checkpoint import find_checkpoint_file, model_config, model_from_checkpoint, read_checkpoint
+from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint
 from src.models.events import has_events
 from src.models.rollout import Feedback, imagine
+from src.models.run import TrainedOn, find_checkpoint
 from src.utils.device import choose_device
 from src.utils.errors import UserError
 from src.utils.frames import frames_to_float
@@ -38,8 +39,8 @@ NO_EVENTS = (
 
 class Starts:
     """Real frame stacks to start imagined games from: a random window of `dataset` if given, else a fresh episode
-    of the real game (`settings`, through src.envs) played a few random steps in (Game.reset_in_motion). Every draw comes from `rng`
-    alone, so a seeded generator gives the same start."""
+    of the real game (`settings`, through src.envs) played a few random steps in (Game.reset_in_motion). Every draw
+    comes from `rng` alone, so a seeded generator gives the same start."""
 
     def __init__(self, dataset: ShardedDataset | None, settings: EnvSettings) -> None:
         self.dataset, self.settings = dataset, settings
@@ -138,19 +139,19 @@ class CheckpointWorld:
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> CheckpointWorld:
         """A checkpoint file or a run folder (its best.pt, else last.pt); device None: a GPU if there is one."""
-        file = find_checkpoint_file(path)
+        file = find_checkpoint(path, "weights")
         state = read_checkpoint(file)
         model = model_from_checkpoint(state)
         if not has_events(model):
             raise UserError(f"checkpoint '{file}' {NO_EVENTS}")
-        dataset = state["dataset"]
+        trained_on = TrainedOn.of(state)
         device = device if isinstance(device, torch.device) else choose_device(device)
         return cls(
             model,
-            dataset["num_actions"],
+            trained_on.num_actions,
             Feedback.of(model_config(state)),
-            list(dataset["action_meanings"]),
-            EnvSettings.from_dict(dataset["env_settings"]),
+            list(trained_on.action_meanings),
+            trained_on.settings,
             device,
         )
 

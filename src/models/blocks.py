@@ -60,7 +60,8 @@ class ResStack(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Single-head self-attention over the h*w positions of a feature map, residual, output projection zero-initialised."""
+    """Single-head self-attention over the h*w positions of a feature map, residual, output projection
+    zero-initialised."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()

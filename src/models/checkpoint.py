@@ -10,10 +10,7 @@ What a checkpoint holds (`checkpoint_contents` writes exactly these keys):
     step        optimizer steps taken
     elapsed_s   seconds of training so far: the clock that a resumed run continues
     config      the run's whole config as a dict; the model is rebuilt from its `model` section
-    dataset     what the model was trained on: dir, game, num_actions, action_meanings, env_settings (the game's
-                preprocessing, src.envs.atari.EnvSettings as a dict), seed, train_rows, val_rows, processes, global_batch,
-                and what a resume recognises it by: fingerprint (of the env settings and every shard's checksums), shards
-                (each shard's digest), val_episodes and split_rows (the split, and the rows it was made on)
+    dataset     what the model was trained on: src.models.run.TrainedOn as a dict (read it with TrainedOn.of(state))
     val         the validation metrics at `step`
     best_mse    the lowest validation MSE so far (best.pt holds the weights that reached it)
     rng         every RNG's state (src.utils.seed.rng_state)
@@ -34,7 +31,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from src.envs.atari import GAME_NAME, MAX_ACTIONS, EnvSettings, settings_problem
+from src.envs.atari import GAME_NAME, MAX_ACTIONS, settings_problem
+from src.models.run import TrainedOn
 from src.models.world_model import ModelConfig, build_model, check_model_config
 from src.utils.checkpoint import load_checkpoint
 from src.utils.errors import MAX_TEXT, UserError, is_text
@@ -86,33 +84,13 @@ def version_changes(state: dict[str, Any]) -> list[str]:
     ]
 
 
-CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what a run folder given as a checkpoint stands for, in this order
-
-
-def find_checkpoint_file(path: str | Path, flag: str = "--checkpoint") -> Path:
-    """The checkpoint file that `path` names: a file as it is; a run folder's checkpoints/best.pt (the weights that
-    validated best), or its last.pt when there is no best.pt; the same for the checkpoints/ folder itself. A path
-    that does not exist is returned as it is: read_checkpoint says it is not found."""
-    path = Path(path)
-    if not path.is_dir():
-        return path
-    for folder in (path / "checkpoints", path):
-        for name in CHECKPOINT_NAMES:
-            if (folder / name).is_file():
-                return folder / name
-    raise UserError(
-        f"{flag} '{path}' is a folder without checkpoints/best.pt or checkpoints/last.pt; pass a run folder "
-        "written by src.train (runs/<run>) or a .pt file"
-    )
-
-
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """load_checkpoint (safe: tensors and plain containers only), then every field it holds checked (a checkpoint
     is a file that may have been altered, and its config steers what is built); a checkpoint of the first layout
     (its dataset under "env", the settings under "env"."env") is upgraded in memory."""
     state = load_checkpoint(path)
     if isinstance(state, dict) and "env" in state and "dataset" not in state and isinstance(state["env"], dict):
-        dataset = dict(state.pop("env"))
+        dataset = dict(state.pop("env"))  # the first layout
         if "env" in dataset:
             dataset["env_settings"] = dataset.pop("env")
         state["dataset"] = dataset
@@ -126,6 +104,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     for key, value in nested.items():
         if not isinstance(value, dict):
             raise UserError(f"'{path}' is not a checkpoint of this project ({key} is missing or not a mapping)")
+    upgrade(state)
     problem = checkpoint_problem(state) or contents_problem(state)
     if problem is None:
         model_config(state)  # a model this version cannot build: its own message
@@ -135,6 +114,20 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint '{path}': {problem}; the checkpoint was altered or is corrupt: restore it or train a new one"
         )
     return state
+
+
+# What a `model` section saved before these settings existed means: palette feedback and the event head came later.
+LEGACY_MODEL = {"feedback": "uint8", "events": False}
+
+
+def upgrade(state: dict[str, Any]) -> None:
+    """A checkpoint of an earlier version of the project in this version's layout, in place: the one place that knows
+    them. (The first layout, with the dataset under "env", is moved before this, for the checks to read.)
+    Saved before the event head: frames only (model.events false); before palette feedback: model.feedback uint8;
+    before the run clock, best.pt, the validation metrics, W&B ids and package versions: none of them yet."""
+    state["config"]["model"] = {**LEGACY_MODEL, **state["config"]["model"]}
+    for key, value in (("elapsed_s", 0.0), ("best_mse", math.inf), ("val", {}), ("wandb_id", None), ("versions", {})):
+        state.setdefault(key, value)
 
 
 MAX_STEP = 2**40  # optimizer steps; far beyond any run, far below what breaks arithmetic
@@ -160,7 +153,10 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
         return f"elapsed_s must be a number of seconds >= 0, got {repr(state.get('elapsed_s'))[:80]}"
     found = interpolation(state["config"], "config")
     if found:
-        return f"{found} is not a plain value (an interpolation or a key that is not a string): a saved config holds only values"
+        return (
+            f"{found} is not a plain value (an interpolation or a key that is not a string): a saved config holds only "
+            "values"
+        )
     dataset = state["dataset"]
     meanings = dataset.get("action_meanings")
     if not (isinstance(dataset.get("game"), str) and GAME_NAME.fullmatch(dataset["game"])):
@@ -174,9 +170,13 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
         and len(meanings) == dataset["num_actions"]
         and all(is_text(m, 32) and m.isalnum() for m in meanings)
     ):  # the manifest's rule: they reach --keys and the screen
-        return f"dataset.action_meanings must be {dataset['num_actions']} action names such as NOOP, FIRE, got {repr(meanings)[:80]}"
+        n = dataset["num_actions"]
+        return f"dataset.action_meanings must be {n} action names such as NOOP, FIRE, got {repr(meanings)[:80]}"
     if "dir" in dataset and not is_text(dataset["dir"]):
-        return f"dataset.dir must be a path of at most {MAX_TEXT} characters without control characters, got {repr(dataset['dir'])[:80]}"
+        return (
+            f"dataset.dir must be a path of at most {MAX_TEXT} characters without control characters, got "
+            f"{repr(dataset['dir'])[:80]}"
+        )
     problem = env_settings_problem(dataset["env_settings"])
     if problem:
         return f"dataset.{problem}"
@@ -198,7 +198,8 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
         if key in dataset and not ok(dataset[key]):
             return f"dataset.{key} must be {expected}, got {repr(dataset[key])[:80]}"
     if dataset["env_settings"].get("game", dataset["game"]) != dataset["game"]:
-        return f"dataset.env_settings.game {dataset['env_settings']['game']!r} differs from dataset.game {dataset['game']!r}"
+        game = dataset["env_settings"]["game"]
+        return f"dataset.env_settings.game {game!r} differs from dataset.game {dataset['game']!r}"
     if not number(state.get("best_mse", 0.0)) and state.get("best_mse") != math.inf:
         return f"best_mse must be a number, got {repr(state.get('best_mse'))[:80]}"
     val = state.get("val", {})
@@ -240,7 +241,10 @@ def contents_problem(state: dict[str, Any]) -> str | None:
         elif isinstance(value, float) and not math.isfinite(value) and not key.startswith(NON_FINITE_ALLOWED):
             return f"{key} must be a finite number, got {value}"
         elif isinstance(value, str) and not is_text(value):
-            return f"{key} must be text on one line (at most {MAX_TEXT} characters, no control characters), got {repr(value)[:80]}"
+            return (
+                f"{key} must be text on one line (at most {MAX_TEXT} characters, no control characters), got "
+                f"{repr(value)[:80]}"
+            )
     return None
 
 
@@ -264,10 +268,10 @@ def restated_problem(state: dict[str, Any]) -> str | None:
     """A buffer of the weights that restates a config value (the palette output's grey levels: model.palette) and
     differs from it, or None. The model is built from the config, so a buffer that disagrees would decode every
     prediction with levels other than those the config names (and load_state_dict would take it silently)."""
-    dataset = state["dataset"]
-    settings = EnvSettings.from_dict(dataset["env_settings"])
+    trained_on = TrainedOn.of(state)
+    settings = trained_on.settings
     try:
-        built = build_model(model_config(state), dataset["num_actions"], settings.context_frames, settings.screen_size)
+        built = build_model(model_config(state), trained_on.num_actions, settings.context_frames, settings.screen_size)
     except UserError as e:  # e.g. an edm model whose sigma_data is null: training always saves one
         return f"its model cannot be built ({e})"
     for name, module in built.named_modules():
@@ -317,11 +321,8 @@ def env_settings_problem(settings: dict) -> str | None:
 
 def model_config(state: dict[str, Any]) -> ModelConfig:
     """The checkpoint's `model` section, typed and checked like config.yaml's, this version's defaults for what it
-    does not name. A checkpoint saved before palette feedback existed names no feedback or uint8, and has no palette:
-    it feeds back uint8; one saved before the event head predicts frames only."""
-    saved = dict(state["config"]["model"])
-    saved.setdefault("feedback", "uint8")
-    saved.setdefault("events", False)  # saved before the event head: frames only
+    does not name (an earlier version's layout is upgraded by read_checkpoint: `upgrade`)."""
+    saved = {**LEGACY_MODEL, **state["config"]["model"]}  # a state not read by read_checkpoint too
     try:
         model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.create(saved)))
         check_model_config(model)
@@ -345,9 +346,9 @@ def model_config(state: dict[str, Any]) -> ModelConfig:
 
 def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
     """The model a checkpoint describes, weights loaded, rebuilt from its saved config."""
-    dataset = state["dataset"]
-    settings = EnvSettings.from_dict(dataset["env_settings"])
-    model = build_model(model_config(state), dataset["num_actions"], settings.context_frames, settings.screen_size)
+    trained_on = TrainedOn.of(state)
+    settings = trained_on.settings
+    model = build_model(model_config(state), trained_on.num_actions, settings.context_frames, settings.screen_size)
     load_weights(model, state)
     return model
 

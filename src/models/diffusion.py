@@ -3,17 +3,19 @@ regressed, so that where the future is uncertain a rollout shows one sharp futur
 
     model = build_model(cfg.model, num_actions=6)       # cfg.model.name = "edm"
     next_frame = model(frames, actions)                  # a sample, (B, 4, 84, 84), (B,) -> (B, 1, 84, 84)
-    out = model(frames, actions, noisy=x, sigma=s)       # training: the network's raw output F (denoising_loss)
+    out = model(torch.cat([frames, x], 1), actions, noise_level=s)   # training: the raw output F (denoising_loss)
 
 The denoiser D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x, c_noise(σ), context, action) is the unet_film U-Net over
 the context frames with the noisy next frame as one more input frame; the noise level enters the FiLM conditioning
-beside the action. Frames are in [-1, 1] inside; what is diffused is the next frame's change from the last context
-frame (or the frame itself, as DIAMOND: model.diffusion.target), σ_data its measured spread. A sample comes back in
-[0, 1], not clamped: rollouts clamp and round it as they do every fed-back frame (rollout.Feedback).
+beside the action (the model around it: EDM in src/models/edm.py). Frames are in [-1, 1] inside; what is diffused is
+the next frame's change from the last context frame (or the frame itself, as DIAMOND: model.diffusion.target), σ_data
+its measured spread. A sample comes back in [0, 1], not clamped: rollouts clamp and round it as they do every fed-back
+frame (rollout.Feedback).
 
 Sampling is Euler (or Heun) over Karras et al.'s σ schedule from model.diffusion.sigma_max to sigma_min, then 0, in
 model.diffusion.steps steps (3 by default, as DIAMOND), from noise drawn from the model's own generator: seeded with
 `seed_sampling` (0 at construction), so that a rollout is reproducible and training's random streams are untouched.
+Training's loss, `denoising_loss`, is with the other loss terms in src/training/objective.py.
 
 B batch, T context frames, H/W pixels (84)
 """
@@ -174,24 +176,6 @@ def anchor(frames: Tensor, d: DiffusionConfig) -> Tensor | float:
     """What the diffused variable is relative to, in [-1, 1] space: the last context frame (B, 1, H, W) for the
     residual target, 0 for the frame target. frames: (B, T, H, W) in [0, 1]."""
     return 2 * frames[:, -1:].float() - 1 if d.target == "residual" else 0.0
-
-
-def denoising_loss(
-    model: nn.Module, frames: Tensor, actions: Tensor, targets: Tensor, d: DiffusionConfig
-) -> tuple[Tensor, Tensor]:
-    """EDM's training loss on one step: a noise level per sample, log σ ~ N(d.train_log_sigma_mean, std²) clipped to
-    [sigma_min, train_sigma_max], and the network's output F regressed onto (x0 - c_skip x) / c_out: the loss
-    λ(σ) ||D(x; σ) - x0||² with EDM's weighting λ = 1 / c_out². `model` is called (it may be the DDP or compiled
-    wrapper); targets: (B, 1, H, W) in [0, 1]. Returns (the loss, D's estimate of the targets in [0, 1], detached)."""
-    x0 = 2 * targets.float() - 1 - anchor(frames, d)
-    log_sigma = torch.randn(len(x0), device=x0.device) * d.train_log_sigma_std + d.train_log_sigma_mean
-    sigma = log_sigma.exp().clamp(d.sigma_min, d.train_sigma_max)
-    noisy = x0 + torch.randn_like(x0) * sigma.view(-1, 1, 1, 1)
-    out = model(frames, actions, noisy=noisy, sigma=sigma).float()  # (B, 1, H, W)
-    c = Preconditioning.at(sigma, d.sigma_data)
-    loss = F.mse_loss(out, (x0 - c.c_skip * noisy) / c.c_out)
-    estimate = (c.c_skip * noisy + c.c_out * out.detach() + anchor(frames, d) + 1) / 2
-    return loss, estimate
 
 
 def seed_sampling(model: nn.Module, seed: int) -> None:

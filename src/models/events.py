@@ -9,7 +9,8 @@ so that it reads what the predictor draws) and the action. Agents that learn in 
 (-1, 0, +1), as DQN clips rewards; the raw value stays in the data.
 
 Rewards and ends are rare (Pong with a random policy: a reward every ~40 steps, an end every ~850), so the final
-layer starts at the data's rates (`prior`) and the losses weight the rare classes up (`event_loss`).
+layer starts at the data's rates (`prior`) and the losses weight the rare classes up (`event_loss` in
+src/training/objective.py).
 """
 
 from __future__ import annotations
@@ -85,36 +86,6 @@ class EventHead(nn.Module):
         x = F.silu(self.fc(torch.cat([x.flatten(1), self.action(actions)], dim=1)))  # (B, hidden)
         out = self.out(x)  # (B, 4)
         return out[:, :3], out[:, 3]
-
-
-@dataclass(frozen=True)
-class EventWeights:
-    """How much each reward class and a true end count in the loss: the rare ones up by (rate of the common one /
-    their rate) ** balance (0: plain cross-entropy; 1: every class counts as much in total, which buys recall with
-    false alarms; 0.5, the default, between)."""
-
-    reward: tuple[float, float, float] = (1.0, 1.0, 1.0)  # per class of REWARD_SIGNS
-    end: float = 1.0  # a true end's weight against a step that goes on
-
-    @classmethod
-    def from_counts(cls, reward_counts: np.ndarray, ends: int, steps: int, balance: float) -> EventWeights:
-        """reward_counts: (3,) training steps per class of REWARD_SIGNS; ends: training steps where the episode ends."""
-        counts = np.maximum(np.asarray(reward_counts, dtype=np.float64), 1)
-        reward = (counts[ZERO] / counts) ** balance
-        return cls(tuple(float(w) for w in reward), float((max(steps - ends, 1) / max(ends, 1)) ** balance))
-
-
-def event_loss(
-    reward_logits: Tensor, end_logits: Tensor, rewards: Tensor, ends: Tensor, weights: EventWeights = EventWeights()
-) -> tuple[Tensor, Tensor]:
-    """Weighted cross-entropy of the reward sign and binary cross-entropy of the end, each a mean over the steps.
-    reward_logits: (N, 3); end_logits: (N,); rewards: (N,) raw; ends: (N,) bool. Returns (reward loss, end loss)."""
-    classes = reward_class(rewards)
-    w = constant(weights.reward, reward_logits.device, torch.float32)
-    reward = (F.cross_entropy(reward_logits.float(), classes, reduction="none") * w[classes]).mean()
-    end = F.binary_cross_entropy_with_logits(end_logits.float(), ends.float(), reduction="none")
-    end = (end * torch.where(ends, weights.end, 1.0)).mean()
-    return reward, end
 
 
 def predicted_events(reward_logits: Tensor, end_logits: Tensor) -> tuple[Tensor, Tensor]:

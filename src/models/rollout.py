@@ -43,7 +43,7 @@ class Feedback:
             raise ValueError("palette feedback needs the palette's grey levels")
 
     @classmethod
-    def of(cls, model_cfg) -> Feedback:  # noqa: ANN001 (a ModelConfig: models.world_model imports this module)
+    def of(cls, model_cfg) -> Feedback:  # noqa: ANN001 (a ModelConfig: models.model_config imports this module)
         return cls(model_cfg.feedback, tuple(int(v) for v in model_cfg.palette) if model_cfg.palette else None)
 
     def __call__(self, frame: Tensor) -> Tensor:
@@ -65,7 +65,8 @@ def unroll(
     logits: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """context: (B, T, H, W) float in [0, 1], oldest first; actions: (B, K) int64; noise_level: (B,) the level of
-    the noise put on the context in training (told to the model at every step), None for a clean context.
+    the noise put on the context in training (told to the model at every step), None for a clean context. Every
+    model is called alike, with noise_level and logits: the call that src/models/world_model.py describes.
     Returns the K raw predictions (B, K, H, W); each re-enters the context through `feedback`. Keeps gradients:
     training unrolls with it, evaluation through `rollout`. With logits=True (model.output=palette), also the
     logits of every step (B, K, L, H, W) for L palette levels."""
@@ -78,11 +79,9 @@ def unroll(
         and context.is_contiguous(memory_format=torch.channels_last)
         else torch.contiguous_format
     )
-    told = {"noise_level": noise_level} if noise_level is not None else {}
-    if logits:
-        told["logits"] = True
     for k in range(actions.shape[1]):
-        next_frame = model(frames, actions[:, k], **told)  # (B, 1, H, W), or (that, (B, L, H, W))
+        # (B, 1, H, W), or with logits (that, (B, L, H, W))
+        next_frame = model(frames, actions[:, k], noise_level=noise_level, logits=logits)
         if logits:
             next_frame, step_scores = next_frame
             scores.append(step_scores)

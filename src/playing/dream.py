@@ -10,11 +10,11 @@ import torch
 
 from src.dataset.recorder import Recorder
 from src.dataset.shards import ShardedDataset
-from src.envs.atari import EnvSettings
 from src.envs.game import Game
 from src.models.diffusion import seed_sampling
 from src.models.events import has_events
 from src.models.rollout import Feedback, imagine
+from src.models.run import TrainedOn
 from src.utils.frames import frames_to_float
 from src.utils.images import gray_panel, side_by_side, text_band
 from src.utils.video import pad_to_even
@@ -39,7 +39,7 @@ class Dream:
     the sum of its rewards since the same start. Either episode's end starts both anew, as the N key does."""
 
     model: torch.nn.Module
-    dataset_info: dict  # the checkpoint's "dataset": what the model was trained on
+    trained_on: TrainedOn  # what the model was trained on: its actions and the game's settings
     device: torch.device
     seed: int
     dataset: ShardedDataset | None = None
@@ -58,19 +58,19 @@ class Dream:
     notice: str = field(init=False, default="")  # how the last episode ended, shown for NOTICE_STEPS steps
 
     def __post_init__(self) -> None:
-        self.meanings: list[str] = self.dataset_info["action_meanings"]
+        self.meanings: list[str] = self.trained_on.action_meanings
         self.keeps_score = has_events(
             self.model
         )  # frames-only models (checkpoints from before the event head) keep none
-        self.game = None if self.dataset is not None else Game(EnvSettings.from_dict(self.dataset_info["env_settings"]))
+        self.game = None if self.dataset is not None else Game(self.trained_on.settings)
         self.rng = np.random.default_rng(self.seed)
         seed_sampling(self.model, self.seed)  # a diffusion model's samples: the same dream for the same seed and keys
         self.new_start()
 
     def new_start(self, notice: str = "") -> None:
-        """A new real start: a fresh episode (seed + starts) played a few random steps in, or a recorded frame. A stretch
-        being recorded is cut first: rows of a shard are consecutive steps of one episode. `notice`: why (an episode's
-        end), shown in the band for the first NOTICE_STEPS steps."""
+        """A new real start: a fresh episode (seed + starts) played a few random steps in, or a recorded frame. A
+        stretch being recorded is cut first: rows of a shard are consecutive steps of one episode. `notice`: why (an
+        episode's end), shown in the band for the first NOTICE_STEPS steps."""
         if self.recorder is not None and self.recording:
             self.recorder.cut()
         if self.dataset is not None:

@@ -49,7 +49,8 @@ def parse_keys(spec: str, meanings: list[str]) -> list[int]:
             unknown = sorted(keys - set(KEYS))
             if unknown:
                 raise UserError(
-                    f"--keys: unknown key '{shortened(unknown[0])}' in '{shortened(token)}'; use {', '.join(KEYS)}, NOOP "
+                    f"--keys: unknown key '{shortened(unknown[0])}' in '{shortened(token)}'; "
+                    f"use {', '.join(KEYS)}, NOOP "
                     f"or an action of this game: {', '.join(meanings)}"
                 )
             action = action_for(keys, meanings)

@@ -89,7 +89,7 @@ def run_window(dream: Dream, fps: float, scale: int, max_frames: int | None = No
     import pygame
 
     pygame.display.init()  # the display only: no audio device is needed
-    pygame.display.set_caption(f"{dream.dataset_info['game']} inside the world model")
+    pygame.display.set_caption(f"{dream.trained_on.game} inside the world model")
     keys = {getattr(pygame, name): key for name, key in PYGAME_KEYS.items()}
     held: set[str] = set()  # tracked from key events, so that injected events (tests) count as presses too
     paused, both, quit_, frames, clock, screen = False, dream.game is not None, False, 0, pygame.time.Clock(), None

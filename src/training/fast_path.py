@@ -1,5 +1,5 @@
-"""How a training step runs on its device: precision, memory format, compilation, pinned memory, the optimizer,
-and the optimizer state carried across a resume."""
+"""How a training step runs on its device: precision, memory format, compilation, pinned memory, and the guard that
+keeps a non-finite step from the weights."""
 
 from __future__ import annotations
 
@@ -65,43 +65,11 @@ CHANNELS_LAST = {"cpu": True, "cuda": True}
 
 def configure_backends(fast: FastPath) -> None:
     """PyTorch's process-wide settings for a training run on CUDA: cuDNN benchmarks its convolution algorithms once per
-    shape (every batch has the same shapes) and float32 matmuls may use TF32 (fp32 runs; bf16 autocast is unaffected)."""
+    shape (every batch has the same shapes) and float32 matmuls may use TF32 (fp32 runs; bf16 autocast is
+    unaffected)."""
     if fast.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
-
-
-def make_optimizer(
-    model: nn.Module, cfg: Config, device: torch.device | None = None, fused: bool | None = None
-) -> torch.optim.Optimizer:
-    """AdamW or Adam; fused kernels (one launch for all parameters) when `fused`, by default on CUDA. The frame model's
-    parameters are the first group; the event head's (model.events), when there is one, a second, whose "lr_scale" is
-    train.event_lr_scale (the loop sets each group's learning rate to optimizer.lr x its lr_scale x the schedule)."""
-    o = cfg.optimizer
-    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[o.name]
-    fused = {"fused": True} if (fused if fused is not None else device is not None and device.type == "cuda") else {}
-    named = list(model.named_parameters())
-    groups = [{"params": [p for n, p in named if not n.startswith("events.")], "lr_scale": 1.0}]
-    if any(n.startswith("events.") for n, _ in named):
-        groups.append(
-            {"params": [p for n, p in named if n.startswith("events.")], "lr_scale": cfg.train.event_lr_scale}
-        )
-    return cls(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **fused)
-
-
-def match_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Lay every per-parameter state tensor (Adam's moments) out in its parameter's memory layout, after a resume.
-
-    A checkpoint's moments keep the strides of the run that saved them: contiguous from a CPU run, channels-last from a
-    CUDA one. Fused Adam walks a parameter and its moments as flat memory, so where the layouts differ it pairs each
-    weight with another weight's moments (measured on the CPU: silently wrong updates; CUDA's kernel refuses). Checking
-    `is_contiguous()` would not do: a 1x1 convolution's weight is "contiguous" in both layouts, with other strides.
-    """
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
-                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
-                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def skip_if(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:

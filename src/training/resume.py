@@ -7,6 +7,7 @@ from typing import Any
 
 from src.config import Config, ConfigError, config_from_dict, load_config, to_dict
 from src.models.checkpoint import read_checkpoint
+from src.models.run import TrainedOn, find_checkpoint
 
 # A resumed run keeps these: they define its weights' shapes, its data split and its data order.
 # (train.pushforward and pushforward_steps set the length of the training windows, as train.rollout_steps does.)
@@ -20,29 +21,6 @@ RESUME_FIXED = (
 )
 
 
-def find_checkpoint(resume: str, runs_dir: str) -> Path:
-    """train.resume -> a checkpoint inside a run folder: a .pt file, a run folder's last.pt, or with `auto` the
-    newest last.pt under experiment.runs_dir."""
-    if resume == "auto":
-        found = sorted(Path(runs_dir).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise ConfigError(
-                f"train.resume=auto: no run under '{runs_dir}' has a checkpoints/last.pt to resume; "
-                "start a run first, or set experiment.runs_dir"
-            )
-        return found[-1]
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise ConfigError(f"train.resume: '{resume}' is neither a checkpoint nor a run folder with checkpoints/last.pt")
-    if not (path.parent.parent / "resolved_config.yaml").is_file():
-        raise ConfigError(
-            f"train.resume: '{path}' is not in a run folder (<run>/checkpoints/); a run continues in its own folder"
-        )
-    return path
-
-
 def resume_config(config_path: str | None, overrides: list[str]) -> tuple[Config, dict | None]:
     """The config of `python -m src.train ... train.resume=X` and the checkpoint it continues: the checkpoint's own
     config with the command line's overrides on top (not config.yaml, which may have changed since), and
@@ -50,7 +28,7 @@ def resume_config(config_path: str | None, overrides: list[str]) -> tuple[Config
     cfg = load_config(config_path, overrides)
     if cfg.train.resume is None:
         return cfg, None
-    checkpoint = find_checkpoint(cfg.train.resume, cfg.experiment.runs_dir)
+    checkpoint = find_checkpoint(cfg.train.resume, "resume", "train.resume", cfg.experiment.runs_dir)
     state = read_checkpoint(checkpoint)
     return config_from_dict(state["config"], [*overrides, f"train.resume={checkpoint}"]), state
 
@@ -72,7 +50,7 @@ def check_resumable(state: dict, cfg: Config, checkpoint: Path, world: int = 1) 
                 f"train.resume: {key} is {saved[key]} in {checkpoint} but {now[key]} now; a resumed run keeps "
                 "its model, seed, batch size, unroll lengths and split (start a new run to change them)"
             )
-    processes = state["dataset"].get("processes", 1)
+    processes = TrainedOn.of(state).processes
     if processes != world:
         raise ConfigError(
             f"train.resume: {checkpoint} was trained by {processes} process(es), this is {world}; a resumed run keeps "
@@ -83,7 +61,7 @@ def check_resumable(state: dict, cfg: Config, checkpoint: Path, world: int = 1) 
             f"train.resume: {checkpoint} is at step {state['step']}, train.max_steps is {cfg.train.max_steps}; "
             "raise train.max_steps to train on"
         )
-    if cfg.train.max_minutes is not None and state.get("elapsed_s", 0.0) >= 60 * cfg.train.max_minutes:
+    if cfg.train.max_minutes is not None and state["elapsed_s"] >= 60 * cfg.train.max_minutes:
         raise ConfigError(
             f"train.resume: {checkpoint} has trained {state['elapsed_s'] / 60:.1f} minutes, train.max_minutes is "
             f"{cfg.train.max_minutes}; raise train.max_minutes to train on"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
+from dataclasses import dataclass
 
 from src.config import TrainConfig
 from src.utils import distributed
@@ -61,6 +62,19 @@ def pushforward_share(used: float, t: TrainConfig) -> float:
     if t.pushforward <= 0 or used < t.pushforward_start:
         return 0.0
     return t.pushforward * (used - t.pushforward_start) / (1 - t.pushforward_start)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where the curriculum stands: what a training step unrolls and how much of it pushforward moves on."""
+
+    rollout_steps: int = 1  # the unroll length (train.rollout_steps)
+    pushforward: float = 0.0  # the share of samples whose context is the model's own (train.pushforward)
+
+    @classmethod
+    def at(cls, used: float, t: TrainConfig) -> Stage:
+        """The stage at `used` of the budget."""
+        return cls(rollout_length(used, t), pushforward_share(used, t))
 
 
 def rollout_length(used: float, t: TrainConfig) -> int:

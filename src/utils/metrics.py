@@ -1,4 +1,5 @@
-"""Losses and metrics on frames in [0, 1]. Pure functions of tensors: easy to test, easy to add to.
+"""Metrics on frames in [0, 1] (training's losses are in src/training/objective.py). Pure functions of tensors: easy
+to test, easy to add to.
 
 A new per-step metric of open-loop rollouts is one entry in STEP_METRICS (at the end of this file): evaluation,
 summary.json, its metrics.csv and its plots pick it up from there.
@@ -13,43 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-CHANGED = 2 / 255  # a pixel "changes" when it moves by more than this from the previous frame
-
-
-def frame_loss(
-    prediction: Tensor,
-    target: Tensor,
-    kind: str,
-    huber_delta: float = 1.0,
-    previous: Tensor | None = None,
-    changed_weight: float = 0.0,
-    worst_weight: float = 0.0,
-    worst_share: float = 0.01,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """The training loss and what to log about it (0-d tensors, detached: reading them is the caller's choice,
-    since on a GPU each read waits for the device). prediction, target, previous: (B, K, H, W).
-
-    kind: "huber" or "mse" per pixel. With changed_weight w > 0, a pixel whose target differs from the
-    previous true frame counts 1 + w times: on Atari under 1% of pixels change per step, and they are the
-    ball, the paddles and the score that the model is judged on. With worst_weight w > 0, w times the mean loss of
-    each frame's worst `worst_share` of pixels is added: a pull towards the small objects a blurred prediction loses,
-    bounded by w times the largest pixel loss (changed_weight instead grows with whatever changes).
-    """
-    error = prediction - target
-    per_pixel = (
-        F.huber_loss(prediction, target, delta=huber_delta, reduction="none") if kind == "huber" else error.pow(2)
-    )
-    loss = per_pixel.mean()
-    if changed_weight > 0:
-        assert previous is not None, "changed_weight needs the previous frames"
-        changed = (target - previous).abs() > CHANGED  # (B, K, H, W) bool
-        loss = loss + changed_weight * (per_pixel * changed).mean()
-    if worst_weight > 0:
-        flat = per_pixel.flatten(2)  # (B, K, H*W)
-        worst = flat.topk(max(1, round(worst_share * flat.shape[-1])), dim=-1).values  # (B, K, n)
-        loss = loss + worst_weight * worst.mean()
-    return loss, {"loss": loss.detach(), "mse": error.detach().pow(2).mean()}
 
 
 def mse_per_sample(prediction: Tensor, target: Tensor) -> Tensor:
