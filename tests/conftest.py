@@ -1,11 +1,15 @@
-"""Shared fixtures: a small real dataset (recorded once per session) and a helper to run the CLI."""
+"""Shared fixtures: a small real dataset (recorded once per session) and helpers to run the commands, as a process
+(`run`) or in this process (`run_main`, and `generate` for the generator)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +55,31 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300, **kwargs)
 
 
+def run_main(main: Callable[[list[str] | None], int | None], argv: list[str]) -> subprocess.CompletedProcess:
+    """A command's entry point run in this process, through run_cli as `python -m` runs it: exit code, stdout and
+    stderr in the shape `run` returns, so that `error_line` reads both alike. Refusals are checked this way: a new
+    process spends seconds importing torch to print one line; a few slow tests run each command as a real process."""
+    from src.utils.errors import run_cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as env, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        env.delenv("AWM_DEBUG", raising=False)
+        with pytest.raises(SystemExit) as exit_:
+            run_cli(main, argv)
+    return subprocess.CompletedProcess(argv, exit_.value.code, out.getvalue(), err.getvalue())
+
+
 def generate(out_dir: Path, *args: str, **options) -> subprocess.CompletedProcess:
-    """Run the generator CLI; options become --key value flags."""
+    """Run the generator command in this process (`run_main`); options become --key value flags."""
+    from src.dataset import generate_dataset
+
     flags = [f"--{k}={v}" for k, v in options.items()]
-    return run([*GENERATE, "--out_dir", str(out_dir), *flags, *args])
+    return run_main(generate_dataset.main, ["--out_dir", str(out_dir), *flags, *args])
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
-    """Assert the process failed as a user error should (exit 2, one line, no traceback) and return the line."""
+    """Assert the command (`run` or `run_main`) failed as a user error should (exit 2, one line, no traceback) and
+    return the line."""
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr

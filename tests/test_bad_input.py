@@ -17,9 +17,9 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -28,19 +28,53 @@ from src.dataset import generate_dataset, inspect_dataset, merge_datasets
 from src.dataset.shards import ShardedDataset, lock_readers
 from src.utils.errors import run_cli
 from src.utils.io import try_lock
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, run_main
 
 DOC = ROOT / "docs" / "errors.md"
 SECRET = "s3cret-value"
 
 
 @dataclass
+class Context:
+    """What a case's args, setup and expected line refer to, by attribute (c.tmp) or in braces ("{tmp}/rec").
+
+    `copy` (a private copy of the small dataset, 42 MB, for the cases that damage or lock it) and `run` (of the short
+    run's folder, 16 MB, whose checkpoint the cases read or edit) are made on first use, under tmp before the snapshot
+    of it is taken: each case pays only for the copies it names."""
+
+    data: Path
+    tmp: Path
+    monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest
+    trained_run: Path
+    hold: list = field(default_factory=list)  # locks and readers held while the command runs
+
+    @cached_property
+    def copy(self) -> Path:
+        shutil.copytree(self.data, self.tmp / "pong")
+        return self.tmp / "pong"
+
+    @cached_property
+    def run(self) -> Path:
+        shutil.copytree(self.trained_run, self.tmp / "run")
+        return self.tmp / "run"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run / "checkpoints" / "last.pt"
+
+    def __getitem__(self, name: str) -> object:
+        """For str.format_map: a "{copy}" in a string makes the copy, as c.copy does."""
+        return getattr(self, name)
+
+
+@dataclass
 class Case:
     what: str  # the bad input, as the table says it
     command: str  # train, eval, generate or inspect
-    args: Callable[[SimpleNamespace], list[str]]
+    args: Callable[[Context], list[str]]
     expected: str  # a part of the one line the user sees
-    setup: Callable[[SimpleNamespace], object] | None = None
+    setup: Callable[[Context], object] | None = None
 
 
 def edit_manifest(root: Path, change: Callable[[dict], None]) -> None:
@@ -76,24 +110,24 @@ def edit_checkpoint_in_place(path: Path, change: Callable[[dict], None] | None =
     torch.save(state, path)
 
 
-def edit_checkpoint(c: SimpleNamespace, change: Callable[[dict], None]) -> None:
+def edit_checkpoint(c: Context, change: Callable[[dict], None]) -> None:
     """tmp/bad.pt: the run's checkpoint with `change` made to it."""
     state = torch.load(c.checkpoint, weights_only=True)
     change(state)
     torch.save(state, c.tmp / "bad.pt")
 
 
-def train(*overrides: str) -> Callable[[SimpleNamespace], list[str]]:
+def train(*overrides: str) -> Callable[[Context], list[str]]:
     """A tiny training on the small dataset, runs under tmp/runs, with `overrides` ({...} filled from the context)."""
     return lambda c: [
         f"data.dir={c.data}",
         f"experiment.runs_dir={c.tmp / 'runs'}",
         *TINY,
-        *(o.format(**vars(c)) for o in overrides),
+        *(o.format_map(c) for o in overrides),
     ]
 
 
-def a_gpu_without_bf16(c: SimpleNamespace) -> None:
+def a_gpu_without_bf16(c: Context) -> None:
     """CUDA as a Tesla T4 (Turing) shows it: available, bf16 only emulated."""
     c.monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     c.monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -101,7 +135,7 @@ def a_gpu_without_bf16(c: SimpleNamespace) -> None:
     c.monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
 
 
-def read_only(c: SimpleNamespace) -> None:
+def read_only(c: Context) -> None:
     """A read-only file system, as the commands' check of an output location meets it: creating the temporary file
     fails with EROFS (what a read-only mount answers, whoever the user is: root ignores permissions)."""
     real = tempfile.mkstemp
@@ -114,7 +148,7 @@ def read_only(c: SimpleNamespace) -> None:
     c.monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
 
 
-def unfinished_episode(c: SimpleNamespace) -> None:
+def unfinished_episode(c: Context) -> None:
     """tmp/unfinished: a dataset of the small dataset's settings whose one episode does not end in it."""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         generate_dataset.main(
@@ -143,7 +177,7 @@ def palette_output_levels_changed(state: dict) -> None:
     state["model"]["head.levels"] = torch.linspace(0, 1, len(state["config"]["model"]["palette"]))
 
 
-def evaluate(*args: str) -> Callable[[SimpleNamespace], list[str]]:
+def evaluate(*args: str) -> Callable[[Context], list[str]]:
     return lambda c: [
         "--checkpoint",
         str(c.checkpoint),
@@ -155,12 +189,12 @@ def evaluate(*args: str) -> Callable[[SimpleNamespace], list[str]]:
         "3",
         "--out_dir",
         str(c.tmp / "eval"),
-        *(a.format(**vars(c)) for a in args),
+        *(a.format_map(c) for a in args),
     ]
 
 
-def generate(*args: str) -> Callable[[SimpleNamespace], list[str]]:
-    return lambda c: ["--out_dir", str(c.tmp / "new"), "--steps", "10", *(a.format(**vars(c)) for a in args)]
+def generate(*args: str) -> Callable[[Context], list[str]]:
+    return lambda c: ["--out_dir", str(c.tmp / "new"), "--steps", "10", *(a.format_map(c) for a in args)]
 
 
 CASES = {
@@ -357,7 +391,7 @@ CASES = {
         train("data.on_device=true"),
         "data.on_device=true: the dataset's frames need 42.4 MB but cpu has 2.1 GB free (at most 80% of it, "
         "less 2 GiB, is used for data); set data.on_device=false to read batches from disk",
-        setup=lambda c: c.monkeypatch.setattr("src.training.data.free_memory", lambda device: 2 << 30),
+        setup=lambda c: c.monkeypatch.setattr("src.training.batches.free_memory", lambda device: 2 << 30),
     ),
     "bf16-not-native": Case(
         "train.precision=bf16 on a GPU without native bf16 (before Ampere)",
@@ -1022,7 +1056,8 @@ CASES = {
             "--record",
             str(c.copy),
         ],
-        "holds a play recording with frame_skip 3, the checkpoint's game has 4; choose a new directory for the recording",
+        "holds a play recording with frame_skip 3, the checkpoint's game has 4; choose a new directory for the "
+        "recording",
         setup=lambda c: edit_manifest(c.copy, lambda m: (m.update(policy="human"), m["env"].update(frame_skip=3))),
     ),
     "play-record-locked": Case(
@@ -1087,10 +1122,8 @@ def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
 
 
 def run_command(command: str, argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
-        run_cli(entry_point(command), argv)
-    return exit_.value.code, err.getvalue()
+    result = run_main(entry_point(command), argv)
+    return result.returncode, result.stderr
 
 
 @pytest.fixture
@@ -1099,27 +1132,14 @@ def context(
 ):
     monkeypatch.delenv("AWM_DEBUG", raising=False)
     monkeypatch.setenv("AWM_TEST_SECRET", SECRET)  # an interpolation in a file must never bring it out
-    run = tmp_path / "run"
-    shutil.copytree(short_run[1]["run_dir"], run)
-    copy = tmp_path / "pong"
-    shutil.copytree(small_dataset, copy)
-    hold: list = []
-    yield SimpleNamespace(
-        data=small_dataset,
-        copy=copy,
-        run=run,
-        checkpoint=run / "checkpoints" / "last.pt",
-        tmp=tmp_path,
-        monkeypatch=monkeypatch,
-        request=request,
-        hold=hold,
-    )
-    for lock in hold:
+    c = Context(small_dataset, tmp_path, monkeypatch, request, trained_run=Path(short_run[1]["run_dir"]))
+    yield c
+    for lock in c.hold:
         lock.close()
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_gives_one_line_exit_2_and_keeps_every_file(name: str, context: SimpleNamespace) -> None:
+def test_bad_input_gives_one_line_exit_2_and_keeps_every_file(name: str, context: Context) -> None:
     case = CASES[name]
     if case.setup:
         case.setup(context)
@@ -1129,7 +1149,7 @@ def test_bad_input_gives_one_line_exit_2_and_keeps_every_file(name: str, context
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
-    assert case.expected.format(**vars(context)) in lines[0]
+    assert case.expected.format_map(context) in lines[0]
     print(f"\n| `{name}` | {case.what} | {case.command} | {lines[0]} |")  # pytest -s: the rows of docs/errors.md
     assert snapshot(context.tmp, context.data) == before  # nothing created, changed or deleted
     assert not (context.tmp / "pwned").exists()  # no payload ran

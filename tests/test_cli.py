@@ -12,7 +12,7 @@ import pytest
 import tomllib
 
 from src import cli
-from tests.conftest import ROOT, error_line, run
+from tests.conftest import ROOT, error_line, run_main
 
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 
@@ -24,6 +24,7 @@ def test_every_console_script_names_a_command_of_src_cli() -> None:
         assert module == "src.cli" and callable(getattr(cli, name))
 
 
+@pytest.mark.slow  # starts the installed scripts as processes
 def test_the_installed_scripts_run_from_any_folder(small_dataset: Path, tmp_path: Path) -> None:
     try:
         installed = {e.name for e in distribution("atari-world-model").entry_points if e.group == "console_scripts"}
@@ -55,18 +56,10 @@ def test_the_installed_scripts_run_from_any_folder(small_dataset: Path, tmp_path
 
 
 def test_dashed_flags_are_the_same_flags(tmp_path: Path) -> None:
-    result = run(
-        [
-            sys.executable,
-            "-m",
-            "src.dataset.generate_dataset",
-            "--out-dir",
-            str(tmp_path / "d"),
-            "--steps",
-            "5",
-            "--max-episode-steps",
-            "0",
-        ]
+    from src.dataset import generate_dataset
+
+    result = run_main(
+        generate_dataset.main, ["--out-dir", str(tmp_path / "d"), "--steps", "5", "--max-episode-steps", "0"]
     )
     assert error_line(result) == "error: --max_episode_steps must be >= 1, got 0"
     assert not (tmp_path / "d").exists()

@@ -28,7 +28,7 @@ from src.utils.checkpoint import save_checkpoint
 from src.utils.errors import UserError
 from src.utils.logging import NO_LOGIN
 from src.utils.metrics import STEP_METRICS, StepMetric
-from tests.conftest import error_line, run
+from tests.conftest import error_line, run, run_main
 from tests.test_logging import read_records, silent_server
 
 EVAL = [sys.executable, "-m", "src.eval"]
@@ -199,25 +199,26 @@ def test_a_new_metric_is_one_registry_entry(
     assert iio.imread(tmp_path / "plots" / "max_error_vs_horizon.png").shape[:2] == (500, 800)
 
 
-@pytest.mark.slow  # starts eval as a process, 5 times
+@pytest.mark.slow  # starts eval as a process
 def test_eval_bad_input_exits_2(short_run, tmp_path: Path) -> None:
     _, result = short_run
     checkpoint = str(Path(result["run_dir"]) / "checkpoints" / "last.pt")
     assert "differs from the checkpoint's game Pong" in error_line(
         run([*EVAL, "--checkpoint", checkpoint, "--game", "Breakout"])
     )
+    from src.eval import main
+
+    evaluate = lambda argv: run_main(main, argv)  # noqa: E731 (the refusals below in this process: one real one above)
     assert "--horizon must be >= 1" in error_line(
-        run([*EVAL, "--checkpoint", checkpoint, "--game", "Pong", "--horizon", "0"])
+        evaluate(["--checkpoint", checkpoint, "--game", "Pong", "--horizon", "0"])
     )
-    assert "not found" in error_line(run([*EVAL, "--checkpoint", str(tmp_path / "none.pt"), "--game", "Pong"]))
+    assert "not found" in error_line(evaluate(["--checkpoint", str(tmp_path / "none.pt"), "--game", "Pong"]))
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(Path(checkpoint).read_bytes()[:1000])
-    assert "cannot be loaded" in error_line(run([*EVAL, "--checkpoint", str(corrupt), "--game", "Pong"]))
+    assert "cannot be loaded" in error_line(evaluate(["--checkpoint", str(corrupt), "--game", "Pong"]))
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    assert "not a checkpoint of this project" in error_line(
-        run([*EVAL, "--checkpoint", str(foreign), "--game", "Pong"])
-    )
+    assert "not a checkpoint of this project" in error_line(evaluate(["--checkpoint", str(foreign), "--game", "Pong"]))
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]
 
 

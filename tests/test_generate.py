@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import io
 import json
 import os
 import random
@@ -21,9 +19,9 @@ import pytest
 from src.dataset import generate_dataset
 from src.dataset.generate_dataset import split
 from src.dataset.manifest import DatasetError
-from src.dataset.shards import ShardedDataset, ShardWriter, lock_readers, tmp_shard_path
-from src.utils.errors import run_cli
-from tests.conftest import GENERATE, INSPECT, ROOT, SMALL, check_consecutive, error_line, generate, run
+from src.dataset.shard_writer import ShardWriter, tmp_shard_path
+from src.dataset.shards import ShardedDataset, lock_readers
+from tests.conftest import GENERATE, INSPECT, ROOT, SMALL, check_consecutive, error_line, generate, run, run_main
 from tests.test_merge import record_by_hand
 
 
@@ -66,7 +64,7 @@ def test_split_is_exact() -> None:
 )
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path: Path, args: list[str], expected: str) -> None:
     out = tmp_path / "data"
-    assert expected in error_line(run([*GENERATE, "--out_dir", str(out), *args]))
+    assert expected in error_line(run_main(generate_dataset.main, ["--out_dir", str(out), *args]))
     assert not out.exists(), "nothing is created before the input is known to be good"
 
 
@@ -212,13 +210,10 @@ def files(root: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
 
 
-def main_in_process(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+def main_in_process(argv: list[str]) -> tuple[int, str]:
     """generate_dataset as `python -m` runs it, in this process: exit code and stderr."""
-    monkeypatch.delenv("AWM_DEBUG", raising=False)
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
-        run_cli(generate_dataset.main, argv)
-    return exit_.value.code, err.getvalue()
+    result = run_main(generate_dataset.main, argv)
+    return result.returncode, result.stderr
 
 
 @pytest.mark.parametrize(
@@ -242,25 +237,23 @@ def main_in_process(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[i
         (["--game", "../../x"], "unknown game '../../x'"),
     ],
 )
-def test_overwrite_checks_everything_before_deleting(
-    dataset_copy: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], expected: str
-) -> None:
-    """Catches --overwrite deleting the dataset and only then finding an argument it cannot use (a traceback, data lost)."""
+def test_overwrite_checks_everything_before_deleting(dataset_copy: Path, args: list[str], expected: str) -> None:
+    """Catches --overwrite deleting the dataset and only then finding an argument it cannot use (a traceback, data
+    lost)."""
     before = files(dataset_copy)
-    code, err = main_in_process(["--out_dir", str(dataset_copy), "--overwrite", "--steps", "100", *args], monkeypatch)
+    code, err = main_in_process(["--out_dir", str(dataset_copy), "--overwrite", "--steps", "100", *args])
     assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
     assert files(dataset_copy) == before
 
 
-def test_overwrite_refuses_a_dataset_that_is_being_read(dataset_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overwrite_refuses_a_dataset_that_is_being_read(dataset_copy: Path) -> None:
     """Catches --overwrite deleting the shards under a training that reads them."""
     reader = ShardedDataset(dataset_copy, verify="none")  # as a training (or its DataLoader workers) holds it
     before = files(dataset_copy)
-    code, err = main_in_process(["--out_dir", str(dataset_copy), "--overwrite", "--steps", "100"], monkeypatch)
-    assert (
-        code == 2
-        and err
-        == f"error: a training, evaluation or play is reading '{dataset_copy}'; wait for it to end, or choose another --out_dir\n"
+    code, err = main_in_process(["--out_dir", str(dataset_copy), "--overwrite", "--steps", "100"])
+    assert code == 2 and err == (
+        f"error: a training, evaluation or play is reading '{dataset_copy}'; wait for it to end, or choose another "
+        "--out_dir\n"
     )
     assert files(dataset_copy) == before  # the .lock too: refused before it was taken
     second = ShardedDataset(dataset_copy, verify="none")  # readers share
@@ -308,7 +301,7 @@ def test_a_generation_that_finished_meanwhile_is_not_deleted(
         shutil.copytree(small_dataset, out)
 
     monkeypatch.setattr(generate_dataset, "check_disk", another_generation_meanwhile)
-    code, err = main_in_process(["--out_dir", str(out), "--steps", "100"], monkeypatch)
+    code, err = main_in_process(["--out_dir", str(out), "--steps", "100"])
     assert code == 2 and "is not empty" in err and len(err.strip().splitlines()) == 1, err
     assert {k: v for k, v in files(out).items() if k != ".lock"} == {
         k: v for k, v in files(small_dataset).items() if k != ".lock"
@@ -374,15 +367,9 @@ def test_a_disk_that_fills_up_mid_recording_is_one_line_and_resume_finishes(
         "--max_episode_steps",
         "60",
     ]
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
-        run_cli(generate_dataset.main, args)
-    lines = err.getvalue().strip().splitlines()  # after tqdm's progress bar
-    assert (
-        exit_.value.code == 2
-        and "Traceback" not in err.getvalue()
-        and sum(line.startswith("error:") for line in lines) == 1
-    )
+    code, err = main_in_process(args)
+    lines = err.strip().splitlines()  # after tqdm's progress bar
+    assert code == 2 and "Traceback" not in err and sum(line.startswith("error:") for line in lines) == 1
     assert lines[-1].startswith("error: no space left on device; free some space and run the command again")
     monkeypatch.setattr(ShardWriter, "_write", real_write)
     assert (

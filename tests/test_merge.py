@@ -16,10 +16,10 @@ import pytest
 
 from src.dataset import merge_datasets
 from src.dataset.manifest import DatasetError, Manifest
-from src.dataset.shards import ShardedDataset, ShardWriter, promote_shard
-from src.utils.errors import run_cli
+from src.dataset.shard_writer import ShardWriter, promote_shard
+from src.dataset.shards import ShardedDataset
 from src.utils.io import try_lock
-from tests.conftest import ROOT, check_consecutive, error_line, generate, run
+from tests.conftest import ROOT, check_consecutive, error_line, generate, run, run_main
 
 MERGE = [sys.executable, "-m", "src.dataset.merge_datasets"]
 PART = {"steps": 400, "num_envs": 2, "shard_size": 100, "max_episode_steps": 60, "seed": 3}
@@ -37,7 +37,7 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def test_parts_merge_into_one_dataset_by_hard_links(parts: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "merged"
-    result = run([*MERGE, "--out_dir", str(out), *map(str, parts)])
+    result = run_main(merge_datasets.main, ["--out_dir", str(out), *map(str, parts)])
     assert result.returncode == 0, result.stderr
     assert "48 of 48 files hard-linked (no bytes copied)" in result.stdout
     merged, pieces = ShardedDataset(out, verify="full"), [ShardedDataset(p, verify="none") for p in parts]
@@ -57,16 +57,20 @@ def test_merge_refuses_what_would_not_be_one_dataset(parts: list[Path], small_da
     copy = tmp_path / "copy"
     shutil.copytree(small_dataset, copy)
     assert "both hold episode" in error_line(
-        run([*MERGE, "--out_dir", str(tmp_path / "a"), str(small_dataset), str(copy)])
+        run_main(merge_datasets.main, ["--out_dir", str(tmp_path / "a"), str(small_dataset), str(copy)])
     )
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["shard_size"] = 150
     manifest["complete"] = False
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    assert "is incomplete" in error_line(run([*MERGE, "--out_dir", str(tmp_path / "b"), str(parts[0]), str(copy)]))
+    assert "is incomplete" in error_line(
+        run_main(merge_datasets.main, ["--out_dir", str(tmp_path / "b"), str(parts[0]), str(copy)])
+    )
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "keep.txt").write_text("mine")
-    assert "is not empty" in error_line(run([*MERGE, "--out_dir", str(tmp_path / "c"), *map(str, parts)]))
+    assert "is not empty" in error_line(
+        run_main(merge_datasets.main, ["--out_dir", str(tmp_path / "c"), *map(str, parts)])
+    )
     assert (tmp_path / "c" / "keep.txt").read_text() == "mine"
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -101,7 +105,7 @@ def test_recordings_by_hand_merge_with_each_other_with_new_episode_ids(small_dat
     )
     before = {p: p.read_bytes() for p in sorted(second.iterdir()) if p.is_file()}
     out = tmp_path / "merged"
-    result = run([*MERGE, "--out_dir", str(out), str(first), str(second)])
+    result = run_main(merge_datasets.main, ["--out_dir", str(out), str(first), str(second)])
     assert result.returncode == 0, result.stderr
     assert "11 of 12 files hard-linked" in result.stdout  # the second recording's episode file is rewritten
     merged, pieces = ShardedDataset(out, verify="full"), [ShardedDataset(p, verify="full") for p in (first, second)]
@@ -119,9 +123,11 @@ def test_recordings_by_hand_merge_with_each_other_with_new_episode_ids(small_dat
     again = tmp_path / "again"
     shutil.copytree(first, again)
     assert "hold the same recorded steps" in error_line(
-        run([*MERGE, "--out_dir", str(tmp_path / "x"), str(first), str(again)])
+        run_main(merge_datasets.main, ["--out_dir", str(tmp_path / "x"), str(first), str(again)])
     )
-    assert "differs from" in error_line(run([*MERGE, "--out_dir", str(tmp_path / "y"), str(small_dataset), str(first)]))
+    assert "differs from" in error_line(
+        run_main(merge_datasets.main, ["--out_dir", str(tmp_path / "y"), str(small_dataset), str(first)])
+    )
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
@@ -131,7 +137,7 @@ def test_parts_of_two_emulator_versions_do_not_merge(parts: list[Path], tmp_path
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["versions"]["ale-py"] = "0.6.0"
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    line = error_line(run([*MERGE, "--out_dir", str(tmp_path / "out"), str(parts[0]), str(copy)]))
+    line = error_line(run_main(merge_datasets.main, ["--out_dir", str(tmp_path / "out"), str(parts[0]), str(copy)]))
     assert "was recorded with ale-py 0.6.0" in line and "frames of two emulator versions would mix" in line
     assert not (tmp_path / "out").exists()
 
@@ -150,13 +156,10 @@ def test_a_merge_that_finished_meanwhile_is_not_merged_into(
         (out / "shard_00000_obs.npy").write_bytes(b"theirs")
 
     monkeypatch.setattr(merge_datasets, "check_parts", another_merge_meanwhile)
-    monkeypatch.delenv("AWM_DEBUG", raising=False)
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
-        run_cli(merge_datasets.main, ["--out_dir", str(out), *map(str, parts)])
+    result = run_main(merge_datasets.main, ["--out_dir", str(out), *map(str, parts)])
     assert (
-        exit_.value.code == 2
-        and err.getvalue() == f"error: --out_dir '{out}' is not empty; choose a new directory for the merged dataset\n"
+        result.returncode == 2
+        and result.stderr == f"error: --out_dir '{out}' is not empty; choose a new directory for the merged dataset\n"
     )
     assert sorted(p.name for p in out.iterdir()) == ["shard_00000_obs.npy"]
     assert (out / "shard_00000_obs.npy").read_bytes() == b"theirs"
@@ -225,6 +228,7 @@ def part_files(parts: list[Path]) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for part in parts for p in sorted(part.iterdir()) if p.name != ".readers"}
 
 
+@pytest.mark.slow  # a kill drill: a merge process dies at each point
 @pytest.mark.parametrize("point", ["links", "rename", "done"])
 def test_a_killed_merge_is_taken_up_by_the_same_command(parts: list[Path], tmp_path: Path, point: str) -> None:
     """Catches a killed merge that leaves --out_dir holding links but no manifest, where the same command again is
@@ -242,7 +246,7 @@ def test_a_killed_merge_is_taken_up_by_the_same_command(parts: list[Path], tmp_p
         left = sorted(p.name for p in staging.iterdir())
         assert len([n for n in left if n.startswith("shard_")]) == (20 if point == "links" else 48), left
         assert ("manifest.json" in left) == (point == "rename")
-    again = run([*MERGE, *command])
+    again = run_main(merge_datasets.main, command)
     assert again.returncode == 0, again.stderr
     assert ("already holds the merge of these 2 datasets; nothing to do" in again.stdout) == (point == "done"), (
         again.stdout
@@ -253,9 +257,7 @@ def test_a_killed_merge_is_taken_up_by_the_same_command(parts: list[Path], tmp_p
     assert part_files(parts) == before  # not a byte of the parts written through their links
 
 
-def test_a_merge_is_refused_while_another_holds_its_lock(
-    parts: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_merge_is_refused_while_another_holds_its_lock(parts: list[Path], tmp_path: Path) -> None:
     """Catches a re-run that takes a merge's folder over (clears it) while the merge that holds its lock still writes;
     once the lock is free, the same folder is taken over and the merge done."""
     out = tmp_path / "merged"
@@ -263,11 +265,8 @@ def test_a_merge_is_refused_while_another_holds_its_lock(
     staging.mkdir()
     (staging / "shard_00000_obs.npy").write_bytes(b"being linked")
     lock, _ = try_lock(staging / ".lock")  # another merge at work (flock: another open file, even in this process)
-    monkeypatch.delenv("AWM_DEBUG", raising=False)
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
-        run_cli(merge_datasets.main, ["--out_dir", str(out), *map(str, parts)])
-    assert exit_.value.code == 2 and err.getvalue() == (
+    result = run_main(merge_datasets.main, ["--out_dir", str(out), *map(str, parts)])
+    assert result.returncode == 2 and result.stderr == (
         f"error: another merge (pid {os.getpid()}) is writing to '{out}'; wait for "
         "it to finish or choose another --out_dir\n"
     )

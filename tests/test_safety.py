@@ -11,25 +11,26 @@ import errno
 import json
 import os
 import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from src import eval as evaluation
 from src.config import ConfigError, ModelConfig, load_config
+from src.dataset import inspect_dataset
 from src.dataset.manifest import MANIFEST, DatasetError, Manifest
-from src.eval import Windows, evaluate, summarise, write_outputs
+from src.eval import evaluate, summarise
+from src.evaluation.cases import Windows
+from src.evaluation.outputs import write_outputs
 from src.models.world_model import build_model
 from src.utils.checkpoint import load_checkpoint, save_checkpoint
 from src.utils.errors import UserError
 from src.utils.images import save_png
 from src.utils.io import atomic_write_bytes, hold_lock
 from src.utils.plots import horizon_plot, save_figure
-from tests.conftest import INSPECT, error_line, run
-
-EVAL = [sys.executable, "-m", "src.eval"]
+from tests.conftest import error_line, run_main
 
 
 def tiny_state(**extra: object) -> dict:
@@ -78,7 +79,7 @@ def test_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path: Path, via_sh
     ) as e:
         load_checkpoint(bad)
     assert str(bad) in str(e.value) and not marker.exists()
-    line = error_line(run([*EVAL, "--checkpoint", str(bad), "--game", "Pong"]))
+    line = error_line(run_main(evaluation.main, ["--checkpoint", str(bad), "--game", "Pong"]))
     assert line.startswith(f"error: checkpoint '{bad}' was refused") and "load only checkpoints you trust" in line
     assert not marker.exists()
 
@@ -97,7 +98,7 @@ def test_corrupt_checkpoints_get_a_clear_line(checkpoint: Path, tmp_path: Path) 
     for path in (half, noise, empty):
         with pytest.raises(UserError, match="cannot be loaded: it is corrupt or not a PyTorch checkpoint"):
             load_checkpoint(path)
-        line = error_line(run([*EVAL, "--checkpoint", str(path), "--game", "Pong"]))
+        line = error_line(run_main(evaluation.main, ["--checkpoint", str(path), "--game", "Pong"]))
         assert line.startswith(
             f"error: checkpoint '{path}' cannot be loaded: it is corrupt or not a PyTorch checkpoint ("
         )
@@ -217,7 +218,7 @@ def test_bad_manifest_entry_is_named(dataset_copy: Path, edit) -> None:
     assert str(e.value).startswith(f"{path}: {expected}") and str(e.value).endswith(
         "; the manifest is corrupt: regenerate the dataset"
     )
-    assert error_line(run([*INSPECT, str(dataset_copy)])) == f"error: {e.value}"
+    assert error_line(run_main(inspect_dataset.main, [str(dataset_copy)])) == f"error: {e.value}"
 
 
 # ------------------------------------------------------------------------------------------ atomic writes
