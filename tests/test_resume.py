@@ -87,7 +87,7 @@ def test_a_resumed_csv_replaces_the_later_rows_only_as_it_logs_them_again(tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trial", range(3))
+@pytest.mark.parametrize("trial", range(2))  # each kills at another moment (2 of 3 kept: 21 s each)
 def test_sigkill_then_resume_matches_the_uninterrupted_run(
     small_dataset: Path, tmp_path: Path, uninterrupted: Path, trial: int
 ) -> None:
