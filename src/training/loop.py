@@ -101,7 +101,7 @@ def run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | None) -> di
     feeds = Feeds.of(cfg, dataset, (train_rows, val_rows), step, fast, objective.events is not None, ranks, console)
     session = Session(cfg, model, forward, optimizer, objective, feeds, trained_on, resume, ranks, console)
     if ranks.main:
-        outputs, session.resume, best_mse = open_outputs(cfg, dataset.game, resume, best_mse, console)
+        outputs, session.resume = open_outputs(cfg, dataset.game, resume, best_mse, console)
         console.open(outputs.run_dir)
         console.say(f"data {dataset.root} checked: {dataset.describe_verification()}")
         dataset.save_verification()  # every check passed: the next start skips hashing the files that did not change

@@ -210,7 +210,7 @@ class Feeds:
 
 def open_outputs(
     cfg: Config, game: str, resume: Resume | None, best_mse: float, console: Console
-) -> tuple[RunOutputs, Resume | None, float]:
+) -> tuple[RunOutputs, Resume | None]:
     """Rank 0's run folder and its writers (`run_folder`), with the resume as the run continues it: a branch is a run
     of its own, in W&B too (no wandb_id), and its best.pt is the first it validates unless the parent's was copied."""
     run_dir, resumed_at = run_folder(cfg, game, resume)
@@ -223,7 +223,7 @@ def open_outputs(
         resume = replace(resume, state={**resume.state, "wandb_id": None})
         if not (run_dir / "checkpoints" / "best.pt").exists():
             best_mse = math.inf
-    return RunOutputs(run_dir, resumed_at, best_mse), resume, best_mse
+    return RunOutputs(run_dir, resumed_at, best_mse), resume
 
 
 def run_folder(cfg: Config, game: str, resume: Resume | None) -> tuple[Path, int | None]:
