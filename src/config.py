@@ -77,6 +77,7 @@ class TrainConfig:
     changed_pixel_weight: float = 0.0  # extra loss on the pixels that differ from the last input frame; 0 = off
     worst_pixel_weight: float = 0.0  # extra loss: this times the mean loss of each frame's worst pixels; 0 = off
     worst_pixel_share: float = 0.01  # ... the share of each frame's pixels that counts as its worst
+    pixel_loss_cutoff: float = 0.0  # per-pixel loss below this counts 0 and the rest less this (SimPLe); 0 = off
     rollout_steps: list[int] = field(default_factory=lambda: [1])  # unroll length of each curriculum stage
     rollout_stage_ends: list[float] = field(default_factory=list)  # budget fraction where each stage but the last ends
     pushforward: float = 0.0  # the largest share of samples whose context holds the model's own predictions, made
@@ -209,6 +210,7 @@ class Config:
             (t.changed_pixel_weight >= 0, "train.changed_pixel_weight", f"must be >= 0, got {t.changed_pixel_weight}"),
             (t.worst_pixel_weight >= 0, "train.worst_pixel_weight", f"must be >= 0, got {t.worst_pixel_weight}"),
             (0 < t.worst_pixel_share <= 1, "train.worst_pixel_share", f"must be in (0, 1], got {t.worst_pixel_share}"),
+            (t.pixel_loss_cutoff >= 0, "train.pixel_loss_cutoff", f"must be >= 0, got {t.pixel_loss_cutoff}"),
             (
                 len(t.rollout_steps) >= 1 and min(t.rollout_steps) >= 1,
                 "train.rollout_steps",

@@ -42,17 +42,27 @@ class PixelLoss:
     under 1% of pixels change per step, and they are the ball, the paddles and the score that the model is judged on.
     With worst_weight w > 0, w times the mean loss of each frame's worst `worst_share` of pixels is added: a pull
     towards the small objects a blurred prediction loses, bounded by w times the largest pixel loss (changed_weight
-    instead grows with whatever changes)."""
+    instead grows with whatever changes). With cutoff c > 0 a pixel's loss counts max(0, loss - c), as SimPLe's
+    (Kaiser et al. 2020): the pixels already within about sqrt(2c) of the truth stop pulling the whole frame towards
+    a blur, and the gradient goes to the ones still wrong (the ball, the paddles)."""
 
     kind: str = "huber"  # or "mse"
     huber_delta: float = 1.0
     changed_weight: float = 0.0
     worst_weight: float = 0.0
     worst_share: float = 0.01
+    cutoff: float = 0.0
 
     @classmethod
     def of(cls, t: TrainConfig) -> PixelLoss:
-        return cls(t.loss, t.huber_delta, t.changed_pixel_weight, t.worst_pixel_weight, t.worst_pixel_share)
+        return cls(
+            t.loss,
+            t.huber_delta,
+            t.changed_pixel_weight,
+            t.worst_pixel_weight,
+            t.worst_pixel_share,
+            t.pixel_loss_cutoff,
+        )
 
     def __call__(
         self, prediction: Tensor, target: Tensor, previous: Tensor | None = None
@@ -63,6 +73,8 @@ class PixelLoss:
             per_pixel = F.huber_loss(prediction, target, delta=self.huber_delta, reduction="none")
         else:
             per_pixel = error.pow(2)
+        if self.cutoff > 0:
+            per_pixel = (per_pixel - self.cutoff).clamp_min(0)
         loss = per_pixel.mean()
         if self.changed_weight > 0:
             assert previous is not None, "changed_weight needs the previous frames"
