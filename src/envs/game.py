@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from src.envs.atari import EnvSettings, make_env
+from src.envs.ball import ball_positions, tracks_ball
 from src.envs.policies import RandomPolicy
 
 WARMUP_STEPS = 8  # random steps after a reset in Game.reset_in_motion: a full 4-frame context, the game in motion
@@ -26,6 +27,8 @@ class Steps:
     done: np.ndarray  # (K,) bool
     reward: np.ndarray  # (K,) float32
     episode: np.ndarray  # (K,) int64
+    # (K, 2) float32 (row, col) of the ball in next_obs, nan where absent (src.envs.ball); None: not tracked
+    ball: np.ndarray | None = None
 
     @property
     def frames(self) -> np.ndarray:
@@ -75,18 +78,30 @@ class Game:
 
 
 def play_episodes(
-    settings: EnvSettings, episodes: int, seed: int, on_step: Callable[[], object] | None = None
+    settings: EnvSettings,
+    episodes: int,
+    seed: int,
+    on_step: Callable[[], object] | None = None,
+    ball: bool = False,
 ) -> list[Steps]:
     """Fresh episodes of the real game with uniformly random actions, one Steps per episode (episode e is seeded
-    with seed + e); `on_step` is called after every step (a progress bar's update)."""
+    with seed + e); `on_step` is called after every step (a progress bar's update). With `ball`, each Steps has the
+    ball's position from the RAM after every step, nan where absent, at the episode's last step and throughout a game
+    without an annotated ball."""
     game = Game(settings)
     policy = RandomPolicy(game.num_actions, 1, np.random.SeedSequence(seed))
+    tracked = ball and tracks_ball(settings)
     played = []
     for e in range(episodes):
         game.reset(seed + e)
         steps: list[Transition] = []
+        positions: list[tuple[float, float]] = []
         while not steps or not steps[-1].done:
             steps.append(game.step(int(policy.act(game.obs[None], np.zeros(1, dtype=int))[0])))
+            # An episode's last step shows frames from before its last emulator frame (AtariPreprocessing stops before
+            # reading the screen), so its RAM is ahead of next_obs: no ball there.
+            position = ball_positions(game.env) if tracked and not steps[-1].done else None
+            positions.append(position or (np.nan, np.nan))
             if on_step is not None:
                 on_step()
         played.append(
@@ -97,6 +112,7 @@ def play_episodes(
                 done=np.array([s.done for s in steps]),
                 reward=np.array([s.reward for s in steps], dtype=np.float32),
                 episode=np.full(len(steps), e),
+                ball=np.array(positions, dtype=np.float32) if ball else None,
             )
         )
     game.close()
