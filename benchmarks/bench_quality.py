@@ -23,8 +23,13 @@ Columns, per variant: the mean over its seeds, and ± their standard deviation w
   sharp h100  the prediction's mean gradient magnitude over the true frame's at 100 steps (1 right, < 1 blur, > 1 noise)
   vs default  the ratio columns where the variant's seeds and the default's (the table's first row) do not
               overlap at all: a difference larger than the spread between training seeds
+A second table per game: is the imagined game alive (src.eval's "alive" block; 1 is right for each)
+  recall hK     of the pixels the real game changes (> 2/255) at step K, the share the prediction changes too
+  precision h10 of the pixels the prediction changes, the share the real game changes too
+  motion h100   the prediction's mean change per step over the real game's (0: frozen)
+  objects h50   pixels off the background, the prediction's over the truth's (> 1: smear, < 1: things vanished)
 A stochastic variant (edm) rolls out SAMPLES times per window: its row scores one sample (averaged over them), and a row
-"<variant>, mean of N samples" the mean frame of the samples. A second table per game: SSIM and sharpness at each of
+"<variant>, mean of N samples" the mean frame of the samples. A third table per game: SSIM and sharpness at each of
 h1, h10, h50, h100, training samples/s, and imagined frames/s on EVAL_BATCH_SIZE games at once (for edm at 1, 3 and 10
 denoising steps).
 The copy-last MSE is printed under each table, with how far the two halves of the test windows (odd and even
@@ -54,7 +59,7 @@ from src.config import Config, load_config  # noqa: E402
 from src.dataset.manifest import MANIFEST, Manifest  # noqa: E402
 from src.envs.atari import EnvSettings, resolve_game  # noqa: E402
 from src.envs.game import play_episodes  # noqa: E402
-from src.eval import evaluate, headline, summarise  # noqa: E402
+from src.eval import alive, evaluate, headline, summarise  # noqa: E402
 from src.evaluation.cases import Windows, spread, windows_from_episodes  # noqa: E402
 from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint  # noqa: E402
 from src.models.diffusion import is_stochastic  # noqa: E402
@@ -292,6 +297,7 @@ def score(
         "psnr_h1": curves["psnr"]["model"][0],
         "ssim_h1": curves["ssim"]["model"][0],
         "ratio_halves": halves if odd.any() and (~odd).any() else None,
+        "alive": alive(curves, HORIZON),
     }
     if "model_mean" in curves["mse"]:
         figures["sample_mean"] = {
@@ -301,6 +307,7 @@ def score(
             "model_mse": at("mse", "model_mean"),
             "sharpness": at("sharpness", "model_mean"),
             "ssim": at("ssim", "model_mean"),
+            "alive": alive(curves, HORIZON, "model_mean"),
         }
     return figures, {k: curves["mse"]["copy_last"][int(k) - 1] for k in ratio}
 
@@ -358,6 +365,7 @@ def run_variant(
         "imagined_frames_per_s": imagination_speed(model, windows, device, Feedback.of(model_config(state))),
         "other_feedback": {kind: score(model, windows, test_info, device, Feedback(kind))[0] for kind in feedbacks},
         "val_ratio_to_copy": result.get("val/ratio_to_copy"),  # one step ahead, on the dataset's val episodes
+        "val_changed_recall": result.get("val/changed_recall"),  # of the same one-step predictions
         "run_dir": result["run_dir"],
     }
     return row, copy_last
@@ -449,6 +457,24 @@ def table_row(name: str, seeds: list[dict], default: list[dict], failed: list[st
     ]
 
 
+ALIVE_COLUMNS = {  # column: (the "alive" figure, at this step)
+    "recall h10": ("changed_recall", "10"),
+    "recall h50": ("changed_recall", "50"),
+    "precision h10": ("changed_precision", "10"),
+    "motion h100": ("motion", "100"),
+    "objects h50": ("objects", "50"),
+}
+
+
+def alive_row(name: str, seeds: list[dict]) -> list[str]:
+    """The ALIVE_COLUMNS of a row: mean ± sd over the seeds that counted something ('-' for none)."""
+    cells = []
+    for figure, k in ALIVE_COLUMNS.values():
+        values = [v for r in seeds if (v := r.get("alive", {}).get(figure, {}).get(k)) is not None]
+        cells.append(mean_sd(values) if values else "-")
+    return [name, *cells]
+
+
 SECOND_COLUMNS = [
     "variant",
     *(f"ssim h{k}" for k in STEPS),
@@ -500,6 +526,8 @@ def markdown(results: dict) -> str:
         }
         lines = [f"| {' | '.join(COLUMNS)} |", "| --- |" + " ---: |" * (len(COLUMNS) - 2) + " --- |"]
         lines += [f"| {' | '.join(table_row(n, seeds, default, failed.get(n, [])))} |" for n, seeds in rows.items()]
+        living = [f"| variant | {' | '.join(ALIVE_COLUMNS)} |", "| --- |" + " ---: |" * len(ALIVE_COLUMNS)]
+        living += [f"| {' | '.join(alive_row(n, seeds))} |" for n, seeds in rows.items() if seeds]
         second = [f"| {' | '.join(SECOND_COLUMNS)} |", "| --- |" + " ---: |" * (len(SECOND_COLUMNS) - 1)]
         second += [f"| {' | '.join(second_row(n, seeds))} |" for n, seeds in rows.items() if seeds]
         copy = ", ".join(f"h={k} {v:.3g}" for k, v in (entry["copy_last_mse"] or {}).items())
@@ -511,7 +539,11 @@ def markdown(results: dict) -> str:
             f"training seeds.\n\n"
             + "\n".join(lines)
             + f"\n\nCopy-last MSE on the same windows: {copy or '-'}. The two halves of the test windows disagree "
-            f"about the default's ratio by at most: {test_noise(default)}.\n\nSSIM and sharpness (the prediction's "
+            f"about the default's ratio by at most: {test_noise(default)}.\n\nIs the imagined game alive: "
+            f"changed-pixel recall and precision (a pixel changes by more than 2/255 from the frame before), motion "
+            f"and objects ratios (1 right; recall and motion 0: frozen, objects > 1: smear).\n\n"
+            + "\n".join(living)
+            + "\n\nSSIM and sharpness (the prediction's "
             f"gradient magnitude over the true frame's: 1 right, < 1 blur, > 1 noise) at each step ahead; training "
             f"samples/s (set-up and validation included); imagined frames/s on {EVAL_BATCH_SIZE} games at once (a "
             f"diffusion model: per number of denoising steps).\n\n" + "\n".join(second) + "\n"

@@ -49,10 +49,10 @@ from src.models.run import TrainedOn
 from src.utils.console import Tee, teed_stdout
 from src.utils.errors import UserError, run_cli
 from src.utils.frames import frames_to_float
-from src.utils.io import check_apart, check_outside_datasets, check_writable, create_timestamped_dir
-from src.utils.metrics import STEP_METRICS
+from src.utils.io import check_apart, check_outside_datasets, check_writable, create_timestamped_dir, json_safe
+from src.utils.metrics import ALIVE, STEP_METRICS
 
-HEADLINE_STEPS = (1, 10, 50, 100)  # steps ahead reported in summary.json's ratios
+HEADLINE_STEPS = (1, 10, 50, 100)  # steps ahead reported in summary.json's ratios and its "alive" block
 ACTION_GAP_STEPS = (1, 10)
 EVENT_HEADLINE_STEPS = (1, 10)
 
@@ -60,11 +60,14 @@ EVENT_HEADLINE_STEPS = (1, 10)
 # ------------------------------------------------------------------------------------------ metrics
 
 
-def per_step_errors(prediction: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
-    """prediction, truth: (B, K, H, W) -> {metric: (B, K)} for every metric of STEP_METRICS."""
+def per_step_errors(prediction: torch.Tensor, truth: torch.Tensor, before: torch.Tensor) -> dict[str, torch.Tensor]:
+    """prediction, truth: (B, K, H, W); before: (B, H, W), the last context frame (the previous frame of step 1, for
+    both) -> {metric: (B, K), or (B, K, 2) for a ratio's parts} for every metric of STEP_METRICS."""
     b, k, h, w = truth.shape
-    flat_prediction, flat_truth = prediction.reshape(b * k, h, w), truth.reshape(b * k, h, w)  # (B*K, H, W)
-    return {name: metric.per_frame(flat_prediction, flat_truth).view(b, k) for name, metric in STEP_METRICS.items()}
+    previous = lambda frames: torch.cat([before.unsqueeze(1), frames[:, :-1]], dim=1)  # noqa: E731
+    frames = [x.reshape(b * k, h, w) for x in (prediction, truth, previous(prediction), previous(truth))]  # (B*K, H, W)
+    scores = {name: metric.per_frame(*frames) for name, metric in STEP_METRICS.items()}  # (B*K,) or (B*K, 2)
+    return {name: v.view(b, k, *v.shape[1:]) for name, v in scores.items()}
 
 
 def evaluate(
@@ -82,10 +85,10 @@ def evaluate(
     A stochastic model (edm) rolls out `samples` times from every start, its sampling seeded with `seed`: "model" is
     then the mean of the metric over the samples (what one sample scores), and with samples > 1 "model_mean" scores
     the mean frame of the samples (what the MSE rewards); the shuffled actions roll out once.
-    Returns {method: {metric: (N, K)}} for every metric of STEP_METRICS, and for a model with an event head
-    {"imagined": {"rewards": (N, K)}}, the reward signs it predicted along the (first sample's) rollouts; the pure
-    computation, no I/O but a progress bar on stderr with `progress` (a long evaluation on a CPU takes minutes).
-    """
+    Returns {method: {metric: (N, K), or (N, K, 2) for a ratio's parts}} for every metric of STEP_METRICS, and for a
+    model with an event head {"imagined": {"rewards": (N, K)}}, the reward signs it predicted along the (first
+    sample's) rollouts; the pure computation, no I/O but a progress bar on stderr with `progress` (a long evaluation
+    on a CPU takes minutes)."""
     n = len(windows.actions)
     order = np.random.default_rng(seed).permutation(n)
     shuffled = windows.actions.copy()
@@ -104,6 +107,7 @@ def evaluate(
         context = frames_to_float(torch.from_numpy(windows.context[sl]).to(device))  # (B, T, H, W)
         truth = frames_to_float(torch.from_numpy(windows.truth[sl]).to(device))  # (B, K, H, W)
         actions = torch.from_numpy(windows.actions[sl]).to(device)
+        last = context[:, -1]  # (B, H, W)
         drawn = []
         for i in range(samples):
             imagined = imagine(model, context, actions, feedback)
@@ -112,14 +116,16 @@ def evaluate(
             drawn.append(imagined.frames)
             bar.update(len(truth))
         scored = {
-            "model": [per_step_errors(frames, truth) for frames in drawn],
-            "copy_last": [per_step_errors(context[:, -1:].expand_as(truth), truth)],
+            "model": [per_step_errors(frames, truth, last) for frames in drawn],
+            "copy_last": [per_step_errors(last.unsqueeze(1).expand_as(truth), truth, last)],
             "model_shuffled_actions": [
-                per_step_errors(rollout(model, context, torch.from_numpy(shuffled[sl]).to(device), feedback), truth)
+                per_step_errors(
+                    rollout(model, context, torch.from_numpy(shuffled[sl]).to(device), feedback), truth, last
+                )
             ],
         }
         if samples > 1:
-            scored["model_mean"] = [per_step_errors(torch.stack(drawn).mean(0), truth)]
+            scored["model_mean"] = [per_step_errors(torch.stack(drawn).mean(0), truth, last)]
         for method, errors in scored.items():
             for metric in STEP_METRICS:
                 results[method][metric].append(torch.stack([e[metric] for e in errors]).mean(0).cpu().numpy())
@@ -130,14 +136,15 @@ def evaluate(
 
 def summarise(errors: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list[float]]]:
     """Per step over the cases, as each metric of STEP_METRICS aggregates them: {metric: {method: [K]}}, for the
-    methods that `errors` holds."""
+    methods that `errors` holds; None where a ratio had nothing to count (0 / 0), as summary.json writes it."""
     return {
-        name: {method: metric.over_cases(errors[method][name]).tolist() for method in METHODS if method in errors}
+        name: {
+            method: json_safe(metric.over_cases(errors[method][name]).tolist())
+            for method in METHODS
+            if method in errors
+        }
         for name, metric in STEP_METRICS.items()
     }
-
-
-# ------------------------------------------------------------------------------------------ rewards and ends
 
 
 # ------------------------------------------------------------------------------------------ rewards and ends
@@ -235,6 +242,14 @@ def headline(
     return ratio, gap
 
 
+def alive(
+    curves: dict[str, dict[str, list]], horizon: int, method: str = "model"
+) -> dict[str, dict[str, float | None]]:
+    """Is the imagined game still moving: the changed-pixel recall and precision, motion and objects ratios (ALIVE) of
+    `method` at steps 1, 10, 50, 100 within the horizon; None where there was nothing to count."""
+    return {name: {str(k): curves[name][method][k - 1] for k in HEADLINE_STEPS if k <= horizon} for name in ALIVE}
+
+
 # ------------------------------------------------------------------------------------------ the whole evaluation
 
 
@@ -293,7 +308,8 @@ def score(cfg: EvalConfig, subject: Subject, cases: Cases) -> dict[str, Any]:
     )
     curves = summarise(errors)
     ratio, gap = headline(curves, cfg.horizon)
-    scores = {**curves, "mse_ratio_to_copy": ratio, "action_gap": gap, **subject.sampling}
+    scores = {**curves, "mse_ratio_to_copy": ratio, "action_gap": gap, "alive": alive(curves, cfg.horizon)}
+    scores |= subject.sampling
     if "model_mean" in errors:
         scores["mean_mse_ratio_to_copy"] = headline(curves, cfg.horizon, "model_mean")[0]
     if cases.events is not None:

@@ -37,6 +37,12 @@ def test_tiny_budget_writes_a_scored_row(tmp_path: Path) -> None:
         "| vs default |" in table
     )
     assert "| unet_film | 1 |" in table and "| unet_film, uint8 feedback | 1 |" in table and "Copy-last MSE" in table
+    alive = row["alive"]  # the imagined game's changed pixels, motion and objects at each headline step
+    assert set(alive) == {"changed_recall", "changed_precision", "motion", "objects"}
+    assert all(set(at) == {"1", "10", "50", "100"} for at in alive.values())
+    assert 0 <= alive["changed_recall"]["10"] <= 1 and alive["motion"]["100"] >= 0 and alive["objects"]["50"] > 0
+    assert 0 <= row["val_changed_recall"] <= 1
+    assert "| variant | recall h10 | recall h50 | precision h10 | motion h100 | objects h50 |" in table
 
     again = run([*BENCH, "--budget", "tiny", "--variants", "unet_film", "--seeds", "0,1", "--out_dir", str(tmp_path)])
     assert again.returncode == 0, again.stderr[-3000:]
@@ -73,6 +79,24 @@ def test_only_differences_beyond_the_seed_spread_are_called() -> None:
     assert beyond_noise(better_at_50, default) == "h50 better"
     assert beyond_noise([row(0.20, 1.2), row(0.21, 1.3)], default) == "h1 worse, h50 worse"
     assert beyond_noise([row(0.10, 0.5)], default) == "-"  # one seed has no spread: nothing is called
+
+
+def test_the_alive_table_averages_what_was_counted() -> None:
+    """Catches a null (nothing counted) or a result from before the block breaking the table, or taken as a 0."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_quality import alive_row
+
+    alive = lambda recall, precision, motion, objects: {  # noqa: E731
+        "alive": {
+            "changed_recall": {"10": recall, "50": recall / 2},
+            "changed_precision": {"10": precision},
+            "motion": {"100": motion},
+            "objects": {"50": objects},
+        }
+    }
+    seeds = [alive(0.5, None, 0.1, 1.5), alive(0.7, 0.9, 0.3, 2.5), {}]  # the last: a result without the block
+    assert alive_row("v", seeds) == ["v", "0.600 ± 0.141", "0.300 ± 0.071", "0.900", "0.200 ± 0.141", "2.000 ± 0.707"]
+    assert alive_row("old", [{}]) == ["old", "-", "-", "-", "-", "-"]
 
 
 @pytest.mark.slow

@@ -16,10 +16,10 @@ from torch import Tensor, nn
 
 from src.dataset.shards import ShardedDataset
 from src.envs.game import Steps
-from src.eval import evaluate, evaluate_checkpoint, event_curves, headline, return_fidelity, summarise
+from src.eval import alive, evaluate, evaluate_checkpoint, event_curves, headline, return_fidelity, summarise
 from src.evaluation.cases import Windows, event_cases, windows_from_dataset
 from src.evaluation.config import EvalConfig
-from src.evaluation.outputs import write_outputs
+from src.evaluation.outputs import report, wandb_scores, write_outputs
 from src.models.checkpoint import read_checkpoint
 from src.models.rollout import Feedback, rollout
 from src.models.run import find_checkpoint
@@ -27,7 +27,7 @@ from src.models.world_model import ModelConfig, build_model
 from src.utils.checkpoint import save_checkpoint
 from src.utils.errors import UserError
 from src.utils.logging import NO_LOGIN
-from src.utils.metrics import STEP_METRICS, StepMetric
+from src.utils.metrics import ALIVE, STEP_METRICS, StepMetric, of_the_step
 from tests.conftest import error_line, run, run_main
 from tests.test_logging import read_records, silent_server
 
@@ -87,6 +87,15 @@ def test_oracle_scores_zero_error_over_the_whole_horizon(small_dataset: Path) ->
     assert curves["mse"]["model"] == [0.0] * 8 and curves["psnr"]["model"][0] == 120.0  # capped: MSE floored at 1e-12
     ratio, gap = headline(curves, horizon=8)
     assert ratio == {"1": 0.0} and set(gap) == {"1"}
+    assert errors["model"]["changed_recall"].shape == (12, 8, 2)  # a ratio's parts per case and step
+    for name in ("changed_recall", "changed_precision", "motion", "objects"):  # right: 1 wherever something changed
+        assert all(v is None or v == pytest.approx(1) for v in curves[name]["model"]), name
+    assert any(v is not None for v in curves["changed_recall"]["model"])
+    assert curves["changed_recall"]["model"][0] == 1.0  # step 1 compared with the last context frame, as the truth
+    # Copying never changes a pixel: recall and motion 0, precision has nothing to count.
+    assert curves["changed_recall"]["copy_last"] == [0.0] * 8 and curves["motion"]["copy_last"] == [0.0] * 8
+    assert curves["changed_precision"]["copy_last"] == [None] * 8
+    assert alive(curves, horizon=8) == {name: {"1": curves[name]["model"][0]} for name in ALIVE}
 
 
 @pytest.mark.slow  # starts eval as a process
@@ -128,6 +137,8 @@ def test_eval_command_writes_every_file(short_run, tmp_path: Path) -> None:
         image = iio.imread(eval_dir / "plots" / f"{metric}_vs_horizon.png")
         assert image.shape[:2] == (500, 800)
     assert set(summary["mse_ratio_to_copy"]) == {"1", "10"} and set(summary["action_gap"]) == {"1", "10"}
+    assert set(summary["alive"]) == set(ALIVE) and all(set(at) == {"1", "10"} for at in summary["alive"].values())
+    assert summary["alive"]["motion"]["10"] == summary["motion"]["model"][9] and "alive at h=1/10" in out.stdout
     assert summary["mse_ratio_to_copy"]["1"] == summary["mse"]["model"][0] / summary["mse"]["copy_last"][0]
     with open(eval_dir / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -181,7 +192,9 @@ def test_a_new_metric_is_one_registry_entry(
 ) -> None:
     """Catches a metric name hard-coded anywhere between the registry and the outputs: summary, CSV and plot."""
     monkeypatch.setitem(
-        STEP_METRICS, "max_error", StepMetric("largest pixel error", lambda p, t: (p - t).abs().flatten(1).amax(1))
+        STEP_METRICS,
+        "max_error",
+        StepMetric("largest pixel error", of_the_step(lambda p, t: (p - t).abs().flatten(1).amax(1))),
     )
     windows = windows_from_dataset(ShardedDataset(small_dataset), horizon=5, count=3)
     model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8), num_actions=6)
@@ -456,3 +469,29 @@ def test_return_fidelity_compares_imagined_and_real_returns() -> None:
     assert r["real_mean"] == pytest.approx(-2 / 3) and r["imagined_mean"] == pytest.approx(-2 / 3)
     assert r["difference_mean"] == pytest.approx(0.0) and r["difference_abs_mean"] == pytest.approx(2 / 3)
     assert r["rollouts"] == 3 and r["steps"] == 3
+
+
+def test_the_alive_block_is_reported_and_logged_without_its_nulls() -> None:
+    """The closing report prints the "alive" block on one line ('-' where nothing was counted), and W&B gets each of
+    its numbers as eval/<metric>_h<step> (a null is not a number to log)."""
+    at = {
+        "changed_recall": {"1": 0.9, "10": 0.5},
+        "changed_precision": {"1": 0.8, "10": None},
+        "motion": {"1": 1.0, "10": 0.25},
+        "objects": {"1": 1.0, "10": 1.75},
+    }
+    result = {
+        "mse_ratio_to_copy": {"1": 0.5, "10": 0.9},
+        "action_gap": {"1": 1.5},
+        "sharpness": {"model": [1.0] * 10},
+        "alive": at,
+        "paths": {"mse": "plots/mse_vs_horizon.png"},
+        "out_dir": "out",
+    }
+    assert (
+        "alive at h=1/10 (1 right; recall and motion 0: frozen)  changed recall 0.90/0.50, changed precision "
+        "0.80/-, motion 1.00/0.25, objects 1.00/1.75" in report(result).splitlines()
+    )
+    scores = wandb_scores(result)
+    assert scores["eval/changed_recall_h10"] == 0.5 and scores["eval/objects_h10"] == 1.75
+    assert "eval/changed_precision_h10" not in scores and scores["eval/changed_precision_h1"] == 0.8

@@ -1,4 +1,5 @@
-"""Frame metrics (MSE, PSNR, SSIM) against independent references, and the horizon plot."""
+"""Frame metrics (MSE, PSNR, SSIM) against independent references, whether an imagined game is alive (changed
+pixels, motion, objects), and the horizon plot."""
 
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ from matplotlib.figure import Figure
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from src.training.objective import PixelLoss
-from src.utils.metrics import mse_per_sample, psnr, sharpness, ssim
+from src.utils.metrics import (
+    background,
+    changed_precision,
+    changed_recall,
+    motion,
+    mse_per_sample,
+    objects,
+    psnr,
+    ratio_of_sums,
+    sharpness,
+    ssim,
+)
 from src.utils.plots import horizon_plot, save_figure
 
 H, W = 84, 84
@@ -215,3 +227,90 @@ def test_worst_pixel_weight_adds_the_worst_pixels_loss_and_is_bounded():
     assert bounded.item() == pytest.approx(
         3 * PixelLoss("mse")(large, torch.zeros_like(large))[0].item()
     )  # share 1: the whole frame, 1 + w times
+
+
+BACKGROUND, SQUARE = 51 / 255, 230 / 255  # the grey levels of a synthetic game: a square crossing a plain screen
+
+
+def moving_square(steps: int) -> torch.Tensor:
+    """(steps + 1, H, W): a 4x4 square moving 4 pixels right per step (no overlap between steps); frame 0 is the last
+    context frame."""
+    frames = torch.full((steps + 1, H, W), BACKGROUND)
+    for t in range(steps + 1):
+        frames[t, 40:44, 10 + 4 * t : 14 + 4 * t] = SQUARE
+    return frames
+
+
+def alive_scores(prediction: torch.Tensor, frames: torch.Tensor) -> dict[str, list[float]]:
+    """Each alive metric of `prediction` (K, H, W) against frames[1:], per step, as evaluation aggregates one case."""
+    previous_prediction = torch.cat([frames[:1], prediction[:-1]])  # step 1's previous frame: the last context frame
+    scores = {}
+    for name, metric in (("recall", changed_recall), ("precision", changed_precision), ("motion", motion)):
+        parts = metric(prediction, frames[1:], previous_prediction, frames[:-1])  # (K, 2)
+        scores[name] = ratio_of_sums(parts.numpy()[None]).tolist()  # one case
+    parts = objects(prediction, frames[1:], previous_prediction, frames[:-1])
+    scores["objects"] = ratio_of_sums(parts.numpy()[None]).tolist()
+    return scores
+
+
+def test_a_perfect_prediction_is_alive_and_a_frozen_one_is_not() -> None:
+    """Catches the failure MSE misses: a frozen frame (copy of the context) scores recall 0 and motion 0, where the
+    true frames score 1 on every figure."""
+    frames = moving_square(3)
+    perfect = alive_scores(frames[1:], frames)
+    assert perfect == {"recall": [1.0] * 3, "precision": [1.0] * 3, "motion": [1.0] * 3, "objects": [1.0] * 3}
+    frozen = alive_scores(frames[:1].expand(3, H, W), frames)
+    assert frozen["recall"] == [0.0] * 3 and frozen["motion"] == [0.0] * 3
+    assert all(np.isnan(frozen["precision"]))  # it changes nothing: nothing to count
+    assert frozen["objects"] == [1.0] * 3  # the square is still there, only stopped
+
+
+def test_a_smeared_prediction_has_too_many_objects_and_half_the_changes() -> None:
+    """A trail: the square appears at each new place but never leaves the old ones. It has (step + 1) squares where
+    the truth has one, and changes the 16 pixels the square enters but not the 16 it leaves."""
+    frames = moving_square(3)
+    trail = torch.cummax(frames[1:], dim=0).values.maximum(frames[:1])  # every place the square has been
+    smeared = alive_scores(trail, frames)
+    assert smeared["objects"] == [2.0, 3.0, 4.0]
+    assert smeared["recall"] == [0.5] * 3 and smeared["precision"] == [1.0] * 3
+    assert smeared["motion"] == pytest.approx([0.5] * 3)
+
+
+def test_ratios_are_summed_over_cases_before_dividing() -> None:
+    """Catches a mean of per-case ratios: a case with no change at a step (0 / 0) would make it NaN, and a case with
+    one changed pixel would weigh as much as one with 99."""
+    parts = np.array(
+        [
+            [[99.0, 99.0], [0.0, 0.0]],  # case 1: step 1 all 99 changed pixels found; step 2 nothing changed
+            [[0.0, 1.0], [0.0, 0.0]],  # case 2: step 1 its one changed pixel missed; step 2 nothing changed
+            [[0.0, 0.0], [0.0, 0.0]],  # case 3: nothing changed at all
+        ]
+    )  # (N=3, K=2, 2)
+    ratio = ratio_of_sums(parts)
+    assert ratio[0] == 0.99 and np.isnan(ratio[1])  # (99 + 0 + 0) / (99 + 1 + 0); 0 / 0 at step 2
+    frames = moving_square(1)
+    still = frames[:1].expand(2, H, W)  # a case whose truth does not move
+    truth = torch.stack([frames[1], still[1]])  # (2, H, W): the moving case, the still case
+    previous = torch.stack([frames[0], still[0]])
+    prediction = torch.stack([frames[1], still[1]])
+    assert ratio_of_sums(changed_recall(prediction, truth, previous, previous).numpy()[:, None]).tolist() == [1.0]
+
+
+def test_a_change_is_more_than_two_grey_levels() -> None:
+    """Catches float rounding of the 2/255 threshold: a step of exactly 2 levels never counts (a/255 - b/255 in float32
+    exceeds 2/255 for 10 of the 254 pairs), a step of 3 always does."""
+    levels = torch.arange(256, dtype=torch.float32) / 255
+    for step, expected in ((2, 0), (3, 253)):
+        before, after = levels[:-step].view(-1, 1, 1), levels[step:].view(-1, 1, 1)  # (256 - step, 1, 1)
+        parts = changed_recall(after, after, before, before)  # the truth changes by `step` levels at every pixel
+        assert parts[:, 1].sum().item() == expected
+
+
+def test_background_is_the_commonest_grey_level() -> None:
+    """Not the mean nor the darkest: a mostly grey frame with a dark band and a white square has a grey background."""
+    frame = torch.full((1, H, W), 128 / 255)
+    frame[:, :20] = 0.0  # a dark band, 20 of 84 rows
+    frame[:, 50:60, 50:60] = 1.0
+    assert background(frame).item() == pytest.approx(128 / 255, abs=1e-7)
+    ours = objects(frame, frame, frame, frame)
+    assert ours[0].tolist() == [20 * W + 100, 20 * W + 100]

@@ -29,6 +29,7 @@ from src.utils.checkpoint import load_checkpoint, save_checkpoint
 from src.utils.errors import UserError
 from src.utils.images import save_png
 from src.utils.io import atomic_write_bytes, hold_lock
+from src.utils.metrics import STEP_METRICS
 from src.utils.plots import horizon_plot, save_figure
 from tests.conftest import error_line, run_main
 
@@ -257,10 +258,7 @@ def test_eval_outputs_leave_only_final_files(tmp_path: Path) -> None:
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert files == [
         "metrics.csv",
-        "plots/mse_vs_horizon.png",
-        "plots/psnr_vs_horizon.png",
-        "plots/sharpness_vs_horizon.png",
-        "plots/ssim_vs_horizon.png",
+        *sorted(f"plots/{name}_vs_horizon.png" for name in STEP_METRICS),
         "summary.json",
     ]
     with open(tmp_path / "metrics.csv", newline="") as f:

@@ -13,6 +13,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from src.config import Config, ConfigError, ModelConfig, TrainConfig, config_from_dict, load_config, to_dict
 from src.dataset.offline_dataset import Batch, WindowDataset, split_episodes
@@ -77,6 +78,7 @@ def test_run_folder_has_every_file(short_run: tuple[Config, dict]) -> None:
     assert float(val[-1]["ratio_to_copy"]) == pytest.approx(
         float(val[-1]["mse"]) / float(val[-1]["copy_last_mse"]), rel=1e-4
     )
+    assert 0 <= float(val[-1]["changed_recall"]) <= 1
     images = sorted((run_dir / "images").glob("*.png"))
     assert [p.name for p in images] == ["step_000003.png", "step_000006.png"]
     image = iio.imread(images[0])
@@ -146,6 +148,36 @@ def test_checkpoint_reloads_to_identical_outputs(short_run: tuple[Config, dict])
     )
     np.testing.assert_equal(metrics, state["val"])  # NaN equal to NaN: an event rate with nothing to count
     np.testing.assert_equal(metrics, {k: v for k, v in result.items() if k.startswith("val/")})
+
+
+class Replay(nn.Module):
+    """Test-only: answers each call with the next of `frames`, whatever it is asked."""
+
+    def __init__(self, frames: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.frames, self.weight = iter(frames), nn.Parameter(torch.zeros(1))
+
+    def forward(self, frames: torch.Tensor, actions: torch.Tensor, **_: object) -> torch.Tensor:
+        return next(self.frames)
+
+
+def test_validation_recall_tells_a_copy_from_a_prediction_that_moves(small_dataset: Path, tmp_path: Path) -> None:
+    """val/changed_recall: 0 for a model that copies the last frame (its MSE can still be low), 1 for one that predicts
+    the true next frames, half-way for one right on half the samples: a ratio of sums over all the samples."""
+    cfg = tiny_config(small_dataset, tmp_path)
+    dataset, _, val_rows = open_data(cfg)
+    batches = fixed_val_batches(dataset, val_rows, cfg)  # uint8, as validate gets them
+    floats = [b.to("cpu") for b in batches]
+    copies, truths = [b.frames[:, -1:] for b in floats], [b.targets for b in floats]
+    objective = Objective()
+    assert validate(Replay(copies), batches, objective)["val/changed_recall"] == 0.0
+    assert validate(Replay(truths), batches, objective)["val/changed_recall"] == 1.0
+    changed = [(b.targets.int() - b.frames[:, -1:].int()).abs().gt(2).flatten(1).sum(1) for b in batches]  # per sample
+    even = [torch.arange(len(b)).view(-1, 1, 1, 1) % 2 == 0 for b in batches]
+    half = [torch.where(e, t, c) for e, t, c in zip(even, truths, copies)]  # right on the even samples only
+    found = sum(n[::2].sum().item() for n in changed) / sum(n.sum().item() for n in changed)
+    assert 0 < found < 1
+    assert validate(Replay(half), batches, objective)["val/changed_recall"] == pytest.approx(found)
 
 
 @pytest.mark.slow  # starts train as a process

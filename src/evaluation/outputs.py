@@ -97,7 +97,7 @@ def write_plots(plots: Path, summary: dict, curves: dict) -> dict[str, Path]:
         figure = horizon_plot(
             {METHODS[m]: v for m, v in curves[name].items()},
             metric.label,
-            f"{summary['game']}: open-loop {name.upper()} over {summary['starts']} rollouts",
+            f"{summary['game']}: open-loop {name.upper().replace('_', ' ')} over {summary['starts']} rollouts",
             log_y=metric.log_y,
         )
         paths[name] = plots / f"{name}_vs_horizon.png"
@@ -116,10 +116,14 @@ def training_run(checkpoint: Path, state: dict[str, Any]) -> str | None:
 
 
 def wandb_scores(summary: dict[str, Any]) -> dict[str, float]:
-    """The summary's headline numbers as eval/* keys: the ratios at their steps, the event rates, the returns."""
+    """The summary's headline numbers as eval/* keys: the ratios and the "alive" block at their steps, the event
+    rates, the returns."""
     scores = {f"eval/mse_ratio_to_copy_h{k}": v for k, v in summary["mse_ratio_to_copy"].items()}
     scores |= {f"eval/action_gap_h{k}": v for k, v in summary["action_gap"].items()}
     scores |= {f"eval/mean_mse_ratio_to_copy_h{k}": v for k, v in summary.get("mean_mse_ratio_to_copy", {}).items()}
+    scores |= {
+        f"eval/{name}_h{k}": v for name, at in summary.get("alive", {}).items() for k, v in at.items() if v is not None
+    }
     scores |= {
         f"eval/{key}_h{h}": v
         for h, rates in summary.get("events_at", {}).items()
@@ -156,6 +160,14 @@ def log_to_wandb(cfg: EvalConfig, subject: Subject, out: Path, summary: dict[str
 # ------------------------------------------------------------------------------------------ the report
 
 
+def alive_line(alive: dict[str, dict[str, float | None]]) -> str:
+    """summary.json's "alive" block on one line: each figure at every headline step, '-' where nothing was counted."""
+    steps = "/".join(next(iter(alive.values())))
+    figure = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    parts = ", ".join(f"{name.replace('_', ' ')} {'/'.join(map(figure, at.values()))}" for name, at in alive.items())
+    return f"alive at h={steps} (1 right; recall and motion 0: frozen)  {parts}"
+
+
 def report(result: dict[str, Any]) -> str:
     """The headline numbers and where the files are, as the command ends."""
     ratios = ", ".join(f"h={k}: {v:.3f}" for k, v in result["mse_ratio_to_copy"].items())
@@ -166,6 +178,8 @@ def report(result: dict[str, Any]) -> str:
         f"action gap (shuffled / true)  {gaps}",
         f"sharpness (1 right, < 1 blur, > 1 noise)  {sharp}",
     ]
+    if result.get("alive"):
+        lines.append(alive_line(result["alive"]))
     if "samples" in result:
         lines[0] += f"  (one sample of {result['sampling_steps']} denoising steps, the mean over {result['samples']})"
     if "mean_mse_ratio_to_copy" in result:

@@ -347,7 +347,7 @@ def validate_and_save(s: Session, p: Progress, outputs: RunOutputs, last_step: b
     outputs.log_validation(p.step, val, p.elapsed)
     s.console.say(
         f"validation at step {p.step}: mse {val['val/mse']:.3g}, copy-last {val['val/copy_last_mse']:.3g}, "
-        f"ratio {val['val/ratio_to_copy']:.3f}{event_summary(val)}"
+        f"ratio {val['val/ratio_to_copy']:.3f}, changed recall {val['val/changed_recall']:.3f}{event_summary(val)}"
     )
     if len(s.feeds.video_starts) and (p.validations % t.val_rollout_every == 0 or last_step):
         out = run_dir / "videos" / f"rollout_step_{p.step:06d}"

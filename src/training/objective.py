@@ -28,8 +28,7 @@ from src.models.rollout import Feedback, corrupt, nearest_level, unroll
 from src.training.fast_path import FastPath
 from src.training.schedule import Stage
 from src.utils.device import constant
-
-CHANGED = 2 / 255  # a pixel "changes" when it moves by more than this from the previous frame
+from src.utils.metrics import changed
 
 
 @dataclass(frozen=True)
@@ -78,8 +77,8 @@ class PixelLoss:
         loss = per_pixel.mean()
         if self.changed_weight > 0:
             assert previous is not None, "changed_weight needs the previous frames"
-            changed = (target - previous).abs() > CHANGED  # (B, k, H, W) bool
-            loss = loss + self.changed_weight * (per_pixel * changed).mean()
+            moved = changed(target, previous)  # (B, k, H, W) bool: as the evaluation's changed-pixel metrics count
+            loss = loss + self.changed_weight * (per_pixel * moved).mean()
         if self.worst_weight > 0:
             flat = per_pixel.flatten(2)  # (B, k, H*W)
             worst = flat.topk(max(1, round(self.worst_share * flat.shape[-1])), dim=-1).values  # (B, k, n)

@@ -249,6 +249,7 @@ class RunOutputs:
                 "mse",
                 "copy_last_mse",
                 "ratio_to_copy",
+                "changed_recall",
                 "elapsed_s",
                 "reward_sign_accuracy",
                 "false_reward_rate",

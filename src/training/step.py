@@ -19,7 +19,7 @@ from src.training.schedule import Stage
 from src.utils import distributed
 from src.utils.distributed import Ranks
 from src.utils.frames import frames_to_float
-from src.utils.metrics import mse_per_sample
+from src.utils.metrics import changed_recall, mse_per_sample
 from src.utils.video import write_rollout_videos
 
 
@@ -53,13 +53,17 @@ def train_step(
 
 @torch.no_grad()
 def validate(model: nn.Module, batches: list[Batch], objective: Objective, ranks: Ranks = Ranks()) -> dict[str, float]:
-    """Loss and MSE on the held-out samples, and the copy-last-frame baseline's MSE on the same samples (summed over
-    the processes' shares under torchrun). A diffusion model's predictions are samples, the same ones at every
+    """Loss and MSE on the held-out samples, and the copy-last-frame baseline's MSE on the same samples; the changed-
+    pixel recall of the predictions as fed back: of the pixels that change from the last context frame to the target
+    (by more than 2/255), the share the prediction changes too, a ratio of sums over the samples (0 for a model that
+    copies the last frame, NaN when nothing changed). One step ahead: each validation sample holds one. Summed over
+    the processes' shares under torchrun. A diffusion model's predictions are samples, the same ones at every
     validation (its sampling seeded with 0)."""
     model.eval()
     seed_sampling(model, 0)
     device = next(model.parameters()).device
     totals = {"loss": 0.0, "mse": 0.0, "copy_last_mse": 0.0}
+    changed = torch.zeros(2, dtype=torch.float64)  # pixels changed in both, in the target
     counts = EventCounts()
     count = 0
     for batch in batches:
@@ -68,15 +72,17 @@ def validate(model: nn.Module, batches: list[Batch], objective: Objective, ranks
         totals["loss"] += objective.validation_loss(prediction, b.targets).item() * len(b)
         totals["mse"] += mse_per_sample(prediction, b.targets).sum().item()
         totals["copy_last_mse"] += mse_per_sample(b.frames[:, -1:], b.targets).sum().item()
+        fed, last = objective.feedback(prediction), b.frames[:, -1:]  # (B, 1, H, W); last: the previous frame of both
+        changed += changed_recall(fed, b.targets, last, last).double().sum(0).cpu()
         if has_events(model):
-            fed = objective.feedback(prediction)
             rewards, end_probs = predicted_events(*model.events(b.frames, fed, b.actions[:, 0]))
             counts.add(rewards, end_probs > 0.5, b.rewards[:, 0], b.dones[:, 0])
         count += len(b)
     model.train()
-    *sums, count = distributed.total([*totals.values(), count], ranks)
+    *sums, both, real, count = distributed.total([*totals.values(), *changed.tolist(), count], ranks)
     metrics = {f"val/{k}": v / count for k, v in zip(totals, sums)}
     metrics["val/ratio_to_copy"] = metrics["val/mse"] / max(metrics["val/copy_last_mse"], 1e-12)
+    metrics["val/changed_recall"] = both / real if real else math.nan
     if has_events(model):
         counts = EventCounts(*distributed.total(list(counts.as_tuple()), ranks))
         metrics |= {f"val/{k}": v for k, v in counts.rates().items()}

@@ -3,6 +3,9 @@ to test, easy to add to.
 
 A new per-step metric of open-loop rollouts is one entry in STEP_METRICS (at the end of this file): evaluation,
 summary.json, its metrics.csv and its plots pick it up from there.
+
+MSE-style metrics cannot see a stopped game: a frozen or smeared imagined frame can beat copying the last frame. The
+changed-pixel recall and precision, the motion ratio and the objects ratio can (1 is right for each).
 """
 
 from __future__ import annotations
@@ -99,19 +102,101 @@ def sharpness(prediction: Tensor, truth: Tensor) -> Tensor:
     return gradient_magnitude(prediction) / gradient_magnitude(truth).clamp_min(1e-12)
 
 
+# ------------------------------------------------------------------------------------------ is the game alive
+
+CHANGED = 2 / 255  # a pixel changes when it moves by more than this: more than 2 of the 255 grey levels
+ROUNDING = 1e-6  # ... plus this, so that a step of exactly 2 levels (a/255 - b/255 in float32) never counts
+
+
+def changed(frames: Tensor, reference: Tensor) -> Tensor:
+    """(N, ...) bool: where `frames` lie more than CHANGED away from `reference` (broadcast to their shape)."""
+    return (frames - reference).abs() > CHANGED + ROUNDING
+
+
+def ratio_parts(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """(N,) x2 -> (N, 2): a ratio's parts per frame, kept apart until `ratio_of_sums` adds them up over the cases."""
+    return torch.stack([numerator.float(), denominator.float()], dim=1)
+
+
+def ratio_of_sums(parts: np.ndarray) -> np.ndarray:
+    """(N, K, 2) numerator and denominator per case and step -> (K,): the numerators' sum over the denominators' per
+    step, not a mean of per-case ratios (a case can have nothing to count); NaN where the denominators sum to 0."""
+    numerator, denominator = parts.astype(np.float64).sum(0).T  # (K,) each
+    return np.divide(numerator, denominator, out=np.full_like(numerator, np.nan), where=denominator > 0)
+
+
+def changed_recall(prediction: Tensor, truth: Tensor, previous_prediction: Tensor, previous_truth: Tensor) -> Tensor:
+    """(N, H, W) x4 -> (N, 2): [pixels that change in both the truth and the prediction, pixels that change in the
+    truth], each from its own previous frame. 0: the imagined game stands still where the real one moves."""
+    real = changed(truth, previous_truth).flatten(1)  # (N, H*W)
+    both = real & changed(prediction, previous_prediction).flatten(1)
+    return ratio_parts(both.sum(1), real.sum(1))
+
+
+def changed_precision(prediction: Tensor, truth: Tensor, previous_prediction: Tensor, previous_truth: Tensor) -> Tensor:
+    """(N, H, W) x4 -> (N, 2): [pixels that change in both, pixels that change in the prediction]. Low: the
+    prediction moves where the game does not (noise, smear)."""
+    imagined = changed(prediction, previous_prediction).flatten(1)  # (N, H*W)
+    both = imagined & changed(truth, previous_truth).flatten(1)
+    return ratio_parts(both.sum(1), imagined.sum(1))
+
+
+def motion(prediction: Tensor, truth: Tensor, previous_prediction: Tensor, previous_truth: Tensor) -> Tensor:
+    """(N, H, W) x4 -> (N, 2): [mean |prediction - its previous frame|, mean |truth - its previous frame|]. 0:
+    frozen."""
+    step = lambda frames, previous: (frames - previous).abs().flatten(1).mean(1)  # noqa: E731
+    return ratio_parts(step(prediction, previous_prediction), step(truth, previous_truth))
+
+
+def background(frames: Tensor) -> Tensor:
+    """(N, H, W) in [0, 1] -> (N,): each frame's commonest grey level (of 256), in [0, 1]."""
+    levels = (frames.flatten(1) * 255).round().long().clamp(0, 255)  # (N, H*W)
+    offsets = torch.arange(len(levels), device=levels.device).unsqueeze(1) * 256  # (N, 1): a histogram per frame
+    counts = torch.bincount((levels + offsets).flatten(), minlength=256 * len(levels)).view(-1, 256)  # (N, 256)
+    return counts.argmax(1).float() / 255
+
+
+def objects(prediction: Tensor, truth: Tensor, previous_prediction: Tensor, previous_truth: Tensor) -> Tensor:
+    """(N, H, W) x4 -> (N, 2): [pixels of the prediction, pixels of the truth] more than CHANGED away from the true
+    frame's background (its commonest grey level). Above 1: smear; below 1: things vanished. The previous frames are
+    not used."""
+    level = background(truth).unsqueeze(1)  # (N, 1)
+    count = lambda frames: changed(frames.flatten(1), level).sum(1)  # noqa: E731
+    return ratio_parts(count(prediction), count(truth))
+
+
+# ------------------------------------------------------------------------------------------ the registry
+
+FrameMetric = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def of_the_step(metric: Callable[[Tensor, Tensor], Tensor]) -> FrameMetric:
+    """A metric of the prediction and the truth alone, called as StepMetric.per_frame is (previous frames unused)."""
+    return lambda prediction, truth, previous_prediction, previous_truth: metric(prediction, truth)
+
+
 @dataclass(frozen=True)
 class StepMetric:
     """A metric of open-loop predictions, reported per step ahead."""
 
     label: str  # the y axis of its plot
-    per_frame: Callable[[Tensor, Tensor], Tensor]  # prediction, truth: (N, H, W) in [0, 1] -> (N,)
-    over_cases: Callable[[np.ndarray], np.ndarray] = mean_over_cases  # (N, K) per case and step -> (K,) per step
+    # prediction, truth, previous prediction, previous truth: (N, H, W) in [0, 1] (before step 1: the last context
+    # frame for both) -> (N,), or (N, 2) for a ratio's numerator and denominator
+    per_frame: FrameMetric
+    over_cases: Callable[[np.ndarray], np.ndarray] = mean_over_cases  # (N, K) or (N, K, 2) per case and step -> (K,)
     log_y: bool = False  # plot on a log scale
 
 
 STEP_METRICS: dict[str, StepMetric] = {
-    "mse": StepMetric("MSE per pixel (frames in [0, 1])", mse_per_sample, log_y=True),
-    "psnr": StepMetric("PSNR (dB)", mse_per_sample, over_cases=psnr_of_mean),
-    "ssim": StepMetric("SSIM", ssim),
-    "sharpness": StepMetric("sharpness: gradient magnitude / the truth's (1 right, < 1 blur, > 1 noise)", sharpness),
+    "mse": StepMetric("MSE per pixel (frames in [0, 1])", of_the_step(mse_per_sample), log_y=True),
+    "psnr": StepMetric("PSNR (dB)", of_the_step(mse_per_sample), over_cases=psnr_of_mean),
+    "ssim": StepMetric("SSIM", of_the_step(ssim)),
+    "sharpness": StepMetric(
+        "sharpness: gradient magnitude / the truth's (1 right, < 1 blur, > 1 noise)", of_the_step(sharpness)
+    ),
+    "changed_recall": StepMetric("changed-pixel recall (1 right, 0 frozen)", changed_recall, ratio_of_sums),
+    "changed_precision": StepMetric("changed-pixel precision (1 right)", changed_precision, ratio_of_sums),
+    "motion": StepMetric("motion / the truth's (1 right, 0 frozen)", motion, ratio_of_sums),
+    "objects": StepMetric("objects / the truth's (1 right, > 1 smear)", objects, ratio_of_sums),
 }
+ALIVE = ("changed_recall", "changed_precision", "motion", "objects")  # summary.json's "alive" block
