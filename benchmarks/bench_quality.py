@@ -28,6 +28,9 @@ A second table per game: is the imagined game alive (src.eval's "alive" block; 1
   precision h10 of the pixels the prediction changes, the share the real game changes too
   motion h100   the prediction's mean change per step over the real game's (0: frozen)
   objects h50   pixels off the background, the prediction's over the truth's (> 1: smear, < 1: things vanished)
+  ball present hK   of the steps with the real ball (from the RAM; Pong and Breakout) in find_ball's searched area,
+                    the share where the prediction shows a ball (1 right)
+  ball dist h10     pixels from the predicted ball to the real one, over the steps with both (0 right)
 A stochastic variant (edm) rolls out SAMPLES times per window: its row scores one sample (averaged over them), and a row
 "<variant>, mean of N samples" the mean frame of the samples. A third table per game: SSIM and sharpness at each of
 h1, h10, h50, h100, training samples/s, and imagined frames/s on EVAL_BATCH_SIZE games at once (for edm at 1, 3 and 10
@@ -58,8 +61,10 @@ sys.path.insert(0, str(ROOT))
 from src.config import Config, load_config  # noqa: E402
 from src.dataset.manifest import MANIFEST, Manifest  # noqa: E402
 from src.envs.atari import EnvSettings, resolve_game  # noqa: E402
+from src.envs.ball import tracks_ball  # noqa: E402
 from src.envs.game import play_episodes  # noqa: E402
 from src.eval import alive, evaluate, headline, summarise  # noqa: E402
+from src.evaluation.ball import ball_block  # noqa: E402
 from src.evaluation.cases import Windows, spread, windows_from_episodes  # noqa: E402
 from src.models.checkpoint import model_config, model_from_checkpoint, read_checkpoint  # noqa: E402
 from src.models.diffusion import is_stochastic  # noqa: E402
@@ -244,7 +249,8 @@ def held_out_windows(data_dir: Path, budget: Budget, seed: int) -> tuple[Windows
     episode of each window, for the two halves of the test set)."""
     env = Manifest.read(data_dir).env.to_dict()
     start = time.perf_counter()
-    episodes = play_episodes(EnvSettings.from_dict(env), budget.episodes, seed)
+    settings = EnvSettings.from_dict(env)
+    episodes = play_episodes(settings, budget.episodes, seed, ball=tracks_ball(settings))  # Pong's, Breakout's ball
     windows = windows_from_episodes(episodes, HORIZON, budget.starts_per_episode)
     window_episode = [
         i for i, e in enumerate(episodes) for _ in spread(len(e.action) - HORIZON + 1, budget.starts_per_episode)
@@ -276,9 +282,11 @@ def score(
     """The checkpoint's headline figures on the test windows (and on each half of them), and the copy-last MSE. A
     stochastic model's figures are those of one sample (averaged over SAMPLES), and under "sample_mean" those of the
     mean frame of the SAMPLES samples."""
-    errors = evaluate(model, windows, EVAL_BATCH_SIZE, device, test_info["seed"], feedback, samples=SAMPLES)
+    game = test_info["env"]["game"]
+    errors = evaluate(model, windows, EVAL_BATCH_SIZE, device, test_info["seed"], feedback, samples=SAMPLES, game=game)
     curves = summarise(errors)
     ratio, gap = headline(curves, HORIZON)
+    ball = ball_block(errors["ball"]) if "ball" in errors else None
     odd = np.array(test_info["window_episode"]) % 2 == 1
     halves = [
         headline(
@@ -297,8 +305,10 @@ def score(
         "psnr_h1": curves["psnr"]["model"][0],
         "ssim_h1": curves["ssim"]["model"][0],
         "ratio_halves": halves if odd.any() and (~odd).any() else None,
-        "alive": alive(curves, HORIZON),
+        "alive": alive(curves, HORIZON, ball=ball),
     }
+    if ball:
+        figures["ball_counted"] = {k: ball["counted"][int(k) - 1] for k in ratio}  # the cases of ball_distance
     if "model_mean" in curves["mse"]:
         figures["sample_mean"] = {
             "samples": SAMPLES,
@@ -463,6 +473,9 @@ ALIVE_COLUMNS = {  # column: (the "alive" figure, at this step)
     "precision h10": ("changed_precision", "10"),
     "motion h100": ("motion", "100"),
     "objects h50": ("objects", "50"),
+    "ball present h10": ("ball_present", "10"),
+    "ball present h50": ("ball_present", "50"),
+    "ball dist h10": ("ball_distance", "10"),
 }
 
 
@@ -541,7 +554,9 @@ def markdown(results: dict) -> str:
             + f"\n\nCopy-last MSE on the same windows: {copy or '-'}. The two halves of the test windows disagree "
             f"about the default's ratio by at most: {test_noise(default)}.\n\nIs the imagined game alive: "
             f"changed-pixel recall and precision (a pixel changes by more than 2/255 from the frame before), motion "
-            f"and objects ratios (1 right; recall and motion 0: frozen, objects > 1: smear).\n\n"
+            f"and objects ratios (1 right; recall and motion 0: frozen, objects > 1: smear); the ball, in Pong and "
+            f"Breakout: the share of the steps with the real ball where the prediction shows one, and how many "
+            f"pixels from the real one (- for a game whose ball is not tracked).\n\n"
             + "\n".join(living)
             + "\n\nSSIM and sharpness (the prediction's "
             f"gradient magnitude over the true frame's: 1 right, < 1 blur, > 1 noise) at each step ahead; training "

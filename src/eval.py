@@ -11,12 +11,12 @@ predicts `horizon` frames open loop, feeding its own predictions back with the t
 
 Here: the rollouts, their scores per step ahead, and the evaluation from start to end. In src/evaluation/: its
 settings (config.py: EvalConfig), its test cases and the methods compared on them (cases.py), the checkpoint made
-ready (subject.py) and what it writes and logs (outputs.py).
+ready (subject.py), the ball in the rollouts (ball.py), the rewards and ends (events.py) and what it writes and logs
+(outputs.py).
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +28,9 @@ from torch import nn
 from tqdm import tqdm
 
 from src.dataset.shards import ShardedDataset
+from src.envs.ball import tracks_ball
 from src.envs.game import play_episodes
+from src.evaluation.ball import BALL_METHODS, ball_at, ball_block, ball_parts
 from src.evaluation.cases import (
     EVENT_RATES,
     METHODS,
@@ -40,10 +42,11 @@ from src.evaluation.cases import (
     windows_from_episodes,
 )
 from src.evaluation.config import EvalConfig, parse_args
+from src.evaluation.events import event_curves, return_fidelity
 from src.evaluation.outputs import log_to_wandb, report, write_outputs
 from src.evaluation.subject import Subject, load_subject
 from src.models.diffusion import is_stochastic, seed_sampling
-from src.models.events import EventCounts, has_events
+from src.models.events import has_events
 from src.models.rollout import Feedback, imagine, rollout
 from src.models.run import TrainedOn
 from src.utils.console import Tee, teed_stdout
@@ -79,6 +82,7 @@ def evaluate(
     feedback: Feedback = Feedback("uint8"),
     progress: bool = False,
     samples: int = 1,
+    game: str | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per-case, per-step errors of the model, the copy-last-frame baseline and the model with shuffled actions.
 
@@ -87,8 +91,9 @@ def evaluate(
     the mean frame of the samples (what the MSE rewards); the shuffled actions roll out once.
     Returns {method: {metric: (N, K), or (N, K, 2) for a ratio's parts}} for every metric of STEP_METRICS, and for a
     model with an event head {"imagined": {"rewards": (N, K)}}, the reward signs it predicted along the (first
-    sample's) rollouts; the pure computation, no I/O but a progress bar on stderr with `progress` (a long evaluation
-    on a CPU takes minutes)."""
+    sample's) rollouts; with windows.ball and its `game`, {"ball": {method: ball_parts}} for the BALL_METHODS (a
+    stochastic model's "model": the mean over its samples). The pure computation, no I/O but a progress bar on stderr
+    with `progress` (a long evaluation on a CPU takes minutes)."""
     n = len(windows.actions)
     order = np.random.default_rng(seed).permutation(n)
     shuffled = windows.actions.copy()
@@ -96,6 +101,7 @@ def evaluate(
     samples = samples if is_stochastic(model) else 1
     methods = [m for m in METHODS if m != "model_mean" or samples > 1]
     results: dict[str, dict[str, list]] = {m: {name: [] for name in STEP_METRICS} for m in methods}
+    ball = {m: {"present": [], "distance": []} for m in BALL_METHODS} if windows.ball is not None and game else None
     imagined_rewards = []
     model.eval()
     seed_sampling(model, seed)
@@ -115,22 +121,26 @@ def evaluate(
                 imagined_rewards.append(imagined.rewards.cpu().numpy())
             drawn.append(imagined.frames)
             bar.update(len(truth))
-        scored = {
-            "model": [per_step_errors(frames, truth, last) for frames in drawn],
-            "copy_last": [per_step_errors(last.unsqueeze(1).expand_as(truth), truth, last)],
+        predicted = {
+            "model": drawn,
+            "copy_last": [last.unsqueeze(1).expand_as(truth)],
             "model_shuffled_actions": [
-                per_step_errors(
-                    rollout(model, context, torch.from_numpy(shuffled[sl]).to(device), feedback), truth, last
-                )
-            ],
+                rollout(model, context, torch.from_numpy(shuffled[sl]).to(device), feedback)
+            ],  # (B, K, H, W) each
         }
         if samples > 1:
-            scored["model_mean"] = [per_step_errors(torch.stack(drawn).mean(0), truth, last)]
-        for method, errors in scored.items():
+            predicted["model_mean"] = [torch.stack(drawn).mean(0)]
+        for method, frames in predicted.items():
+            errors = [per_step_errors(f, truth, last) for f in frames]
             for metric in STEP_METRICS:
                 results[method][metric].append(torch.stack([e[metric] for e in errors]).mean(0).cpu().numpy())
+        for method, parts in (ball or {}).items():
+            for name, part in ball_parts(predicted[method], windows.ball[sl], game).items():
+                parts[name].append(part)
     bar.close()
     out = {m: {k: np.concatenate(v) for k, v in metrics.items()} for m, metrics in results.items()}
+    if ball is not None:
+        out["ball"] = {m: {k: np.concatenate(v) for k, v in parts.items()} for m, parts in ball.items()}
     return out | ({"imagined": {"rewards": np.concatenate(imagined_rewards)}} if imagined_rewards else {})
 
 
@@ -144,86 +154,6 @@ def summarise(errors: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, l
             if method in errors
         }
         for name, metric in STEP_METRICS.items()
-    }
-
-
-# ------------------------------------------------------------------------------------------ rewards and ends
-
-
-def return_fidelity(imagined: np.ndarray, real: np.ndarray) -> dict[str, float]:
-    """Returns over each rollout's steps, imagined (the predicted reward signs) against real (the real rewards'
-    signs), under the same actions from the same starts. imagined, real: (N, K)."""
-    steps = imagined.shape[1]
-    imagined, real = imagined.sum(1), np.sign(real).sum(1)
-    diff = imagined - real
-    both_vary = imagined.std() > 0 and real.std() > 0
-    return {
-        "rollouts": len(diff),
-        "steps": steps,
-        "real_mean": float(real.mean()),
-        "real_std": float(real.std()),
-        "imagined_mean": float(imagined.mean()),
-        "imagined_std": float(imagined.std()),
-        "difference_mean": float(diff.mean()),
-        "difference_std": float(diff.std()),
-        "difference_abs_mean": float(np.abs(diff).mean()),
-        "correlation": float(np.corrcoef(imagined, real)[0, 1]) if both_vary else None,
-    }
-
-
-def event_curves(
-    model: nn.Module,
-    cases: tuple[Windows, np.ndarray, np.ndarray],
-    episodes: int,
-    batch_size: int,
-    device: torch.device,
-    feedback: Feedback,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Per step ahead 1..horizon of open-loop rollouts against the real game: the reward sign accuracy on the steps
-    with a real reward, the false-reward rate on those without, the end's precision and recall, and what they were
-    counted on. `cases` are `event_cases` of `episodes` episodes: every reward and every end at every step ahead;
-    `progress`: a bar on stderr, in rollouts."""
-    windows, real_ends, valid = cases
-    horizon = real_ends.shape[1]
-    counts = [EventCounts() for _ in range(horizon)]
-    model.eval()
-    bar = tqdm(
-        total=len(windows.actions),
-        unit="rollout",
-        desc="rewards and ends",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-    for start in range(0, len(windows.actions), batch_size):
-        sl = slice(start, start + batch_size)
-        context = frames_to_float(torch.from_numpy(windows.context[sl]).to(device))
-        imagined = imagine(model, context, torch.from_numpy(windows.actions[sl]).to(device), feedback)
-        rewards, ends = imagined.rewards.cpu(), imagined.end_probs.cpu() > 0.5  # (B, horizon), once per batch
-        for h in range(horizon):
-            keep = torch.from_numpy(valid[sl, h])
-            counts[h].add(
-                rewards[keep, h],
-                ends[keep, h],
-                torch.from_numpy(windows.rewards[sl, h])[keep],
-                torch.from_numpy(real_ends[sl, h])[keep],
-            )
-        bar.update(len(rewards))
-    bar.close()
-    rates = [c.rates() for c in counts]
-    curves = {
-        key: [None if math.isnan(r[key]) else r[key] for r in rates] for key in EVENT_RATES
-    }  # null: nothing to count
-    return {
-        "horizon": horizon,
-        "episodes": episodes,
-        "rollouts": len(windows.actions),
-        **curves,
-        "reward_steps": [int(c.reward_steps) for c in counts],
-        "quiet_steps": [int(c.quiet_steps) for c in counts],
-        "real_ends": [int(c.real_ends) for c in counts],
-        "predicted_ends": [int(c.predicted_ends) for c in counts],
     }
 
 
@@ -243,11 +173,15 @@ def headline(
 
 
 def alive(
-    curves: dict[str, dict[str, list]], horizon: int, method: str = "model"
+    curves: dict[str, dict[str, list]], horizon: int, method: str = "model", ball: dict | None = None
 ) -> dict[str, dict[str, float | None]]:
     """Is the imagined game still moving: the changed-pixel recall and precision, motion and objects ratios (ALIVE) of
-    `method` at steps 1, 10, 50, 100 within the horizon; None where there was nothing to count."""
-    return {name: {str(k): curves[name][method][k - 1] for k in HEADLINE_STEPS if k <= horizon} for name in ALIVE}
+    `method` at steps 1, 10, 50, 100 within the horizon, and given summary.json's `ball` block the model's
+    ball_present and ball_distance there; None where there was nothing to count."""
+    steps = [k for k in HEADLINE_STEPS if k <= horizon]
+    return {name: {str(k): curves[name][method][k - 1] for k in steps} for name in ALIVE} | (
+        ball_at(ball, steps) if ball else {}
+    )
 
 
 # ------------------------------------------------------------------------------------------ the whole evaluation
@@ -279,7 +213,9 @@ def gather_cases(cfg: EvalConfig, subject: Subject) -> Cases:
         count = max(cfg.episodes, scored)
         print(f"playing {count} fresh episode{'s' * (count > 1)} of {subject.game} (seed {subject.seed})", flush=True)
         with tqdm(unit="step", desc="playing", file=sys.stderr, dynamic_ncols=True, leave=False, disable=None) as bar:
-            played = play_episodes(trained_on.settings, count, subject.seed, bar.update)
+            played = play_episodes(
+                trained_on.settings, count, subject.seed, bar.update, tracks_ball(trained_on.settings)
+            )
         windows = windows_from_episodes(played[: cfg.episodes], cfg.horizon, cfg.starts_per_episode)
         played = played[:scored]
         source = f"{cfg.episodes} fresh episodes, seed {subject.seed}"
@@ -301,14 +237,25 @@ def gather_cases(cfg: EvalConfig, subject: Subject) -> Cases:
 
 def score(cfg: EvalConfig, subject: Subject, cases: Cases) -> dict[str, Any]:
     """summary.json's scores: the per-step curves, their headline ratios (and a diffusion model's sampling with the
-    ratios of its samples' mean) and, with an event head, the event rates and the return fidelity."""
+    ratios of its samples' mean), the ball where the windows have it and, with an event head, the event rates and the
+    return fidelity."""
     model, windows, device, feedback = subject.model, cases.windows, subject.device, subject.feedback
     errors = evaluate(
-        model, windows, cfg.batch_size, device, subject.seed, feedback, progress=True, samples=cfg.samples
+        model,
+        windows,
+        cfg.batch_size,
+        device,
+        subject.seed,
+        feedback,
+        progress=True,
+        samples=cfg.samples,
+        game=subject.game,
     )
     curves = summarise(errors)
     ratio, gap = headline(curves, cfg.horizon)
-    scores = {**curves, "mse_ratio_to_copy": ratio, "action_gap": gap, "alive": alive(curves, cfg.horizon)}
+    ball = ball_block(errors["ball"]) if "ball" in errors else None  # a game with a known ball, in played episodes
+    scores = {**curves, "mse_ratio_to_copy": ratio, "action_gap": gap, "alive": alive(curves, cfg.horizon, ball=ball)}
+    scores |= {"ball": ball} if ball else {}
     scores |= subject.sampling
     if "model_mean" in errors:
         scores["mean_mse_ratio_to_copy"] = headline(curves, cfg.horizon, "model_mean")[0]

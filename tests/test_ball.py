@@ -1,13 +1,16 @@
-"""The ball: its RAM position recorded by play_episodes, and find_ball / ball_scores on real frames against it."""
+"""The ball: its RAM position recorded by play_episodes, find_ball / ball_scores on real frames against it, and the
+evaluation's ball block."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from src.envs.atari import EnvSettings
 from src.envs.ball import GAMES, ball_scores, find_ball, ram_ball, search_area, searched
 from src.envs.game import Steps, play_episodes
+from src.evaluation.ball import ball_at, ball_block, ball_parts
 from src.utils.errors import UserError
 
 STEPS = 160  # per episode, two episodes a game: a few hundred steps with the ball served, missed and served again
@@ -99,3 +102,40 @@ def test_searched_area_and_bad_input() -> None:
         find_ball(np.zeros((1, 84, 84)), "MsPacman")
     with pytest.raises(UserError, match=r"\(N, 84, 84\) frames"):
         find_ball(np.zeros((1, 64, 64)), "Pong")
+
+
+def court(balls: list[tuple[int, int] | None]) -> np.ndarray:
+    """(len(balls), 84, 84) frames of an empty Pong court, each with a 2x2 ball whose top-left pixel is given (None: no
+    ball); such a ball's centre is (row + 0.5, col + 0.5)."""
+    frames = np.full((len(balls), 84, 84), 144 / 255, dtype=np.float32)
+    for frame, ball in zip(frames, balls):
+        if ball is not None:
+            frame[ball[0] : ball[0] + 2, ball[1] : ball[1] + 2] = 236 / 255
+    return frames
+
+
+def test_the_ball_block_counts_shown_balls_and_their_distance() -> None:
+    """Known numbers: a predicted ball on the real one (0 px), 3 px to its right, 4 px below it, erased; a ball
+    predicted where the real one is absent counts for nothing."""
+    real = np.array(
+        [[[40.5, 40.5], [40.5, 40.5], [40.5, 40.5]], [[40.5, 30.5], [np.nan, np.nan], [20.5, 50.5]]]
+    )  # (N=2 cases, K=3 steps, 2)
+    model = np.stack([court([(40, 40), (40, 43), None]), court([(40, 30), (60, 60), (24, 50)])])  # (2, 3, 84, 84)
+    blank = np.stack([court([None] * 3)] * 2)
+    parts = {
+        "model": ball_parts([torch.from_numpy(model)], real, "Pong"),
+        "copy_last": ball_parts([torch.from_numpy(blank)], real, "Pong"),
+        "model_shuffled_actions": ball_parts([torch.from_numpy(model), torch.from_numpy(blank)], real, "Pong"),
+    }
+    assert parts["model"]["present"].shape == (2, 3, 2)
+    block = ball_block(parts)
+    assert block["present"]["model"] == [1.0, 1.0, 0.5] and block["distance"]["model"] == [0.0, 3.0, 4.0]
+    assert block["counted"] == [2, 1, 1] and block["real"] == [2, 1, 2]
+    assert block["present"]["copy_last"] == [0.0, 0.0, 0.0] and block["distance"]["copy_last"] == [None] * 3
+    # Two samples, one of them blank: half the balls shown, at the distances of the other.
+    assert block["present"]["model_shuffled_actions"] == [0.5, 0.5, 0.25]
+    assert block["distance"]["model_shuffled_actions"] == [0.0, 3.0, 4.0]
+    assert ball_at(block, [1, 3]) == {
+        "ball_present": {"1": 1.0, "3": 0.5},
+        "ball_distance": {"1": 0.0, "3": 4.0},
+    }

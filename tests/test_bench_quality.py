@@ -38,11 +38,16 @@ def test_tiny_budget_writes_a_scored_row(tmp_path: Path) -> None:
     )
     assert "| unet_film | 1 |" in table and "| unet_film, uint8 feedback | 1 |" in table and "Copy-last MSE" in table
     alive = row["alive"]  # the imagined game's changed pixels, motion and objects at each headline step
-    assert set(alive) == {"changed_recall", "changed_precision", "motion", "objects"}
+    assert set(alive) == {"changed_recall", "changed_precision", "motion", "objects", "ball_present", "ball_distance"}
     assert all(set(at) == {"1", "10", "50", "100"} for at in alive.values())
     assert 0 <= alive["changed_recall"]["10"] <= 1 and alive["motion"]["100"] >= 0 and alive["objects"]["50"] > 0
+    assert alive["ball_present"]["1"] is None or 0 <= alive["ball_present"]["1"] <= 1  # Pong's ball, from the RAM
+    assert set(row["ball_counted"]) == {"1", "10", "50", "100"}
     assert 0 <= row["val_changed_recall"] <= 1
-    assert "| variant | recall h10 | recall h50 | precision h10 | motion h100 | objects h50 |" in table
+    assert (
+        "| variant | recall h10 | recall h50 | precision h10 | motion h100 | objects h50 | ball present h10 | "
+        "ball present h50 | ball dist h10 |" in table
+    )
 
     again = run([*BENCH, "--budget", "tiny", "--variants", "unet_film", "--seeds", "0,1", "--out_dir", str(tmp_path)])
     assert again.returncode == 0, again.stderr[-3000:]
@@ -86,17 +91,22 @@ def test_the_alive_table_averages_what_was_counted() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_quality import alive_row
 
-    alive = lambda recall, precision, motion, objects: {  # noqa: E731
+    alive = lambda recall, precision, motion, objects, ball=None: {  # noqa: E731
         "alive": {
             "changed_recall": {"10": recall, "50": recall / 2},
             "changed_precision": {"10": precision},
             "motion": {"100": motion},
             "objects": {"50": objects},
         }
+        | ({"ball_present": {"10": ball[0], "50": ball[1]}, "ball_distance": {"10": ball[2]}} if ball else {})
     }
-    seeds = [alive(0.5, None, 0.1, 1.5), alive(0.7, 0.9, 0.3, 2.5), {}]  # the last: a result without the block
-    assert alive_row("v", seeds) == ["v", "0.600 ± 0.141", "0.300 ± 0.071", "0.900", "0.200 ± 0.141", "2.000 ± 0.707"]
-    assert alive_row("old", [{}]) == ["old", "-", "-", "-", "-", "-"]
+    # The last seed: a result from before the block. A None (no real ball at h50) is left out of the mean.
+    seeds = [alive(0.5, None, 0.1, 1.5, (1.0, 0.5, 2.0)), alive(0.7, 0.9, 0.3, 2.5, (0.8, None, 4.0)), {}]
+    living = ["0.600 ± 0.141", "0.300 ± 0.071", "0.900", "0.200 ± 0.141", "2.000 ± 0.707"]
+    assert alive_row("v", seeds) == ["v", *living, "0.900 ± 0.141", "0.500", "3.000 ± 1.414"]
+    assert alive_row("old", [{}]) == ["old", *["-"] * 8]
+    no_ball = alive_row("Boxing", [alive(0.5, 0.5, 0.5, 0.5)])  # a game whose ball is not tracked
+    assert no_ball == ["Boxing", "0.500", "0.250", "0.500", "0.500", "0.500", "-", "-", "-"]
 
 
 @pytest.mark.slow

@@ -15,9 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from src.dataset.shards import ShardedDataset
-from src.envs.game import Steps
+from src.envs.atari import EnvSettings
+from src.envs.game import Steps, play_episodes
 from src.eval import alive, evaluate, evaluate_checkpoint, event_curves, headline, return_fidelity, summarise
-from src.evaluation.cases import Windows, event_cases, windows_from_dataset
+from src.evaluation.ball import ball_block
+from src.evaluation.cases import Windows, event_cases, windows_from_dataset, windows_from_episodes
 from src.evaluation.config import EvalConfig
 from src.evaluation.outputs import report, wandb_scores, write_outputs
 from src.models.checkpoint import read_checkpoint
@@ -79,7 +81,8 @@ class Oracle(nn.Module):
 def test_oracle_scores_zero_error_over_the_whole_horizon(small_dataset: Path) -> None:
     """Catches misaligned truth and predictions (e.g. scoring step k against frame k+1)."""
     windows = windows_from_dataset(ShardedDataset(small_dataset), horizon=8, count=12)
-    errors = evaluate(Oracle(windows), windows, batch_size=5, device=torch.device("cpu"), seed=0)
+    errors = evaluate(Oracle(windows), windows, batch_size=5, device=torch.device("cpu"), seed=0, game="Pong")
+    assert windows.ball is None and "ball" not in errors  # a recorded dataset has no RAM: no ball to score
     assert errors["model"]["mse"].shape == (12, 8)
     assert np.all(errors["model"]["mse"] == 0) and np.allclose(errors["model"]["ssim"], 1, atol=1e-5)
     assert errors["copy_last"]["mse"][:, -1].mean() > 0  # the frames do change: zero is not trivial
@@ -137,8 +140,14 @@ def test_eval_command_writes_every_file(short_run, tmp_path: Path) -> None:
         image = iio.imread(eval_dir / "plots" / f"{metric}_vs_horizon.png")
         assert image.shape[:2] == (500, 800)
     assert set(summary["mse_ratio_to_copy"]) == {"1", "10"} and set(summary["action_gap"]) == {"1", "10"}
-    assert set(summary["alive"]) == set(ALIVE) and all(set(at) == {"1", "10"} for at in summary["alive"].values())
+    assert set(summary["alive"]) == {*ALIVE, "ball_present", "ball_distance"} and all(
+        set(at) == {"1", "10"} for at in summary["alive"].values()
+    )
     assert summary["alive"]["motion"]["10"] == summary["motion"]["model"][9] and "alive at h=1/10" in out.stdout
+    # Pong's ball, from the played episodes' RAM: its block, its figures in the alive block, the report and the plots
+    assert set(summary["ball"]) == {"present", "distance", "counted", "real"} and len(summary["ball"]["real"]) == 12
+    assert summary["alive"]["ball_present"]["10"] == summary["ball"]["present"]["model"][9]
+    assert "ball at h=1/10  shown" in out.stdout and (eval_dir / "plots" / "ball_present_vs_horizon.png").is_file()
     assert summary["mse_ratio_to_copy"]["1"] == summary["mse"]["model"][0] / summary["mse"]["copy_last"][0]
     with open(eval_dir / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -185,6 +194,36 @@ def test_an_evaluation_plays_and_scores_what_it_was_asked(
     assert played[-1] == 2 and summary["events"]["episodes"] == 2
     summary = evaluate_checkpoint(EvalConfig(**args, event_episodes=0, out_dir=tmp_path / "c"))
     assert played[-1] == 1 and "events" not in summary and "return_fidelity" not in summary
+
+
+def test_an_evaluation_of_played_pong_scores_the_ball(tmp_path: Path) -> None:
+    """Windows of played Pong carry the real ball; the oracle shows it wherever the real one is in the searched area,
+    within find_ball's 1.5 px; the block reaches summary.json's alive block, metrics.csv, the plots and the report.
+    Windows of a recorded dataset (no RAM) have no ball, and nothing is scored."""
+    episodes = play_episodes(EnvSettings("Pong", max_episode_steps=80), 2, seed=5, ball=True)
+    windows = windows_from_episodes(episodes, horizon=6, starts_per_episode=4)
+    assert windows.ball.shape == (8, 6, 2)
+    errors = evaluate(Oracle(windows), windows, batch_size=5, device=torch.device("cpu"), seed=0, game="Pong")
+    curves, ball = summarise(errors), ball_block(errors["ball"])
+    assert set(ball["present"]) == {"model", "copy_last", "model_shuffled_actions"} and len(ball["counted"]) == 6
+    assert sum(ball["real"]) > 20 and ball["counted"] == ball["real"]  # every real ball shown, and measured
+    assert ball["present"]["model"] == [1.0] * 6 and max(ball["distance"]["model"]) <= 1.5
+    assert max(ball["distance"]["copy_last"]) > 1.5  # the ball moves: copying leaves it behind
+    summary = {"game": "Pong", "starts": 8, **curves, "alive": alive(curves, 6, ball=ball), "ball": ball}
+    assert summary["alive"]["ball_present"] == {"1": 1.0} and summary["alive"]["ball_distance"]["1"] <= 1.5
+    (tmp_path / "plots").mkdir()
+    paths = write_outputs(tmp_path, summary, curves, Oracle(windows), windows, videos=0, device=torch.device("cpu"))
+    assert iio.imread(paths["ball_distance"]).shape[:2] == (500, 800) and paths["ball_present"].is_file()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["model_ball_present"]) == 1.0 and int(row["ball_counted"]) == ball["counted"][0]
+    ratio, gap = headline(curves, 6)
+    result = {**summary, "mse_ratio_to_copy": ratio, "action_gap": gap, "paths": paths, "out_dir": tmp_path}
+    assert (
+        "ball at h=1  shown 1.00 of the steps with the real ball in the searched area (1 right), "
+        f"{ball['distance']['model'][0]:.1f} px from it (0 right; on {ball['counted'][0]} cases)"
+    ) in report(result).splitlines()
+    assert wandb_scores(result)["eval/ball_present_h1"] == 1.0
 
 
 def test_a_new_metric_is_one_registry_entry(

@@ -21,11 +21,13 @@ from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import read_checkpoint
 from src.models.rollout import Feedback
 from src.models.world_model import build_model
-from src.training.batches import fixed_val_batches
+from src.training.batches import VAL_ROLLOUTS, fixed_val_batches, fixed_val_rollouts, rollout_starts
 from src.training.data import open_data
 from src.training.loop import train
 from src.training.objective import Objective, PixelLoss
+from src.training.outputs import RunOutputs
 from src.training.step import validate
+from src.utils.logging import NullLogger
 from tests.conftest import TINY, run, tiny_config
 from tests.test_logging import history_rows, read_records
 
@@ -79,6 +81,8 @@ def test_run_folder_has_every_file(short_run: tuple[Config, dict]) -> None:
         float(val[-1]["mse"]) / float(val[-1]["copy_last_mse"]), rel=1e-4
     )
     assert 0 <= float(val[-1]["changed_recall"]) <= 1
+    assert all(0 <= float(val[-1][key]) <= 1 for key in ("rollout_recall", "rollout_recall_all"))  # at step 5, 1-5
+    assert float(val[-1]["rollout_ratio"]) > 0
     images = sorted((run_dir / "images").glob("*.png"))
     assert [p.name for p in images] == ["step_000003.png", "step_000006.png"]
     image = iio.imread(images[0])
@@ -144,8 +148,12 @@ def test_checkpoint_reloads_to_identical_outputs(short_run: tuple[Config, dict])
     model.load_state_dict(state["model"])
     dataset, _, val_rows = open_data(cfg)
     metrics = validate(
-        model, fixed_val_batches(dataset, val_rows, cfg), Objective.of(config_from_dict(state["config"]))
+        model,
+        fixed_val_batches(dataset, val_rows, cfg),
+        Objective.of(config_from_dict(state["config"])),
+        rollouts=fixed_val_rollouts(dataset, val_rows, cfg),
     )
+    assert {"val/rollout_recall", "val/rollout_recall_all", "val/rollout_ratio"} <= set(metrics)
     np.testing.assert_equal(metrics, state["val"])  # NaN equal to NaN: an event rate with nothing to count
     np.testing.assert_equal(metrics, {k: v for k, v in result.items() if k.startswith("val/")})
 
@@ -178,6 +186,56 @@ def test_validation_recall_tells_a_copy_from_a_prediction_that_moves(small_datas
     found = sum(n[::2].sum().item() for n in changed) / sum(n.sum().item() for n in changed)
     assert 0 < found < 1
     assert validate(Replay(half), batches, objective)["val/changed_recall"] == pytest.approx(found)
+
+
+def test_validation_rollouts_tell_a_copy_from_a_prediction_that_moves(small_dataset: Path, tmp_path: Path) -> None:
+    """val/rollout_recall and rollout_recall_all: 1 for a model that replays the true frames open loop, 0 for one that
+    copies the last context frame; rollout_ratio 0 and 1. The windows: the same VAL_ROLLOUTS at every call, of
+    train.val_rollout_horizon steps in the val episodes; none with train.val_rollout_enabled off."""
+    cfg = tiny_config(small_dataset, tmp_path)  # train.val_rollout_horizon=5
+    dataset, _, val_rows = open_data(cfg)
+    batches, rollouts = fixed_val_batches(dataset, val_rows, cfg), fixed_val_rollouts(dataset, val_rows, cfg)
+    assert rollouts.actions.shape == (VAL_ROLLOUTS, 5) and rollouts.frames.dtype == torch.uint8
+    assert torch.equal(fixed_val_rollouts(dataset, val_rows, cfg).targets, rollouts.targets)
+    assert (
+        fixed_val_rollouts(dataset, val_rows, tiny_config(small_dataset, tmp_path, "train.val_rollout_enabled=false"))
+        is None
+    )
+    starts = rollout_starts(dataset, val_rows, cfg, VAL_ROLLOUTS)
+    assert np.isin(starts, val_rows).all() and np.array_equal(
+        rollouts.targets[3], dataset.steps(int(starts[3]), 5).next_obs[:, 0]
+    )
+    one_step, windows = [b.to("cpu").targets for b in batches], rollouts.to("cpu")  # what validate asks for, in order
+    truths, copies = [windows.targets[:, k : k + 1] for k in range(5)], [windows.frames[:, -1:]] * 5
+    objective = Objective()
+    keys = ("val/rollout_recall", "val/rollout_recall_all", "val/rollout_ratio")
+    replayed = validate(Replay(one_step + truths), batches, objective, rollouts=rollouts)
+    assert [replayed[k] for k in keys] == [1.0, 1.0, 0.0]
+    assert replayed["val/changed_recall"] == 1.0  # the one-step predictions came first, as asked
+    copied = validate(Replay(one_step + copies), batches, objective, rollouts=rollouts)
+    assert [copied[k] for k in keys] == [0.0, 0.0, 1.0]
+    assert "val/rollout_recall" not in validate(Replay(one_step), batches, objective)
+
+
+def test_a_run_from_before_the_rollout_columns_resumes_with_its_own_header(tmp_path: Path) -> None:
+    """val_metrics.csv of a run folder from before val/rollout_* keeps its header when the run resumes: the new rows
+    line up with it, the new figures left out (they are in the checkpoints and W&B)."""
+    old = "step,loss,mse,copy_last_mse,ratio_to_copy,changed_recall,elapsed_s\n2,0.1,0.1,0.2,0.5,0.3,1\n"
+    (tmp_path / "val_metrics.csv").write_text(old)
+    outputs = RunOutputs(tmp_path, resumed_at=2)
+    outputs.logger = NullLogger()
+    val = {"loss": 0.05, "mse": 0.05, "copy_last_mse": 0.2, "ratio_to_copy": 0.25, "changed_recall": 0.5}
+    rollout = {"rollout_recall": 0.125, "rollout_recall_all": 0.25, "rollout_ratio": 1.5}
+    outputs.log_validation(4, {f"val/{k}": v for k, v in (val | rollout).items()}, 2.0)
+    outputs.close()
+    assert (tmp_path / "val_metrics.csv").read_text() == old + "4,0.05,0.05,0.2,0.25,0.5,2\n"
+    new = tmp_path / "new"
+    new.mkdir()
+    outputs = RunOutputs(new)
+    outputs.logger = NullLogger()
+    outputs.log_validation(2, {f"val/{k}": v for k, v in (val | rollout).items()}, 2.0)
+    outputs.close()
+    assert read_csv(new / "val_metrics.csv")[0]["rollout_recall"] == "0.125"
 
 
 @pytest.mark.slow  # starts train as a process

@@ -46,14 +46,19 @@ class Windows:
     actions: np.ndarray
     truth: np.ndarray
     rewards: np.ndarray  # (N, K) float32: the real rewards
+    # (N, K, 2) float32: the real ball in each truth frame (Steps.ball), nan where absent; None: not tracked (a game
+    # without an annotated ball, or windows of a recorded dataset, which has no RAM)
+    ball: np.ndarray | None = None
 
     @classmethod
     def from_steps(cls, windows: list[Steps]) -> Windows:
+        tracked = all(w.ball is not None for w in windows)
         return cls(
             np.stack([w.obs[0] for w in windows]),
             np.stack([w.action for w in windows]),
             np.stack([w.next_obs[:, 0] for w in windows]),
             np.stack([w.reward for w in windows]),
+            np.stack([w.ball for w in windows]) if tracked else None,
         )
 
 
@@ -67,15 +72,15 @@ def spread(n: int, count: int) -> np.ndarray:
 
 
 def windows_from_episodes(episodes: list[Steps], horizon: int, starts_per_episode: int) -> Windows:
+    """`starts_per_episode` windows of `horizon` steps spread over each episode (with the ball where the episodes
+    recorded it)."""
     cases = []
     for ep in episodes:
         for s in spread(len(ep.action) - horizon + 1, starts_per_episode):
+            cut = lambda x: None if x is None else x[s : s + horizon]  # noqa: E731
             cases.append(
                 Steps(
-                    *(
-                        getattr(ep, f)[s : s + horizon]
-                        for f in ("obs", "action", "next_obs", "done", "reward", "episode")
-                    )
+                    *(cut(getattr(ep, f)) for f in ("obs", "action", "next_obs", "done", "reward", "episode", "ball"))
                 )
             )
     if not cases:

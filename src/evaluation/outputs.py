@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,11 @@ from src.utils.metrics import STEP_METRICS
 from src.utils.plots import horizon_plot, save_figure
 from src.utils.video import write_rollout_videos
 
+BALL_PLOTS = {  # summary.json's "ball" curves plotted: name: the y axis
+    "present": "share of the steps with the real ball in the searched area where the prediction shows a ball (1 right)",
+    "distance": "pixels from the predicted ball to the real one (0 right)",
+}
+
 
 def write_outputs(
     out: Path,
@@ -42,7 +49,7 @@ def write_outputs(
 ) -> dict[str, Path]:
     """summary.json, metrics.csv, a plot per metric and rollout videos; returns the main paths."""
     atomic_write_json(out / "summary.json", summary)
-    write_metrics_csv(out / "metrics.csv", curves, summary.get("events", {}))
+    write_metrics_csv(out / "metrics.csv", curves, summary.get("events", {}), summary.get("ball", {}))
     paths = write_plots(out / "plots", summary, curves)
     chosen = spread(len(windows.actions), videos)
     if len(chosen) == 0:
@@ -57,15 +64,26 @@ def write_outputs(
     return paths
 
 
-def write_metrics_csv(path: Path, curves: dict, events: dict) -> None:
-    """A row per step ahead: a column per method and metric, and the event rates and counts (model_*) if scored."""
+def write_metrics_csv(path: Path, curves: dict, events: dict, ball: dict | None = None) -> None:
+    """A row per step ahead: a column per method and metric, the ball's (<method>_ball_present, _ball_distance and
+    ball_counted) if tracked, and the event rates and counts (model_*) if scored."""
     horizon = len(curves["mse"]["model"])
     table = io.StringIO(newline="")  # built in memory, then written atomically like every other output
     columns = [(method, metric) for metric in STEP_METRICS for method in METHODS if method in curves[metric]]
+    ball_columns = {}  # name: values
+    if ball:
+        for name in ("present", "distance"):
+            ball_columns |= {f"{method}_ball_{name}": values for method, values in ball[name].items()}
+        ball_columns["ball_counted"] = ball["counted"]
     writer = csv.writer(table)
     event_columns = [key for key in (*EVENT_RATES, "reward_steps", "real_ends") if events]
     writer.writerow(
-        ["step", *(f"{method}_{metric}" for method, metric in columns), *(f"model_{key}" for key in event_columns)]
+        [
+            "step",
+            *(f"{method}_{metric}" for method, metric in columns),
+            *ball_columns,
+            *(f"model_{key}" for key in event_columns),
+        ]
     )
     for k in range(max(horizon, events.get("horizon", 0))):  # each column empty past its own horizon
         cell = lambda values: f"{values[k]:.6g}" if k < len(values) and values[k] is not None else ""  # noqa: E731
@@ -73,6 +91,7 @@ def write_metrics_csv(path: Path, curves: dict, events: dict) -> None:
             [
                 k + 1,
                 *(cell(curves[metric][method]) for method, metric in columns),
+                *(cell(values) for values in ball_columns.values()),
                 *(cell(events[key]) for key in event_columns),
             ]
         )
@@ -80,9 +99,19 @@ def write_metrics_csv(path: Path, curves: dict, events: dict) -> None:
 
 
 def write_plots(plots: Path, summary: dict, curves: dict) -> dict[str, Path]:
-    """<metric>_vs_horizon.png for every metric of STEP_METRICS, and events_vs_horizon.png if the events were scored;
-    returns their paths by metric (and "events")."""
+    """<metric>_vs_horizon.png for every metric of STEP_METRICS, events_vs_horizon.png if the events were scored and
+    ball_present_vs_horizon.png and ball_distance_vs_horizon.png if the ball was; returns their paths by metric (and
+    "events", "ball_present", "ball_distance")."""
     paths = {}
+    ball = summary.get("ball")
+    for name, label in BALL_PLOTS.items() if ball else ():
+        figure = horizon_plot(
+            {METHODS[m]: [math.nan if v is None else v for v in values] for m, values in ball[name].items()},
+            label,
+            f"{summary['game']}: the ball in {summary['starts']} open-loop rollouts",
+        )
+        paths[f"ball_{name}"] = plots / f"ball_{name}_vs_horizon.png"
+        save_figure(figure, paths[f"ball_{name}"])
     events = summary.get("events", {})
     if events:
         figure = horizon_plot(
@@ -150,7 +179,7 @@ def log_to_wandb(cfg: EvalConfig, subject: Subject, out: Path, summary: dict[str
     )
     logger.log(wandb_scores(summary), step=0)
     for key, path in paths.items():
-        if key in STEP_METRICS or key == "events":
+        if not key.startswith("video_"):  # a plot
             logger.log_image(f"eval/{key}_vs_horizon", iio.imread(path)[..., :3], step=0)
         elif key.endswith("mp4"):
             logger.log_video(f"eval/{key.removesuffix('_mp4')}", path, step=0)
@@ -160,12 +189,28 @@ def log_to_wandb(cfg: EvalConfig, subject: Subject, out: Path, summary: dict[str
 # ------------------------------------------------------------------------------------------ the report
 
 
+def figures(values: Iterable[float | None], digits: int = 2) -> str:
+    """'0.12/0.50/-': values at the headline steps, '-' where nothing was counted."""
+    return "/".join("-" if v is None else f"{v:.{digits}f}" for v in values)
+
+
 def alive_line(alive: dict[str, dict[str, float | None]]) -> str:
-    """summary.json's "alive" block on one line: each figure at every headline step, '-' where nothing was counted."""
+    """summary.json's "alive" block but the ball on one line: each figure at every headline step."""
     steps = "/".join(next(iter(alive.values())))
-    figure = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    parts = ", ".join(f"{name.replace('_', ' ')} {'/'.join(map(figure, at.values()))}" for name, at in alive.items())
+    parts = ", ".join(
+        f"{name.replace('_', ' ')} {figures(at.values())}" for name, at in alive.items() if not name.startswith("ball")
+    )
     return f"alive at h={steps} (1 right; recall and motion 0: frozen)  {parts}"
+
+
+def ball_line(alive: dict[str, dict[str, float | None]], ball: dict) -> str:
+    """The ball's figures of the "alive" block on one line, with the cases the distance is the mean of."""
+    present, distance = alive["ball_present"], alive["ball_distance"]
+    counted = "/".join(str(ball["counted"][int(k) - 1]) for k in distance)
+    return (
+        f"ball at h={'/'.join(present)}  shown {figures(present.values())} of the steps with the real ball in the "
+        f"searched area (1 right), {figures(distance.values(), 1)} px from it (0 right; on {counted} cases)"
+    )
 
 
 def report(result: dict[str, Any]) -> str:
@@ -180,6 +225,8 @@ def report(result: dict[str, Any]) -> str:
     ]
     if result.get("alive"):
         lines.append(alive_line(result["alive"]))
+    if result.get("ball"):
+        lines.append(ball_line(result["alive"], result["ball"]))
     if "samples" in result:
         lines[0] += f"  (one sample of {result['sampling_steps']} denoising steps, the mean over {result['samples']})"
     if "mean_mse_ratio_to_copy" in result:

@@ -19,6 +19,7 @@ from src.dataset.offline_dataset import Batch
 from src.models.checkpoint import checkpoint_contents, load_weights, version_changes
 from src.models.run import TrainedOn
 from src.models.world_model import build_model
+from src.training.batches import fixed_val_rollouts
 from src.training.data import open_data
 from src.training.fast_path import FiniteGuard, prepare_model
 from src.training.objective import Objective
@@ -77,6 +78,7 @@ class Session:
     resume: Resume | None  # the checkpoint resumed from
     ranks: Ranks
     console: Console  # prints on rank 0, and into train.log
+    val_rollouts: Batch | None = None  # the validation windows rolled out open loop (fixed_val_rollouts)
 
 
 def run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | None) -> dict[str, Any]:
@@ -99,7 +101,8 @@ def run(cfg: Config, ranks: Ranks, console: Console, resumed: dict | None) -> di
         step, best_mse = resume.step, resume.state["best_mse"]
     trained_on = trained_on_of(cfg, dataset, train_rows, val_rows, resume, ranks)
     feeds = Feeds.of(cfg, dataset, (train_rows, val_rows), step, fast, objective.events is not None, ranks, console)
-    session = Session(cfg, model, forward, optimizer, objective, feeds, trained_on, resume, ranks, console)
+    rollouts = fixed_val_rollouts(dataset, val_rows, cfg)
+    session = Session(cfg, model, forward, optimizer, objective, feeds, trained_on, resume, ranks, console, rollouts)
     if ranks.main:
         outputs, session.resume = open_outputs(cfg, dataset.game, resume, best_mse, console)
         console.open(outputs.run_dir)
@@ -141,6 +144,16 @@ def event_summary(val: dict[str, float]) -> str:
     return (
         f"; reward sign right {val['val/reward_sign_accuracy']:.2f}, false rewards {val['val/false_reward_rate']:.3f}, "
         f"ends found {val['val/end_recall']:.2f}"
+    )
+
+
+def rollout_summary(val: dict[str, float], horizon: int) -> str:
+    """The validation's open-loop figures for its console line ('' when not computed)."""
+    if "val/rollout_recall" not in val:
+        return ""
+    return (
+        f"; {horizon} steps open loop: changed recall {val['val/rollout_recall']:.3f} (over steps 1-{horizon} "
+        f"{val['val/rollout_recall_all']:.3f}), ratio {val['val/rollout_ratio']:.3f}"
     )
 
 
@@ -339,15 +352,17 @@ def log_progress(
 
 
 def validate_and_save(s: Session, p: Progress, outputs: RunOutputs, last_step: bool) -> None:
-    """Validation (val_metrics.csv, the console), the rollout videos every train.val_rollout_every validations, and
-    the checkpoints; a non-finite validation stops the run before its weights are saved."""
+    """Validation, one step ahead and open loop (val_metrics.csv, the console), the rollout videos every
+    train.val_rollout_every validations, and the checkpoints; a non-finite validation stops the run before its weights
+    are saved."""
     t, run_dir = s.cfg.train, outputs.run_dir
-    val = p.last_val = validate(s.model, s.feeds.val, s.objective, s.ranks)
+    val = p.last_val = validate(s.model, s.feeds.val, s.objective, s.ranks, s.val_rollouts)
     p.validations += 1
     outputs.log_validation(p.step, val, p.elapsed)
     s.console.say(
         f"validation at step {p.step}: mse {val['val/mse']:.3g}, copy-last {val['val/copy_last_mse']:.3g}, "
         f"ratio {val['val/ratio_to_copy']:.3f}, changed recall {val['val/changed_recall']:.3f}{event_summary(val)}"
+        f"{rollout_summary(val, t.val_rollout_horizon)}"
     )
     if len(s.feeds.video_starts) and (p.validations % t.val_rollout_every == 0 or last_step):
         out = run_dir / "videos" / f"rollout_step_{p.step:06d}"

@@ -1,4 +1,5 @@
-"""One training step (its loss, from the objective, and backward), validation, and the validation rollout videos."""
+"""One training step (its loss, from the objective, and backward), validation (one step ahead, and open loop over
+train.val_rollout_horizon steps), and the validation rollout videos."""
 
 from __future__ import annotations
 
@@ -52,13 +53,20 @@ def train_step(
 
 
 @torch.no_grad()
-def validate(model: nn.Module, batches: list[Batch], objective: Objective, ranks: Ranks = Ranks()) -> dict[str, float]:
+def validate(
+    model: nn.Module,
+    batches: list[Batch],
+    objective: Objective,
+    ranks: Ranks = Ranks(),
+    rollouts: Batch | None = None,
+) -> dict[str, float]:
     """Loss and MSE on the held-out samples, and the copy-last-frame baseline's MSE on the same samples; the changed-
     pixel recall of the predictions as fed back: of the pixels that change from the last context frame to the target
     (by more than 2/255), the share the prediction changes too, a ratio of sums over the samples (0 for a model that
     copies the last frame, NaN when nothing changed). One step ahead: each validation sample holds one. Summed over
-    the processes' shares under torchrun. A diffusion model's predictions are samples, the same ones at every
-    validation (its sampling seeded with 0)."""
+    the processes' shares under torchrun. With `rollouts` (fixed_val_rollouts), also rollout_scores on them, which
+    every process computes whole. A diffusion model's predictions are samples, the same ones at every validation (its
+    sampling seeded with 0)."""
     model.eval()
     seed_sampling(model, 0)
     device = next(model.parameters()).device
@@ -78,6 +86,7 @@ def validate(model: nn.Module, batches: list[Batch], objective: Objective, ranks
             rewards, end_probs = predicted_events(*model.events(b.frames, fed, b.actions[:, 0]))
             counts.add(rewards, end_probs > 0.5, b.rewards[:, 0], b.dones[:, 0])
         count += len(b)
+    rolled = rollout_scores(model, rollouts.to(device), objective.feedback) if rollouts is not None else {}
     model.train()
     *sums, both, real, count = distributed.total([*totals.values(), *changed.tolist(), count], ranks)
     metrics = {f"val/{k}": v / count for k, v in zip(totals, sums)}
@@ -86,7 +95,33 @@ def validate(model: nn.Module, batches: list[Batch], objective: Objective, ranks
     if has_events(model):
         counts = EventCounts(*distributed.total(list(counts.as_tuple()), ranks))
         metrics |= {f"val/{k}": v for k, v in counts.rates().items()}
-    return metrics
+    return metrics | rolled
+
+
+def rollout_scores(model: nn.Module, windows: Batch, feedback: Feedback) -> dict[str, float]:
+    """Open-loop rollouts of the K steps of `windows` (float, on the model's device), the predictions fed back:
+
+        val/rollout_recall      the changed-pixel recall at step K (each frame against its own previous frame, as in
+                                src.eval), a ratio of sums over the windows; 0: the imagined game has stopped
+        val/rollout_recall_all  the same over steps 1..K
+        val/rollout_ratio       the MSE at step K over the copy-last-frame baseline's (the last context frame)
+
+    NaN where nothing changed."""
+    predicted = rollout(model, windows.frames, windows.actions, feedback)  # (R, K, H, W)
+    truth, last = windows.targets, windows.frames[:, -1:]  # (R, K, H, W), (R, 1, H, W)
+    r, k, h, w = truth.shape
+    frames = [
+        x.reshape(r * k, h, w)
+        for x in (predicted, truth, torch.cat([last, predicted[:, :-1]], 1), torch.cat([last, truth[:, :-1]], 1))
+    ]  # (R*K, H, W) each: the frames and their previous ones
+    parts = changed_recall(*frames).double().view(r, k, 2).sum(0).cpu()  # (K, 2) pixels changed in both, in the truth
+    ratio = lambda both, real: (both / real).item() if real > 0 else math.nan  # noqa: E731
+    copy = mse_per_sample(last[:, 0], truth[:, -1]).sum().item()
+    return {
+        "val/rollout_recall": ratio(*parts[-1]),
+        "val/rollout_recall_all": ratio(*parts.sum(0)),
+        "val/rollout_ratio": mse_per_sample(predicted[:, -1], truth[:, -1]).sum().item() / max(copy, 1e-12),
+    }
 
 
 def rollout_videos(
