@@ -104,7 +104,7 @@ class TrainConfig:
     log_every: int = 100  # steps between metrics.csv rows, console lines and image strips
     val_every_steps: int = 500  # steps between validations (and checkpoints)
     val_batches: int = 20  # batches of held-out samples per validation (fixed set)
-    val_rollout_enabled: bool = True  # write open-loop rollout videos at validation time
+    val_rollout_enabled: bool = True  # open-loop rollouts at validation: videos, recall and ratio at the horizon
     val_rollout_every: int = 1  # ... at every this many validations
     val_rollout_horizon: int = 30  # predicted steps per rollout video
     val_rollout_videos: int = 2  # rollouts per validation
