@@ -179,6 +179,8 @@ def main() -> None:
     peak, source = (args.peak_tflops * 1e12, "--peak_tflops") if args.peak_tflops else peak_flops(device, dtype)
     print(
         f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"CPU kernels {torch.backends.cpu.get_cpu_capability()} (ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 "
+        "lower them), "
         f"dataset {data} ({len(dataset):,} steps), "
         f"model {base.model.name}, {args.rounds} rounds x {args.steps} steps\n"
         f"peak {peak / 1e12:.4g} TFLOP/s {str(dtype).removeprefix('torch.')} ({source})",

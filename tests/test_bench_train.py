@@ -41,6 +41,7 @@ def test_bench_train_prints_every_row(small_dataset: Path) -> None:
         result.stdout,
         flags=re.M,
     )
+    assert re.search(r"CPU kernels [A-Z0-9_]+ ", result.stdout)  # which instruction set torch runs on (AVX2, AVX512...)
     one_thread = [("model, synthetic, 1 thread", "-")] if int(re.search(r"(\d+) threads", result.stdout)[1]) > 1 else []
     assert [(name, workers) for name, _, workers, *_ in rows] == [
         ("model, synthetic", "-"),
