@@ -62,7 +62,7 @@ class DataConfig:
 @dataclass
 class OptimizerConfig:
     name: str = "adamw"
-    lr: float = 3e-4  # peak learning rate (1e-3 diverged in measurements)
+    lr: float = 1e-3  # peak learning rate (with train.grad_clip; 3e-4 and 2e-3 did worse: docs/evaluation.md)
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
 
@@ -119,10 +119,11 @@ class ExperimentConfig:
 
 
 # What `profile` changes, over config.yaml and under the command line. gpu: a step of the default model at batch 32 is
-# ~200 small kernel launches that leave an H100 mostly idle, so the batch is 8x larger, the learning rate scaled by
-# about the square root of that (1e-3 diverged at batch 32) over a longer warm-up, the data held in GPU memory when it
-# fits (else 6 loader workers), and validation and media at a cadence that stays a small share of a fast run. Chosen
-# by reasoning, not yet measured on a GPU (docs/speed.md says how to check it with bench_train.py).
+# ~200 small kernel launches that leave an H100 mostly idle, so the batch is 8x larger, the learning rate 6e-4 over a
+# longer warm-up (chosen when batch 32 trained at 3e-4, before gradient clipping made 1e-3 the better rate there),
+# the data held in GPU memory when it fits (else 6 loader workers), and validation and media at a cadence that stays
+# a small share of a fast run. Chosen by reasoning, not yet measured on a GPU (docs/speed.md says how to check it
+# with bench_train.py).
 PROFILES: dict[str, tuple[str, ...]] = {
     "cpu": (),
     "gpu": (
