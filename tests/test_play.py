@@ -452,9 +452,12 @@ def test_headless_play_streams_each_frame_as_it_is_made(lively_checkpoint: Path,
 @pytest.fixture(scope="module")
 def long_checkpoint(lively_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The lively checkpoint whose game runs 27,000-step episodes (the short run's data cut them at 60): the real
-    game's stretches outlast a shard, so that recording cuts shards at SHARD_ROWS."""
+    game's stretches outlast a shard, so that recording cuts shards at SHARD_ROWS. Its event head never calls an end
+    (the end logit's bias far below 0): six steps on 60-step episodes teach it that ends are common, and a dream that
+    ends starts anew and cuts the stretch, as the real game's end does."""
     state = read_checkpoint(lively_checkpoint)
     state["dataset"]["env_settings"]["max_episode_steps"] = 27_000
+    state["model"]["events.out.bias"][3] = -100.0  # the end's logit (REWARD_SIGNS' three come first)
     path = tmp_path_factory.mktemp("play") / "long.pt"
     save_checkpoint(path, state)
     return path
