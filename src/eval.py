@@ -17,6 +17,7 @@ ready (subject.py), the ball in the rollouts (ball.py), the rewards and ends (ev
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -162,7 +163,7 @@ def headline(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(model MSE / copy-last MSE at steps 1, 10, 50, 100; shuffled-action MSE / true-action MSE at steps 1, 10), within
     the horizon; `method` model_mean: the ratios of the mean of a stochastic model's samples."""
-    mse = curves["mse"]
+    mse = {m: [math.nan if v is None else v for v in values] for m, values in curves["mse"].items()}  # None: NaN
     ratio = {str(k): mse[method][k - 1] / max(mse["copy_last"][k - 1], 1e-12) for k in HEADLINE_STEPS if k <= horizon}
     gap = {
         str(k): mse["model_shuffled_actions"][k - 1] / max(mse["model"][k - 1], 1e-12)

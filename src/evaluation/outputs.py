@@ -190,8 +190,9 @@ def log_to_wandb(cfg: EvalConfig, subject: Subject, out: Path, summary: dict[str
 
 
 def figures(values: Iterable[float | None], digits: int = 2) -> str:
-    """'0.12/0.50/-': values at the headline steps, '-' where nothing was counted."""
-    return "/".join("-" if v is None else f"{v:.{digits}f}" for v in values)
+    """'0.12/0.50/-': values at the headline steps, '-' where nothing was counted (None) or it is not a number (a
+    model that diverged: NaN)."""
+    return "/".join("-" if v is None or math.isnan(v) else f"{v:.{digits}f}" for v in values)
 
 
 def alive_line(alive: dict[str, dict[str, float | None]]) -> str:
@@ -215,9 +216,11 @@ def ball_line(alive: dict[str, dict[str, float | None]], ball: dict) -> str:
 
 def report(result: dict[str, Any]) -> str:
     """The headline numbers and where the files are, as the command ends."""
-    ratios = ", ".join(f"h={k}: {v:.3f}" for k, v in result["mse_ratio_to_copy"].items())
-    gaps = ", ".join(f"h={k}: {v:.3f}" for k, v in result["action_gap"].items())
-    sharp = ", ".join(f"h={k}: {result['sharpness']['model'][int(k) - 1]:.3f}" for k in result["mse_ratio_to_copy"])
+    ratios = ", ".join(f"h={k}: {figures([v], 3)}" for k, v in result["mse_ratio_to_copy"].items())
+    gaps = ", ".join(f"h={k}: {figures([v], 3)}" for k, v in result["action_gap"].items())
+    sharp = ", ".join(
+        f"h={k}: {figures([result['sharpness']['model'][int(k) - 1]], 3)}" for k in result["mse_ratio_to_copy"]
+    )
     lines = [
         f"model MSE / copy-last MSE  {ratios}",
         f"action gap (shuffled / true)  {gaps}",
