@@ -54,7 +54,7 @@ from src.utils.console import Tee, teed_stdout
 from src.utils.errors import UserError, run_cli
 from src.utils.frames import frames_to_float
 from src.utils.io import check_apart, check_outside_datasets, check_writable, create_timestamped_dir, json_safe
-from src.utils.metrics import ALIVE, STEP_METRICS
+from src.utils.metrics import ALIVE, STEP_METRICS, step_frames
 
 HEADLINE_STEPS = (1, 10, 50, 100)  # steps ahead reported in summary.json's ratios and its "alive" block
 ACTION_GAP_STEPS = (1, 10)
@@ -67,9 +67,8 @@ EVENT_HEADLINE_STEPS = (1, 10)
 def per_step_errors(prediction: torch.Tensor, truth: torch.Tensor, before: torch.Tensor) -> dict[str, torch.Tensor]:
     """prediction, truth: (B, K, H, W); before: (B, H, W), the last context frame (the previous frame of step 1, for
     both) -> {metric: (B, K), or (B, K, 2) for a ratio's parts} for every metric of STEP_METRICS."""
-    b, k, h, w = truth.shape
-    previous = lambda frames: torch.cat([before.unsqueeze(1), frames[:, :-1]], dim=1)  # noqa: E731
-    frames = [x.reshape(b * k, h, w) for x in (prediction, truth, previous(prediction), previous(truth))]  # (B*K, H, W)
+    b, k = truth.shape[:2]
+    frames = step_frames(prediction, truth, before)  # (B*K, H, W) each
     scores = {name: metric.per_frame(*frames) for name, metric in STEP_METRICS.items()}  # (B*K,) or (B*K, 2)
     return {name: v.view(b, k, *v.shape[1:]) for name, v in scores.items()}
 

@@ -20,7 +20,7 @@ from src.training.schedule import Stage
 from src.utils import distributed
 from src.utils.distributed import Ranks
 from src.utils.frames import frames_to_float
-from src.utils.metrics import changed_recall, mse_per_sample
+from src.utils.metrics import changed_recall, mse_per_sample, step_frames
 from src.utils.video import write_rollout_videos
 
 
@@ -109,11 +109,8 @@ def rollout_scores(model: nn.Module, windows: Batch, feedback: Feedback) -> dict
     NaN where nothing changed."""
     predicted = rollout(model, windows.frames, windows.actions, feedback)  # (R, K, H, W)
     truth, last = windows.targets, windows.frames[:, -1:]  # (R, K, H, W), (R, 1, H, W)
-    r, k, h, w = truth.shape
-    frames = [
-        x.reshape(r * k, h, w)
-        for x in (predicted, truth, torch.cat([last, predicted[:, :-1]], 1), torch.cat([last, truth[:, :-1]], 1))
-    ]  # (R*K, H, W) each: the frames and their previous ones
+    r, k = truth.shape[:2]
+    frames = step_frames(predicted, truth, last[:, 0])  # (R*K, H, W) each: the frames and their previous ones
     parts = changed_recall(*frames).double().view(r, k, 2).sum(0).cpu()  # (K, 2) pixels changed in both, in the truth
     ratio = lambda both, real: (both / real).item() if real > 0 else math.nan  # noqa: E731
     copy = mse_per_sample(last[:, 0], truth[:, -1]).sum().item()

@@ -165,6 +165,15 @@ def objects(prediction: Tensor, truth: Tensor, previous_prediction: Tensor, prev
     return ratio_parts(count(prediction), count(truth))
 
 
+def step_frames(prediction: Tensor, truth: Tensor, before: Tensor) -> list[Tensor]:
+    """prediction, truth: (B, K, H, W) open-loop steps; before: (B, H, W) the last context frame -> [prediction, truth,
+    previous prediction, previous truth], each (B*K, H, W): what StepMetric.per_frame takes (before step 1, the last
+    context frame for both)."""
+    b, k, h, w = truth.shape
+    previous = lambda frames: torch.cat([before.unsqueeze(1), frames[:, :-1]], dim=1)  # noqa: E731
+    return [x.reshape(b * k, h, w) for x in (prediction, truth, previous(prediction), previous(truth))]
+
+
 # ------------------------------------------------------------------------------------------ the registry
 
 FrameMetric = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
