@@ -346,6 +346,8 @@ def test_resume_from_an_older_best_pt_branches_and_leaves_the_run_as_it_is(small
 def test_resume_from_best_pt_at_the_same_step_as_last_pt_continues_in_place(short_run, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(short_run[1]["run_dir"], run_dir)
+    # best.pt as the last validation's: the short run's best may be its step-3 validation, by a hair (lr 1e-3)
+    shutil.copy(run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt")
     assert (
         read_checkpoint(run_dir / "checkpoints" / "best.pt")["step"]
         == read_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
