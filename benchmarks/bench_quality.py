@@ -145,13 +145,17 @@ VARIANTS = {
         "unet_film, pushforward: up to half the samples on one step of its own, from half the budget",
         ["train.pushforward=0.5", "train.pushforward_steps=1"],
     ),
+    "unet_film_pf2": (
+        "unet_film, pushforward: up to half the samples on two steps of their own, from 0.2 of the budget",
+        ["train.pushforward=0.5", "train.pushforward_steps=2", "train.pushforward_start=0.2"],
+    ),
     "unet_film_palette_out": (
         "unet_film with a per-pixel classification over the 16 palette levels (cross-entropy)",
         ["model.output=palette"],
     ),
-    "unet_film_pf3": (
-        "unet_film, pushforward: up to half the samples on three steps of its own, from half the budget",
-        ["train.pushforward=0.5", "train.pushforward_steps=3"],
+    "unet_film_pf4": (
+        "unet_film, pushforward: up to half the samples on four steps of their own, from 0.2 of the budget",
+        ["train.pushforward=0.5", "train.pushforward_steps=4", "train.pushforward_start=0.2"],
     ),
     "oh2015": (
         "Oh et al. 2015 action-conditional transformation, the paper's conv widths",
@@ -166,7 +170,7 @@ VARIANTS = {
         "unet_film, Oh et al.'s curriculum 1 -> 3 -> 5",
         ["train.rollout_steps=[1,3,5]", "train.rollout_stage_ends=[0.4,0.7]"],
     ),
-    "unet_film_changed": ("unet_film, loss weighted 10x on changed pixels", ["train.changed_pixel_weight=10"]),
+    "unet_film_changed": ("unet_film, loss weighted 5x on changed pixels", ["train.changed_pixel_weight=4"]),
     "unet_film_worst": (
         "unet_film, plus the mean loss of each frame's worst 1% of pixels",
         ["train.worst_pixel_weight=1"],

@@ -80,11 +80,11 @@ class TrainConfig:
     pixel_loss_cutoff: float = 0.0  # per-pixel loss below this counts 0 and the rest less this (SimPLe); 0 = off
     rollout_steps: list[int] = field(default_factory=lambda: [1])  # unroll length of each curriculum stage
     rollout_stage_ends: list[float] = field(default_factory=list)  # budget fraction where each stage but the last ends
-    pushforward: float = 0.5  # the largest share of samples whose context holds the model's own predictions, made
+    pushforward: float = 0.0  # the largest share of samples whose context holds the model's own predictions, made
     # without gradients (the pushforward trick); 0 = off
-    pushforward_steps: int = 2  # predictions made (and fed back) without gradients before the trained step
+    pushforward_steps: int = 1  # predictions made (and fed back) without gradients before the trained step
     pushforward_start: float = (
-        0.2  # budget fraction where the share starts to ramp up from 0 (to `pushforward` at the end)
+        0.5  # budget fraction where the share starts to ramp up from 0 (to `pushforward` at the end)
     )
     reward_loss_weight: float = 1.0  # the event head's reward-sign cross-entropy, beside the frame loss (model.events)
     end_loss_weight: float = 1.0  # ... and its end-of-episode binary cross-entropy
