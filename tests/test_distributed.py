@@ -49,7 +49,19 @@ def test_two_processes_match_one_with_the_global_batch_and_resume(small_dataset:
     state = read_checkpoint(ddp / "checkpoints" / "last.pt")
     assert state["dataset"]["processes"] == 2 and state["dataset"]["global_batch"] == 8
     reference = read_checkpoint(one / "checkpoints" / "last.pt")["model"]
-    assert all(torch.allclose(state["model"][k], v, rtol=TOLERANCE, atol=1e-7) for k, v in reference.items())
+    assert reference.keys() == state["model"].keys()
+    # Adam moves a weight whose gradient is about 0 by about lr in the sign of that gradient, and the other order of
+    # the sums can flip the sign (the comment at RUN): such weights may differ by up to 2 lr a step. Every weight must
+    # stay within that, and all but one in 1,000 within the tolerance (a wrong average would move most of them; the
+    # grad_norm column above catches a sum in place of the mean, which Adam's steps alone would hide).
+    steps, lr = 6, 3e-4
+    off = total = 0
+    for k, v in reference.items():
+        got = state["model"][k]
+        assert (got - v).abs().max() <= 2 * lr * steps, k
+        off += int((~torch.isclose(got, v, rtol=TOLERANCE, atol=1e-7)).sum())
+        total += v.numel()
+    assert off <= 1e-3 * total, f"{off} of {total} weights differ"
 
     # Resumed under torchrun, it goes on as the one-process run resumed.
     for launcher, run_dir in ((TORCHRUN, ddp), ([sys.executable], one)):
