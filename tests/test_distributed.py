@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.config import TrainConfig
 from src.models.checkpoint import read_checkpoint
 from tests.conftest import TINY, run
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 # lr 3e-4, not the default 1e-3: Adam moves a weight whose gradient is near 0 by about lr in the direction of that
 # gradient's sign, which the other order of the sums can flip; at 1e-3 that exceeds the tolerance below.
-RUN = [*TINY, "optimizer.lr=3e-4", "train.max_steps=6", "train.log_every=1", "train.val_every_steps=3"]
+LR, STEPS = 3e-4, 6
+RUN = [*TINY, f"optimizer.lr={LR}", f"train.max_steps={STEPS}", "train.log_every=1", "train.val_every_steps=3"]
 RUN += ["train.val_rollout_horizon=5"]
 TOLERANCE = 1e-4  # relative: the same sums, added up in another order (per process, then averaged)
 
@@ -54,11 +56,11 @@ def test_two_processes_match_one_with_the_global_batch_and_resume(small_dataset:
     # the sums can flip the sign (the comment at RUN): such weights may differ by up to 2 lr a step. Every weight must
     # stay within that, and all but one in 1,000 within the tolerance (a wrong average would move most of them; the
     # grad_norm column above catches a sum in place of the mean, which Adam's steps alone would hide).
-    steps, lr = 6, 3e-4 * 3  # the event head's learning rate (train.event_lr_scale 3), the largest of the groups
+    lr = LR * TrainConfig().event_lr_scale  # the event head's learning rate, the largest of the groups
     off = total = 0
     for k, v in reference.items():
         got = state["model"][k]
-        assert (got - v).abs().max() <= 2 * lr * steps, k
+        assert (got - v).abs().max() <= 2 * lr * STEPS, k
         off += int((~torch.isclose(got, v, rtol=TOLERANCE, atol=1e-7)).sum())
         total += v.numel()
     assert off <= 1e-3 * total, f"{off} of {total} weights differ"
