@@ -171,6 +171,10 @@ VARIANTS = {
         ["train.rollout_steps=[1,3,5]", "train.rollout_stage_ends=[0.4,0.7]"],
     ),
     "unet_film_changed": ("unet_film, loss weighted 5x on changed pixels", ["train.changed_pixel_weight=4"]),
+    "unet_film_warp": (
+        "unet_film predicting a flow that moves the last frame, plus a change (flow guide 0.1)",
+        ["model.output=warp"],
+    ),
     "unet_film_worst": (
         "unet_film, plus the mean loss of each frame's worst 1% of pixels",
         ["train.worst_pixel_weight=1"],

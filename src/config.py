@@ -78,6 +78,8 @@ class TrainConfig:
     worst_pixel_weight: float = 0.0  # extra loss: this times the mean loss of each frame's worst pixels; 0 = off
     worst_pixel_share: float = 0.01  # ... the share of each frame's pixels that counts as its worst
     pixel_loss_cutoff: float = 0.0  # per-pixel loss below this counts 0 and the rest less this (SimPLe); 0 = off
+    flow_guide_weight: float = 0.1  # model.output=warp: the flow's coarse-to-fine guide (blurred frames moved by the
+    # same flow, against the blurred targets) beside the frame loss; 0 = off
     rollout_steps: list[int] = field(default_factory=lambda: [1])  # unroll length of each curriculum stage
     rollout_stage_ends: list[float] = field(default_factory=list)  # budget fraction where each stage but the last ends
     pushforward: float = 0.0  # the largest share of samples whose context holds the model's own predictions, made
@@ -212,6 +214,7 @@ class Config:
             (t.worst_pixel_weight >= 0, "train.worst_pixel_weight", f"must be >= 0, got {t.worst_pixel_weight}"),
             (0 < t.worst_pixel_share <= 1, "train.worst_pixel_share", f"must be in (0, 1], got {t.worst_pixel_share}"),
             (t.pixel_loss_cutoff >= 0, "train.pixel_loss_cutoff", f"must be >= 0, got {t.pixel_loss_cutoff}"),
+            (t.flow_guide_weight >= 0, "train.flow_guide_weight", f"must be >= 0, got {t.flow_guide_weight}"),
             (
                 len(t.rollout_steps) >= 1 and min(t.rollout_steps) >= 1,
                 "train.rollout_steps",

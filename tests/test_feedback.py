@@ -336,3 +336,27 @@ def test_palette_output_trains_saves_and_evaluates(small_dataset: Path, tmp_path
         == read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")["config"]["model"]["palette"]
     )
     assert all(math.isfinite(v) for v in summary["mse_ratio_to_copy"].values())
+
+
+@pytest.mark.slow  # a training and an evaluation
+def test_warp_output_trains_its_flow_saves_and_evaluates(small_dataset: Path, tmp_path: Path) -> None:
+    """Catches a warp-output model whose flow the training step never reaches (its weights would stay at zero), or
+    that the checkpoint or evaluation cannot handle."""
+    from src.eval import evaluate_checkpoint
+    from src.evaluation.config import EvalConfig
+    from src.models.checkpoint import read_checkpoint
+    from src.training.loop import train
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(
+        small_dataset, tmp_path, "model.output=warp", "train.max_steps=4", "train.val_every_steps=4", "train.log_every=2"
+    )
+    result = train(cfg)
+    assert math.isfinite(result["val/mse"]) and result["step"] == 4
+    checkpoint = Path(result["run_dir"]) / "checkpoints" / "last.pt"
+    head = read_checkpoint(checkpoint)["model"]["head.conv.weight"]  # (4 changes + 2 flows, C, 3, 3), zero at first
+    assert head[4:].abs().sum() > 0
+    summary = evaluate_checkpoint(
+        EvalConfig(checkpoint, "Pong", episodes=1, starts_per_episode=2, horizon=3, videos=0, out_dir=tmp_path)
+    )
+    assert all(math.isfinite(v) for v in summary["mse_ratio_to_copy"].values())

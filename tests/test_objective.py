@@ -22,3 +22,25 @@ def test_loss_cutoff_drops_the_pixels_already_about_right() -> None:
     small[0, 0, 2, 2] = 0.05
     assert PixelLoss("mse", cutoff=0.01)(small, target)[0].item() == 0  # no gradient from a near miss
     assert PixelLoss("mse")(small, target)[0].item() == pytest.approx(0.0025 / 16)  # cutoff 0: as before
+
+
+def test_the_flow_guide_pulls_the_flow_towards_a_ball_beyond_a_bilinear_copys_reach() -> None:
+    """model.output=warp: a 1-pixel ball that moved 3 pixels right gives the flow no gradient through the frame's own
+    loss (a bilinear copy sees only its neighbours), but the guide's blurred frames do, and in the right direction:
+    where the ball is now, the flow is pulled to copy from the left. A flow that does copy from there costs less."""
+    from src.models.unet import warp
+    from src.training.objective import flow_guide_loss
+
+    before = torch.zeros(1, 1, 84, 84)
+    before[0, 0, 40, 30] = 1.0
+    after = torch.zeros(1, 1, 84, 84)
+    after[0, 0, 40, 33] = 1.0
+    flow = torch.zeros(1, 1, 2, 84, 84, requires_grad=True)
+    (warp(before, flow[:, 0]) - after).pow(2).mean().backward()
+    assert flow.grad[0, 0, 0, 40, 33] == 0  # the frame's loss: nothing to follow
+    flow.grad = None
+    flow_guide_loss(before, flow, after).backward()
+    assert flow.grad[0, 0, 0, 40, 33] > 0  # descent lowers the x flow there: copy from the left, where the ball was
+    moved = torch.zeros(1, 1, 2, 84, 84)
+    moved[0, 0, 0] = -3.0
+    assert flow_guide_loss(before, moved, after) < 1e-3 * flow_guide_loss(before, flow.detach(), after)

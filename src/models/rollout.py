@@ -68,8 +68,9 @@ def unroll(
     the noise put on the context in training (told to the model at every step), None for a clean context. Every
     model is called alike, with noise_level and logits: the call that src/models/world_model.py describes.
     Returns the K raw predictions (B, K, H, W); each re-enters the context through `feedback`. Keeps gradients:
-    training unrolls with it, evaluation through `rollout`. With logits=True (model.output=palette), also the
-    logits of every step (B, K, L, H, W) for L palette levels."""
+    training unrolls with it, evaluation through `rollout`. With logits=True, also what the head gives training's
+    loss at every step: model.output=palette, the logits (B, K, L, H, W) for L palette levels; model.output=warp,
+    the flow (B, K, 2, H, W)."""
     frames, predictions, scores = context, [], []
     # The context keeps its memory layout as predictions enter it: a compiled model sees the same strides at every step.
     layout = (

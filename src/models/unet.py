@@ -3,7 +3,7 @@ heads; edm's denoiser (src/models/edm.py) is unet_film with an embedding and a h
 
 Both run over 2x2-pixel patches (space-to-depth) and take the shared call, model(frames, actions, noise_level, logits)
 (src/models/world_model.py): noise_level only when built with model.context_noise, logits only with
-model.output=palette; given either without, they raise ValueError rather than ignore it.
+model.output=palette or warp; given either without, they raise ValueError rather than ignore it.
 
 B batch, T context frames, C channels, H/W pixels (84), h/w one level's size, D action embedding size, K palette levels
 """
@@ -117,8 +117,50 @@ class PaletteHead(nn.Module):
         return (frame, scores) if logits else frame
 
 
+class WarpHead(nn.Module):
+    """Features over 2x2-pixel patches -> the next frame as the last frame moved by a predicted flow, plus a regressed
+    change: each pixel copies the last frame from where the flow points (bilinear), then the change is added.
+
+    A regression of intensities that is unsure where the ball goes draws a faint trail of balls; a regression of where
+    to copy from draws one ball at the mean place (video prediction by advection: Finn et al. 2016). The flow is
+    predicted per patch (in pixels) and upsampled to pixels, so an object moves as one piece. Zero weights make both
+    the flow and the change 0 at initialisation (copy the last frame). With logits=True the call also returns the flow
+    (B, 2, H, W) (x, y), for training's coarse-to-fine guide (objective.flow_guide_loss): a bilinear copy sees only
+    its neighbouring pixels, so a 1-pixel ball 4 pixels away would give the flow no gradient.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(group_count(channels), channels)
+        self.conv = nn.Conv2d(channels, PATCH**2 + 2, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: Tensor, last_frame: Tensor, logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """x: (B, C, H/2, W/2); last_frame: (B, 1, H, W) -> (B, 1, H, W); with logits=True, (that, the flow)."""
+        out = self.conv(F.silu(self.norm(x)))  # (B, 4 + 2, H/2, W/2)
+        delta = F.pixel_shuffle(out[:, : PATCH**2], PATCH)  # (B, 1, H, W)
+        flow = F.interpolate(out[:, PATCH**2 :], size=last_frame.shape[-2:], mode="bilinear")  # (B, 2, H, W) pixels
+        frame = warp(last_frame, flow) + delta
+        return (frame, flow) if logits else frame
+
+
+def warp(frames: Tensor, flow: Tensor) -> Tensor:
+    """frames (B, C, H, W) sampled bilinearly at each pixel plus its flow (B, 2, H, W), in pixels (x, y); outside
+    the frame, the nearest border pixel."""
+    b, _, h, w = frames.shape
+    ys = torch.arange(h, device=frames.device, dtype=flow.dtype)
+    xs = torch.arange(w, device=frames.device, dtype=flow.dtype)
+    x = (xs.view(1, 1, w) + flow[:, 0]) * (2 / w) + (1 / w - 1)  # (B, H, W) in grid_sample's [-1, 1]
+    y = (ys.view(1, h, 1) + flow[:, 1]) * (2 / h) + (1 / h - 1)
+    grid = torch.stack([x, y], dim=-1)  # (B, H, W, 2)
+    return F.grid_sample(frames, grid.to(frames.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def output_head(cfg: ModelConfig, channels: int) -> nn.Module:
-    """The U-Nets' last layer as model.output says: ResidualHead or PaletteHead."""
+    """The U-Nets' last layer as model.output says: ResidualHead, PaletteHead or WarpHead."""
+    if cfg.output == "warp":
+        return WarpHead(channels)
     if cfg.output == "palette":
         if not cfg.palette:
             raise ConfigError(

@@ -12,11 +12,12 @@ Every variant has the same constructor (cfg, num_actions, context_frames, frame_
                  time). The U-Nets built with model.context_noise: training's corruption of every context frame. edm:
                  the σ of a noisy next frame given as one more, last input frame; the call then returns the
                  denoiser's raw output F for training's denoising loss, not a sampled frame.
-    logits       model.output=palette: also return the logits over the palette (B, K, H, W), for training's loss.
+    logits       also return what training's loss needs beside the frame: model.output=palette, the logits over
+                 the palette (B, K, H, W); model.output=warp, the flow (B, 2, H, W).
 
 so that rollouts (src/models/rollout.py) call every variant alike. A variant that cannot use one of them raises
 ValueError when given it, rather than ignore it: oh2015 takes neither, edm no logits, a U-Net a level only with
-model.context_noise and logits only with model.output=palette.
+model.context_noise and logits only with model.output=palette or warp.
 
 Every variant predicts the next frame as the last input frame plus a residual whose last layer starts at zero, so that
 an untrained model copies the last frame (the strongest simple baseline on Atari).
@@ -94,7 +95,11 @@ def check_model_config(m: ModelConfig) -> None:
             "model.feedback",
             f"must be {', '.join(FEEDBACK[:-1])} or {FEEDBACK[-1]}, got {m.feedback!r}",
         ),
-        (m.output in ("residual", "palette"), "model.output", f"must be residual or palette, got {m.output!r}"),
+        (
+            m.output in ("residual", "palette", "warp"),
+            "model.output",
+            f"must be residual, palette or warp, got {m.output!r}",
+        ),
         (2 <= m.palette_size <= 256, "model.palette_size", f"must be in [2, 256], got {m.palette_size}"),
         (
             m.palette is None

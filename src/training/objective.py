@@ -25,6 +25,7 @@ from src.dataset.offline_dataset import Batch
 from src.models.diffusion import DiffusionConfig, Preconditioning, anchor
 from src.models.events import ZERO, reward_class
 from src.models.rollout import Feedback, corrupt, nearest_level, unroll
+from src.models.unet import warp
 from src.training.fast_path import FastPath
 from src.training.schedule import Stage
 from src.utils.device import constant
@@ -92,6 +93,35 @@ def palette_loss(scores: Tensor, targets: Tensor, palette: tuple[int, ...]) -> t
     classes = nearest_level(targets, levels)  # (B, k, H, W)
     loss = F.cross_entropy(scores.flatten(0, 1).float(), classes.flatten(0, 1))
     return loss, {"loss": loss.detach()}
+
+
+GUIDE_SIGMAS = (1.0, 2.0, 4.0)  # the flow guide's blurs, in pixels: a ball up to about 3 sigma away pulls the flow
+
+
+def blur(frames: Tensor, sigma: float) -> Tensor:
+    """A Gaussian blur of (N, 1, H, W), separable, 3 sigma wide each side, the edges repeated."""
+    radius = int(3 * sigma)
+    x = torch.arange(-radius, radius + 1, device=frames.device, dtype=frames.dtype)
+    kernel = (-(x**2) / (2 * sigma**2)).exp()
+    kernel = kernel / kernel.sum()
+    padded = F.pad(frames, (radius, radius, radius, radius), mode="replicate")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1))
+
+
+def flow_guide_loss(previous: Tensor, flows: Tensor, targets: Tensor) -> Tensor:
+    """model.output=warp: the frame each step copied from (B, k, H, W), blurred at each of GUIDE_SIGMAS and moved by
+    the step's flow (B, k, 2, H, W), against the blurred target (B, k, H, W); the squared error times sigma squared,
+    so every blur pulls alike (a blurred ball's contrast falls as 1/sigma^2). A bilinear copy gives its flow a
+    gradient only from neighbouring pixels; blurred frames reach the flow from a ball several pixels away."""
+    prev = previous.flatten(0, 1).unsqueeze(1).float()  # (N, 1, H, W)
+    tgt = targets.flatten(0, 1).unsqueeze(1).float()
+    flow = flows.flatten(0, 1).float()  # (N, 2, H, W)
+    total = prev.new_zeros(())
+    for sigma in GUIDE_SIGMAS:
+        moved = warp(blur(prev, sigma), flow)
+        total = total + sigma**2 * (moved - blur(tgt, sigma)).pow(2).mean()
+    return total
 
 
 def denoising_loss(
@@ -216,6 +246,7 @@ class Objective:
     pixels: PixelLoss = PixelLoss()  # the frames' loss (train.loss and its weights)
     context_noise: float = 0.0  # model.context_noise: the context corrupted, its level told to the model
     palette: tuple[int, ...] | None = None  # model.output=palette: a cross-entropy over these grey levels
+    flow_guide: float = 0.0  # model.output=warp: the weight of flow_guide_loss (train.flow_guide_weight)
     diffusion: DiffusionConfig | None = None  # model.name=edm: EDM's denoising loss on one step
     pushforward_steps: int = 1  # train.pushforward_steps
     events: EventLoss | None = None  # the event head's loss, for a model with one
@@ -230,6 +261,7 @@ class Objective:
             pixels=PixelLoss.of(t),
             context_noise=m.context_noise,
             palette=tuple(m.palette) if m.output == "palette" else None,
+            flow_guide=t.flow_guide_weight if m.output == "warp" else 0.0,
             diffusion=m.diffusion if m.name == "edm" else None,
             pushforward_steps=t.pushforward_steps,
             events=events,
@@ -272,8 +304,16 @@ class Objective:
             predicted, scores = unroll(model, context, batch.actions[:, :k], self.feedback, levels, logits=True)
             loss, metrics = palette_loss(scores, targets, self.palette)
             return loss, {**metrics, "mse": (predicted.detach().float() - targets).pow(2).mean()}, predicted
-        predicted = unroll(model, context, batch.actions[:, :k], self.feedback, levels).float()  # (B, k, H, W)
         previous = torch.cat([batch.frames[:, -1:], targets[:, :-1]], dim=1)  # the true frame before each target
+        if self.flow_guide > 0:
+            predicted, flows = unroll(model, context, batch.actions[:, :k], self.feedback, levels, logits=True)
+            predicted = predicted.float()
+            # What each step copied from: the context's last frame, then the model's own fed-back predictions.
+            seen = torch.cat([context[:, -1:], self.feedback(predicted[:, :-1]).detach()], dim=1)
+            guide = flow_guide_loss(seen, flows, targets)
+            loss, metrics = self.pixels(predicted, targets, previous)
+            return loss + self.flow_guide * guide, {**metrics, "flow_guide": guide.detach()}, predicted
+        predicted = unroll(model, context, batch.actions[:, :k], self.feedback, levels).float()  # (B, k, H, W)
         loss, metrics = self.pixels(predicted, targets, previous)
         return loss, metrics, predicted
 
