@@ -349,7 +349,12 @@ def test_warp_output_trains_its_flow_saves_and_evaluates(small_dataset: Path, tm
     from tests.conftest import tiny_config
 
     cfg = tiny_config(
-        small_dataset, tmp_path, "model.output=warp", "train.max_steps=4", "train.val_every_steps=4", "train.log_every=2"
+        small_dataset,
+        tmp_path,
+        "model.output=warp",
+        "train.max_steps=4",
+        "train.val_every_steps=4",
+        "train.log_every=2",
     )
     result = train(cfg)
     assert math.isfinite(result["val/mse"]) and result["step"] == 4
