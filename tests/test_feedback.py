@@ -299,69 +299,44 @@ def test_pushforward_share_picks_samples_and_the_rest_get_true_frames() -> None:
     assert pushforward_share(1.0, TrainConfig()) == 0.0  # off by default
 
 
-@pytest.mark.slow  # a training and an evaluation
-def test_palette_output_trains_saves_and_evaluates(small_dataset: Path, tmp_path: Path) -> None:
-    """Catches a palette-output model that the training loop, the checkpoint or evaluation cannot handle."""
+def trained_and_evaluated(small_dataset: Path, tmp_path: Path, *overrides: str) -> tuple[dict, dict]:
+    """A tiny model trained 4 steps with these overrides, then evaluated on 2 windows of 3 steps. Returns (its
+    checkpoint as read back, the evaluation's summary); both must be sound."""
     from src.eval import evaluate_checkpoint
     from src.evaluation.config import EvalConfig
     from src.models.checkpoint import read_checkpoint
     from src.training.loop import train
     from tests.conftest import tiny_config
 
-    cfg = tiny_config(
+    cfg = tiny_config(small_dataset, tmp_path, *overrides, "train.max_steps=4", "train.val_every_steps=4")
+    result = train(cfg)
+    assert math.isfinite(result["val/mse"]) and result["step"] == 4
+    checkpoint = Path(result["run_dir"]) / "checkpoints" / "last.pt"
+    summary = evaluate_checkpoint(
+        EvalConfig(checkpoint, "Pong", episodes=1, starts_per_episode=2, horizon=3, videos=0, out_dir=tmp_path)
+    )
+    assert all(math.isfinite(v) for v in summary["mse_ratio_to_copy"].values())
+    return read_checkpoint(checkpoint), summary
+
+
+@pytest.mark.slow  # a training and an evaluation
+def test_palette_output_trains_saves_and_evaluates(small_dataset: Path, tmp_path: Path) -> None:
+    """Catches a palette-output model that the training loop, the checkpoint or evaluation cannot handle."""
+    checkpoint, summary = trained_and_evaluated(
         small_dataset,
         tmp_path,
         "model.output=palette",
-        "train.max_steps=4",
-        "train.val_every_steps=4",
         "train.log_every=2",
         "train.pushforward=0.5",
         "train.pushforward_start=0.25",
     )
-    result = train(cfg)
-    assert math.isfinite(result["val/mse"]) and result["step"] == 4
-    summary = evaluate_checkpoint(
-        EvalConfig(
-            Path(result["run_dir"]) / "checkpoints" / "last.pt",
-            "Pong",
-            episodes=1,
-            starts_per_episode=2,
-            horizon=3,
-            videos=0,
-            out_dir=tmp_path,
-        )
-    )
-    assert (
-        summary["palette"]
-        == read_checkpoint(Path(result["run_dir"]) / "checkpoints" / "last.pt")["config"]["model"]["palette"]
-    )
-    assert all(math.isfinite(v) for v in summary["mse_ratio_to_copy"].values())
+    assert summary["palette"] == checkpoint["config"]["model"]["palette"]
 
 
 @pytest.mark.slow  # a training and an evaluation
 def test_warp_output_trains_its_flow_saves_and_evaluates(small_dataset: Path, tmp_path: Path) -> None:
     """Catches a warp-output model whose flow the training step never reaches (its weights would stay at zero), or
     that the checkpoint or evaluation cannot handle."""
-    from src.eval import evaluate_checkpoint
-    from src.evaluation.config import EvalConfig
-    from src.models.checkpoint import read_checkpoint
-    from src.training.loop import train
-    from tests.conftest import tiny_config
-
-    cfg = tiny_config(
-        small_dataset,
-        tmp_path,
-        "model.output=warp",
-        "train.max_steps=4",
-        "train.val_every_steps=4",
-        "train.log_every=2",
-    )
-    result = train(cfg)
-    assert math.isfinite(result["val/mse"]) and result["step"] == 4
-    checkpoint = Path(result["run_dir"]) / "checkpoints" / "last.pt"
-    head = read_checkpoint(checkpoint)["model"]["head.conv.weight"]  # (4 changes + 2 flows, C, 3, 3), zero at first
+    checkpoint, _ = trained_and_evaluated(small_dataset, tmp_path, "model.output=warp", "train.log_every=2")
+    head = checkpoint["model"]["head.conv.weight"]  # (4 changes + 2 flows, C, 3, 3), zero at first
     assert head[4:].abs().sum() > 0
-    summary = evaluate_checkpoint(
-        EvalConfig(checkpoint, "Pong", episodes=1, starts_per_episode=2, horizon=3, videos=0, out_dir=tmp_path)
-    )
-    assert all(math.isfinite(v) for v in summary["mse_ratio_to_copy"].values())
