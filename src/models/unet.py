@@ -148,7 +148,7 @@ class WarpHead(nn.Module):
 def warp(frames: Tensor, flow: Tensor) -> Tensor:
     """frames (B, C, H, W) sampled bilinearly at each pixel plus its flow (B, 2, H, W), in pixels (x, y); outside
     the frame, the nearest border pixel."""
-    b, _, h, w = frames.shape
+    h, w = frames.shape[-2:]
     ys = torch.arange(h, device=frames.device, dtype=flow.dtype)
     xs = torch.arange(w, device=frames.device, dtype=flow.dtype)
     x = (xs.view(1, 1, w) + flow[:, 0]) * (2 / w) + (1 / w - 1)  # (B, H, W) in grid_sample's [-1, 1]

@@ -3,9 +3,10 @@
     objective = Objective.of(cfg, fast, events)        # once, from cfg.model and cfg.train
     loss, metrics, predicted, batch = objective.loss(model, batch, Stage(rollout_steps=3, pushforward=0.25))
 
-A k-step unroll of the model's own predictions (Oh et al. 2015) scored per pixel (`PixelLoss`), or by cross-entropy
-over the palette's levels (model.output=palette), or EDM's denoising loss (model.name=edm); the context corrupted by
-noise (model.context_noise) and moved on by the model itself (pushforward); the event head's loss beside the frames'.
+A k-step unroll of the model's own predictions (Oh et al. 2015) scored per pixel (`PixelLoss`, with the flow's guide
+for model.output=warp), or by cross-entropy over the palette's levels (model.output=palette), or EDM's denoising
+loss (model.name=edm); the context corrupted by noise (model.context_noise) and moved on by the model itself
+(pushforward); the event head's loss beside the frames'.
 A new loss term or training trick is a change to this file.
 
 B batch, T context frames, k unrolled steps, H/W pixels, L palette levels
