@@ -80,6 +80,8 @@ class TrainConfig:
     pixel_loss_cutoff: float = 0.0  # per-pixel loss below this counts 0 and the rest less this (SimPLe); 0 = off
     flow_guide_weight: float = 0.1  # model.output=warp: the flow's coarse-to-fine guide (blurred frames moved by the
     # same flow, against the blurred targets) beside the frame loss; 0 = off
+    change_sparsity: float = 0.0  # model.output=warp: this times the mean absolute change drawn after the copy, added
+    # to the loss (a soft threshold: a hedge fainter than this is not drawn, what the flow can move is moved); 0 = off
     rollout_steps: list[int] = field(default_factory=lambda: [1])  # unroll length of each curriculum stage
     rollout_stage_ends: list[float] = field(default_factory=list)  # budget fraction where each stage but the last ends
     pushforward: float = 0.0  # the largest share of samples whose context holds the model's own predictions, made
@@ -215,6 +217,7 @@ class Config:
             (0 < t.worst_pixel_share <= 1, "train.worst_pixel_share", f"must be in (0, 1], got {t.worst_pixel_share}"),
             (t.pixel_loss_cutoff >= 0, "train.pixel_loss_cutoff", f"must be >= 0, got {t.pixel_loss_cutoff}"),
             (t.flow_guide_weight >= 0, "train.flow_guide_weight", f"must be >= 0, got {t.flow_guide_weight}"),
+            (t.change_sparsity >= 0, "train.change_sparsity", f"must be >= 0, got {t.change_sparsity}"),
             (
                 len(t.rollout_steps) >= 1 and min(t.rollout_steps) >= 1,
                 "train.rollout_steps",

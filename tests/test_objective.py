@@ -44,3 +44,26 @@ def test_the_flow_guide_pulls_the_flow_towards_a_ball_beyond_a_bilinear_copys_re
     moved = torch.zeros(1, 1, 2, 84, 84)
     moved[0, 0, 0] = -3.0
     assert flow_guide_loss(before, moved, after) < 1e-3 * flow_guide_loss(before, flow.detach(), after)
+
+
+def test_change_sparsity_adds_the_drawn_changes_mean_absolute_value() -> None:
+    """model.output=warp with train.change_sparsity=s: the loss grows by s times the mean absolute change the head
+    draws after its copy (the prediction less the moved last frame), and by nothing else."""
+    from src.dataset.offline_dataset import Batch
+    from src.models.unet import warp
+    from src.models.world_model import ModelConfig, build_model
+    from src.training.objective import Objective
+    from src.training.schedule import Stage
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(channels=[8, 16], action_embed_dim=8, output="warp", events=False), 4)
+    torch.nn.init.normal_(model.head.conv.weight, std=0.05)  # a head at zero draws no change and moves nothing
+    batch = Batch(torch.rand(2, 4, 84, 84), torch.tensor([[0], [3]]), torch.rand(2, 1, 84, 84))
+    plain, sparse = Objective(flow_guide=0.1), Objective(flow_guide=0.1, change_sparsity=0.5)
+    with torch.no_grad():
+        base = plain.loss(model, batch, Stage())[0]
+        more = sparse.loss(model, batch, Stage())[0]
+        frame, flow = model(batch.frames, batch.actions[:, 0], logits=True)
+        drawn = frame - warp(batch.frames[:, -1:], flow)
+    assert drawn.abs().mean() > 0
+    assert (more - base).item() == pytest.approx(0.5 * drawn.abs().mean().item(), rel=1e-4)

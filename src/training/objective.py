@@ -248,6 +248,7 @@ class Objective:
     context_noise: float = 0.0  # model.context_noise: the context corrupted, its level told to the model
     palette: tuple[int, ...] | None = None  # model.output=palette: a cross-entropy over these grey levels
     flow_guide: float = 0.0  # model.output=warp: the weight of flow_guide_loss (train.flow_guide_weight)
+    change_sparsity: float = 0.0  # model.output=warp: the weight of the drawn change's mean absolute value
     diffusion: DiffusionConfig | None = None  # model.name=edm: EDM's denoising loss on one step
     pushforward_steps: int = 1  # train.pushforward_steps
     events: EventLoss | None = None  # the event head's loss, for a model with one
@@ -263,6 +264,7 @@ class Objective:
             context_noise=m.context_noise,
             palette=tuple(m.palette) if m.output == "palette" else None,
             flow_guide=t.flow_guide_weight if m.output == "warp" else 0.0,
+            change_sparsity=t.change_sparsity if m.output == "warp" else 0.0,
             diffusion=m.diffusion if m.name == "edm" else None,
             pushforward_steps=t.pushforward_steps,
             events=events,
@@ -306,14 +308,21 @@ class Objective:
             loss, metrics = palette_loss(scores, targets, self.palette)
             return loss, {**metrics, "mse": (predicted.detach().float() - targets).pow(2).mean()}, predicted
         previous = torch.cat([batch.frames[:, -1:], targets[:, :-1]], dim=1)  # the true frame before each target
-        if self.flow_guide > 0:
+        if self.flow_guide > 0 or self.change_sparsity > 0:
             predicted, flows = unroll(model, context, batch.actions[:, :k], self.feedback, levels, logits=True)
             predicted = predicted.float()
             # What each step copied from: the context's last frame, then the model's own fed-back predictions.
             seen = torch.cat([context[:, -1:], self.feedback(predicted[:, :-1]).detach()], dim=1)
-            guide = flow_guide_loss(seen, flows, targets)
             loss, metrics = self.pixels(predicted, targets, previous)
-            return loss + self.flow_guide * guide, {**metrics, "flow_guide": guide.detach()}, predicted
+            if self.flow_guide > 0:
+                guide = flow_guide_loss(seen, flows, targets)
+                loss, metrics = loss + self.flow_guide * guide, {**metrics, "flow_guide": guide.detach()}
+            if self.change_sparsity > 0:
+                drawn = predicted - warp(seen.flatten(0, 1).unsqueeze(1), flows.flatten(0, 1).float()).view_as(
+                    predicted
+                )
+                loss = loss + self.change_sparsity * drawn.abs().mean()
+            return loss, metrics, predicted
         predicted = unroll(model, context, batch.actions[:, :k], self.feedback, levels).float()  # (B, k, H, W)
         loss, metrics = self.pixels(predicted, targets, previous)
         return loss, metrics, predicted
