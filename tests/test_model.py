@@ -297,7 +297,7 @@ def test_warp_output_starts_as_the_last_frame_and_moves_the_square_with_its_flow
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(150):
         predicted, flow = model(frames, actions, logits=True)
-        loss = (predicted - targets).pow(2).mean() + flow_guide_loss(frames[:, -1:], flow[:, None], targets)
+        loss = (predicted - targets).pow(2).mean() + flow_guide_loss(frames[:, -1:], flow, targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

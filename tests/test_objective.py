@@ -35,14 +35,14 @@ def test_the_flow_guide_pulls_the_flow_towards_a_ball_beyond_a_bilinear_copys_re
     before[0, 0, 40, 30] = 1.0
     after = torch.zeros(1, 1, 84, 84)
     after[0, 0, 40, 33] = 1.0
-    flow = torch.zeros(1, 1, 2, 84, 84, requires_grad=True)
-    (warp(before, flow[:, 0]) - after).pow(2).mean().backward()
-    assert flow.grad[0, 0, 0, 40, 33] == 0  # the frame's loss: nothing to follow
+    flow = torch.zeros(1, 2, 84, 84, requires_grad=True)
+    (warp(before, flow) - after).pow(2).mean().backward()
+    assert flow.grad[0, 0, 40, 33] == 0  # the frame's loss: nothing to follow
     flow.grad = None
     flow_guide_loss(before, flow, after).backward()
-    assert flow.grad[0, 0, 0, 40, 33] > 0  # descent lowers the x flow there: copy from the left, where the ball was
-    moved = torch.zeros(1, 1, 2, 84, 84)
-    moved[0, 0, 0] = -3.0
+    assert flow.grad[0, 0, 40, 33] > 0  # descent lowers the x flow there: copy from the left, where the ball was
+    moved = torch.zeros(1, 2, 84, 84)
+    moved[0, 0] = -3.0
     assert flow_guide_loss(before, moved, after) < 1e-3 * flow_guide_loss(before, flow.detach(), after)
 
 

@@ -110,18 +110,15 @@ def blur(frames: Tensor, sigma: float) -> Tensor:
     return F.conv2d(rows, kernel.view(1, 1, -1, 1))
 
 
-def flow_guide_loss(previous: Tensor, flows: Tensor, targets: Tensor) -> Tensor:
-    """model.output=warp: the frame each step copied from (B, k, H, W), blurred at each of GUIDE_SIGMAS and moved by
-    the step's flow (B, k, 2, H, W), against the blurred target (B, k, H, W); the squared error times sigma squared,
+def flow_guide_loss(previous: Tensor, flow: Tensor, target: Tensor) -> Tensor:
+    """model.output=warp: the frame each prediction copied from (N, 1, H, W), blurred at each of GUIDE_SIGMAS and
+    moved by its flow (N, 2, H, W), against the blurred target (N, 1, H, W); the squared error times sigma squared,
     so every blur pulls alike (a blurred ball's contrast falls as 1/sigma^2). A bilinear copy gives its flow a
     gradient only from neighbouring pixels; blurred frames reach the flow from a ball several pixels away."""
-    prev = previous.flatten(0, 1).unsqueeze(1).float()  # (N, 1, H, W)
-    tgt = targets.flatten(0, 1).unsqueeze(1).float()
-    flow = flows.flatten(0, 1).float()  # (N, 2, H, W)
-    total = prev.new_zeros(())
+    total = previous.new_zeros(())
     for sigma in GUIDE_SIGMAS:
-        moved = warp(blur(prev, sigma), flow)
-        total = total + sigma**2 * (moved - blur(tgt, sigma)).pow(2).mean()
+        moved = warp(blur(previous, sigma), flow)
+        total = total + sigma**2 * (moved - blur(target, sigma)).pow(2).mean()
     return total
 
 
@@ -311,16 +308,16 @@ class Objective:
         if self.flow_guide > 0 or self.change_sparsity > 0:
             predicted, flows = unroll(model, context, batch.actions[:, :k], self.feedback, levels, logits=True)
             predicted = predicted.float()
-            # What each step copied from: the context's last frame, then the model's own fed-back predictions.
-            seen = torch.cat([context[:, -1:], self.feedback(predicted[:, :-1]).detach()], dim=1)
+            # What each step copied from: the context's last frame, then the model's own fed-back predictions; every
+            # step as one frame of its own (B * k, 1 or 2, H, W), as warp takes them.
+            seen = torch.cat([context[:, -1:], self.feedback(predicted[:, :-1]).detach()], dim=1).flatten(0, 1)
+            seen, flows = seen.unsqueeze(1).float(), flows.flatten(0, 1).float()
             loss, metrics = self.pixels(predicted, targets, previous)
             if self.flow_guide > 0:
-                guide = flow_guide_loss(seen, flows, targets)
+                guide = flow_guide_loss(seen, flows, targets.flatten(0, 1).unsqueeze(1).float())
                 loss, metrics = loss + self.flow_guide * guide, {**metrics, "flow_guide": guide.detach()}
             if self.change_sparsity > 0:
-                drawn = predicted - warp(seen.flatten(0, 1).unsqueeze(1), flows.flatten(0, 1).float()).view_as(
-                    predicted
-                )
+                drawn = predicted.flatten(0, 1).unsqueeze(1) - warp(seen, flows)  # what the head drew after its copy
                 loss = loss + self.change_sparsity * drawn.abs().mean()
             return loss, metrics, predicted
         predicted = unroll(model, context, batch.actions[:, :k], self.feedback, levels).float()  # (B, k, H, W)
