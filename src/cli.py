@@ -4,6 +4,7 @@
     awm-generate --game Pong --steps 300000 --out_dir data/pong      # python -m src.dataset.generate_dataset
     awm-inspect data/pong                                            # python -m src.dataset.inspect_dataset
     awm-merge --out_dir data/pong data/pong_part1 data/pong_part2    # python -m src.dataset.merge_datasets
+    awm-convert data/pong data/pong_frames --layout frames           # python -m src.dataset.convert_dataset
     awm-train [key=value ...]                                        # python -m src.train
     awm-eval --checkpoint runs/<run>/checkpoints/best.pt             # python -m src.eval
     awm-play --checkpoint runs/<run>/checkpoints/best.pt             # python -m src.play
@@ -32,6 +33,12 @@ def merge() -> None:
     from src.dataset import merge_datasets
 
     run_cli(merge_datasets.main)
+
+
+def convert() -> None:
+    from src.dataset import convert_dataset
+
+    run_cli(convert_dataset.main)
 
 
 def train() -> None:

@@ -18,7 +18,15 @@ SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scrip
 
 
 def test_every_console_script_names_a_command_of_src_cli() -> None:
-    assert set(SCRIPTS) == {"awm-generate", "awm-inspect", "awm-merge", "awm-train", "awm-eval", "awm-play"}
+    assert set(SCRIPTS) == {
+        "awm-generate",
+        "awm-inspect",
+        "awm-merge",
+        "awm-convert",
+        "awm-train",
+        "awm-eval",
+        "awm-play",
+    }
     for target in SCRIPTS.values():
         module, name = target.split(":")
         assert module == "src.cli" and callable(getattr(cli, name))

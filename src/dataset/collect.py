@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from src.dataset.shard_writer import ShardWriter
+from src.dataset.shard_writer import FramesShardWriter, ShardWriter, shard_writer
 from src.envs.atari import EnvSettings, make_vector_env
 from src.envs.policies import make_policy
 
@@ -30,11 +30,13 @@ def record(
     tag: str,
     on_shard: Callable[[str, dict], None],
     on_progress: Callable[[int], None],
+    layout: dict | None = None,
 ) -> None:
     """Record quotas[i] steps from game i (i < len(quotas)).
 
     seed_key seeds the games (their no-op starts) and the policy; tag names the temporary files;
-    on_shard(tag, entry) runs on a background thread, one shard at a time, in the order shards fill.
+    on_shard(tag, entry) runs on a background thread, one shard at a time, in the order shards fill; layout: the
+    manifest's (None: the contract's layout, frames.default_layout(): the compact one).
     """
     num_envs = len(quotas)
     seeds = np.random.SeedSequence(seed_key)
@@ -47,11 +49,11 @@ def record(
     last_action = np.zeros(num_envs, dtype=np.int64)
     # Game i's k-th episode is first_episode + k * num_envs + i: unique, and independent of thread timing.
     episode = np.arange(first_episode, first_episode + num_envs) - num_envs
-    writers: list[ShardWriter | None] = [None] * num_envs
+    writers: list[ShardWriter | FramesShardWriter | None] = [None] * num_envs
     shard_counts = [0] * num_envs
     finishing: list[Future] = []
 
-    def finish(writer: ShardWriter) -> None:
+    def finish(writer: ShardWriter | FramesShardWriter) -> None:
         on_shard(writer.tag, writer.finish())
 
     obs, info = env.reset(seed=int(seeds.generate_state(1)[0] >> 1))  # game i gets seed + i
@@ -72,8 +74,13 @@ def record(
                 elif recording[j]:
                     if writers[i] is None:
                         rows = min(shard_size, int(left[i]) + 1)  # + 1: left already counts this step
-                        writers[i] = ShardWriter(
-                            root, f"{tag}_e{i}_{shard_counts[i]}", rows, settings.context_frames, settings.screen_size
+                        writers[i] = shard_writer(
+                            layout,
+                            root,
+                            f"{tag}_e{i}_{shard_counts[i]}",
+                            rows,
+                            settings.context_frames,
+                            settings.screen_size,
                         )
                         shard_counts[i] += 1
                     writers[i].append(last_obs[i], last_action[i], obs[j, -1:], done[j], reward[j], episode[i])

@@ -17,8 +17,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from src.dataset.collect import record
+from src.dataset.frames import default_layout
 from src.dataset.manifest import MANIFEST, Manifest, emulator_change
-from src.dataset.schema import HUMAN, MAX_NUM_ENVS, MAX_PART, MAX_SEED, MAX_SHARD_ROWS, MAX_STEPS, bytes_per_row
+from src.dataset.schema import (
+    FRAMES,
+    HUMAN,
+    MAX_NUM_ENVS,
+    MAX_PART,
+    MAX_SEED,
+    MAX_SHARD_ROWS,
+    MAX_STEPS,
+    STEPS,
+    bytes_per_row,
+)
 from src.dataset.shard_writer import clear_unlisted, is_dataset_file, promote_shard
 from src.dataset.shards import LOCK_FILE, READERS_FILE, SHARD_FILE, lock_readers
 from src.envs.atari import EnvSettings, available_cores, available_games, resolve_game
@@ -36,6 +47,7 @@ DEFAULTS = {
     "frame_skip": 4,
     "noop_max": 30,
     "max_episode_steps": 27_000,
+    "layout": STEPS,
 }
 HEADER_BYTES = 128  # an .npy header, per file
 
@@ -58,6 +70,12 @@ def parse_args(argv: list[str] | None) -> tuple[dict, set[str]]:
     p.add_argument("--frame_skip", type=int, help="emulator frames per step, max-pooled over the last two (default 4)")
     p.add_argument("--noop_max", type=int, help="at most this many no-op actions at reset (default 30)")
     p.add_argument("--max_episode_steps", type=int, help="truncate episodes after this many steps (default 27000)")
+    p.add_argument(
+        "--layout",
+        choices=(STEPS, FRAMES),
+        help=f"{STEPS}: obs and next_obs stored per step, the contract's layout (default); {FRAMES}: each frame "
+        "stored once, compressed, about 100x smaller (docs/dataset.md)",
+    )
     p.add_argument(
         "--part",
         help="K/N: this machine records part K of N (own seeds and episode ids), "
@@ -98,15 +116,25 @@ def main(argv: list[str] | None = None) -> int:
     settings = manifest.env if manifest else new_settings(args)
     target = args["steps"] if "steps" in given else manifest.target_steps
     check_target(root, target, manifest)
+    layout = manifest.layout_name if manifest else args["layout"]
     check_disk(
         root,
-        (target - (manifest.steps if manifest else 0)) * bytes_per_row(settings.context_frames, settings.screen_size),
+        (target - (manifest.steps if manifest else 0))
+        * bytes_per_row(settings.context_frames, settings.screen_size, layout),
     )
     # A new dataset's manifest opens the game: the emulator has taken the settings before anything is deleted.
     new = (
         None
         if manifest
-        else Manifest.create(settings, args["seed"], args["policy"], args["shard_size"], target, args["part"])
+        else Manifest.create(
+            settings,
+            args["seed"],
+            args["policy"],
+            args["shard_size"],
+            target,
+            args["part"],
+            default_layout() if layout == FRAMES else None,
+        )
     )
 
     with ExitStack() as held:
@@ -200,6 +228,7 @@ def previous_manifest(root: Path, args: dict, given: set[str], ours: tuple[str, 
         "policy": manifest.policy,
         "shard_size": manifest.shard_size,
         "part": manifest.part,
+        "layout": manifest.layout_name,
     }
     for key in sorted(given & set(stored)):
         value = resolve_game(args[key]) if key == "game" else args[key]
@@ -309,7 +338,11 @@ def generate(root: Path, manifest: Manifest, num_envs: int) -> int:
     print(
         f"{manifest.game} ({manifest.env_id}, {manifest.num_actions} actions, {manifest.policy} policy) -> {root}\n"
         f"recording {remaining:,} of {manifest.target_steps:,} steps with {num_envs} env(s), "
-        f"about {human_bytes(remaining * bytes_per_row(manifest.env.context_frames, manifest.env.screen_size))}",
+        + (
+            f"about {human_bytes(remaining * bytes_per_row(manifest.env.context_frames, manifest.env.screen_size))}"
+            if manifest.layout is None
+            else f"each frame once, {manifest.layout['codec']}-compressed, {manifest.layout['chunk_frames']} a chunk"
+        ),
         flush=True,
     )
     start = time.perf_counter()
@@ -328,7 +361,7 @@ def generate(root: Path, manifest: Manifest, num_envs: int) -> int:
 
 def run_session(root: Path, manifest: Manifest, num_envs: int, remaining: int, session: int) -> None:
     def on_shard(tag: str, entry: dict) -> None:
-        promote_shard(root, tag, manifest.next_shard, list(manifest.fields))
+        promote_shard(root, tag, manifest.next_shard, list(entry["files"]))
         manifest.add_shard(entry, session)
         manifest.write(root)
 
@@ -355,6 +388,7 @@ def run_session(root: Path, manifest: Manifest, num_envs: int, remaining: int, s
             tag=f"s{session}",
             on_shard=on_shard,
             on_progress=bar.update,
+            layout=manifest.layout,
         )
 
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from src.dataset.schema import field_specs, is_int, manifest_problem, short
+from src.dataset.schema import STEPS, field_specs, is_int, manifest_problem, short
 from src.envs.atari import EnvSettings, action_meanings
 from src.utils.errors import UserError
 from src.utils.io import atomic_write_json, human_bytes
@@ -62,15 +62,26 @@ class Manifest:
     totals: dict | None = None  # recomputed by write
     complete: bool = False  # recomputed by write: all of target_steps are recorded
     merged_from: list[dict] | None = None  # the parts of a merged dataset
+    layout: dict | None = (
+        None  # the compact layout's name, codec, level and chunk_frames (frames.py); None: the contract's
+    )
     version: int = MANIFEST_VERSION
 
     @classmethod
     def create(
-        cls, settings: EnvSettings, seed: int, policy: str, shard_size: int, target: int, part: list[int] | None = None
+        cls,
+        settings: EnvSettings,
+        seed: int,
+        policy: str,
+        shard_size: int,
+        target: int,
+        part: list[int] | None = None,
+        layout: dict | None = None,
     ) -> Manifest:
-        """A new dataset's manifest, no shard yet (the game is opened once to read its action meanings)."""
+        """A new dataset's manifest, no shard yet (the game is opened once to read its action meanings); `layout`:
+        frames.default_layout() for the compact layout, None for the contract's."""
         meanings = action_meanings(settings)
-        specs = field_specs(settings.context_frames, settings.screen_size)
+        specs = field_specs(settings.context_frames, settings.screen_size, layout["name"] if layout else STEPS)
         return cls(
             game=settings.game,
             env=settings,
@@ -84,11 +95,17 @@ class Manifest:
             versions=package_versions("ale-py", "gymnasium", "numpy", "opencv-python-headless", "opencv-python"),
             created=now(),
             target_steps=target,
+            layout=layout,
         )
 
     @property
     def env_id(self) -> str:
         return self.env.env_id
+
+    @property
+    def layout_name(self) -> str:
+        """steps (the contract's layout) or frames (the compact one)."""
+        return self.layout["name"] if self.layout else STEPS
 
     @property
     def steps(self) -> int:
@@ -125,6 +142,7 @@ class Manifest:
             "part": self.part,
             "policy": self.policy,
             "shard_size": self.shard_size,
+            **({} if self.layout is None else {"layout": self.layout}),
             "fields": self.fields,
             "versions": self.versions,
             "created": self.created,
@@ -187,6 +205,7 @@ class Manifest:
             totals=d["totals"],
             complete=d["complete"],
             merged_from=d.get("merged_from"),
+            layout=d.get("layout"),
             version=d["version"],
         )
 
@@ -198,7 +217,17 @@ class Manifest:
             f"{'complete' if self.complete else 'incomplete: continue it with --resume'})\n"
             f"steps     {totals.get('steps', 0):,} of {self.target_steps:,} in {totals.get('shards', 0)} shards\n"
             f"episodes  {totals.get('episodes', 0):,} ({totals.get('completed_episodes', 0):,} ended)\n"
+            f"layout    {self.describe_layout()}\n"
             f"bytes     {human_bytes(totals.get('bytes', 0))}"
+            + (f" ({totals['bytes'] / totals['steps']:,.0f} a step)" if totals.get("steps") else "")
+        )
+
+    def describe_layout(self) -> str:
+        if self.layout is None:
+            return f"{STEPS} (obs and next_obs stored per step)"
+        return (
+            f"{self.layout['name']} (each frame once, {self.layout['codec']} level {self.layout['level']}, "
+            f"{self.layout['chunk_frames']} frames a chunk)"
         )
 
 

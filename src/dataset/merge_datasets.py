@@ -30,13 +30,13 @@ from typing import IO
 import numpy as np
 
 from src.dataset.manifest import DatasetError, Manifest, now
-from src.dataset.schema import HUMAN, MAX_EPISODE
+from src.dataset.schema import HUMAN, MAX_EPISODE, STEPS
 from src.dataset.shard_writer import create_new, is_dataset_file
 from src.dataset.shards import LOCK_FILE, ShardedDataset, shard_path
 from src.utils.errors import ArgumentParser, UserError, run_cli
 from src.utils.io import check_apart, check_outside_datasets, check_writable, checksum_file, fsync_dir, try_lock
 
-SAME = ("game", "env_id", "env", "num_actions", "action_meanings", "policy", "fields")  # must agree between parts
+SAME = ("game", "env_id", "env", "num_actions", "action_meanings", "policy", "layout", "fields")  # agree between parts
 
 
 def check_parts(parts: list[ShardedDataset]) -> None:
@@ -49,8 +49,13 @@ def check_parts(parts: list[ShardedDataset]) -> None:
         if not part.manifest.complete:
             raise UserError(f"'{part.root}' is incomplete; finish it with generate_dataset --resume before merging")
         described = part.manifest.to_dict()
+        if part.layout != first.layout:
+            raise UserError(
+                f"'{part.root}' is in the {part.layout} layout, '{first.root}' in the {first.layout} one; convert "
+                f"one with python -m src.dataset.convert_dataset SRC DST --layout {first.layout}, then merge"
+            )
         for key in SAME:
-            mine, theirs = described[key], reference[key]
+            mine, theirs = described.get(key), reference.get(key)
             if mine != theirs:
                 raise UserError(
                     f"'{part.root}' differs from '{first.root}' in {key} ({mine} vs {theirs}); "
@@ -64,7 +69,7 @@ def check_parts(parts: list[ShardedDataset]) -> None:
             )
         if part.manifest.policy == HUMAN:
             for shard in part.shards:
-                checksum = shard["files"]["obs"]["xxh3_128"]
+                checksum = shard["files"]["obs" if part.layout == STEPS else "frames"]["xxh3_128"]
                 if checksum in recorded:
                     raise UserError(
                         f"'{part.root}' and '{recorded[checksum]}' hold the same recorded steps; "

@@ -69,7 +69,8 @@ def split_episodes(episodes: np.ndarray, val_ratio: float, seed: int) -> tuple[n
 
 
 class WindowDataset(Dataset):
-    """Windows of k consecutive steps of one episode, read from the memory-mapped shards (opened lazily per worker).
+    """Windows of k consecutive steps of one episode, read from the memory-mapped shards (opened lazily per worker),
+    in either layout.
 
     starts: global rows where a window begins, from ShardedDataset.window_starts(k), so no window crosses an
     episode end. k=1 gives single transitions.
@@ -88,9 +89,9 @@ class WindowDataset(Dataset):
         pos, row = self.data.locate(int(self.starts[i]))
         array, window = self.data.array, slice(row, row + self.k)
         return (
-            np.array(array(pos, "obs")[row]),
+            self.data.frames(pos, "obs", row),
             np.array(array(pos, "action")[window]),
-            np.array(array(pos, "next_obs")[window, 0]),
+            self.data.frames(pos, "next_obs", window)[:, 0],
             np.array(array(pos, "reward")[window], dtype=np.float32),
             np.array(array(pos, "done")[window], dtype=bool),
         )

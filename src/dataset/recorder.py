@@ -17,7 +17,7 @@ from typing import IO
 
 from src.dataset.manifest import MANIFEST, Manifest, emulator_change
 from src.dataset.schema import HUMAN
-from src.dataset.shard_writer import ShardWriter, clear_unlisted, is_dataset_file, promote_shard
+from src.dataset.shard_writer import clear_unlisted, is_dataset_file, promote_shard, shard_writer
 from src.dataset.shards import LOCK_FILE, SHARD_FILE, ShardedDataset
 from src.envs.atari import EnvSettings
 from src.envs.game import Transition
@@ -93,11 +93,18 @@ class Recorder:
         n = len(self.rows)
         if n:
             index = self.manifest.next_shard
-            writer = ShardWriter(self.root, f"play{index}", n, self.settings.context_frames, self.settings.screen_size)
+            writer = shard_writer(
+                self.manifest.layout,
+                self.root,
+                f"play{index}",
+                n,
+                self.settings.context_frames,
+                self.settings.screen_size,
+            )
             for row in self.rows:
                 writer.append(*row)
             entry = writer.finish()  # fsynced, then renamed into place, then listed
-            promote_shard(self.root, f"play{index}", index, list(self.manifest.fields))
+            promote_shard(self.root, f"play{index}", index, list(entry["files"]))
             self.manifest.add_shard(entry, session=self.session)
             self.manifest.target_steps = self.manifest.steps
             self.manifest.write(self.root)

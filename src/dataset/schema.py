@@ -25,12 +25,31 @@ MAX_SEED = 2**63 - 1
 MAX_NUM_ENVS = 1024
 
 
-def field_specs(context_frames: int, screen_size: int) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-    """Per-row dtype and shape of every array stored in a shard."""
+STEPS, FRAMES = "steps", "frames"  # the contract's layout (obs and next_obs per row), and the compact one (frames.py)
+# The compact layout's shard files besides its per-row ones: one-dimensional, their lengths known from the files.
+STORE_FILES = {"frames": np.dtype(np.uint8), "chunks": np.dtype(np.int64)}
+MAX_CHUNK_FRAMES = 65_536
+CODECS = {"zstd": (1, 22)}  # codec: its levels
+
+
+def field_specs(
+    context_frames: int, screen_size: int, layout: str = STEPS
+) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Per-row dtype and shape of every array stored in a shard of `layout`."""
     frame = (screen_size, screen_size)
+    frames = (
+        {
+            "obs": (np.dtype(np.uint8), (context_frames, *frame)),  # stacked frames, oldest first
+            "next_obs": (np.dtype(np.uint8), (1, *frame)),  # the frame that follows `action`
+        }
+        if layout == STEPS
+        else {
+            "frame": (np.dtype(np.int32), ()),  # the store's index of the step's current frame (its stack's last)
+            "context": (np.dtype(np.uint8), ()),  # real frames in its stack (the rest are the zeros of a start)
+        }
+    )
     return {
-        "obs": (np.dtype(np.uint8), (context_frames, *frame)),  # stacked frames, oldest first
-        "next_obs": (np.dtype(np.uint8), (1, *frame)),  # the frame that follows `action`
+        **frames,
         "action": (np.dtype(np.int64), ()),
         "done": (np.dtype(np.bool_), ()),  # terminated or truncated after this step
         "reward": (np.dtype(np.float32), ()),  # unclipped game score change over the frame skip
@@ -38,10 +57,14 @@ def field_specs(context_frames: int, screen_size: int) -> dict[str, tuple[np.dty
     }
 
 
-def bytes_per_row(context_frames: int, screen_size: int) -> int:
-    return sum(
-        dtype.itemsize * int(np.prod(shape)) for dtype, shape in field_specs(context_frames, screen_size).values()
+def bytes_per_row(context_frames: int, screen_size: int, layout: str = STEPS) -> int:
+    """Bytes a row takes on disk: exact in the contract's layout, at most (a frame stored once, uncompressed) in the
+    compact one."""
+    columns = sum(
+        dtype.itemsize * int(np.prod(shape))
+        for dtype, shape in field_specs(context_frames, screen_size, layout).values()
     )
+    return columns if layout == STEPS else columns + screen_size * screen_size
 
 
 def short(value: object) -> str:
@@ -105,7 +128,8 @@ KEYS = (
     "shards",
     "totals",
     "complete",
-)  # Manifest.to_dict's
+)  # Manifest.to_dict's; "layout" (the compact layout's) and "merged_from" (a merged dataset's) only where they apply
+OPTIONAL_KEYS = ("layout", "merged_from")
 SESSION_KEYS = {
     "started": (True, is_str),
     "steps_before": (True, lambda v: is_int(v, 0, MAX_STEPS)),
@@ -114,7 +138,8 @@ SESSION_KEYS = {
     "from": (False, is_str),
 }  # key: (required, check); "from" names the part of a merged dataset
 TOTALS = ("steps", "shards", "episodes", "completed_episodes", "bytes")
-SHARD_KEYS = ("index", "session", "rows", "episodes", "dones", "files")
+SHARD_KEYS = ("index", "session", "rows", "episodes", "dones", "files")  # and "frames" in the compact layout
+MAX_STORE_FRAMES = MAX_SHARD_ROWS * 5  # a shard of one-step episodes stores each step's stack and next frame
 
 
 def manifest_problem(manifest: dict) -> str | None:
@@ -125,13 +150,13 @@ def manifest_problem(manifest: dict) -> str | None:
     screen of 10**9 pixels) must not reach them. Keys this version does not know are refused, as in `env`: the
     manifest was made by another version, and rewriting it (on --resume) would drop them.
     """
-    unknown = sorted(set(manifest) - {*KEYS, "merged_from"}, key=str)
+    unknown = sorted(set(manifest) - {*KEYS, *OPTIONAL_KEYS}, key=str)
     if unknown:
         return f"has a key this version does not know ({short(unknown[0])})"
     missing = [k for k in KEYS if k not in manifest]
     if missing:
         return f"lacks the key {missing[0]!r}"
-    for check in (env_problem, header_problem, sessions_problem, shards_problem, merged_from_problem):
+    for check in (env_problem, layout_problem, header_problem, sessions_problem, shards_problem, merged_from_problem):
         problem = check(manifest)
         if problem:
             return problem
@@ -149,11 +174,38 @@ def env_problem(manifest: dict) -> str | None:
     return None
 
 
+def layout_name(manifest: dict) -> str:
+    """The layout of a manifest that layout_problem passed: the contract's where it names none."""
+    return manifest["layout"]["name"] if manifest.get("layout") is not None else STEPS
+
+
+def layout_problem(manifest: dict) -> str | None:
+    """`layout`, where present: the compact layout's name, codec, level and frames per chunk."""
+    layout = manifest.get("layout")
+    if layout is None:
+        return None
+    expected = (
+        f'{{"name": "{FRAMES}", "codec": one of {", ".join(CODECS)}, "level": its level, '
+        f'"chunk_frames": an integer in [1, {MAX_CHUNK_FRAMES}]}}'
+    )
+    if not (
+        isinstance(layout, dict)
+        and sorted(layout) == ["chunk_frames", "codec", "level", "name"]
+        and layout["name"] == FRAMES
+        and is_str(layout["codec"], 20)
+        and layout["codec"] in CODECS
+        and is_int(layout["level"], *CODECS[layout["codec"]])
+        and is_int(layout["chunk_frames"], 1, MAX_CHUNK_FRAMES)
+    ):
+        return bad("layout", expected, layout)
+    return None
+
+
 def header_problem(manifest: dict) -> str | None:
     """The dataset-wide entries: game, actions, seed, part, policy, sizes, fields, versions, totals."""
     m, game = manifest, manifest["env"]["game"]
     env = EnvSettings.from_dict(m["env"])
-    specs = field_specs(env.context_frames, env.screen_size)
+    specs = field_specs(env.context_frames, env.screen_size, layout_name(m))
     fields = {name: {"dtype": dtype.name, "shape": list(shape)} for name, (dtype, shape) in specs.items()}
     part, totals = m["part"], m["totals"]
     for key, ok, expected in (
@@ -238,18 +290,25 @@ def sessions_problem(manifest: dict) -> str | None:
 
 
 def shards_problem(manifest: dict) -> str | None:
-    shards, env = manifest["shards"], manifest["env"]
+    shards, env, layout = manifest["shards"], manifest["env"], layout_name(manifest)
     if not isinstance(shards, list):
         return bad("shards", "a list", shards)
-    fields = set(field_specs(env["context_frames"], env["screen_size"]))
+    fields = set(field_specs(env["context_frames"], env["screen_size"], layout))
+    keys = set(SHARD_KEYS) if layout == STEPS else {*SHARD_KEYS, "frames"}
+    if layout == FRAMES:
+        fields |= set(STORE_FILES)
     seen: set[int] = set()
     for i, shard in enumerate(shards):
         at = f"shards[{i}]"
         if not isinstance(shard, dict):
             return bad(at, "a mapping", shard)
-        unknown = sorted(set(shard) - set(SHARD_KEYS), key=str)
+        unknown = sorted(set(shard) - keys, key=str)
         if unknown:
             return f"{at} has a key this version does not know ({short(unknown[0])})"
+        if layout == FRAMES and not (is_int(shard.get("frames"), 1, MAX_STORE_FRAMES)):
+            return bad(
+                f"{at}.frames", f"an integer in [1, {MAX_STORE_FRAMES}] (the frames in its store)", shard.get("frames")
+            )
         get = shard.get
         for key, ok, expected in (  # in order, each check only once those before it passed
             ("index", lambda: is_int(get("index"), 0, MAX_SHARD_INDEX), f"an integer in [0, {MAX_SHARD_INDEX}]"),

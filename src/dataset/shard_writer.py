@@ -14,9 +14,11 @@ from typing import IO
 
 import numpy as np
 import xxhash
+import zstandard
 
+from src.dataset.frames import default_layout
 from src.dataset.manifest import MANIFEST, Manifest
-from src.dataset.schema import field_specs
+from src.dataset.schema import FRAMES, STORE_FILES, field_specs
 from src.dataset.shards import (
     LOCK_FILE,
     READERS_FILE,
@@ -153,3 +155,128 @@ def promote_shard(root: str | os.PathLike, tag: str, index: int, fields: list[st
     """Rename a finished shard's temporary files to their final names (the manifest lists it next)."""
     for field in fields:
         os.replace(tmp_shard_path(root, tag, field), shard_path(root, index, field))
+
+
+# ---------------------------------------------------------------------------------------------- the compact layout
+
+
+def shard_writer(
+    layout: dict | None, root: str | os.PathLike, tag: str, rows: int, context_frames: int, screen_size: int
+) -> ShardWriter | FramesShardWriter:
+    """The writer of a shard of the dataset whose manifest has this `layout` (None: the contract's)."""
+    if layout is None:
+        return ShardWriter(root, tag, rows, context_frames, screen_size)
+    return FramesShardWriter(root, tag, rows, context_frames, screen_size, layout)
+
+
+class FramesShardWriter:
+    """One shard of the frames layout, row by row, with ShardWriter's interface (append, full, finish): each full chunk
+    of new frames is compressed as it fills, so memory holds one chunk of frames and the compressed bytes of the
+    shard; `finish` writes every file under its temporary name, hashed and fsynced, and returns the manifest entry."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        tag: str,
+        rows: int,
+        context_frames: int,
+        screen_size: int,
+        layout: dict | None = None,
+    ) -> None:
+        layout = layout or default_layout()
+        self.root, self.tag, self.capacity, self.rows = Path(root), tag, int(rows), 0
+        self.t, self.chunk_frames = context_frames, layout["chunk_frames"]
+        self.specs = field_specs(context_frames, screen_size, FRAMES)
+        self.columns = {f: np.empty((self.capacity, *shape), dtype) for f, (dtype, shape) in self.specs.items()}
+        # a 4-byte checksum per chunk: decay is caught when it decodes, also without a full verification
+        self.compressor = zstandard.ZstdCompressor(level=layout["level"], write_checksum=True)
+        self.pending: list[np.ndarray] = []  # frames of the chunk being filled
+        self.compressed: list[bytes] = []
+        self.count = 0  # frames in the store
+        self.last: list[np.ndarray] = []  # the store's last T frames, to see whether a row continues the one before
+        self.episodes: set[int] = set()
+        self.dones = 0
+
+    def _push(self, frame: np.ndarray) -> None:
+        frame = np.array(frame, dtype=np.uint8)  # a copy: the caller's buffer is reused
+        self.pending.append(frame)
+        self.last = [*self.last[1 - self.t :], frame]
+        self.count += 1
+        if len(self.pending) == self.chunk_frames:
+            self._compress()
+
+    def _compress(self) -> None:
+        if self.pending:
+            self.compressed.append(self.compressor.compress(np.stack(self.pending).tobytes()))
+            self.pending = []
+
+    def _continues(self, obs: np.ndarray) -> bool:
+        """Whether obs is the stack of the row before shifted by one frame (that row's next frame last)."""
+        if self.rows == 0:
+            return False
+        context = min(self.t, int(self.columns["context"][self.rows - 1]) + 1)
+        pad = self.t - context
+        return not obs[:pad].any() and all(np.array_equal(a, b) for a, b in zip(obs[pad:], self.last[-context:]))
+
+    def append(
+        self, obs: np.ndarray, action: int, next_obs: np.ndarray, done: bool, reward: float, episode: int
+    ) -> None:
+        """One step: obs (T, H, W) its stack, next_obs (1, H, W) the frame after `action`."""
+        assert self.rows < self.capacity, "shard is full"
+        i, c = self.rows, self.columns
+        if self._continues(obs):
+            c["frame"][i], c["context"][i] = c["frame"][i - 1] + 1, min(self.t, int(c["context"][i - 1]) + 1)
+        else:  # a segment begins: its real frames (a zero frame before the first non-zero one is the padding)
+            nonzero = [bool(f.any()) for f in obs]
+            context = self.t - nonzero.index(True) if any(nonzero) else 1
+            for frame in obs[self.t - context :]:
+                self._push(frame)
+            c["frame"][i], c["context"][i] = self.count - 1, context
+        self._push(next_obs[-1])
+        c["action"][i], c["done"][i], c["reward"][i], c["episode"][i] = action, done, reward, episode
+        self.rows += 1
+        self.episodes.add(int(episode))
+        self.dones += bool(done)
+
+    @property
+    def full(self) -> bool:
+        return self.rows == self.capacity
+
+    def finish(self) -> dict:
+        """Compress the last chunk, write and fsync every file, and return the shard's manifest entry (without its
+        index): the frames layout's also counts the frames in the store."""
+        assert self.full, f"shard has {self.rows} of {self.capacity} rows"
+        self._compress()
+        offsets = np.concatenate([[0], np.cumsum([len(b) for b in self.compressed])]).astype(np.int64)
+        arrays = {**self.columns, "chunks": offsets}
+        files = {field: write_npy(self.root, self.tag, field, array) for field, array in arrays.items()}
+        files["frames"] = write_npy(self.root, self.tag, "frames", None, self.compressed, int(offsets[-1]))
+        order = [*self.specs, *STORE_FILES]
+        return {
+            "rows": self.rows,
+            "episodes": sorted(self.episodes),
+            "dones": self.dones,
+            "files": {field: files[field] for field in order},
+            "frames": self.count,
+        }
+
+
+def write_npy(
+    root: Path, tag: str, field: str, array: np.ndarray | None, parts: list[bytes] | None = None, length: int = 0
+) -> dict:
+    """A temporary shard file of `array` (or of the uint8 bytes `parts`, `length` in all), hashed and fsynced; its
+    manifest entry."""
+    dtype, shape = (array.dtype, array.shape) if array is not None else (np.dtype(np.uint8), (length,))
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    )
+    digest = xxhash.xxh3_128()
+    with create_new(tmp_shard_path(root, tag, field)) as f:
+        for data in [header.getvalue(), *(parts if array is None else [np.ascontiguousarray(array).data])]:
+            f.write(data)
+            digest.update(data)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes are on disk before the file is renamed into place
+        size = f.tell()
+    return {"bytes": size, "xxh3_128": digest.hexdigest()}

@@ -2,7 +2,7 @@
 shard_writer.py; the manifest that lists them: manifest.py).
 
 Layout (docs/dataset.md, "On disk"): OUT_DIR/shard_{k:05d}_{field}.npy for each field of schema.field_specs, plus
-OUT_DIR/manifest.json.
+OUT_DIR/manifest.json; in the compact layout (frames.py) also each shard's frame store (schema.STORE_FILES).
 Within a shard, row i+1 is the step after row i of the same episode whenever done[i] is false.
 A shard is renamed into place and listed in the manifest only after all its files are complete.
 OUT_DIR/.verified.json records the files a full verification hashed, so that the next one hashes only what changed.
@@ -22,8 +22,9 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
+from src.dataset.frames import ChunkCache, CorruptStore, FrameStore, stacks
 from src.dataset.manifest import DatasetError, Manifest
-from src.dataset.schema import field_specs
+from src.dataset.schema import FRAMES, STEPS, STORE_FILES, field_specs
 from src.envs.game import Steps
 from src.utils.io import atomic_write_json, checksum_file
 
@@ -180,7 +181,11 @@ class ShardedDataset:
         if not self.shards:
             raise DatasetError(f"{self.root}: the dataset has no complete shard yet; finish it with --resume")
         env = self.manifest.env
-        self.specs = field_specs(env.context_frames, env.screen_size)
+        self.layout = self.manifest.layout_name
+        self.specs = field_specs(env.context_frames, env.screen_size, self.layout)
+        self.stack = (env.context_frames, env.screen_size, env.screen_size)  # one step's context, (T, H, W)
+        self._stores: dict[int, FrameStore] = {}  # the compact layout's, per shard position, opened once per process
+        self._cache = ChunkCache()
         if verify == "full":
             self._recorded = read_record(self.root)
         if verify != "none":  # a bar on a terminal when checking takes long enough to be seen (tqdm's delay)
@@ -207,7 +212,7 @@ class ShardedDataset:
 
     def __getstate__(self) -> dict:
         """For DataLoader workers started by spawn: they read without a lock of their own (the parent holds one)."""
-        return {**self.__dict__, "_readers": None, "_maps": {}}
+        return {**self.__dict__, "_readers": None, "_maps": {}, "_stores": {}, "_cache": ChunkCache()}
 
     def save_verification(self) -> bool:
         """Write root/.verified.json (atomically) for the next full verification to skip the files this one hashed.
@@ -237,26 +242,63 @@ class ShardedDataset:
 
     def _check_shard(self, shard: dict, checksums: bool) -> None:
         arrays = {}
-        for field, (dtype, shape) in self.specs.items():
+        store = STORE_FILES if self.layout == FRAMES else {}  # one-dimensional, of any length
+        for field, (dtype, shape) in {**self.specs, **{f: (d, None) for f, d in store.items()}}.items():
             path = shard_path(self.root, shard["index"], field)
             expected = shard["files"][field]
-            if not path.is_file():
-                raise DatasetError(f"{path}: missing (listed in the manifest); restore it or regenerate the dataset")
-            st = path.stat()  # before reading: a write that comes after it changes what the record compares
-            if st.st_size != expected["bytes"]:
-                raise DatasetError(
-                    f"{path}: {st.st_size} bytes, the manifest says {expected['bytes']} (truncated or replaced)"
-                )
-            try:
-                array = np.load(path, mmap_mode="r")
-            except ValueError as e:
-                raise DatasetError(f"{path}: not a readable .npy file ({e})") from None
-            if array.dtype != dtype or array.shape != (shard["rows"], *shape):
+            array, st = self._open_listed(path, expected)
+            if shape is None and (array.dtype != dtype or array.ndim != 1):
+                raise DatasetError(f"{path}: {array.dtype} {array.shape}, expected a one-dimensional {dtype} array")
+            if shape is not None and (array.dtype != dtype or array.shape != (shard["rows"], *shape)):
                 raise DatasetError(f"{path}: {array.dtype} {array.shape}, expected {dtype} {(shard['rows'], *shape)}")
             if checksums:
                 self._check_checksum(path, st, expected["xxh3_128"])
             arrays[field] = array
+        if store:
+            self._check_store(shard, arrays)
         self._check_columns(shard, arrays)
+
+    @staticmethod
+    def _open_listed(path: Path, expected: dict) -> tuple[np.ndarray, os.stat_result]:
+        """The memory map of a file the manifest lists, once its size is the manifest's, and its stat from before it
+        was read (a write that comes after it changes what the verification record compares)."""
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing (listed in the manifest); restore it or regenerate the dataset")
+        st = path.stat()
+        if st.st_size != expected["bytes"]:
+            raise DatasetError(
+                f"{path}: {st.st_size} bytes, the manifest says {expected['bytes']} (truncated or replaced)"
+            )
+        try:
+            return np.load(path, mmap_mode="r"), st
+        except ValueError as e:
+            raise DatasetError(f"{path}: not a readable .npy file ({e})") from None
+
+    def _check_store(self, shard: dict, arrays: dict[str, np.ndarray]) -> None:
+        """The compact layout's indices against its store: chunk bounds that cover the store's bytes, and every
+        step's stack and next frame inside the store."""
+        at = lambda field: shard_path(self.root, shard["index"], field)  # noqa: E731
+        count, chunk = shard["frames"], self.manifest.layout["chunk_frames"]
+        offsets, frame, context = (np.asarray(arrays[f]) for f in ("chunks", "frame", "context"))
+        if (
+            len(offsets) != -(-count // chunk) + 1
+            or offsets[0] != 0
+            or offsets[-1] != len(arrays["frames"])
+            or (np.diff(offsets) <= 0).any()
+        ):
+            raise DatasetError(
+                f"{at('chunks')}: not the bounds of {-(-count // chunk)} chunks of {at('frames')}'s "
+                f"{len(arrays['frames'])} bytes; restore or regenerate the dataset"
+            )
+        t = self.stack[0]
+        if context.min() < 1 or context.max() > t:
+            raise DatasetError(
+                f"{at('context')}: values {context.min()}..{context.max()}, expected 1..{t}; regenerate it"
+            )
+        if (frame - context.astype(np.int64) + 1).min() < 0 or frame.max() + 1 >= count:
+            raise DatasetError(
+                f"{at('frame')}: indices outside the shard's store of {count} frames; restore or regenerate the dataset"
+            )
 
     def _check_checksum(self, path: Path, st: os.stat_result, checksum: str) -> None:
         """Hash the file unless the record vouches for it as it is now. A mismatch in a file that the record vouches
@@ -329,11 +371,50 @@ class ShardedDataset:
         pos = int(np.searchsorted(self.offsets, row, side="right")) - 1
         return pos, row - int(self.offsets[pos])
 
+    def store(self, shard_pos: int) -> FrameStore:
+        """The compact layout's frame store of the shard at `shard_pos` (opened once per process)."""
+        if os.getpid() != self._pid:
+            self._maps, self._stores, self._cache, self._pid = {}, {}, ChunkCache(), os.getpid()
+        if shard_pos not in self._stores:
+            shard = self.shards[shard_pos]
+            self._stores[shard_pos] = FrameStore(
+                self.array(shard_pos, "frames"),
+                np.asarray(self.array(shard_pos, "chunks")),
+                shard["frames"],
+                self.manifest.layout["chunk_frames"],
+                self.stack[1:],
+                self._cache,
+                shard_pos,
+            )
+        return self._stores[shard_pos]
+
+    def frames(self, shard_pos: int, field: str, rows: int | slice | np.ndarray) -> np.ndarray:
+        """obs (..., T, H, W) or next_obs (..., 1, H, W) of the shard's rows `rows`, as the contract's layout stores
+        them, whatever the layout: a new array."""
+        assert field in ("obs", "next_obs"), field
+        if self.layout == STEPS:
+            return np.array(self.array(shard_pos, field)[rows])
+        frame = np.asarray(self.array(shard_pos, "frame")[rows], dtype=np.int64)
+        store = self.store(shard_pos)
+        try:
+            if field == "next_obs":
+                return store.get(frame + 1)[..., None, :, :]
+            context = np.asarray(self.array(shard_pos, "context")[rows], dtype=np.int64)
+            flat = stacks(store, frame.reshape(-1), context.reshape(-1), self.stack[0])
+            return flat.reshape(*frame.shape, *self.stack)
+        except CorruptStore as e:
+            path = shard_path(self.root, self.shards[shard_pos]["index"], "frames")
+            raise DatasetError(f"{path}: {e}; restore or regenerate the dataset") from None
+
     def steps(self, row: int, k: int = 1) -> Steps:
         """Steps row..row+k-1; they must be a valid window (see `window_starts`)."""
         pos, local = self.locate(row)
         sl = slice(local, local + k)
-        out = Steps(**{field: np.array(self.array(pos, field)[sl]) for field in self.specs})
+        out = Steps(
+            obs=self.frames(pos, "obs", sl),
+            next_obs=self.frames(pos, "next_obs", sl),
+            **{field: np.array(self.array(pos, field)[sl]) for field in ("action", "done", "reward", "episode")},
+        )
         if len(out.done) != k or out.done[:-1].any():
             raise ValueError(
                 f"rows {row}..{row + k - 1} cross an episode or shard end; take starts from window_starts({k})"

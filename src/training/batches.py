@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from src.config import Config, ConfigError
 from src.dataset.offline_dataset import Batch, WindowDataset, collate
+from src.dataset.schema import STEPS
 from src.dataset.shards import ShardedDataset
 from src.training.data import starts_within
 from src.utils.distributed import Ranks
@@ -91,13 +92,17 @@ DEVICE_SHARE, DEVICE_RESERVE = (
 )  # the arrays may take 80% of the free memory less 2 GiB (model, activations)
 ORDER_STEPS = 256  # optimizer steps whose sample order is drawn on the host and uploaded in one copy
 STAGING_BYTES = 64 << 20  # the pinned host buffer that shards pass through on their way to a GPU
+COMPACT_CHUNKS = 16  # chunks of a compact-layout store decoded at a time on their way to the device (~29 MB)
 
 
 def device_arrays_bytes(dataset: ShardedDataset) -> int:
-    """Bytes that DeviceBatches holds for `dataset`: per row the context (T, H, W) and the next frame (H, W) as uint8,
-    the action (8), reward (4) and end (1)."""
-    t, h, w = dataset.specs["obs"][1]
-    return len(dataset) * ((t + 1) * h * w + 8 + 4 + 1)
+    """Bytes that DeviceBatches holds for `dataset`: per row the action (8), reward (4) and end (1), and the frames: in
+    the contract's layout each row's context (T, H, W) and next frame (H, W) as uint8, in the compact one each frame
+    once (H, W) and per row where its stack ends (8) and how much of it is real (1)."""
+    t, h, w = dataset.stack
+    if dataset.layout == STEPS:
+        return len(dataset) * ((t + 1) * h * w + 8 + 4 + 1)
+    return sum(s["frames"] for s in dataset.shards) * h * w + len(dataset) * (8 + 1 + 8 + 4 + 1)
 
 
 def free_memory(device: torch.device) -> int:
@@ -154,22 +159,45 @@ class DeviceBatches:
     ) -> None:
         self.starts, self.k, self.device, self.ranks = np.asarray(starts, dtype=np.int64), k, device, ranks
         self.batch, self.seed, self.step = cfg.train.batch_size, cfg.train.seed, step
-        n, (t, h, w) = len(dataset), dataset.specs["obs"][1]
+        n, (t, h, w) = len(dataset), dataset.stack
+        frames = (
+            {
+                "obs": torch.empty((n, t, h, w), dtype=torch.uint8, device=device),  # (N, T, H, W) contexts
+                "next_obs": torch.empty((n, h, w), dtype=torch.uint8, device=device),  # (N, H, W) next frames
+            }
+            if dataset.layout == STEPS
+            else {  # the compact layout: each frame once, in `store`; a row's stack ends at `frame`
+                "frame": torch.empty(n, dtype=torch.int64, device=device),
+                "context": torch.empty(n, dtype=torch.uint8, device=device),
+            }
+        )
         self.arrays = {
-            "obs": torch.empty((n, t, h, w), dtype=torch.uint8, device=device),  # (N, T, H, W) contexts
-            "next_obs": torch.empty((n, h, w), dtype=torch.uint8, device=device),  # (N, H, W) next frames
+            **frames,
             "action": torch.empty(n, dtype=torch.int64, device=device),
             "reward": torch.empty(n, dtype=torch.float32, device=device),
             "done": torch.empty(n, dtype=torch.bool, device=device),
         }
         staging = torch.empty(STAGING_BYTES, dtype=torch.uint8, pin_memory=True) if device.type == "cuda" else None
+        self.store: Tensor | None = None  # (F, H, W) every frame of the compact layout's shards, one after another
+        first = np.concatenate([[0], np.cumsum([s.get("frames", 0) for s in dataset.shards])])  # each shard's in it
+        if dataset.layout != STEPS:
+            self.store = torch.empty((int(first[-1]), h, w), dtype=torch.uint8, device=device)
+            self.stack_offsets = torch.arange(1 - t, 1, device=device)  # (T,): oldest first
         for pos in range(len(dataset.shards)):  # shard by shard, straight from the memory maps
             rows = slice(int(dataset.offsets[pos]), int(dataset.offsets[pos + 1]))
             for field, dest in self.arrays.items():
                 source = dataset.array(pos, field)
+                if field == "frame":  # where in `store`
+                    source = np.asarray(source, dtype=np.int64) + first[pos]
                 copy_rows(
                     dest[rows], source[:, 0] if field == "next_obs" else source, staging
                 )  # next_obs: (rows, 1, H, W)
+            if self.store is not None:  # decoded a few chunks at a time
+                store, step = dataset.store(pos), COMPACT_CHUNKS * dataset.manifest.layout["chunk_frames"]
+                for begin in range(0, store.count, step):
+                    decoded = store.get(np.arange(begin, min(begin + step, store.count)))
+                    at = int(first[pos]) + begin
+                    copy_rows(self.store[at : at + len(decoded)], decoded, staging)
         self.window = torch.arange(k, device=device)  # (K,)
         self.order: Tensor | None = None  # (ORDER_STEPS, B) start rows of steps order_step.., on the device
         self.order_step = step
@@ -189,7 +217,17 @@ class DeviceBatches:
         """The windows starting at `rows` (B,) on the device, `window` (K,) = arange(K): the context at each start and
         the K steps from it. A window never leaves its shard, nor its episode."""
         steps, a = rows[:, None] + window, self.arrays  # (B, K)
-        return Batch(a["obs"][rows], a["action"][steps], a["next_obs"][steps], a["reward"][steps], a["done"][steps])
+        if self.store is None:
+            context, targets = a["obs"][rows], a["next_obs"][steps]
+        else:  # the stack: the last `context` frames up to `frame`, zeros before them (an episode start)
+            last = a["frame"][rows][:, None]  # (B, 1)
+            real = self.stack_offsets > -a["context"][rows][:, None].long()  # (B, T)
+            frames = self.store[torch.where(real, last + self.stack_offsets, last)]  # (B, T, H, W)
+            context = torch.where(
+                real[..., None, None], frames, torch.zeros((), dtype=frames.dtype, device=frames.device)
+            )
+            targets = self.store[a["frame"][steps] + 1]
+        return Batch(context, a["action"][steps], targets, a["reward"][steps], a["done"][steps])
 
     def upload(self, rows: np.ndarray) -> Tensor:
         """Host row indices onto the device without waiting for it (through pinned memory on CUDA)."""

@@ -164,7 +164,7 @@ def frame_palette(dataset: ShardedDataset, rows: np.ndarray, size: int) -> tuple
     counts = np.zeros(256, dtype=np.int64)
     for i in np.linspace(0, len(rows) - 1, num=min(PALETTE_SAMPLES, len(rows))).round().astype(int):
         pos, local = dataset.locate(int(rows[i]))
-        counts += np.bincount(np.asarray(dataset.array(pos, "next_obs")[local, -1]).ravel(), minlength=256)
+        counts += np.bincount(dataset.frames(pos, "next_obs", local)[-1].ravel(), minlength=256)
     levels = np.sort(np.argsort(-counts, kind="stable")[:size])
     return levels.tolist(), float(counts[levels].sum() / counts.sum())
 
@@ -176,9 +176,9 @@ def diffusion_sigma_data(dataset: ShardedDataset, rows: np.ndarray, target: str)
     total, squares, count = 0.0, 0.0, 0
     for i in np.linspace(0, len(rows) - 1, num=min(PALETTE_SAMPLES, len(rows))).round().astype(int):
         pos, local = dataset.locate(int(rows[i]))
-        x = np.asarray(dataset.array(pos, "next_obs")[local, -1], dtype=np.float64) * 2 / 255 - 1
+        x = dataset.frames(pos, "next_obs", local)[-1].astype(np.float64) * 2 / 255 - 1
         if target == "residual":
-            x -= np.asarray(dataset.array(pos, "obs")[local, -1], dtype=np.float64) * 2 / 255 - 1
+            x -= dataset.frames(pos, "obs", local)[-1].astype(np.float64) * 2 / 255 - 1
         total, squares, count = total + x.sum(), squares + (x**2).sum(), count + x.size
     mean = total / count
     return float(np.sqrt(max(squares / count - mean**2, 0.0)))
