@@ -5,6 +5,7 @@
     awm-inspect data/pong                                            # python -m src.dataset.inspect_dataset
     awm-merge --out_dir data/pong data/pong_part1 data/pong_part2    # python -m src.dataset.merge_datasets
     awm-convert data/pong data/pong_frames --layout frames           # python -m src.dataset.convert_dataset
+    awm-import-dqn Pong/1/replay_logs data/pong_dqn --game Pong      # python -m src.dataset.import_dqn_replay
     awm-train [key=value ...]                                        # python -m src.train
     awm-eval --checkpoint runs/<run>/checkpoints/best.pt             # python -m src.eval
     awm-play --checkpoint runs/<run>/checkpoints/best.pt             # python -m src.play
@@ -39,6 +40,12 @@ def convert() -> None:
     from src.dataset import convert_dataset
 
     run_cli(convert_dataset.main)
+
+
+def import_dqn() -> None:
+    from src.dataset import import_dqn_replay
+
+    run_cli(import_dqn_replay.main)
 
 
 def train() -> None:

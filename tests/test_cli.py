@@ -23,6 +23,7 @@ def test_every_console_script_names_a_command_of_src_cli() -> None:
         "awm-inspect",
         "awm-merge",
         "awm-convert",
+        "awm-import-dqn",
         "awm-train",
         "awm-eval",
         "awm-play",

@@ -22,6 +22,7 @@ from src.dataset.manifest import MANIFEST, Manifest, emulator_change
 from src.dataset.schema import (
     FRAMES,
     HUMAN,
+    IMPORTED,
     MAX_NUM_ENVS,
     MAX_PART,
     MAX_SEED,
@@ -241,6 +242,11 @@ def previous_manifest(root: Path, args: dict, given: set[str], ours: tuple[str, 
 
 def check_continuable(root: Path, manifest: Manifest) -> None:
     """A dataset --resume can add to: recorded by a policy (not by hand), with the emulator that runs now."""
+    if manifest.policy in IMPORTED:
+        raise UserError(
+            f"'{root}' holds steps imported from elsewhere (policy {manifest.policy}): the generator cannot continue "
+            "them; choose another --out_dir"
+        )
     if manifest.policy == HUMAN:
         raise UserError(
             f"'{root}' is a game recorded by hand in src.play (policy {HUMAN}): a policy cannot continue it; "

@@ -14,6 +14,8 @@ from src.envs.policies import POLICIES
 from src.utils.errors import is_text
 
 HUMAN = "human"  # the policy of a game played by hand (src.play --record)
+DQN_REPLAY = "dqn-replay"  # the policy of steps imported from the DQN Replay Dataset (import_dqn_replay.py)
+IMPORTED = (DQN_REPLAY,)  # policies of data that no command here recorded: --resume cannot add to it
 
 # Bounds of what a manifest may say: sizes are allocated and paths built from these numbers.
 MAX_STEPS = 2**40 - 1
@@ -233,8 +235,8 @@ def header_problem(manifest: dict) -> str | None:
         ),
         (
             "policy",
-            is_str(m["policy"]) and m["policy"] in (*POLICIES, HUMAN),
-            f"one of {', '.join((*POLICIES, HUMAN))}",
+            is_str(m["policy"]) and m["policy"] in (*POLICIES, HUMAN, *IMPORTED),
+            f"one of {', '.join((*POLICIES, HUMAN, *IMPORTED))}",
         ),
         (
             "shard_size",
