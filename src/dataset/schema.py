@@ -15,7 +15,8 @@ from src.utils.errors import is_text
 
 HUMAN = "human"  # the policy of a game played by hand (src.play --record)
 DQN_REPLAY = "dqn-replay"  # the policy of steps imported from the DQN Replay Dataset (import_dqn_replay.py)
-IMPORTED = (DQN_REPLAY,)  # policies of data that no command here recorded: --resume cannot add to it
+MINARI = "minari"  # the policy of steps imported from a Minari dataset (import_minari.py)
+IMPORTED = (DQN_REPLAY, MINARI)  # policies of data that no command here recorded: --resume cannot add to it
 
 # Bounds of what a manifest may say: sizes are allocated and paths built from these numbers.
 MAX_STEPS = 2**40 - 1
