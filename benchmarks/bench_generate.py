@@ -1,12 +1,15 @@
 """How fast is dataset generation, next to the bare emulator measured in the same run?
 
     python benchmarks/bench_generate.py [--game Pong] [--steps 50000] [--num_envs 1,2,4,8] [--rss_steps 20000,200000]
+                                        [--layouts steps,frames]
 
 Rows:
   bare emulator   one ALE/<Game>-v5 env in this process: frameskip 4, grayscale, no resize or stacking,
                   random actions, nothing written (the reference).
   generator       `python -m src.dataset.generate_dataset` end to end in a subprocess, wall clock from
-                  launch to exit (interpreter start-up, workers, writing, checksums and manifest included).
+                  launch to exit (interpreter start-up, workers, writing, checksums and manifest included), for
+                  each --layouts: steps (the contract's files) and frames (each frame once, zstd-compressed), one
+                  after the other at each setting, so that drift hits both alike.
 Peak RSS is the largest sum, over the generator's process tree, of resident memory sampled every 100 ms.
 Ratio = generator steps/s / bare emulator steps/s.
 """
@@ -58,11 +61,11 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def generator(game: str, steps: int, num_envs: int | None, work: Path) -> tuple[float, int]:
+def generator(game: str, steps: int, num_envs: int | None, work: Path, layout: str) -> tuple[float, int]:
     """(steps/s end to end, peak RSS bytes) of one generation run into a fresh directory."""
-    out = work / f"gen_{num_envs}_{steps}"
+    out = work / f"gen_{num_envs}_{steps}_{layout}"
     cmd = [sys.executable, "-m", "src.dataset.generate_dataset", "--game", game, "--steps", str(steps)]
-    cmd += ["--out_dir", str(out)]
+    cmd += ["--out_dir", str(out), "--layout", layout]
     if num_envs is not None:
         cmd += ["--num_envs", str(num_envs)]
     start = time.perf_counter()
@@ -85,26 +88,30 @@ def main() -> None:
     p.add_argument("--num_envs", default="1,2,4,8")
     p.add_argument("--rss_steps", default="20000,200000", help="step counts for the peak-RSS rows (default num_envs)")
     p.add_argument("--work_dir", default=None, help="where the generated datasets go (deleted after each run)")
+    p.add_argument("--layouts", default="steps,frames", help="dataset layouts to record (default steps,frames)")
     args = p.parse_args()
     game = resolve_game(args.game)
     work = Path(tempfile.mkdtemp(prefix="bench_generate_", dir=args.work_dir))
     try:
         bare = bare_emulator(game, args.steps)
         rows = [("bare emulator (1 env, in process)", args.steps, bare, None)]
-        for n in [int(x) for x in args.num_envs.split(",")]:
-            rate, peak = generator(game, args.steps, n, work)
-            rows.append((f"generator --num_envs {n}", args.steps, rate, peak))
+        layouts = args.layouts.split(",")
+        for n in [int(x) for x in args.num_envs.split(",") if x]:
+            for layout in layouts:
+                rate, peak = generator(game, args.steps, n, work, layout)
+                rows.append((f"generator --num_envs {n}, {layout}", args.steps, rate, peak))
         for steps in [int(x) for x in args.rss_steps.split(",") if x]:
-            rate, peak = generator(game, steps, None, work)
-            rows.append(("generator (default num_envs)", steps, rate, peak))
+            for layout in layouts:
+                rate, peak = generator(game, steps, None, work, layout)
+                rows.append((f"generator (default num_envs), {layout}", steps, rate, peak))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{game}, {psutil.cpu_count()} cores\n")
-    print(f"| {'configuration':36} | {'steps':>8} | {'steps/s':>8} | {'ratio to bare':>13} | {'peak RSS':>9} |")
-    print(f"| {'-' * 36} | {'-' * 8}:| {'-' * 8}:| {'-' * 13}:| {'-' * 9}:|")
+    print(f"| {'configuration':44} | {'steps':>8} | {'steps/s':>8} | {'ratio to bare':>13} | {'peak RSS':>9} |")
+    print(f"| {'-' * 44} | {'-' * 8}:| {'-' * 8}:| {'-' * 13}:| {'-' * 9}:|")
     for name, steps, rate, peak in rows:
         rss = f"{peak / 2**20:,.0f} MiB" if peak else "-"
-        print(f"| {name:36} | {steps:>8,} | {rate:>8,.0f} | {rate / bare:>12.2f}x | {rss:>9} |")
+        print(f"| {name:44} | {steps:>8,} | {rate:>8,.0f} | {rate / bare:>12.2f}x | {rss:>9} |")
 
 
 if __name__ == "__main__":
