@@ -7,7 +7,7 @@ DEMO_DATA := data/demo_pong
 DEMO_STEPS := 30000
 DEMO_TRAIN_STEPS := 1400
 
-.PHONY: setup demo test test-fast test-gpu lint bench bench-quality clean-demo
+.PHONY: setup demo test test-fast test-gpu gpu-report lint bench bench-quality clean-demo
 
 .venv/.installed: pyproject.toml requirements.lock scripts/setup_venv.sh
 	./scripts/setup_venv.sh
@@ -31,6 +31,11 @@ test-fast: .venv/.installed
 # The CUDA path's own tests, on a machine with a GPU (make test runs everything else on the CPU, GPU or not).
 test-gpu: .venv/.installed
 	AWM_TEST_GPU=1 $(PY) -m pytest -m gpu
+
+# Every GPU check in one command and one report (runs/gpu_report/report.md), about 8 minutes: the CUDA tests,
+# bench_train at batch 32/256/1024 with and without the data on the device, and a 3-minute quality run (gpu profile).
+gpu-report: .venv/.installed
+	./scripts/gpu_report.sh
 
 # The formatting and lint check that make test also runs (tests/test_lint.py); ruff skips what .gitignore lists.
 lint: .venv/.installed
