@@ -190,33 +190,35 @@ class FramesShardWriter:
         self.columns = {f: np.empty((self.capacity, *shape), dtype) for f, (dtype, shape) in self.specs.items()}
         # a 4-byte checksum per chunk: decay is caught when it decodes, also without a full verification
         self.compressor = zstandard.ZstdCompressor(level=layout["level"], write_checksum=True)
-        self.pending: list[np.ndarray] = []  # frames of the chunk being filled
+        self.chunk = np.empty((self.chunk_frames, screen_size, screen_size), np.uint8)  # the chunk being filled
+        self.filled = 0  # frames in it
         self.compressed: list[bytes] = []
         self.count = 0  # frames in the store
-        self.last: list[np.ndarray] = []  # the store's last T frames, to see whether a row continues the one before
+        # the store's last T frames, oldest first: whether a row continues the one before is one comparison
+        self.recent = np.zeros((context_frames, screen_size, screen_size), np.uint8)
         self.episodes: set[int] = set()
         self.dones = 0
 
     def _push(self, frame: np.ndarray) -> None:
-        frame = np.array(frame, dtype=np.uint8)  # a copy: the caller's buffer is reused
-        self.pending.append(frame)
-        self.last = [*self.last[1 - self.t :], frame]
+        self.chunk[self.filled] = frame  # copies: the caller's buffer is reused
+        self.recent[:-1] = self.recent[1:]
+        self.recent[-1] = frame
+        self.filled += 1
         self.count += 1
-        if len(self.pending) == self.chunk_frames:
+        if self.filled == self.chunk_frames:
             self._compress()
 
     def _compress(self) -> None:
-        if self.pending:
-            self.compressed.append(self.compressor.compress(np.stack(self.pending).tobytes()))
-            self.pending = []
+        if self.filled:
+            self.compressed.append(self.compressor.compress(self.chunk[: self.filled].data))
+            self.filled = 0
 
     def _continues(self, obs: np.ndarray) -> bool:
         """Whether obs is the stack of the row before shifted by one frame (that row's next frame last)."""
         if self.rows == 0:
             return False
-        context = min(self.t, int(self.columns["context"][self.rows - 1]) + 1)
-        pad = self.t - context
-        return not obs[:pad].any() and all(np.array_equal(a, b) for a, b in zip(obs[pad:], self.last[-context:]))
+        pad = self.t - min(self.t, int(self.columns["context"][self.rows - 1]) + 1)
+        return not (pad and obs[:pad].any()) and np.array_equal(obs[pad:], self.recent[pad:])
 
     def append(
         self, obs: np.ndarray, action: int, next_obs: np.ndarray, done: bool, reward: float, episode: int
