@@ -210,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.shard_size <= MAX_SHARD_ROWS:
         raise UserError(f"--shard_size must be in [1, {MAX_SHARD_ROWS}], got {args.shard_size}")
     found = sorted(int(m.group(1)) for f in replay.iterdir() if (m := CHECKPOINT.fullmatch(f.name)))
-    chosen = found if args.checkpoints is None else [int(c) for c in args.checkpoints.split(",") if c.strip()]
+    try:
+        chosen = found if args.checkpoints is None else [int(c) for c in args.checkpoints.split(",") if c.strip()]
+    except ValueError:
+        raise UserError(f"--checkpoints takes checkpoint numbers such as 0,1,2; got '{args.checkpoints}'") from None
     missing = sorted(set(chosen) - set(found))
     if not found or missing:
         raise UserError(
