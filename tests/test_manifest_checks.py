@@ -123,7 +123,7 @@ def test_a_game_name_that_is_a_path_is_refused(dataset_copy: Path) -> None:
         (("seed",), -1, "seed must be an integer in [0, 9223372036854775807], got -1"),
         (("part",), [8388608, 8388608], "part must be null or [K, N] with 1 <= K <= N <= 4096"),
         (("part",), [3, 2], "part must be null or [K, N]"),
-        (("policy",), "greedy", "policy must be one of random, human, got 'greedy'"),
+        (("policy",), "greedy", "policy must be one of random, human, dqn-replay, minari, got 'greedy'"),
         (("shard_size",), 0, "shard_size must be an integer in [1, 1000000] (0 for a recording made by hand), got 0"),
         (("num_actions",), 19, "num_actions must be an integer in [1, 18], got 19"),
         (("target_steps",), 2**40, "target_steps must be an integer in [0, 1099511627775]"),
