@@ -5,16 +5,17 @@ what they left.
     python scripts/kill_drill.py --trials 6 --only play
     python scripts/kill_drill.py --trials 5 --only save merge
 
-Generation: a kill anywhere (mid-shard, mid-manifest write), then --resume, must give a dataset that passes a
-full checksum check with exactly the requested steps. Training: a kill anywhere after the first checkpoint,
-then train.resume, must end with last.pt and best.pt bit-identical to an uninterrupted run's and the CSVs
-holding each step once with the same values. Branch: a resume from a best.pt older than the run's last.pt goes to
-a new run folder; killed anywhere after its first checkpoint and resumed, it must end bit-identical to a branch never
-killed, with every CSV row once (0 lost), and the parent run byte for byte as it was. Play (headless, --record):
-SIGKILL, SIGINT and SIGTERM in turn at a random moment; what the recording holds must pass a full checksum check and
-be consecutive steps; SIGINT and SIGTERM must lose no row (rows = steps played = video frames), SIGKILL fewer than a
-shard's 256 (counted against the frames of the video the kill left under its temporary name); the same command again
-must continue the recording.
+Generation: a kill anywhere (mid-shard, mid-manifest write), then --resume, must give a dataset that passes a full
+checksum check with exactly the requested steps; the same in the compact layout (compact). Convert: a conversion
+between the layouts killed at a random moment, then --resume, must give every sample of the source. Training: a kill
+anywhere after the first checkpoint, then train.resume, must end with last.pt and best.pt bit-identical to an
+uninterrupted run's and the CSVs holding each step once with the same values. Branch: a resume from a best.pt older
+than the run's last.pt goes to a new run folder; killed anywhere after its first checkpoint and resumed, it must end
+bit-identical to a branch never killed, with every CSV row once (0 lost), and the parent run byte for byte as it was.
+Play (headless, --record): SIGKILL, SIGINT and SIGTERM in turn at a random moment; what the recording holds must pass
+a full checksum check and be consecutive steps; SIGINT and SIGTERM must lose no row (rows = steps played = video
+frames), SIGKILL fewer than a shard's 256 (counted against the frames of the video the kill left under its temporary
+name); the same command again must continue the recording.
 Save: a training SIGKILLed the moment the temporary file of one of its checkpoint saves appears (polled without a
 pause), and a child looping save_checkpoint over a 32 MB state SIGKILLed at a random moment: the checkpoint must be
 the old complete file or the new complete one (bit for bit the old one when the kill left the temporary file, i.e.
@@ -66,6 +67,7 @@ from src.utils.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from src.utils.io import checksum_file  # noqa: E402
 
 GENERATE = [sys.executable, "-m", "src.dataset.generate_dataset"]
+CONVERT = [sys.executable, "-m", "src.dataset.convert_dataset"]
 TRAIN = [sys.executable, "-m", "src.train"]
 PLAY = [sys.executable, "-m", "src.play"]
 MERGE = [sys.executable, "-m", "src.dataset.merge_datasets"]
@@ -116,6 +118,45 @@ def generation_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) 
     data = ShardedDataset(out, verify="full")
     assert len(data) == 3000, f"{len(data)} steps"
     return f"killed with {listed} shards listed; resumed to {len(data)} steps, checksums verified"
+
+
+def compact_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str:
+    """generation_trial in the compact layout (--layout frames): each shard's compressed store written at its end."""
+    out = tmp / "data"
+    kill_after(
+        [*GENERATE, "--out_dir", str(out), *DATA, "--layout", "frames", "--seed", str(rng.randrange(1000))],
+        lambda: (out / "manifest.json").exists(),
+        rng.uniform(0, 1.5),
+    )
+    listed = listed_shards(out)
+    if listed:
+        ShardedDataset(out, verify="full")
+    call([*GENERATE, "--out_dir", str(out), "--resume"])
+    data = ShardedDataset(out, verify="full")
+    assert len(data) == 3000 and data.layout == "frames", f"{len(data)} steps, layout {data.layout}"
+    return f"killed with {listed} shards listed; resumed to {len(data)} steps in the frames layout, checksums verified"
+
+
+def convert_trial(tmp: Path, shared: Shared, rng: random.Random, trial: int) -> str:
+    """A conversion of Shared.data into the compact layout (odd trials) or of its compact copy back (even ones),
+    SIGKILLed at a random moment, then --resume: every sample must equal the source's."""
+    source = shared.data if trial % 2 else shared.compact
+    layout = "frames" if trial % 2 else "steps"
+    out = tmp / "converted"
+    kill_after(
+        [*CONVERT, str(source), str(out), "--layout", layout],
+        lambda: (out / "manifest.json").exists(),
+        rng.uniform(0, 0.3),  # 9 shards convert in about half a second
+    )
+    listed = listed_shards(out)
+    call([*CONVERT, str(source), str(out), "--layout", layout, "--resume"])
+    converted, original = ShardedDataset(out, verify="full"), ShardedDataset(source, verify="none")
+    assert len(converted) == len(original) and converted.layout == layout
+    for row in range(len(original)):
+        a, b = converted.steps(row), original.steps(row)
+        for field in ("obs", "action", "next_obs", "done", "reward", "episode"):
+            assert getattr(a, field).tobytes() == getattr(b, field).tobytes(), (row, field)
+    return f"killed with {listed} of {len(original.shards)} shards listed; resumed to {layout}, every sample equal"
 
 
 def listed_shards(out: Path) -> int:
@@ -512,6 +553,12 @@ class Shared:
         return data
 
     @cached_property
+    def compact(self) -> Path:
+        """`data` in the compact layout."""
+        call([*CONVERT, str(self.data), str(self.tmp / "train_data_frames"), "--layout", "frames"])
+        return self.tmp / "train_data_frames"
+
+    @cached_property
     def reference(self) -> Path:
         call([*TRAIN, *RUN, f"data.dir={self.data}", f"experiment.runs_dir={self.tmp / 'reference'}"])
         (reference,) = (self.tmp / "reference").iterdir()
@@ -596,6 +643,8 @@ class Shared:
 Trial = Callable[[Path, Shared, random.Random, int], str]  # (work folder, shared inputs, RNG, trial number) -> the line
 SECTIONS: dict[str, Trial] = {
     "generate": generation_trial,
+    "compact": compact_trial,
+    "convert": convert_trial,
     "train": training_trial,
     "branch": branch_trial,
     "play": play_trial,
