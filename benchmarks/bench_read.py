@@ -70,8 +70,7 @@ def drop_cache(root: Path) -> None:
             os.close(fd)
 
 
-def reads_per_second(root: Path, rows: np.ndarray) -> float:
-    samples = WindowDataset(root, np.arange(len(ShardedDataset(root, verify="none"))))
+def reads_per_second(samples: WindowDataset, rows: np.ndarray) -> float:
     start = time.perf_counter()
     for row in rows.tolist():
         samples[row]
@@ -108,14 +107,10 @@ def main() -> None:
         for layout, root in datasets.items():
             manifest = ShardedDataset(root, verify="none").manifest
             samples = WindowDataset(root, np.arange(manifest.steps))
-            for row in rows.tolist():  # the first pass: the pages (and the decoded chunks) in memory
-                samples[row]
-            start = time.perf_counter()
-            for row in rows.tolist():
-                samples[row]
-            warm = len(rows) / (time.perf_counter() - start)
+            reads_per_second(samples, rows)  # the first pass: the pages (and the decoded chunks) in memory
+            warm = reads_per_second(samples, rows)
             drop_cache(root)
-            cold = reads_per_second(root, rows)
+            cold = reads_per_second(WindowDataset(root, np.arange(manifest.steps)), rows)  # no chunk cached either
             decode = decode_rate(root) if layout == "frames" else None
             results[layout] = (manifest.totals["bytes"] / manifest.steps, manifest.totals["bytes"], warm, cold, decode)
         reference = results.get("steps", results["frames"])[2]

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from src.dataset.frames import ChunkCache, FrameStore, default_layout, stacks
 from src.dataset.generate_dataset import DirectoryLock
 from src.dataset.manifest import MANIFEST, Manifest
-from src.dataset.schema import FRAMES, STEPS, field_specs
+from src.dataset.schema import FRAMES, STEPS, bytes_per_row, field_specs
 from src.dataset.shard_writer import clear_unlisted, is_dataset_file, promote_shard, shard_writer, tmp_shard_path
 from src.dataset.shards import LOCK_FILE, READERS_FILE, ShardedDataset
 from src.utils.errors import ArgumentParser, UserError, run_cli
@@ -154,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"'{src}' is incomplete; finish it with generate_dataset --resume, then convert it")
         manifest = continued(dst, source, args.layout, args.resume)
         if args.layout == STEPS:
-            need = (len(source) - (manifest.steps if manifest else 0)) * sum(
-                d.itemsize * int(np.prod(s)) for d, s in field_specs(*source.stack[:2], STEPS).values()
+            env = source.manifest.env
+            need = (len(source) - (manifest.steps if manifest else 0)) * bytes_per_row(
+                env.context_frames, env.screen_size
             )
             check_free_space(
                 dst if dst.exists() else dst.parent,

@@ -40,7 +40,7 @@ from src.dataset.frames import default_layout
 from src.dataset.generate_dataset import DirectoryLock
 from src.dataset.manifest import MANIFEST, Manifest, now
 from src.dataset.schema import DQN_REPLAY, MAX_SHARD_ROWS
-from src.dataset.shard_writer import TMP_PREFIX, FramesShardWriter, clear_unlisted, is_dataset_file, promote_shard
+from src.dataset.shard_writer import FramesShardWriter, clear_unlisted, discard_import, is_dataset_file, promote_shard
 from src.dataset.shards import LOCK_FILE, READERS_FILE
 from src.envs.atari import EnvSettings, resolve_game
 from src.utils.errors import ArgumentParser, UserError, run_cli
@@ -152,12 +152,10 @@ def import_checkpoint(replay: Path, n: int, root: Path, manifest: Manifest, firs
     order = np.r_[first:capacity, 0:first][:count] if wrapped else np.arange(count)
     action, reward, terminal = action[order], reward[order], terminal[order]
     spans = episodes(terminal, count, wrapped)
-    step_of = np.full(count, -1, dtype=np.int64)  # position -> (its episode, its index among the imported steps)
-    episode_of = np.full(count, -1, dtype=np.int64)
+    episode_of = np.full(count, -1, dtype=np.int64)  # position -> the imported episode it belongs to
     for k, (start, last) in enumerate(spans):
-        step_of[start:last] = np.arange(last - start)
         episode_of[start : last + 1] = k
-    rows = int((step_of >= 0).sum())
+    rows = sum(last - start for start, last in spans)  # every entry but an episode's last is a step
     written, writer = [], None
     left, shard = rows, 0
     stack: list[np.ndarray] = []
@@ -246,12 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 written, count = import_checkpoint(replay, n, root, manifest, first_episode, args.shard_size)
             except BaseException:
-                for tmp in root.glob(f"{TMP_PREFIX}dqn{n}_*"):
-                    tmp.unlink()
-                if not existed and not (root / MANIFEST).exists():  # nothing written: not even the folder, its lock
-                    for path in root.iterdir():
-                        path.unlink()
-                    root.rmdir()
+                discard_import(root, f"dqn{n}_", existed)
                 raise
             session = manifest.add_session(num_envs=1, started=now())
             manifest.sessions[session]["from"] = source

@@ -30,7 +30,7 @@ from src.dataset.frames import default_layout
 from src.dataset.generate_dataset import DirectoryLock
 from src.dataset.manifest import Manifest, now
 from src.dataset.schema import FRAMES, MAX_SHARD_ROWS, MINARI, STEPS
-from src.dataset.shard_writer import TMP_PREFIX, promote_shard, shard_writer
+from src.dataset.shard_writer import discard_import, promote_shard, shard_writer
 from src.dataset.shards import LOCK_FILE, READERS_FILE
 from src.envs.atari import EnvSettings, resolve_game
 from src.utils.errors import ArgumentParser, UserError, run_cli
@@ -133,12 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             if rows_left != 0:
                 raise UserError(f"the Minari dataset says {dataset.total_steps} steps, its episodes hold others")
         except BaseException as e:
-            for tmp in root.glob(f"{TMP_PREFIX}minari*"):
-                tmp.unlink()
-            if not existed:
-                for path in root.iterdir():
-                    path.unlink()
-                root.rmdir()
+            discard_import(root, "minari", existed)
             if isinstance(e, Exception) and not isinstance(e, UserError):
                 raise UserError(
                     f"the Minari dataset '{args.dataset_id}' cannot be read ({type(e).__name__}: {e})"

@@ -31,6 +31,26 @@ from src.dataset.shards import (
 TMP_PREFIX = ".tmp_"
 
 
+def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The .npy header of a C-ordered array of this dtype and shape, for a file whose data is written after it."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    )
+    return header.getvalue()
+
+
+def discard_import(root: Path, tag_prefix: str, existed: bool) -> None:
+    """After a failed import: remove its temporary shard files (tags starting with `tag_prefix`), and `root` itself
+    when the import made it and listed nothing there (no manifest): a failed import leaves nothing behind."""
+    for tmp in root.glob(f"{TMP_PREFIX}{tag_prefix}*"):
+        tmp.unlink()
+    if not existed and not (root / MANIFEST).exists():
+        for path in root.iterdir():  # its lock
+            path.unlink()
+        root.rmdir()
+
+
 def tmp_shard_path(root: str | os.PathLike, tag: str, field: str) -> Path:
     """Where a shard is written before it is complete; `tag` is unique per session and game."""
     return Path(root) / f"{TMP_PREFIX}{tag}_{field}.npy"
@@ -55,16 +75,7 @@ class ShardWriter:
         self.episodes: set[int] = set()
         self.dones = 0
         for field, (dtype, shape) in self.specs.items():
-            header = io.BytesIO()
-            np.lib.format.write_array_header_1_0(
-                header,
-                {
-                    "descr": np.lib.format.dtype_to_descr(dtype),
-                    "fortran_order": False,
-                    "shape": (self.capacity, *shape),
-                },
-            )
-            self._write(field, header.getvalue())
+            self._write(field, npy_header(dtype, (self.capacity, *shape)))
 
     def _write(self, field: str, data: bytes | memoryview) -> None:
         self.files[field].write(data)
@@ -268,14 +279,10 @@ def write_npy(
 ) -> dict:
     """A temporary shard file of `array` (or of the uint8 bytes `parts`, `length` in all), hashed and fsynced; its
     manifest entry."""
-    dtype, shape = (array.dtype, array.shape) if array is not None else (np.dtype(np.uint8), (length,))
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-    )
+    header = npy_header(array.dtype, array.shape) if array is not None else npy_header(np.dtype(np.uint8), (length,))
     digest = xxhash.xxh3_128()
     with create_new(tmp_shard_path(root, tag, field)) as f:
-        for data in [header.getvalue(), *(parts if array is None else [np.ascontiguousarray(array).data])]:
+        for data in [header, *(parts if array is None else [np.ascontiguousarray(array).data])]:
             f.write(data)
             digest.update(data)
         f.flush()
