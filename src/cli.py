@@ -9,6 +9,8 @@
     awm-train [key=value ...]                                        # python -m src.train
     awm-eval --checkpoint runs/<run>/checkpoints/best.pt             # python -m src.eval
     awm-play --checkpoint runs/<run>/checkpoints/best.pt             # python -m src.play
+    awm-agent agent.world_model=runs/<run>                           # python -m src.agent
+    awm-agent-eval --agent runs/<agent run>                          # python -m src.agent.evaluate
 """
 
 from __future__ import annotations
@@ -65,3 +67,15 @@ def play() -> None:
     from src import play as playing
 
     run_cli(playing.main)
+
+
+def agent() -> None:
+    from src.agent import __main__ as agent_training
+
+    run_cli(agent_training.main)
+
+
+def agent_evaluate() -> None:
+    from src.agent import evaluate as agent_evaluation
+
+    run_cli(agent_evaluation.main)

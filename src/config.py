@@ -27,6 +27,7 @@ from src.utils.errors import ConfigError, is_text
 from src.utils.logging import WandbConfig
 
 __all__ = [
+    "AgentConfig",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -122,6 +123,70 @@ class ExperimentConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
+# The agent that learns inside a world model (python -m src.agent, src/agent/): its defaults were chosen by measuring
+# on the `make demo` Pong model (docs/agent.md, "Choosing the learner").
+LEARNERS = ("ppo", "actor_critic")
+REWARDS = ("expected", "sign")
+
+
+@dataclass
+class AgentConfig:
+    world_model: str | None = None  # a world-model run folder (its best.pt) or checkpoint, with an event head
+    data_dir: str | None = None  # imagined games start from this dataset's frame stacks; null: the world model's
+    # training dataset when it is on disk, else real resets of the game
+    learner: str = "ppo"  # ppo (clipped, several epochs over each batch) or actor_critic (DIAMOND's: one step)
+    num_envs: int = 64  # imagined games per batch, stepped together (one forward pass of the model per step)
+    horizon: int = 15  # imagined steps per game from its real start (DIAMOND 15, SimPLe 50)
+    gamma: float = 0.985  # discount per step (DIAMOND's)
+    gae_lambda: float = 0.95  # lambda of the lambda-returns
+    reward: str = "expected"  # expected (p(+1) - p(-1) of the reward head) or sign (its most likely sign, as DIAMOND)
+    lr: float = 3.0e-4
+    entropy_weight: float = 0.01  # the policy's entropy bonus
+    value_weight: float = 0.5  # the critic's loss beside the policy's
+    grad_clip: float = 0.5  # max global gradient norm; 0 turns clipping off
+    ppo_epochs: int = 4  # learner ppo: passes over each batch
+    ppo_minibatches: int = 4  # ... minibatches a pass
+    ppo_clip: float = 0.2  # ... the ratio's clip range
+    max_updates: int = 2000  # batches of imagined rollouts (each num_envs x horizon imagined steps)
+    max_minutes: float | None = None  # also stop once this much wall-clock time has passed
+    cpu: bool = False  # force the CPU even when CUDA is available
+    threads: int | None = None  # torch's CPU threads; null: torch's default (one per core)
+    seed: int = 0
+    log_every: int = 10  # updates between metrics.csv rows and console lines
+    save_every: int = 50  # updates between checkpoints (and at the end)
+    resume: str | None = None  # continue an agent run: its folder or its checkpoints/last.pt
+
+
+def check_agent_config(a: AgentConfig) -> None:
+    checks = [
+        (a.learner in LEARNERS, "agent.learner", f"must be {' or '.join(LEARNERS)}, got {a.learner!r}"),
+        (a.reward in REWARDS, "agent.reward", f"must be {' or '.join(REWARDS)}, got {a.reward!r}"),
+        (1 <= a.num_envs <= 65_536, "agent.num_envs", f"must be in [1, 65536], got {a.num_envs}"),
+        (1 <= a.horizon <= 10_000, "agent.horizon", f"must be in [1, 10000], got {a.horizon}"),
+        (0 < a.gamma <= 1, "agent.gamma", f"must be in (0, 1], got {a.gamma}"),
+        (0 <= a.gae_lambda <= 1, "agent.gae_lambda", f"must be in [0, 1], got {a.gae_lambda}"),
+        (a.lr > 0, "agent.lr", f"must be > 0, got {a.lr}"),
+        (a.entropy_weight >= 0, "agent.entropy_weight", f"must be >= 0, got {a.entropy_weight}"),
+        (a.value_weight >= 0, "agent.value_weight", f"must be >= 0, got {a.value_weight}"),
+        (a.grad_clip >= 0, "agent.grad_clip", f"must be >= 0, got {a.grad_clip}"),
+        (a.ppo_epochs >= 1, "agent.ppo_epochs", f"must be >= 1, got {a.ppo_epochs}"),
+        (
+            1 <= a.ppo_minibatches <= a.num_envs * a.horizon,
+            "agent.ppo_minibatches",
+            f"must be in [1, num_envs x horizon = {a.num_envs * a.horizon}], got {a.ppo_minibatches}",
+        ),
+        (0 < a.ppo_clip < 1, "agent.ppo_clip", f"must be in (0, 1), got {a.ppo_clip}"),
+        (a.max_updates >= 1, "agent.max_updates", f"must be >= 1, got {a.max_updates}"),
+        (a.max_minutes is None or a.max_minutes > 0, "agent.max_minutes", f"must be > 0 or null, got {a.max_minutes}"),
+        (a.threads is None or a.threads >= 1, "agent.threads", f"must be >= 1 or null, got {a.threads}"),
+        (a.log_every >= 1, "agent.log_every", f"must be >= 1, got {a.log_every}"),
+        (a.save_every >= 1, "agent.save_every", f"must be >= 1, got {a.save_every}"),
+    ]
+    for ok, key, problem in checks:
+        if not ok:
+            raise ConfigError(f"{key} {problem}")
+
+
 # What `profile` changes, over config.yaml and under the command line. gpu: a step of the default model at batch 32 is
 # ~200 small kernel launches that leave an H100 mostly idle, so the batch is 8x larger, the learning rate 6e-4 over a
 # longer warm-up (chosen when batch 32 trained at 3e-4, before gradient clipping made 1e-3 the better rate there),
@@ -142,6 +207,7 @@ PROFILES: dict[str, tuple[str, ...]] = {
         "train.val_every_steps=2000",
         "train.val_batches=8",
         "train.val_rollout_every=5",
+        "agent.num_envs=1024",
     ),
 }
 
@@ -156,6 +222,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
 
     def __post_init__(self) -> None:
         d, t, o, m = self.data, self.train, self.optimizer, self.model
@@ -285,6 +352,7 @@ class Config:
             if not ok:
                 raise ConfigError(f"{key} {problem}")
         check_model_config(m)
+        check_agent_config(self.agent)
 
 
 def leaf_values(value: Any, key: str) -> list[tuple[str, Any]]:

@@ -27,6 +27,8 @@ def test_every_console_script_names_a_command_of_src_cli() -> None:
         "awm-train",
         "awm-eval",
         "awm-play",
+        "awm-agent",
+        "awm-agent-eval",
     }
     for target in SCRIPTS.values():
         module, name = target.split(":")

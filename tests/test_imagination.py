@@ -462,17 +462,19 @@ def test_the_planning_example_runs_and_reports_both_policies(
             "2",
             "--max_steps",
             "3",
-            "--candidates",
+            "--population",
             "4",
-            "--depth",
+            "--decisions",
             "2",
+            "--iterations",
+            "1",
             "--device",
             "cpu",
         ]
     )
     assert set(results) == {"random", "planner"}
     for r in results.values():
-        assert set(r) == {"mean_return", "std_return", "steps", "steps_per_s"}
+        assert set(r) == {"mean_return", "standard_error", "steps", "steps_per_s"}
         assert r["steps"] == 6 and r["steps_per_s"] > 0 and np.isfinite(r["mean_return"])
     out = capsys.readouterr().out
     assert "random: return" in out and "planner: return" in out

@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +16,9 @@ from src.envs.atari import EnvSettings, make_env
 from src.envs.ball import ball_positions, tracks_ball
 from src.envs.policies import RandomPolicy
 
+# The Python state that gymnasium's wrappers keep between steps (FrameStackObservation's frames, AtariPreprocessing's
+# max-pool buffer and lives, TimeLimit's count): a snapshot copies it beside the emulator's own state.
+WRAPPER_STATE = ("obs_queue", "obs_buffer", "lives", "game_over", "_elapsed_steps", "_has_reset")
 WARMUP_STEPS = 8  # random steps after a reset in Game.reset_in_motion: a full 4-frame context, the game in motion
 
 
@@ -72,6 +77,25 @@ class Game:
         transition = Transition(self.obs, action, next_obs, bool(terminated or truncated), float(reward))
         self.obs = next_obs
         return transition
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the next steps depend on: the emulator's state (its RNG too, for sticky actions) and the
+        wrappers'. restore(snapshot) returns the game to this moment, so that the same actions give the same frames
+        and rewards again (what the imagined-vs-real comparison replays)."""
+        layers, env = [], self.env
+        while env is not None:
+            layers.append({k: copy.deepcopy(getattr(env, k)) for k in WRAPPER_STATE if k in vars(env)})
+            env = getattr(env, "env", None)
+        return {"ale": self.env.unwrapped.ale.cloneState(include_rng=True), "layers": layers, "obs": self.obs.copy()}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.env.unwrapped.ale.restoreState(snapshot["ale"])
+        env = self.env
+        for layer in snapshot["layers"]:
+            for key, value in layer.items():
+                setattr(env, key, copy.deepcopy(value))
+            env = getattr(env, "env", None)
+        self.obs = snapshot["obs"].copy()
 
     def close(self) -> None:
         self.env.close()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from src.models.events import has_events, predicted_events
+from src.models.events import REWARD_SIGNS, has_events
 from src.utils.device import constant
 
 FEEDBACK = ("palette", "uint8", "float")  # how a prediction re-enters the context (model.feedback)
@@ -117,16 +117,29 @@ class Imagined:
 
 
 @torch.inference_mode()
+def imagine_step(
+    model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedback = Feedback("uint8")
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One imagined step of a model with an event head, with its event probabilities rather than its most likely
+    events (what an agent's returns and a planner's scores take). context: (B, T, H, W); actions: (B,). Returns the
+    fed-back frame (B, 1, H, W), the reward probabilities (B, 3) over REWARD_SIGNS and the end probability (B,)."""
+    next_frame = feedback(model(context, actions))
+    reward_logits, end_logits = model.events(context, next_frame, actions)
+    return next_frame, torch.softmax(reward_logits.float(), dim=-1), torch.sigmoid(end_logits.float())
+
+
+@torch.inference_mode()
 def imagine(model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedback = Feedback("uint8")) -> Imagined:
     """`rollout` that also asks the model's event head (model.events, if it has one) about every step: from the
     context before the step, the step's fed-back frame and its action. context: (B, T, H, W); actions: (B, K)."""
     frames, predicted, rewards, ends = context, [], [], []
     for k in range(actions.shape[1]):
-        next_frame = feedback(model(frames, actions[:, k]))  # (B, 1, H, W)
         if has_events(model):
-            reward, end = predicted_events(*model.events(frames, next_frame, actions[:, k]))
-            rewards.append(reward)
+            next_frame, reward_probs, end = imagine_step(model, frames, actions[:, k], feedback)
+            rewards.append(constant(REWARD_SIGNS, frames.device, torch.float32)[reward_probs.argmax(-1)])
             ends.append(end)
+        else:
+            next_frame = feedback(model(frames, actions[:, k]))  # (B, 1, H, W)
         predicted.append(next_frame)
         frames = torch.cat([frames[:, 1:], next_frame], dim=1)
     stack = lambda xs: torch.stack(xs, dim=1) if xs else None  # noqa: E731
