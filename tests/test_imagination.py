@@ -487,3 +487,22 @@ def test_the_env_benchmark_prints_a_row_per_batch() -> None:
     rows = re.findall(r"^\| (\d+) \| ([\d,.]+) \| ([\d,.]+) \| ([\d,.]+) \| ([\d.]+) \|$", result.stdout, flags=re.M)
     assert [int(r[0]) for r in rows] == [1, 2]
     assert all(float(v.replace(",", "")) > 0 for r in rows for v in r[1:])
+
+
+def test_gymnasium_episode_statistics_read_the_imagined_games(small_dataset: Path) -> None:
+    """What CleanRL's Atari scripts read on gymnasium 1.x: RecordEpisodeStatistics's infos["episode"] and "_episode"
+    for the games that ended, here cut by the horizon (3 steps of +1 each)."""
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    model = tiny_model()
+    set_events(model, reward=(0.0, 0.0, 9.0), end=-20.0)  # +1 at every step, never an end
+    data = ShardedDataset(small_dataset, verify="none")
+    envs = RecordEpisodeStatistics(WorldModelVectorEnv(model, 6, 2, dataset=data, horizon=3))
+    envs.reset(seed=0)
+    for _ in range(2):
+        _, _, _, truncated, infos = envs.step(np.zeros(2, dtype=np.int64))
+        assert not truncated.any() and "episode" not in infos
+    _, _, _, truncated, infos = envs.step(np.zeros(2, dtype=np.int64))
+    assert truncated.all() and infos["_episode"].all()
+    np.testing.assert_array_equal(infos["episode"]["r"], [3.0, 3.0])
+    np.testing.assert_array_equal(infos["episode"]["l"], [3, 3])
