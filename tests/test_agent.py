@@ -195,3 +195,18 @@ def test_bad_input_is_one_line(short_run, tmp_path: Path) -> None:
         load_config(ROOT / "config.yaml", ["agent.learner=dqn"])
     with pytest.raises(ConfigError, match="agent.ppo_minibatches"):
         load_config(ROOT / "config.yaml", ["agent.num_envs=2", "agent.horizon=2", "agent.ppo_minibatches=5"])
+
+
+@pytest.mark.slow  # real Pong states and their replays: seconds
+def test_action_effects_compares_each_action_imagined_and_real(short_run, capsys: pytest.CaptureFixture) -> None:
+    from examples.action_effects import main as effects_main
+
+    world_run = Path(short_run[1]["run_dir"])
+    results = effects_main(["--checkpoint", str(world_run), "--starts", "3", "--horizons", "1,4", "--device", "cpu"])
+    assert list(results) == ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"]
+    for by_horizon in results.values():
+        assert set(by_horizon) == {1, 4}
+        for imagined, real in by_horizon.values():
+            assert abs(imagined) <= 4 and abs(real) <= 4
+            assert real * 3 == pytest.approx(round(real * 3))  # a mean of 3 whole reward sums
+    assert "h4 imagined" in capsys.readouterr().out

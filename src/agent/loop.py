@@ -180,13 +180,14 @@ def _train(cfg: Config, resume: dict | None, console: Console) -> Path:
 
     bar = console.progress(a.max_updates, done)
     started, since_log, steps_since = time.perf_counter() - elapsed, time.perf_counter(), 0
+    window: list[dict[str, float]] = []  # the stats of the updates since the last row, averaged into it
     try:
         with contextlib.closing(csv), contextlib.closing(lock):
             while done < a.max_updates:
                 policy.eval()
                 batch = dreams.rollout(policy, rng, generator)
                 policy.train()
-                stats = update(policy, optimizer, batch, a)
+                window.append(update(policy, optimizer, batch, a))
                 done, imagined, steps_since = done + 1, imagined + batch.steps, steps_since + batch.steps
                 elapsed = time.perf_counter() - started
                 out_of_time = a.max_minutes is not None and elapsed >= 60 * a.max_minutes
@@ -194,6 +195,8 @@ def _train(cfg: Config, resume: dict | None, console: Console) -> Path:
                 bar.update()
                 if done % a.log_every == 0 or last:
                     now = time.perf_counter()
+                    stats = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                    window = []
                     row = {
                         "update": done,
                         "imagined_steps": imagined,
