@@ -1,7 +1,7 @@
 """Planning inside the world model (CEM over held actions), scored in the real game against a random policy.
 
     python examples/plan_in_imagination.py --checkpoint runs/<run> [--agent runs/<agent run>] [--episodes 3]
-                                           [--max_steps 200] [--decisions 3] [--repeat 4] [--population 16]
+                                           [--max_steps 200] [--decisions 3] [--repeat 4] [--population 8]
                                            [--iterations 2] [--seed 0] [--device cpu]
 
 Every --repeat real steps the planner imagines --iterations x --population sequences of --decisions actions, each
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--max_steps", type=int, default=200, help="real steps per episode at most (both policies)")
     parser.add_argument("--decisions", type=int, default=3, help="actions per imagined sequence")
     parser.add_argument("--repeat", type=int, default=4, help="steps each action is held (imagined and real)")
-    parser.add_argument("--population", type=int, default=16, help="sequences imagined per CEM iteration")
+    parser.add_argument("--population", type=int, default=8, help="sequences imagined per CEM iteration")
     parser.add_argument("--iterations", type=int, default=2, help="CEM iterations per plan (1: random shooting)")
     parser.add_argument("--seed", type=int, default=0, help="episode e of both policies is seeded seed + e")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: a GPU if there is one)")

@@ -53,7 +53,9 @@ def parse_args(argv: list[str] | None):  # noqa: ANN201 (argparse.Namespace)
     p.add_argument("--greedy", action="store_true", help="the agent takes its most likely action (default: sampled)")
     p.add_argument("--compare_every", type=int, default=50, help="real steps between imagined-vs-real checks (0: off)")
     p.add_argument("--compare_horizon", type=int, default=15, help="steps each check plays in both")
-    p.add_argument("--video_steps", type=int, default=300, help="steps of the agent's first episode in the video")
+    p.add_argument(
+        "--video_steps", type=int, default=300, help="steps of the agent's first episode in the video (0: no video)"
+    )
     for name, default in vars(PlannerSettings()).items():
         p.add_argument(f"--plan_{name}", type=type(default), default=default, help=f"the planner's {name}")
     p.add_argument("--no_critic", action="store_true", help="the planner ignores the agent's critic")
@@ -64,10 +66,10 @@ def parse_args(argv: list[str] | None):  # noqa: ANN201 (argparse.Namespace)
     args = p.parse_args(argv)
     if args.agent is None and args.world_model is None:
         p.error("give --agent (an agent run) or --world_model (random and planner only)")
-    for flag in ("episodes", "compare_horizon", "video_steps"):
+    for flag in ("episodes", "compare_horizon"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    for flag in ("compare_every", "seed"):
+    for flag in ("compare_every", "seed", "video_steps"):
         if getattr(args, flag) < 0:
             p.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     if args.max_steps is not None and args.max_steps < 1:
@@ -298,9 +300,9 @@ def evaluate(args, tee) -> dict:  # noqa: ANN001 (argparse.Namespace, Tee)
         writer.writeheader()
         writer.writerows(rows)
     video_path = None
-    if video[1]:
-        imagined = counterpart(world, video[0], video[1], args.compare_horizon)
-        real = np.stack([frames[-1] for frames in video[0][1:]] + [video[0][-1][-1]]) / 255.0
+    if len(video[1]) > 1:  # the real frame after action k is the newest of the stack before action k + 1
+        imagined = counterpart(world, video[0][:-1], video[1][:-1], args.compare_horizon)
+        real = np.stack([frames[-1] for frames in video[0][1:]]) / 255.0
         video_path = write_video(out / "videos" / "agent_real_vs_imagined.mp4", rollout_frames(real, imagined))
     atomic_write_json(out / "summary.json", json_safe(summary))
     logger = make_logger(
