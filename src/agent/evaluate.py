@@ -276,11 +276,16 @@ def evaluate(args, tee) -> dict:  # noqa: ANN001 (argparse.Namespace, Tee)
             a, r = results[name], results["random"]
             spread = math.hypot(a["standard_error"], r["standard_error"])
             t = (a["mean_return"] - r["mean_return"]) / spread if spread > 0 else float("nan")
-            beyond = bool(t > 2)
-            summary[f"{name}_vs_random"] = {"difference": a["mean_return"] - r["mean_return"], "t": t, "beats": beyond}
+            verdict = "beats random" if t > 2 else "worse than random" if t < -2 else "no different from random"
+            summary[f"{name}_vs_random"] = {
+                "difference": a["mean_return"] - r["mean_return"],
+                "t": t,
+                "beats": bool(t > 2),
+                "worse": bool(t < -2),
+            }
             print(
-                f"{name} - random: {a['mean_return'] - r['mean_return']:+.2f} (Welch t {t:+.2f}): "
-                + ("beats random beyond the noise" if beyond else "not beyond the noise")
+                f"{name} - random: {a['mean_return'] - r['mean_return']:+.2f} (Welch t {t:+.2f}): {verdict}"
+                + (" beyond the noise" if abs(t) > 2 else " within the noise")
             )
     if comparison is not None and comparison.rows:
         summary["imagined_vs_real"] = comparison.summary()
