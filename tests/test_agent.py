@@ -160,6 +160,10 @@ def test_train_resume_and_evaluate_an_agent(short_run, tmp_path: Path) -> None:
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["imagined_steps"] == 5 * 4 * 3
     # resuming a finished run asks for more updates, in one line
     assert "raise agent.max_updates" in error_line(run_main(agent_main, [f"agent.resume={run_dir}"]))
+    line = error_line(
+        run_main(agent_main, [f"agent.resume={run_dir}", "agent.max_updates=9", "agent.max_minutes=1e-6"])
+    )
+    assert "raise agent.max_minutes" in line
 
     summary = agent_evaluate.evaluate_agent(
         [

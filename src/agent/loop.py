@@ -60,6 +60,11 @@ def agent_config(config_path: str | None, overrides: list[str]) -> tuple[Config,
             f"agent.resume: {file} is at update {state['update']}, agent.max_updates is {cfg.agent.max_updates}; "
             "raise agent.max_updates to train on"
         )
+    if cfg.agent.max_minutes is not None and state["elapsed_s"] >= 60 * cfg.agent.max_minutes:
+        raise ConfigError(
+            f"agent.resume: {file} has trained {state['elapsed_s'] / 60:.1f} minutes, agent.max_minutes is "
+            f"{cfg.agent.max_minutes:g}; raise agent.max_minutes to train on"
+        )
     return cfg, state
 
 
