@@ -88,6 +88,11 @@ class EventHead(nn.Module):
         return out[:, :3], out[:, 3]
 
 
+def expected_signs(reward_logits: Tensor) -> Tensor:
+    """The expected reward sign p(+1) - p(-1), (B,): what an agent's returns take (agent.reward=expected)."""
+    return torch.softmax(reward_logits.float(), -1) @ constant(REWARD_SIGNS, reward_logits.device, torch.float32)
+
+
 def predicted_events(reward_logits: Tensor, end_logits: Tensor) -> tuple[Tensor, Tensor]:
     """The most likely reward sign (float, -1, 0 or +1) and the end's probability, each (B,)."""
     signs = constant(REWARD_SIGNS, reward_logits.device, torch.float32)
@@ -110,10 +115,28 @@ class EventCounts:
     real_ends: float = 0  # steps where the episode ends
     predicted_ends: float = 0  # steps where the head says it ends
     true_ends: float = 0  # both
+    expected_steps: float = 0  # steps with the expected sign p(+1) - p(-1) given, and its sums with the real sign:
+    expected_sum: float = 0
+    expected_sq: float = 0
+    real_sum: float = 0
+    real_sq: float = 0
+    product_sum: float = 0
 
-    def add(self, rewards: Tensor, ends: Tensor, real_rewards: Tensor, real_ends: Tensor) -> None:
-        """rewards: predicted signs; ends: predicted ends (bool); real_rewards: raw; real_ends: bool; all one shape."""
+    def add(
+        self, rewards: Tensor, ends: Tensor, real_rewards: Tensor, real_ends: Tensor, expected: Tensor | None = None
+    ) -> None:
+        """rewards: predicted signs; ends: predicted ends (bool); real_rewards: raw; real_ends: bool; expected: the
+        expected signs (what an agent learns from), if given; all one shape."""
         real_signs, real_ends, ends = torch.sign(real_rewards.float()), real_ends.bool(), ends.bool()
+        if expected is not None:
+            e = expected.double()
+            r = real_signs.double()
+            self.expected_steps += e.numel()
+            self.expected_sum += float(e.sum())
+            self.expected_sq += float((e * e).sum())
+            self.real_sum += float(r.sum())
+            self.real_sq += float((r * r).sum())
+            self.product_sum += float((e * r).sum())
         scored = real_signs != 0
         self.reward_steps += int(scored.sum())
         self.reward_right += int((scored & (rewards.float() == real_signs)).sum())
@@ -132,15 +155,33 @@ class EventCounts:
             self.real_ends,
             self.predicted_ends,
             self.true_ends,
+            self.expected_steps,
+            self.expected_sum,
+            self.expected_sq,
+            self.real_sum,
+            self.real_sq,
+            self.product_sum,
         )
 
     def rates(self) -> dict[str, float]:
         """reward_sign_accuracy (on the steps with a real reward), false_reward_rate (on those without), end_precision
-        and end_recall; NaN where there was nothing to count."""
+        and end_recall; with expected signs, reward_expected_bias (their mean minus the real signs' mean: 0 for a
+        calibrated head) and reward_expected_corr (their correlation with the real signs); NaN where there was nothing
+        to count."""
         rate = lambda a, b: a / b if b else math.nan  # noqa: E731
+        n = self.expected_steps
+        bias, corr = math.nan, math.nan
+        if n:
+            bias = (self.expected_sum - self.real_sum) / n
+            var_e = self.expected_sq / n - (self.expected_sum / n) ** 2
+            var_r = self.real_sq / n - (self.real_sum / n) ** 2
+            cov = self.product_sum / n - (self.expected_sum / n) * (self.real_sum / n)
+            corr = cov / math.sqrt(var_e * var_r) if var_e > 1e-12 and var_r > 1e-12 else math.nan
         return {
             "reward_sign_accuracy": rate(self.reward_right, self.reward_steps),
             "false_reward_rate": rate(self.false_rewards, self.quiet_steps),
             "end_precision": rate(self.true_ends, self.predicted_ends),
             "end_recall": rate(self.true_ends, self.real_ends),
+            "reward_expected_bias": bias,
+            "reward_expected_corr": corr,
         }

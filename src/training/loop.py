@@ -143,6 +143,7 @@ def event_summary(val: dict[str, float]) -> str:
         return ""
     return (
         f"; reward sign right {val['val/reward_sign_accuracy']:.2f}, false rewards {val['val/false_reward_rate']:.3f}, "
+        f"expected reward bias {val['val/reward_expected_bias']:+.4f} corr {val['val/reward_expected_corr']:.2f}, "
         f"ends found {val['val/end_recall']:.2f}"
     )
 

@@ -144,28 +144,111 @@ def denoising_loss(
 class EventWeights:
     """How much each reward class and a true end count in the loss: the rare ones up by (rate of the common one /
     their rate) ** balance (0: plain cross-entropy; 1: every class counts as much in total, which buys recall with
-    false alarms; 0.5, the default, between)."""
+    false alarms; 0.5, the default, between).
+
+    Weighting and the event batches' over-sampling of rare steps teach a head that a reward is dozens of times more
+    likely than it is: its probabilities are the training's, not the game's (on Boxing's random-play data they
+    multiply a reward's odds by about 35: a punch one step in 35 becomes one step in two, and an agent's expected
+    rewards are mostly that bias).
+    The shifts undo it (logit adjustment): the loss adds to each logit the log of how much training multiplies its
+    class, so the head's own outputs are the game's probabilities while the rare classes keep their weight in the
+    gradient. Zero shifts: the head learns the weighted probabilities."""
 
     reward: tuple[float, float, float] = (1.0, 1.0, 1.0)  # per class of REWARD_SIGNS
     end: float = 1.0  # a true end's weight against a step that goes on
+    reward_shift: tuple[float, float, float] = (0.0, 0.0, 0.0)  # added to the reward logits in the loss
+    end_shift: float = 0.0  # added to the end logit in the loss
 
     @classmethod
-    def from_counts(cls, reward_counts: np.ndarray, ends: int, steps: int, balance: float) -> EventWeights:
-        """reward_counts: (3,) training steps per class of REWARD_SIGNS; ends: training steps where the episode ends."""
+    def from_counts(
+        cls,
+        reward_counts: np.ndarray,
+        ends: int,
+        steps: int,
+        balance: float,
+        sampling: EventSampling | None = None,
+    ) -> EventWeights:
+        """reward_counts: (3,) training steps per class of REWARD_SIGNS; ends: training steps where the episode ends.
+        sampling: how the event batches draw (None: no shifts, the head learns the weighted probabilities)."""
         counts = np.maximum(np.asarray(reward_counts, dtype=np.float64), 1)
         reward = (counts[ZERO] / counts) ** balance
-        return cls(tuple(float(w) for w in reward), float((max(steps - ends, 1) / max(ends, 1)) ** balance))
+        end = (max(steps - ends, 1) / max(ends, 1)) ** balance
+        if sampling is None:
+            return cls(tuple(float(w) for w in reward), float(end))
+        boost = sampling.boosts()
+        reward_shift = np.log(reward * boost[:3])
+        end_shift = np.log(end * boost[3] / boost[4])
+        return cls(
+            tuple(float(w) for w in reward),
+            float(end),
+            tuple(float(x) for x in reward_shift - reward_shift[ZERO]),
+            float(end_shift),
+        )
+
+
+@dataclass(frozen=True)
+class EventSampling:
+    """What the event head's loss sees of each class, for EventWeights' shifts: the training steps' counts, and the
+    event batches (train.event_batch_size > 0: `share` of each batch drawn from the steps with a reward or an end,
+    the rest from all steps; their loss is a mean added to the unrolled steps' mean)."""
+
+    steps: int
+    reward_counts: tuple[int, int, int]  # steps per class of REWARD_SIGNS
+    quiet_ends: int  # steps without a reward where the episode ends
+    ends: int
+    rewarded_going_on: int  # steps with a reward where the episode goes on
+    event_batches: bool
+    share: float
+
+    @classmethod
+    def of(cls, rewards: np.ndarray, dones: np.ndarray, event_batches: bool, share: float) -> EventSampling:
+        """The training steps' rewards (raw) and dones, (N,) each."""
+        signs, dones = np.sign(rewards).astype(np.int64) + 1, dones.astype(bool)
+        return cls(
+            steps=len(signs),
+            reward_counts=tuple(int(n) for n in np.bincount(signs, minlength=3)),
+            quiet_ends=int((dones & (signs == ZERO)).sum()),
+            ends=int(dones.sum()),
+            rewarded_going_on=int((~dones & (signs != ZERO)).sum()),
+            event_batches=event_batches,
+            share=share,
+        )
+
+    def boosts(self) -> np.ndarray:
+        """(5,): how much the loss multiplies each reward class over its rate in the data, then a true end's and a
+        step that goes on: 1 from the unrolled steps, plus (1 - share) + share x (its steps' chance to be an event)
+        / (the events' rate) from the event batches (an average over the class's steps)."""
+        if not self.event_batches:
+            return np.ones(5)
+        steps = max(self.steps, 1)
+        events = sum(self.reward_counts) - self.reward_counts[ZERO] + self.quiet_ends
+        rate = events / steps
+        if rate == 0:  # no events: the event batches draw from all steps
+            return np.full(5, 2.0)
+        eventful = np.array(
+            [
+                1.0,
+                self.quiet_ends / max(self.reward_counts[ZERO], 1),
+                1.0,
+                1.0,
+                self.rewarded_going_on / max(steps - self.ends, 1),
+            ]
+        )  # the share of each class's steps that are events
+        return 1 + (1 - self.share) + self.share * eventful / rate
 
 
 def event_loss(
     reward_logits: Tensor, end_logits: Tensor, rewards: Tensor, ends: Tensor, weights: EventWeights = EventWeights()
 ) -> tuple[Tensor, Tensor]:
-    """Weighted cross-entropy of the reward sign and binary cross-entropy of the end, each a mean over the steps.
-    reward_logits: (N, 3); end_logits: (N,); rewards: (N,) raw; ends: (N,) bool. Returns (reward loss, end loss)."""
+    """Weighted cross-entropy of the reward sign and binary cross-entropy of the end, each a mean over the steps, of
+    the logits shifted by `weights`' shifts. reward_logits: (N, 3); end_logits: (N,); rewards: (N,) raw; ends: (N,)
+    bool. Returns (reward loss, end loss)."""
     classes = reward_class(rewards)
     w = constant(weights.reward, reward_logits.device, torch.float32)
-    reward = (F.cross_entropy(reward_logits.float(), classes, reduction="none") * w[classes]).mean()
-    end = F.binary_cross_entropy_with_logits(end_logits.float(), ends.float(), reduction="none")
+    shifted = reward_logits.float() + constant(weights.reward_shift, reward_logits.device, torch.float32)
+    reward = (F.cross_entropy(shifted, classes, reduction="none") * w[classes]).mean()
+    end_logits = end_logits.float() + weights.end_shift
+    end = F.binary_cross_entropy_with_logits(end_logits, ends.float(), reduction="none")
     end = (end * torch.where(ends, weights.end, 1.0)).mean()
     return reward, end
 

@@ -258,6 +258,8 @@ class RunOutputs:
                 "false_reward_rate",
                 "end_precision",
                 "end_recall",
+                "reward_expected_bias",
+                "reward_expected_corr",
             ],
             resumed_at,
         )

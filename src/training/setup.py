@@ -16,12 +16,12 @@ from src.config import Config, ConfigError, TrainConfig
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
 from src.models.checkpoint import read_checkpoint
-from src.models.events import REWARD_SIGNS, has_events
+from src.models.events import has_events
 from src.models.run import LAST, TrainedOn, find_checkpoint, run_dir_of
 from src.training.batches import DeviceBatches, EventBatches, fixed_val_batches, rollout_starts, training_batches
 from src.training.data import data_identity, diffusion_sigma_data, frame_palette, starts_within
 from src.training.fast_path import FastPath, configure_backends
-from src.training.objective import EventLoss, EventWeights
+from src.training.objective import EventLoss, EventSampling, EventWeights
 from src.training.outputs import Console, RunOutputs, branch_run_dir, check_run_location, create_run_dir
 from src.training.resume import check_resumable
 from src.utils.device import choose_device
@@ -125,11 +125,14 @@ def event_loss_for(
     rates (a resumed one's weights are loaded over it). None for a model without the head (model.events=false)."""
     if not has_events(model):
         return None
-    signs = np.sign(dataset.column("reward")[train_rows]).astype(np.int64) + 1
-    reward_counts = np.bincount(signs, minlength=len(REWARD_SIGNS))
-    ends = int(dataset.column("done")[train_rows].sum())
-    model.events.prior(reward_counts / max(len(train_rows), 1), ends / max(len(train_rows), 1))
-    weights = EventWeights.from_counts(reward_counts, ends, len(train_rows), t.event_balance)
+    sampling = EventSampling.of(
+        dataset.column("reward")[train_rows], dataset.column("done")[train_rows], t.event_batch_size > 0, t.event_share
+    )
+    reward_counts, steps = np.array(sampling.reward_counts), max(sampling.steps, 1)
+    model.events.prior(reward_counts / steps, sampling.ends / steps)
+    weights = EventWeights.from_counts(
+        reward_counts, sampling.ends, sampling.steps, t.event_balance, sampling if t.event_calibrate else None
+    )
     return EventLoss(model.events, weights, t.reward_loss_weight, t.end_loss_weight)
 
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from src.dataset.offline_dataset import Batch
 from src.dataset.shards import ShardedDataset
 from src.models.diffusion import seed_sampling
-from src.models.events import EventCounts, has_events, predicted_events
+from src.models.events import EventCounts, expected_signs, has_events, predicted_events
 from src.models.rollout import Feedback, rollout
 from src.training.objective import Objective
 from src.training.schedule import Stage
@@ -83,8 +83,9 @@ def validate(
         fed, last = objective.feedback(prediction), b.frames[:, -1:]  # (B, 1, H, W); last: the previous frame of both
         changed += changed_recall(fed, b.targets, last, last).double().sum(0).cpu()
         if has_events(model):
-            rewards, end_probs = predicted_events(*model.events(b.frames, fed, b.actions[:, 0]))
-            counts.add(rewards, end_probs > 0.5, b.rewards[:, 0], b.dones[:, 0])
+            logits = model.events(b.frames, fed, b.actions[:, 0])
+            rewards, end_probs = predicted_events(*logits)
+            counts.add(rewards, end_probs > 0.5, b.rewards[:, 0], b.dones[:, 0], expected_signs(logits[0]))
         count += len(b)
     rolled = rollout_scores(model, rollouts.to(device), objective.feedback) if rollouts is not None else {}
     model.train()
