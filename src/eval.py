@@ -117,8 +117,8 @@ def evaluate(
         drawn = []
         for i in range(samples):
             imagined = imagine(model, context, actions, feedback)
-            if i == 0 and imagined.rewards is not None:
-                imagined_rewards.append(imagined.rewards.cpu().numpy())
+            if i == 0 and imagined.expected_rewards is not None:
+                imagined_rewards.append(imagined.expected_rewards.cpu().numpy())
             drawn.append(imagined.frames)
             bar.update(len(truth))
         predicted = {

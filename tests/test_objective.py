@@ -84,7 +84,7 @@ def _train_head_on_noise(calibrate: bool) -> float:
     sampling = EventSampling(steps, tuple(int(c) for c in counts), 0, 0, int(2 * rate * steps), True, share)
     weights = EventWeights.from_counts(counts, 0, steps, 0.5, sampling if calibrate else None)
     head = EventHead(num_actions=2, frame_size=8, channels=(4,), hidden=8, action_dim=2)
-    head.prior(counts / steps, 1e-3)
+    head.prior(counts / steps, 1e-3, weights.reward_shift, weights.end_shift)
     opt = torch.optim.Adam(head.parameters(), 3e-3)
 
     def batch(n: int, eventful: float) -> tuple[torch.Tensor, ...]:

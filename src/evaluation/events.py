@@ -23,8 +23,9 @@ from src.utils.frames import frames_to_float
 
 
 def return_fidelity(imagined: np.ndarray, real: np.ndarray) -> dict[str, float]:
-    """Returns over each rollout's steps, imagined (the predicted reward signs) against real (the real rewards'
-    signs), under the same actions from the same starts. imagined, real: (N, K)."""
+    """Returns over each rollout's steps, imagined (the expected reward signs p(+1) - p(-1), what an agent learning in
+    the model takes) against real (the real rewards' signs), under the same actions from the same starts. imagined,
+    real: (N, K)."""
     steps = imagined.shape[1]
     imagined, real = imagined.sum(1), np.sign(real).sum(1)
     diff = imagined - real

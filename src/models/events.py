@@ -65,15 +65,27 @@ class EventHead(nn.Module):
             self.out.weight.mul_(0.1)  # the outputs start near the prior's rates
         self.prior(np.array([0.01, 0.98, 0.01]), 0.001)  # until training sets the data's
 
-    def prior(self, reward_rates: np.ndarray, end_rate: float) -> None:
+    def prior(
+        self,
+        reward_rates: np.ndarray,
+        end_rate: float,
+        reward_shift: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        end_shift: float = 0.0,
+    ) -> None:
         """Start the outputs at the data's rates (reward_rates: (3,) over REWARD_SIGNS, summing to 1; end_rate in
         (0, 1)): an untrained head predicts no reward and no end, as the data mostly has, instead of a coin flip that
-        would flood the first validations with false rewards (and end every imagined game at once)."""
+        would flood the first validations with false rewards (and end every imagined game at once). The shifts are
+        the ones the loss adds to the logits (EventWeights in src/training/objective.py): the shifted logits start
+        at the rates, so that a calibrated head learns as an uncalibrated one does (from the inflated rates down, it
+        learned slower, measured)."""
         with torch.no_grad():
             rates = np.clip(np.asarray(reward_rates, dtype=np.float64), 1e-6, 1)
             end = min(max(end_rate, 1e-6), 1 - 1e-6)
             self.out.bias.copy_(
-                torch.tensor([*np.log(rates / rates[ZERO]), np.log(end / (1 - end))], dtype=torch.float32)
+                torch.tensor(
+                    [*(np.log(rates / rates[ZERO]) - np.asarray(reward_shift)), np.log(end / (1 - end)) - end_shift],
+                    dtype=torch.float32,
+                )
             )
 
     def forward(self, context: Tensor, next_frame: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:

@@ -114,6 +114,7 @@ class Imagined:
     frames: Tensor  # (B, K, H, W) float in [0, 1]
     rewards: Tensor | None  # (B, K) float: the predicted reward sign, -1, 0 or +1
     end_probs: Tensor | None  # (B, K) float: the probability that the episode ends at that step
+    expected_rewards: Tensor | None = None  # (B, K) float: the expected sign p(+1) - p(-1), what an agent takes
 
 
 @torch.inference_mode()
@@ -132,15 +133,17 @@ def imagine_step(
 def imagine(model: nn.Module, context: Tensor, actions: Tensor, feedback: Feedback = Feedback("uint8")) -> Imagined:
     """`rollout` that also asks the model's event head (model.events, if it has one) about every step: from the
     context before the step, the step's fed-back frame and its action. context: (B, T, H, W); actions: (B, K)."""
-    frames, predicted, rewards, ends = context, [], [], []
+    frames, predicted, rewards, ends, expected = context, [], [], [], []
     for k in range(actions.shape[1]):
         if has_events(model):
             next_frame, reward_probs, end = imagine_step(model, frames, actions[:, k], feedback)
-            rewards.append(constant(REWARD_SIGNS, frames.device, torch.float32)[reward_probs.argmax(-1)])
+            signs = constant(REWARD_SIGNS, frames.device, torch.float32)
+            rewards.append(signs[reward_probs.argmax(-1)])
+            expected.append(reward_probs @ signs)
             ends.append(end)
         else:
             next_frame = feedback(model(frames, actions[:, k]))  # (B, 1, H, W)
         predicted.append(next_frame)
         frames = torch.cat([frames[:, 1:], next_frame], dim=1)
     stack = lambda xs: torch.stack(xs, dim=1) if xs else None  # noqa: E731
-    return Imagined(torch.cat(predicted, dim=1), stack(rewards), stack(ends))
+    return Imagined(torch.cat(predicted, dim=1), stack(rewards), stack(ends), stack(expected))

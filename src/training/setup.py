@@ -129,10 +129,10 @@ def event_loss_for(
         dataset.column("reward")[train_rows], dataset.column("done")[train_rows], t.event_batch_size > 0, t.event_share
     )
     reward_counts, steps = np.array(sampling.reward_counts), max(sampling.steps, 1)
-    model.events.prior(reward_counts / steps, sampling.ends / steps)
     weights = EventWeights.from_counts(
         reward_counts, sampling.ends, sampling.steps, t.event_balance, sampling if t.event_calibrate else None
     )
+    model.events.prior(reward_counts / steps, sampling.ends / steps, weights.reward_shift, weights.end_shift)
     return EventLoss(model.events, weights, t.reward_loss_weight, t.end_loss_weight)
 
 
