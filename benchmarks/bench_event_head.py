@@ -33,7 +33,7 @@ from src.config import Config  # noqa: E402
 from src.dataset.offline_dataset import WindowDataset, split_episodes  # noqa: E402
 from src.dataset.shards import ShardedDataset  # noqa: E402
 from src.models.events import ZERO, EventHead, expected_signs  # noqa: E402
-from src.training.objective import EventSampling, EventWeights, event_loss  # noqa: E402
+from src.training.objective import EventSampling, event_loss  # noqa: E402
 from src.utils.frames import frames_to_float  # noqa: E402
 
 VARIANTS = ("weighted", "plain")  # weighted: scored calibrated and inflated
@@ -107,7 +107,6 @@ def main() -> None:
     rewards, dones = dataset.column("reward")[train_rows], dataset.column("done")[train_rows].astype(bool)
     events = train_rows[(rewards != 0) | dones]
     sampling = EventSampling.of(rewards, dones, True, t.event_share)
-    counts = np.array(sampling.reward_counts)
     samples = WindowDataset(dataset.root, np.arange(len(dataset)))
     val = steps_of(samples, val_rows, args.next)
     lr = cfg.optimizer.lr * t.event_lr_scale
@@ -118,14 +117,11 @@ def main() -> None:
     )
     results = {}
     for variant in variants:
-        weights = EventWeights.from_counts(
-            counts, sampling.ends, sampling.steps, t.event_balance if variant != "plain" else 0.0,
-            sampling if variant == "weighted" else None,
-        )  # fmt: skip
+        weights = sampling.weights(t.event_balance if variant == "weighted" else 0.0, variant == "weighted")
         torch.manual_seed(args.seed)
         rng = np.random.default_rng(args.seed)
         head = EventHead(dataset.num_actions)
-        head.prior(counts / sampling.steps, sampling.ends / sampling.steps, weights.reward_shift, weights.end_shift)
+        head.prior(*sampling.rates(), weights.reward_shift, weights.end_shift)
         opt = torch.optim.Adam(head.parameters(), lr)
         begin = time.perf_counter()
         for _ in range(args.steps):

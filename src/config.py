@@ -97,9 +97,7 @@ class TrainConfig:
     event_batch_size: int = 32  # more steps per optimizer step for the event head alone, with their real next frames
     event_share: float = 0.25  # ... this share of them steps with a reward or an end (rare: the head learns from them)
     event_lr_scale: float = 3.0  # the event head's learning rate over optimizer.lr (same schedule)
-    event_calibrate: bool = (
-        True  # the loss undoes the weights' and event batches' inflation: probabilities as the data's
-    )
+    event_calibrate: bool = True  # the loss undoes the weighting's inflation: probabilities as the data's
     warmup_steps: int = 100  # linear warm-up, then cosine decay to min_lr_ratio * lr at max_steps
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off

@@ -214,6 +214,18 @@ class EventSampling:
             share=share,
         )
 
+    def weights(self, balance: float, calibrate: bool) -> EventWeights:
+        """The loss's weights for these steps (train.event_balance), with the shifts that undo them and the event
+        batches' over-sampling when `calibrate` (train.event_calibrate)."""
+        return EventWeights.from_counts(
+            np.array(self.reward_counts), self.ends, self.steps, balance, self if calibrate else None
+        )
+
+    def rates(self) -> tuple[np.ndarray, float]:
+        """The data's rates: (3,) per class of REWARD_SIGNS, and the end's."""
+        steps = max(self.steps, 1)
+        return np.array(self.reward_counts) / steps, self.ends / steps
+
     def boosts(self) -> np.ndarray:
         """(5,): how much the loss multiplies each reward class over its rate in the data, then a true end's and a
         step that goes on: 1 from the unrolled steps, plus (1 - share) + share x (its steps' chance to be an event)

@@ -21,7 +21,7 @@ from src.models.run import LAST, TrainedOn, find_checkpoint, run_dir_of
 from src.training.batches import DeviceBatches, EventBatches, fixed_val_batches, rollout_starts, training_batches
 from src.training.data import data_identity, diffusion_sigma_data, frame_palette, starts_within
 from src.training.fast_path import FastPath, configure_backends
-from src.training.objective import EventLoss, EventSampling, EventWeights
+from src.training.objective import EventLoss, EventSampling
 from src.training.outputs import Console, RunOutputs, branch_run_dir, check_run_location, create_run_dir
 from src.training.resume import check_resumable
 from src.utils.device import choose_device
@@ -128,11 +128,8 @@ def event_loss_for(
     sampling = EventSampling.of(
         dataset.column("reward")[train_rows], dataset.column("done")[train_rows], t.event_batch_size > 0, t.event_share
     )
-    reward_counts, steps = np.array(sampling.reward_counts), max(sampling.steps, 1)
-    weights = EventWeights.from_counts(
-        reward_counts, sampling.ends, sampling.steps, t.event_balance, sampling if t.event_calibrate else None
-    )
-    model.events.prior(reward_counts / steps, sampling.ends / steps, weights.reward_shift, weights.end_shift)
+    weights = sampling.weights(t.event_balance, t.event_calibrate)
+    model.events.prior(*sampling.rates(), weights.reward_shift, weights.end_shift)
     return EventLoss(model.events, weights, t.reward_loss_weight, t.end_loss_weight)
 
 
